@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-time environment set-up used by `make demo` and `make test`.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+EXTRAS=${EXTRAS:-test}
+
+# 1. System tools for synthetic speech and audio processing (only where we can install them).
+need=()
+for b in espeak-ng sox flite text2wave ffmpeg; do command -v "$b" >/dev/null 2>&1 || need+=("$b"); done
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing system packages (missing: ${need[*]})"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox libsox-fmt-all flite festival \
+      festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts ffmpeg >/dev/null
+  else
+    echo "[setup] WARNING: missing ${need[*]}; install them (e.g. apt-get install espeak-ng sox flite festival ffmpeg)." >&2
+  fi
+fi
+
+# 2. Virtual environment, torch first (CPU wheel without a GPU), then the project.
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "[setup] GPU found: installing the default torch build"
+    $PIP install -q "torch>=2.4"
+  else
+    echo "[setup] no GPU: installing the CPU torch wheel"
+    $PIP install -q "torch==2.13.0+cpu" || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+$PIP install -q -e ".[$EXTRAS]"
+echo "[setup] environment ready in $VENV"

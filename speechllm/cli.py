@@ -1,0 +1,53 @@
+"""The `speechllm` command.
+
+`fit/validate/test/predict` go to LightningCLI (recipes in recipes/*.yaml); every other verb is a
+plain function in its own module, imported lazily so `speechllm models list` does not pay for
+importing Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+# verb -> (module, function taking argv, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "models": ("speechllm.models.cli", "main", "list / pull offline model packs"),
+    "generate": ("speechllm.generation", "cli_main", "answer a prompt about an audio file from a checkpoint"),
+    "prepare": ("data_prep.cli", "main", "data preparation steps (synth, ingest, attributes, captions, targets, noisy)"),
+    "evaluate": ("evaluation.cli", "main", "Dynamic-SUPERB and retention evaluation"),
+    "adapt": ("speechllm.tta.cli", "main", "continual test-time ASR adaptation (SUTA and variants)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: speechllm <command> [args]", "", "training (LightningCLI, use -c recipes/<name>.yaml):"]
+    lines += [f"  {v}" for v in LIGHTNING_VERBS]
+    lines += ["", "other commands:"]
+    lines += [f"  {k:<10} {h}" for k, (_, _, h) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb in LIGHTNING_VERBS:
+        from speechllm.lightning_cli import run_lightning_cli
+
+        run_lightning_cli([verb, *rest])
+        return 0
+    if verb not in SUBCOMMANDS:
+        print(f"speechllm: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = SUBCOMMANDS[verb]
+    result = getattr(importlib.import_module(module), func)(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Crash-safe file helpers shared by every long job.
+
+Long jobs (target generation, evaluation, adaptation streams) write append-only JSONL keyed by a
+stable id. A `kill -9` can at worst leave one truncated last line; `read_jsonl` drops it (and
+`AppendOnlyJsonl` truncates it away before appending) so a resumed run neither loses nor duplicates
+a row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write a whole JSONL file atomically; returns the number of rows."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def iter_jsonl(path: str | Path, strict: bool = True) -> Iterator[dict]:
+    """Yield rows; a truncated *last* line (an interrupted append) is skipped, any other bad line
+    raises with the file and line number."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as e:
+            is_last_partial = i == len(lines) - 1 and not line.endswith("\n")
+            if is_last_partial or not strict:
+                continue
+            raise ValueError(f"{path}:{i + 1}: invalid JSON ({e}); fix or delete this line") from e
+
+
+def read_jsonl(path: str | Path, strict: bool = True) -> list[dict]:
+    return list(iter_jsonl(path, strict=strict))
+
+
+class AppendOnlyJsonl:
+    """Append-only JSONL keyed by `key`: `done` holds the keys already written, so a restarted job
+    skips them. Each row is flushed and fsynced before `append` returns."""
+
+    def __init__(self, path: str | Path, key: str = "id"):
+        self.path, self.key = Path(path), key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self.rows: dict[str, dict] = {}
+        if self.path.exists():
+            for row in iter_jsonl(self.path):
+                self.rows[str(row[key])] = row  # a duplicate key keeps the last write
+
+    @property
+    def done(self) -> set[str]:
+        return set(self.rows)
+
+    def _repair_tail(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1  # drop the partial last line
+                f.truncate(cut)
+
+    def append(self, row: dict) -> None:
+        k = str(row[self.key])
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[k] = row
+
+    def extend(self, rows: Iterable[dict]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for row in rows:
+            self.rows[str(row[self.key])] = row
