@@ -1,0 +1,99 @@
+"""Scorers: the official phase-1 rule exactly, the lenient variant, judge parsing, WER, AIR-Bench."""
+
+import pytest
+
+from evaluation.dynamic_superb.registry import get_task, parse_options, select_tasks
+from evaluation.dynamic_superb.scoring import (
+    airbench_choice,
+    judge_accuracy,
+    lenient_accuracy,
+    lenient_extract,
+    official_accuracy,
+    parse_judge_verdict,
+    wer_score,
+)
+
+
+def test_official_accuracy_is_case_only_normalisation():
+    labels = ["yes", "Yes", "no", "clean", "no"]
+    preds = ["YES", "yes", " no", "clean.", "No"]  # whitespace and punctuation are NOT forgiven
+    assert official_accuracy(preds, labels) == pytest.approx(3 / 5)
+
+
+def test_official_accuracy_compares_booleans_as_lowercase_strings():
+    assert official_accuracy(["True", "false", "TRUE", "1"], [True, False, False, True]) == pytest.approx(2 / 4)
+
+
+def test_official_accuracy_rejects_length_mismatch_and_empty():
+    with pytest.raises(ValueError):
+        official_accuracy(["yes"], ["yes", "no"])
+    with pytest.raises(ValueError):
+        official_accuracy([], [])
+
+
+def test_parse_options_reads_dynamic_superb_phrasing():
+    ins = "Determine the SNR. The answer could be zero, five, ten, fifteen, or clean."
+    assert parse_options(ins) == ["zero", "five", "ten", "fifteen", "clean"]
+    assert parse_options("Is it speech? The answer could be yes or no.") == ["yes", "no"]
+    assert parse_options("No options here.") == []
+
+
+def test_lenient_extract_strips_and_finds_the_single_option():
+    opts = ["yes", "no"]
+    assert lenient_extract(" Yes. ", opts) == "yes"
+    assert lenient_extract("I think the answer is no, it is not.", opts) == "no"
+    assert lenient_extract("yes or no, hard to say", opts) is None  # two options → unparseable
+    assert lenient_extract("nothing here", opts) is None  # "no" inside "nothing" does not count
+    assert lenient_extract("The SNR is fifteen dB", ["five", "fifteen", "clean"]) == "fifteen"
+
+
+def test_lenient_accuracy_counts_unparseable_as_wrong_never_guesses():
+    ins = ["Is it noisy? The answer could be clean or noisy."] * 4
+    res = lenient_accuracy(["Clean.", "it sounds noisy", "maybe", "banana"], ["clean", "noisy", "clean", "noisy"], ins)
+    assert res["accuracy"] == pytest.approx(0.5)
+    assert res["unparseable_rate"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("text,verdict", [
+    ("The response matches.\nResult: YES", True),
+    ("Mismatch. Result: NO", False),
+    ("result: yes", True),
+    ("**Result:** **NO**", False),
+    ("First I restate: Result: YES or NO. After thinking, Result: NO", False),
+    ("The answer is yes.", None),
+    ("", None),
+    (None, None),
+    ("Result: YESTERDAY", None),
+    ("@@@###\x00garbage", None),
+])
+def test_judge_parser_handles_yes_no_and_garbage(text, verdict):
+    assert parse_judge_verdict(text) is verdict
+
+
+def test_judge_accuracy_treats_no_verdict_as_wrong():
+    res = judge_accuracy([True, False, None, True])
+    assert res == {"accuracy": 0.5, "no_verdict_rate": 0.25}
+
+
+def test_wer_score_lowercases_and_removes_punctuation():
+    res = wer_score(["Hello, world!", "the cat sat"], ["hello world", "the cat sat on"])
+    assert res["wer"] == pytest.approx(1 / 6)  # one deletion ("on") over six reference words
+    assert res["score"] == pytest.approx(5 / 6)
+    assert wer_score(["a b c d e f"], ["x"])["score"] == 0.0  # clipped at zero
+
+
+@pytest.mark.parametrize("pred,choice", [("B", "B"), ("A. dog", "A"), ("The answer is (C).", None),
+                                         ("The answer is C.", "C"), ("hmm", None), ("", None)])
+def test_airbench_choice_extraction(pred, choice):
+    assert airbench_choice(pred) == choice
+
+
+def test_registry_has_the_55_phase1_instances_with_tracks_and_baselines():
+    tasks = select_tasks(["all"], phase="phase1")
+    assert len(tasks) == 55
+    assert {t.track for t in tasks} == {"seen", "unseen"}
+    snr = get_task("NoiseSNRLevelPrediction_VCTK_MUSAN-Gaussian")
+    assert snr.options == ("zero", "five", "ten", "fifteen", "clean") and snr.published["Whisper-LLM"] == 78.95
+    assert get_task("SpeakerVerification_VCTK").multi_audio
+    with pytest.raises(KeyError, match="did you mean"):
+        get_task("NoiseDetect")
