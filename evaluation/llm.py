@@ -1,0 +1,63 @@
+"""A frozen chat LLM for text-side jobs (judge, text-only/transcript/cascade baselines, retention).
+
+Greedy (temperature 0) batched generation with left padding and masks from `attention_mask`
+(SmolLM2's pad token equals EOS, so `input_ids == pad_id` would mask real tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def resolve_llm_dir(name_or_path: str) -> str:
+    """A local HF folder for a pack name (`smollm2-135m`), HF id or path."""
+    if Path(name_or_path).exists():
+        return str(name_or_path)
+    try:
+        from speechllm.models.hub import resolve
+    except ImportError as e:  # the hub module lands separately; a path always works
+        raise FileNotFoundError(f"{name_or_path!r} is not a folder and speechllm.models.hub is unavailable ({e}); "
+                                "pass the path of a Hugging Face model folder") from e
+    return str(resolve(name_or_path))
+
+
+class ChatLM:
+    """`generate(prompts) -> list[str]`, each prompt sent as one user turn through the chat template."""
+
+    def __init__(self, name_or_path: str | None = None, *, model: Any = None, tokenizer: Any = None,
+                 system: str | None = None, batch_size: int = 4):
+        if model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = resolve_llm_dir(name_or_path or "smollm2-135m")
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            self.name = Path(path).name
+        else:
+            self.name = name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "llm")
+        self.model, self.tokenizer, self.system, self.batch_size = model, tokenizer, system, batch_size
+
+    def render(self, prompt: str, system: str | None = None) -> str:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 128, system: str | None = None,
+                 repetition_penalty: float | None = None) -> list[str]:
+        import torch
+
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        out: list[str] = []
+        for i in range(0, len(prompts), self.batch_size):
+            texts = [self.render(p, system or self.system) for p in prompts[i:i + self.batch_size]]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                          pad_token_id=tok.pad_token_id, repetition_penalty=repetition_penalty)
+            new = gen[:, enc["input_ids"].shape[1]:]  # (B, T_new)
+            out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+        return out

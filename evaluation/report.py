@@ -1,0 +1,138 @@
+"""Reports from cached scores: per task, per dimension and seen/unseen, markdown + JSON + a PNG.
+
+Everything here reads `<out>/scores/*.json` (which `score_model` derives from the prediction caches),
+so a report can be rebuilt at any time without a model. Published baselines from the registry are
+shown beside real benchmark tasks; offline-suite tasks show our own baselines instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from speechllm.io import atomic_write_json, atomic_write_text
+
+PUBLISHED_ORDER = ("Whisper-LLM", "ImageBind-LLM", "Whisper", "BERT-GSLM", "ASR-ChatGPT")
+
+
+def load_scores(out_dir: str | Path, models: list[str] | None = None) -> dict[str, dict]:
+    files = sorted((Path(out_dir) / "scores").glob("*.json"))
+    scores = {}
+    for f in files:
+        d = json.loads(f.read_text(encoding="utf-8"))
+        if models is None or d["model"] in models:
+            scores[d["model"]] = d
+    if not scores:
+        raise FileNotFoundError(f"{out_dir}/scores/: no scored models; run `speechllm evaluate dynamic-superb` first")
+    return scores
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}" if pct else f"{x:.2f}"
+
+
+def summarize(scores: dict[str, dict]) -> dict[str, Any]:
+    """Per-task headline/lenient/unparseable, and macro means by dimension and by track."""
+    models = list(scores)
+    tasks: dict[str, dict] = {}
+    for m, d in scores.items():
+        for name, t in d["tasks"].items():
+            tasks.setdefault(name, {"task": t["task"], "models": {}})["models"][m] = t["scores"]
+    by_dim: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    by_track: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for t in tasks.values():
+        for m, s in t["models"].items():
+            if s.get("headline") is None:
+                continue
+            by_dim[t["task"].get("dimension") or "?"][m].append(s["headline"])
+            by_track[t["task"].get("track") or "?"][m].append(s["headline"])
+    agg = lambda g: {k: {m: _mean(v.get(m, [])) for m in models} for k, v in sorted(g.items())}  # noqa: E731
+    overall = {m: _mean([t["models"][m]["headline"] for t in tasks.values()
+                         if m in t["models"] and t["models"][m].get("headline") is not None]) for m in models}
+    return {"models": models, "tasks": tasks, "by_dimension": agg(by_dim), "by_track": agg(by_track),
+            "overall": overall}
+
+
+def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evaluation") -> str:
+    models = summary["models"]
+    tasks = summary["tasks"]
+    real = any(t["task"].get("phase") != "offline" for t in tasks.values())
+    pub = [p for p in PUBLISHED_ORDER if any(p in t["task"].get("published", {}) for t in tasks.values())]
+    lines = [f"# {title}", "",
+             "Headline = **official phase-1 accuracy** (`prediction.lower() == label.lower()`, no stripping) for "
+             "accuracy tasks, judge accuracy for LLM-judge tasks, max(0, 1−WER) for transcription. "
+             "*Lenient* = strip whitespace/punctuation and accept the one listed option the answer contains "
+             "(not comparable with published numbers). Unparseable answers count as wrong. Scores in %.", ""]
+    head = ["task", "dim", "track", *[f"{m}" for m in models], "random"] + ([f"pub: {p}" for p in pub] if real else [])
+    lines += ["## Per task (headline)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, t in sorted(tasks.items(), key=lambda kv: (kv[1]["task"].get("dimension") or "", kv[0])):
+        info = t["task"]
+        cells = [name, info.get("dimension") or "", info.get("track") or ""]
+        cells += [_fmt(t["models"].get(m, {}).get("headline")) for m in models]
+        rb = info.get("random_baseline_pct")
+        cells.append(f"{rb:.1f}" if rb is not None else "–")
+        if real:
+            cells += [f"{info['published'][p]:.1f}" if p in info.get("published", {}) else "–" for p in pub]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Lenient accuracy / unparseable rate (per task)", "",
+              "| task | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
+    for name, t in sorted(tasks.items()):
+        cells = []
+        for m in models:
+            s = t["models"].get(m, {})
+            cells.append(f"{_fmt(s.get('lenient_accuracy'))} / {_fmt(s.get('unparseable_rate'))}"
+                         if "lenient_accuracy" in s else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for key, label in (("by_dimension", "Per dimension (macro mean of headline)"),
+                       ("by_track", "Seen / unseen track (macro mean of headline)")):
+        lines += ["", f"## {label}", "", "| group | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
+        for g, vals in summary[key].items():
+            lines.append(f"| {g} | " + " | ".join(_fmt(vals.get(m)) for m in models) + " |")
+    lines += ["", "**Overall (macro mean over tasks):** " +
+              ", ".join(f"{m} {_fmt(v)}" for m, v in summary["overall"].items()), ""]
+    return "\n".join(lines)
+
+
+def render_chart(summary: dict[str, Any], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models, names = summary["models"], sorted(summary["tasks"])
+    x = np.arange(len(names))
+    w = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(names) * max(1, len(models) / 2)), 5))
+    for k, m in enumerate(models):
+        ys = [100 * (summary["tasks"][n]["models"].get(m, {}).get("headline") or 0) for n in names]
+        ax.bar(x + k * w - 0.4 + w / 2, ys, w, label=m)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("headline score (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("Dynamic-SUPERB-format evaluation (official accuracy)")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out_dir: str | Path, models: list[str] | None = None, title: str = "Dynamic-SUPERB evaluation") -> Path:
+    """Writes report.md, report.json and report.png under `out_dir`; returns the markdown path."""
+    out_dir = Path(out_dir)
+    summary = summarize(load_scores(out_dir, models))
+    md = out_dir / "report.md"
+    atomic_write_text(md, render_markdown(summary, title))
+    atomic_write_json(out_dir / "report.json", summary)
+    render_chart(summary, out_dir / "report.png")
+    return md
