@@ -1,0 +1,60 @@
+"""Callbacks that give a run directory its documented layout (checkpoints/README.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from speechllm.io import atomic_write_json
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes `last.ckpt` into the run directory (`trainer.default_root_dir`)."""
+
+    def __init__(self, dirpath: str | None = None, save_last: bool = True, save_top_k: int = 0,
+                 every_n_train_steps: int | None = None, **kwargs):
+        super().__init__(dirpath=dirpath, save_last=save_last, save_top_k=save_top_k,
+                         every_n_train_steps=every_n_train_steps, **kwargs)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = trainer.default_root_dir
+        super().setup(trainer, pl_module, stage)
+
+
+class ExportCallback(L.Callback):
+    """Writes `config.yaml` + `adapter.safetensors` (+ `lora/`) + `metrics.json` into the run directory
+    whenever Lightning saves a checkpoint and at the end of fit, so the folder always holds a
+    loadable, trainable-weights-only model matching `last.ckpt`."""
+
+    def __init__(self, dirpath: str | None = None):
+        self.dirpath = Path(dirpath) if dirpath else None
+        self._t0 = time.time()
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = Path(trainer.default_root_dir)
+
+    def _export(self, trainer: L.Trainer, module) -> None:
+        if not trainer.is_global_zero or module.model is None:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        info = {"global_step": trainer.global_step, "epoch": trainer.current_epoch,
+                "wall_time_s": round(time.time() - self._t0, 1), "metrics": metrics,
+                "skipped_rows": dict(getattr(module, "skipped", {}))}
+        hparams = json.loads(json.dumps(dict(module.hparams), default=str))  # yaml-safe (tuples -> lists)
+        module.model.save_pretrained(self.dirpath, extra_config={"training": {
+            "hparams": hparams, "global_step": trainer.global_step}})
+        atomic_write_json(self.dirpath / "metrics.json", info)
+
+    def on_save_checkpoint(self, trainer, module, checkpoint) -> None:
+        self._export(trainer, module)
+
+    def on_train_end(self, trainer, module) -> None:
+        self._export(trainer, module)
+        if getattr(module, "skipped", None):
+            print(f"[speechllm] skipped rows with unusable audio: {module.skipped} (see metrics.json)")

@@ -1,0 +1,119 @@
+"""Load, resample and validate audio: the one place that decides what a usable clip is.
+
+Every consumer (collator, data preparation, evaluation, test-time adaptation) calls `load_audio`,
+so a corrupt, empty, silent or absurdly long file fails the same way everywhere: an `AudioError`
+naming the file and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used. `reason` is a short machine-readable tag for skip reports."""
+
+    def __init__(self, path: str | Path, reason: str, detail: str):
+        self.path, self.reason, self.detail = str(path), reason, detail
+        super().__init__(f"{path}: {detail}")
+
+
+@dataclass(frozen=True)
+class AudioPolicy:
+    """What counts as a usable clip. Resampling and down-mixing are allowed by default because a
+    rate/channel mismatch is a format fact, not data corruption; set them False to be strict."""
+
+    sample_rate: int = SAMPLE_RATE
+    min_duration: float = 0.1  # seconds
+    max_duration: float = 30.0  # Whisper's window; longer clips would be silently cut by the encoder
+    silence_rms: float = 1e-4  # peak-normalised RMS below this is treated as silence
+    allow_resample: bool = True
+    allow_downmix: bool = True
+
+
+DEFAULT_POLICY = AudioPolicy()
+
+
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+        return data, int(sr)
+    except Exception as sf_err:  # formats libsndfile cannot read (mp3/m4a…) fall back to librosa
+        try:
+            import librosa
+
+            data, sr = librosa.load(str(path), sr=None, mono=False)
+            data = np.atleast_2d(data).T.astype(np.float32)
+            return data, int(sr)
+        except Exception:
+            raise AudioError(path, "corrupt", f"cannot decode audio ({sf_err}); re-encode it as 16 kHz mono WAV") from sf_err
+
+
+def validate_waveform(wav: np.ndarray, path: str | Path, policy: AudioPolicy = DEFAULT_POLICY) -> None:
+    """Raise AudioError if a mono 16 kHz waveform is empty, NaN, silent, too short or too long."""
+    if wav.size == 0:
+        raise AudioError(path, "empty", "audio file has no samples")
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(path, "nan", "audio contains NaN/Inf samples; the file is corrupt")
+    dur = wav.shape[-1] / policy.sample_rate
+    if dur < policy.min_duration:
+        raise AudioError(path, "too_short", f"clip is {dur:.3f}s, shorter than min_duration={policy.min_duration}s")
+    if dur > policy.max_duration:
+        raise AudioError(
+            path, "too_long",
+            f"clip is {dur:.1f}s, longer than max_duration={policy.max_duration}s; split it into segments "
+            "(Whisper sees at most 30 s) or raise max_duration",
+        )
+    if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < policy.silence_rms:
+        raise AudioError(path, "silent", "clip is silent (RMS below threshold); remove it or check the recording")
+
+
+def load_audio(path: str | Path, policy: AudioPolicy = DEFAULT_POLICY) -> np.ndarray:
+    """Return a validated mono float32 waveform at `policy.sample_rate`, shape (T,)."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "missing", "audio file not found; check the manifest's `audio` path")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty", "audio file is 0 bytes")
+    data, sr = _read(path)
+    if data.shape[0] == 0:
+        raise AudioError(path, "empty", "audio file has no samples")
+    if data.shape[1] > 1:
+        if not policy.allow_downmix:
+            raise AudioError(path, "stereo", f"{data.shape[1]} channels; convert to mono or allow_downmix=True")
+        data = data.mean(axis=1, keepdims=True)
+    wav = np.ascontiguousarray(data[:, 0])
+    if sr != policy.sample_rate:
+        if not policy.allow_resample:
+            raise AudioError(path, "sample_rate", f"sample rate {sr} Hz != {policy.sample_rate} Hz; resample it")
+        wav = resample(wav, sr, policy.sample_rate)
+    validate_waveform(wav, path, policy)
+    return wav.astype(np.float32, copy=False)
+
+
+def resample(wav: np.ndarray, sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    if sr == target_sr:
+        return wav
+    import librosa
+
+    return librosa.resample(wav, orig_sr=sr, target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
+
+
+def save_audio(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write a WAV atomically (temp file + rename) so a killed job never leaves half a file."""
+    import os
+
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.wav")
+    sf.write(str(tmp), wav, sr, subtype="PCM_16")
+    os.replace(tmp, path)

@@ -1,0 +1,66 @@
+"""Collator: manifest rows -> audio loaded + validated -> `SpeechLLMProcessor` batch.
+
+Bad audio either raises (default, naming the file) or, with `skip_bad_audio`, is dropped from the
+batch and reported in `batch["skipped"]` as (row id, reason) so the module can count it; nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from speechllm.data.audio import DEFAULT_POLICY, AudioError, AudioPolicy, load_audio
+from speechllm.data.manifest import ManifestError
+from speechllm.model.processor import Example
+from speechllm.prompts.chat import DEFAULT_INSTRUCTION
+
+AUDIO_KEYS = ("audio", "audio2", "audio3", "audio4")
+
+
+def row_audio_paths(row: dict) -> list[str]:
+    return [row[k] for k in AUDIO_KEYS if row.get(k)]
+
+
+def row_transcripts(row: dict, n: int) -> list[str | None]:
+    t = row.get("transcript")
+    ts = list(t) if isinstance(t, list) else [t]
+    return (ts + [None] * n)[:n]
+
+
+class SpeechCollator:
+    def __init__(self, processor, policy: AudioPolicy = DEFAULT_POLICY, skip_bad_audio: bool = False,
+                 require_target: bool = True):
+        self.processor = processor
+        self.policy = policy
+        self.skip_bad_audio = skip_bad_audio
+        self.require_target = require_target
+
+    def _example(self, row: dict) -> Example:
+        paths = row_audio_paths(row)
+        if not paths:
+            raise ManifestError(f"row {row.get('id')!r} has no `audio` path")
+        if self.require_target and not row.get("target"):
+            raise ManifestError(f"row {row.get('id')!r} has no `target`; run `speechllm prepare targets` first")
+        wavs = [load_audio(p, self.policy) for p in paths]
+        return Example(wavs=wavs, instruction=row.get("instruction") or DEFAULT_INSTRUCTION,
+                       transcripts=row_transcripts(row, len(wavs)), target=row.get("target") if self.require_target
+                       else None, id=str(row["id"]))
+
+    def __call__(self, rows: list[dict]) -> dict[str, Any]:
+        examples, skipped = [], []
+        for row in rows:
+            try:
+                examples.append(self._example(row))
+            except AudioError as e:
+                if not self.skip_bad_audio:
+                    raise AudioError(e.path, e.reason, f"{e.detail} (row {row.get('id')!r}; set "
+                                     "data.skip_bad_audio=true to skip and count such rows)") from e
+                skipped.append((str(row.get("id")), e.reason))
+        if not examples:
+            return {"empty": True, "skipped": skipped, "ids": []}
+        batch = self.processor(examples)
+        batch["skipped"] = skipped
+        batch["wavs"] = [ex.wavs[0] if len(ex.wavs) == 1 else ex.wavs for ex in examples]
+        batch["instructions"] = [ex.instruction for ex in examples]
+        batch["transcripts"] = [ex.transcripts for ex in examples]
+        return batch

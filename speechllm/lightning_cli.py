@@ -1,0 +1,21 @@
+"""`speechllm fit|validate|test|predict -c recipes/<name>.yaml` through LightningCLI.
+
+The run directory is `trainer.default_root_dir` (e.g. checkpoints/demo): `RunCheckpoint` and
+`ExportCallback` write there unless given a `dirpath`, so one override moves a whole run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from speechllm.data.datamodule import SpeechDataModule
+from speechllm.module import SpeechLLMModule
+
+
+def run_lightning_cli(args: list[str]) -> LightningCLI:
+    if args == sys.argv[1:]:
+        args = None  # called from the console script: let LightningCLI read sys.argv itself
+    return LightningCLI(SpeechLLMModule, SpeechDataModule, args=args, seed_everything_default=0,
+                        save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})

@@ -1,0 +1,131 @@
+"""Trainable adapters: tapped Whisper layers -> a sequence of LLM input embeddings.
+
+Every adapter has the same call: `adapter(hidden_states, lengths) -> (embeds, out_lengths)` with
+hidden_states a list of (B, T, D_enc) tensors (one per tapped layer), lengths (B,) valid encoder
+frames, embeds (B, N, D_llm) and out_lengths (B,) valid output tokens. Recipes pick one by
+`class_path`; `enc_dim`, `n_layers` and `llm_dim` are filled in by `build_adapter` from the models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _padding_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """True where a frame is padding. (B,) -> (B, T)"""
+    return torch.arange(t, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class QFormerAdapter(nn.Module):
+    """DeSTA2 connector: `n_queries` learned queries per tapped layer cross-attend (through a shared
+    small transformer) to that layer; per-query softmax weights mix the layers; LayerNorm + Linear
+    map to the LLM width. Output length is fixed: `n_queries`."""
+
+    def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, n_queries: int = 64, depth: int = 2,
+                 n_heads: int | None = None, ffn_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        n_heads = n_heads or max(1, enc_dim // 64)
+        self.queries = nn.Parameter(torch.randn(n_layers, n_queries, enc_dim) * enc_dim**-0.5)
+        block = nn.TransformerDecoderLayer(enc_dim, n_heads, ffn_mult * enc_dim, dropout, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.qformer = nn.TransformerDecoder(block, depth)
+        self.layer_weights = nn.Parameter(torch.zeros(n_queries, n_layers))  # uniform mix at init
+        self.proj = nn.Sequential(nn.LayerNorm(enc_dim), nn.Linear(enc_dim, llm_dim))
+
+    def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, _ = hidden_states[0].shape
+        pad = _padding_mask(lengths, t)
+        outs = []
+        for i, h in enumerate(hidden_states):
+            q = self.queries[i].unsqueeze(0).expand(b, -1, -1).to(h.dtype)
+            outs.append(self.qformer(q, h, memory_key_padding_mask=pad))  # (B, Q, D_enc)
+        stacked = torch.stack(outs, dim=2)  # (B, Q, L, D_enc)
+        w = torch.softmax(self.layer_weights, dim=-1).unsqueeze(-1).to(stacked.dtype)  # (Q, L, 1)
+        mixed = (stacked * w).sum(dim=2)  # (B, Q, D_enc)
+        n = torch.full((b,), mixed.shape[1], device=mixed.device, dtype=torch.long)
+        return self.proj(mixed), n  # (B, Q, D_llm)
+
+
+class StackingMLPAdapter(nn.Module):
+    """Ultravox-style projector: stack `stack` consecutive frames of the mean of the tapped layers,
+    then RMSNorm + SwiGLU MLP. Output length follows the clip: ceil(T / stack)."""
+
+    def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, stack: int = 8, hidden: int | None = None):
+        super().__init__()
+        self.stack = stack
+        d_in = enc_dim * stack
+        hidden = hidden or 2 * llm_dim
+        self.norm = nn.RMSNorm(d_in)
+        self.up = nn.Linear(d_in, 2 * hidden)
+        self.down = nn.Linear(hidden, llm_dim)
+
+    def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.stack(hidden_states, 0).mean(0)  # (B, T, D)
+        b, t, d = h.shape
+        pad_t = (-t) % self.stack
+        h = nn.functional.pad(h, (0, 0, 0, pad_t))
+        h = h.reshape(b, (t + pad_t) // self.stack, d * self.stack)  # (B, T/k, k*D)
+        a, g = self.up(self.norm(h)).chunk(2, dim=-1)
+        out = self.down(a * nn.functional.silu(g))  # (B, T/k, D_llm)
+        return out, (lengths + self.stack - 1) // self.stack
+
+
+class WindowQFormerAdapter(nn.Module):
+    """SALMONN-style window-level Q-Former: the clip is cut into windows of `window` frames and
+    `n_queries` queries summarise each window; output length grows with the clip."""
+
+    def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, window: int = 17, n_queries: int = 1,
+                 depth: int = 2, n_heads: int | None = None):
+        super().__init__()
+        n_heads = n_heads or max(1, enc_dim // 64)
+        self.window, self.n_queries = window, n_queries
+        self.queries = nn.Parameter(torch.randn(n_queries, enc_dim) * enc_dim**-0.5)
+        self.layer_weights = nn.Parameter(torch.zeros(n_layers))
+        block = nn.TransformerDecoderLayer(enc_dim, n_heads, 4 * enc_dim, 0.0, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.qformer = nn.TransformerDecoder(block, depth)
+        self.proj = nn.Sequential(nn.LayerNorm(enc_dim), nn.Linear(enc_dim, llm_dim))
+
+    def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.softmax(self.layer_weights, 0).to(hidden_states[0].dtype)
+        h = sum(wi * hi for wi, hi in zip(w, hidden_states))  # (B, T, D)
+        b, t, d = h.shape
+        pad_t = (-t) % self.window
+        h = nn.functional.pad(h, (0, 0, 0, pad_t))
+        nw = (t + pad_t) // self.window
+        frames = h.reshape(b * nw, self.window, d)
+        valid = _padding_mask(lengths, t + pad_t).reshape(b * nw, self.window)
+        valid[:, 0] = False  # an all-padding window would give NaN attention; it is dropped below anyway
+        q = self.queries.unsqueeze(0).expand(b * nw, -1, -1).to(h.dtype)
+        out = self.qformer(q, frames, memory_key_padding_mask=valid)  # (B*W, Q, D)
+        out = self.proj(out.reshape(b, nw * self.n_queries, d))
+        n = (lengths + self.window - 1) // self.window * self.n_queries
+        return out, n
+
+
+class LinearAdapter(nn.Module):
+    """Baseline: mean of tapped layers, average-pooled by `pool`, one Linear to the LLM width."""
+
+    def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, pool: int = 4):
+        super().__init__()
+        self.pool = pool
+        self.proj = nn.Linear(enc_dim, llm_dim)
+
+    def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.stack(hidden_states, 0).mean(0).transpose(1, 2)  # (B, D, T)
+        h = nn.functional.avg_pool1d(h, self.pool, self.pool, ceil_mode=True).transpose(1, 2)
+        return self.proj(h), (lengths + self.pool - 1) // self.pool
+
+
+def build_adapter(spec: dict[str, Any], enc_dim: int, n_layers: int, llm_dim: int) -> nn.Module:
+    """`spec` = {"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {...}}; a bare
+    class name is looked up in this module."""
+    path = spec.get("class_path", "QFormerAdapter")
+    module_name, _, cls_name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name) if module_name else __import__(__name__, fromlist=["x"]),
+                  cls_name)
+    return cls(enc_dim=enc_dim, n_layers=n_layers, llm_dim=llm_dim, **dict(spec.get("init_args") or {}))

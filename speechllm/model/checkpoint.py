@@ -1,0 +1,75 @@
+"""Run-directory checkpoints: config.yaml + adapter.safetensors (+ lora/) — trainable weights only.
+
+The frozen encoder and LLM are referenced by name in config.yaml and re-resolved at load time, so a
+checkpoint of an 8B model is a few MB. Loading never unpickles: safetensors + yaml only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+ADAPTER_FILE = "adapter.safetensors"
+CONFIG_FILE = "config.yaml"
+LORA_DIR = "lora"
+
+
+def save_speechllm(model, out_dir: str | Path, extra_config: dict | None = None) -> Path:
+    """Write atomically: everything goes to a temp folder inside out_dir, then files are renamed in."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        adapter_sd = {k: v.detach().float().contiguous().cpu() for k, v in model.adapter.state_dict().items()}
+        save_file(adapter_sd, str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
+        cfg = {"model": model.config_dict(), **(extra_config or {})}
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        if model.config.lora:
+            model.llm.save_pretrained(str(tmp / LORA_DIR))
+        for name in (ADAPTER_FILE, CONFIG_FILE):
+            os.replace(tmp / name, out_dir / name)
+        if (tmp / LORA_DIR).exists():
+            old = out_dir / f".{LORA_DIR}.old"
+            if (out_dir / LORA_DIR).exists():
+                os.replace(out_dir / LORA_DIR, old)
+            os.replace(tmp / LORA_DIR, out_dir / LORA_DIR)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def read_config(ckpt_dir: str | Path) -> dict:
+    path = Path(ckpt_dir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {ckpt_dir} a speechllm run directory (checkpoints/<run>/)?")
+    return yaml.safe_load(path.read_text())
+
+
+def load_speechllm(ckpt_dir: str | Path, device: str | torch.device = "cpu", build=None):
+    """Rebuild the model from config.yaml and load the trainable weights. `build(config)` overrides how
+    the frozen parts are created (tests pass tiny in-process models)."""
+    from safetensors.torch import load_file
+
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    ckpt_dir = Path(ckpt_dir)
+    raw = read_config(ckpt_dir)["model"]
+    cfg = SpeechLLMConfig(**raw)
+    lora_cfg, cfg.lora = cfg.lora, None  # LoRA weights come from lora/ below
+    model = build(cfg) if build else SpeechLLM.from_config(cfg)
+    sd = load_file(str(ckpt_dir / ADAPTER_FILE))
+    model.adapter.load_state_dict(sd, strict=True)
+    if lora_cfg:
+        from peft import PeftModel
+
+        model.llm = PeftModel.from_pretrained(model.llm, str(ckpt_dir / LORA_DIR))
+        model.config.lora = lora_cfg
+    return model.to(device).eval()

@@ -1,0 +1,100 @@
+"""Turns (audio, instruction, transcript, target) examples into model inputs, in one place.
+
+Text is rendered with the LLM's chat template, split at each `<|audio|>` placeholder and tokenized
+chunk by chunk; the placeholder becomes a single slot (id `AUDIO_SLOT`) that `SpeechLLM` expands into
+the adapter's N embeddings. Targets are tokenized separately so their positions are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from speechllm.prompts.chat import (
+    DEFAULT_INSTRUCTION,
+    DEFAULT_SYSTEM_PROMPT,
+    render_prompt,
+    render_target,
+    split_at_placeholders,
+    user_content,
+)
+
+AUDIO_SLOT = -1
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Example:
+    """One conversation turn. `wavs` are 16 kHz mono float32 arrays (empty list: text only)."""
+
+    wavs: list[np.ndarray] = field(default_factory=list)
+    instruction: str = DEFAULT_INSTRUCTION
+    transcripts: list[str | None] | None = None
+    target: str | None = None
+    id: str = ""
+
+
+class SpeechLLMProcessor:
+    def __init__(self, tokenizer, feature_fn, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+                 interleave_transcript: bool = True):
+        self.tokenizer = tokenizer
+        self.feature_fn = feature_fn  # list[np.ndarray] -> (features (A, n_mels, T), lengths (A,))
+        self.system_prompt = system_prompt
+        self.interleave_transcript = interleave_transcript
+
+    def prompt_text(self, ex: Example) -> str:
+        transcripts = ex.transcripts if self.interleave_transcript else None
+        content = user_content(ex.instruction, len(ex.wavs), transcripts)
+        return render_prompt(self.tokenizer, content, self.system_prompt)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_text(self, ex: Example) -> tuple[list[int], list[int], str]:
+        """-> (prompt ids with AUDIO_SLOTs, target ids, prompt text)."""
+        text = self.prompt_text(ex)
+        chunks = split_at_placeholders(text)
+        if len(chunks) - 1 != len(ex.wavs):
+            raise ValueError(f"example {ex.id!r}: {len(chunks) - 1} {'<|audio|>'} placeholders for {len(ex.wavs)} audio clips")
+        ids: list[int] = []
+        for i, chunk in enumerate(chunks):
+            if i:
+                ids.append(AUDIO_SLOT)
+            ids.extend(self._ids(chunk))
+        target_ids: list[int] = []
+        if ex.target is not None:
+            content = user_content(ex.instruction, len(ex.wavs), ex.transcripts if self.interleave_transcript else None)
+            target_ids = self._ids(render_target(self.tokenizer, content, ex.target, self.system_prompt, text))
+        return ids, target_ids, text
+
+    def __call__(self, examples: Sequence[Example]) -> dict:
+        """Batch for `SpeechLLM.forward`: right-padded ids (B, L) with slots, labels (B, L) (IGNORE_INDEX
+        outside targets), lengths (B,), audio features (A, n_mels, T) for all clips, example-major."""
+        rows, labels, prompts = [], [], []
+        for ex in examples:
+            ids, tgt, text = self.encode_text(ex)
+            rows.append(ids + tgt)
+            labels.append([IGNORE_INDEX] * len(ids) + tgt)
+            prompts.append(text)
+        L = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+        label_t = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
+        for i, (r, lab) in enumerate(zip(rows, labels)):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            label_t[i, : len(lab)] = torch.tensor(lab)
+        wavs = [w for ex in examples for w in ex.wavs]
+        batch = {
+            "input_ids": input_ids,
+            "labels": label_t,
+            "lengths": torch.tensor([len(r) for r in rows]),
+            "audio_counts": torch.tensor([len(ex.wavs) for ex in examples]),
+            "ids": [ex.id for ex in examples],
+            "prompts": prompts,
+        }
+        if wavs:
+            batch["input_features"], batch["feature_lengths"] = self.feature_fn(wavs)
+        return batch

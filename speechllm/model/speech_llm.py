@@ -1,0 +1,213 @@
+"""SpeechLLM = frozen Whisper encoder -> trainable adapter -> frozen causal LM (optional LoRA).
+
+A plain nn.Module, usable without Lightning. `forward(batch)` returns the loss on target tokens;
+`generate(...)` answers prompts about audio in left-padded batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from speechllm.model.adapters import build_adapter
+from speechllm.model.encoder import WhisperEncoder
+from speechllm.model.processor import AUDIO_SLOT, IGNORE_INDEX, Example, SpeechLLMProcessor
+from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class SpeechLLMConfig:
+    """Everything needed to rebuild the model (saved as the checkpoint's config.yaml `model`)."""
+
+    encoder: str = "whisper-tiny.en"
+    llm: str = "smollm2-135m"
+    encoder_layers: list[int] = field(default_factory=lambda: [-1])
+    real_length: bool = True
+    adapter: dict[str, Any] = field(default_factory=lambda: {
+        "class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 64}})
+    lora: dict[str, Any] | None = None  # peft.LoraConfig kwargs, e.g. {"r": 8, "target_modules": ["q_proj", "v_proj"]}
+    interleave_transcript: bool = True
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    dtype: str = "float32"  # of the frozen encoder and LLM
+
+
+class SpeechLLM(nn.Module):
+    def __init__(self, encoder: WhisperEncoder, llm: nn.Module, tokenizer, config: SpeechLLMConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.llm = llm
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:  # e.g. Llama-3: pad with EOS; masks come from attention_mask
+            tokenizer.pad_token = tokenizer.eos_token
+        llm_dim = llm.get_input_embeddings().weight.shape[1]
+        self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), llm_dim)
+        self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
+                                            config.interleave_transcript)
+        self.encoder.requires_grad_(False)
+        self.llm.requires_grad_(False)
+        if config.lora:
+            from peft import LoraConfig, get_peft_model
+
+            self.llm = get_peft_model(self.llm, LoraConfig(task_type="CAUSAL_LM", **config.lora))
+        self.train(False)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_config(cls, config: SpeechLLMConfig) -> SpeechLLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from speechllm.models.tiny import resolve_model as resolve
+
+        dtype = DTYPES[config.dtype]
+        encoder = WhisperEncoder.from_pretrained(config.encoder, config.encoder_layers, config.real_length, dtype)
+        path = resolve(config.llm)
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(path)
+        return cls(encoder, llm, tok, config)
+
+    def train(self, mode: bool = True) -> SpeechLLM:
+        """Frozen parts stay in eval mode (no dropout) whatever Lightning asks; LoRA layers train."""
+        super().train(mode)
+        self.encoder.train(False)
+        self.llm.train(mode and bool(self.config.lora))
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.named_parameters() if v.requires_grad}
+
+    # ------------------------------------------------------------------ forward pieces
+    def encode_audio(self, batch: dict, encoder_states: tuple[list[torch.Tensor], torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio features -> adapter embeddings (A, N, D_llm) and valid counts (A,)."""
+        if encoder_states is None:
+            encoder_states = self.encoder(batch["input_features"], batch["feature_lengths"])
+        hidden, lengths = encoder_states
+        ad_dtype = next(self.adapter.parameters()).dtype
+        return self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device))
+
+    def embed(self, batch: dict, audio_embeds: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
+              padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Splice audio embeddings into the text embeddings at each AUDIO_SLOT.
+        -> inputs_embeds (B, T, D), attention_mask (B, T), position_ids (B, T), labels (B, T)."""
+        ids, labels, lengths = batch["input_ids"], batch["labels"], batch["lengths"]
+        emb_layer = self.llm.get_input_embeddings()
+        text_emb = emb_layer(ids.clamp(min=0).to(emb_layer.weight.device))  # (B, L, D)
+        seqs, labs = [], []
+        a = 0
+        for i in range(ids.shape[0]):
+            row, n = ids[i, : lengths[i]], int(lengths[i])
+            slots = (row == AUDIO_SLOT).nonzero().flatten().tolist()
+            pieces, lab_pieces, start = [], [], 0
+            for s in slots:
+                pieces.append(text_emb[i, start:s])
+                lab_pieces.append(labels[i, start:s])
+                k = int(audio_lengths[a])
+                pieces.append(audio_embeds[a, :k].to(text_emb.dtype))
+                lab_pieces.append(torch.full((k,), IGNORE_INDEX, dtype=labels.dtype))
+                start, a = s + 1, a + 1
+            pieces.append(text_emb[i, start:n])
+            lab_pieces.append(labels[i, start:n])
+            seqs.append(torch.cat(pieces))
+            labs.append(torch.cat(lab_pieces))
+        T = max(s.shape[0] for s in seqs)
+        B, D = len(seqs), text_emb.shape[-1]
+        out = text_emb.new_zeros(B, T, D)
+        mask = torch.zeros(B, T, dtype=torch.long, device=text_emb.device)
+        lab_out = torch.full((B, T), IGNORE_INDEX, dtype=torch.long, device=text_emb.device)
+        for i, (s, lab) in enumerate(zip(seqs, labs)):
+            sl = slice(T - s.shape[0], T) if padding_side == "left" else slice(0, s.shape[0])
+            out[i, sl], mask[i, sl], lab_out[i, sl] = s, 1, lab.to(lab_out.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return {"inputs_embeds": out, "attention_mask": mask, "position_ids": position_ids, "labels": lab_out}
+
+    def forward(self, batch: dict, encoder_states=None) -> dict[str, torch.Tensor]:
+        """Loss on target tokens only (mean over them). Returns loss, logits, n_target_tokens."""
+        audio, alen = (self.encode_audio(batch, encoder_states) if "input_features" in batch or encoder_states
+                       else (None, None))
+        inp = self.embed(batch, audio, alen, padding_side="right")
+        labels = inp.pop("labels")
+        logits = self.llm(**inp, use_cache=False).logits  # (B, T, V)
+        shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+        n_tok = (shift_labels != IGNORE_INDEX).sum()
+        loss = nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                           ignore_index=IGNORE_INDEX, reduction="sum") / n_tok.clamp(min=1)
+        return {"loss": loss, "logits": logits, "n_target_tokens": n_tok}
+
+    # ------------------------------------------------------------------ generation
+    def _examples(self, audios: Sequence, prompts: Sequence[str], transcripts=None) -> list[Example]:
+        exs = []
+        for i, (a, p) in enumerate(zip(audios, prompts)):
+            wavs = [] if a is None else ([a] if isinstance(a, np.ndarray) else list(a))
+            tr = transcripts[i] if transcripts is not None else None
+            tr = [tr] if isinstance(tr, str) else tr
+            exs.append(Example(wavs=wavs, instruction=p, transcripts=tr, id=str(i)))
+        if self.config.interleave_transcript:
+            need = [(e, j) for e in exs for j in range(len(e.wavs)) if not (e.transcripts and e.transcripts[j])]
+            if need:
+                texts = self.encoder.transcribe([e.wavs[j] for e, j in need])
+                for (e, j), t in zip(need, texts):
+                    e.transcripts = list(e.transcripts or [None] * len(e.wavs))
+                    e.transcripts[j] = t
+        return exs
+
+    def render_prompt(self, prompt: str, n_audio: int = 1, transcripts: Sequence[str] | None = None) -> str:
+        """The exact chat-templated text sent to the LLM (placeholders mark the audio embeddings)."""
+        return self.processor.prompt_text(Example(wavs=[np.zeros(1)] * n_audio, instruction=prompt,
+                                                  transcripts=list(transcripts) if transcripts else None))
+
+    @torch.no_grad()
+    def generate(self, audios: Sequence, prompts: Sequence[str], transcripts=None, max_new_tokens: int = 128,
+                 batch_size: int = 8, **gen_kwargs) -> list[str]:
+        """audios[i]: a 16 kHz waveform, a list of them, or None; prompts[i]: the instruction.
+        Greedy by default; pass do_sample/temperature/top_p/repetition_penalty like HF generate."""
+        exs = self._examples(audios, prompts, transcripts)
+        out: list[str] = []
+        for s in range(0, len(exs), batch_size):
+            out.extend(self._generate_batch(exs[s : s + batch_size], max_new_tokens, **gen_kwargs))
+        return out
+
+    def _generate_batch(self, exs: list[Example], max_new_tokens: int, **gen_kwargs) -> list[str]:
+        batch = self.processor(exs)
+        dev = self.llm.get_input_embeddings().weight.device
+        batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        audio, alen = self.encode_audio(batch) if "input_features" in batch else (None, None)
+        inp = self.embed(batch, audio, alen, padding_side="left")
+        inp.pop("labels")
+        eos = self._stop_ids()
+        kwargs = {"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": eos, **gen_kwargs}
+        if not kwargs["do_sample"]:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        seqs = self.llm.generate(inputs_embeds=inp["inputs_embeds"], attention_mask=inp["attention_mask"],
+                                 max_new_tokens=max_new_tokens, **kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+
+    def _stop_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gc = getattr(self.llm, "generation_config", None)
+        if gc is not None and gc.eos_token_id is not None:
+            ids |= set(gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id])
+        return sorted(i for i in ids if i is not None)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, out_dir: str | Path, extra_config: dict | None = None) -> None:
+        from speechllm.model.checkpoint import save_speechllm
+
+        save_speechllm(self, out_dir, extra_config)
+
+    @classmethod
+    def from_pretrained(cls, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> SpeechLLM:
+        from speechllm.model.checkpoint import load_speechllm
+
+        return load_speechllm(ckpt_dir, device)
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

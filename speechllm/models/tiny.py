@@ -1,0 +1,98 @@
+"""Tiny randomly initialised models built in-process (debug recipe and tests; never the demo).
+
+`materialize(name)` writes a normal HF folder (weights + tokenizer / feature extractor) into the
+cache, so the tiny models go through exactly the same loading code as real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_MODELS = ("tiny-random-whisper", "tiny-random-llama")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """Byte-level BPE with no merges: tokenizes any text, ~260 ids, ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from speechllm.models.whisper_tokenizer import bytes_to_unicode
+
+    table = bytes_to_unicode()
+    tok = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|im_end|>")
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    fast.chat_template = CHATML
+    return fast
+
+
+def tiny_llama(vocab_size: int, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=False)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_whisper(seed: int = 0):
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(vocab_size=64, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=64, decoder_start_token_id=1,
+                        pad_token_id=2, eos_token_id=2, bos_token_id=1)
+    return WhisperForConditionalGeneration(cfg).eval()
+
+
+def materialize(name: str, root: str | Path | None = None) -> Path:
+    """Build (once) and return the folder of a tiny model."""
+    from transformers import WhisperFeatureExtractor
+
+    from speechllm.models.hub import speechllm_home
+
+    if name not in TINY_MODELS:
+        raise KeyError(f"unknown tiny model {name!r}; choose from {TINY_MODELS}")
+    out = Path(root or speechllm_home() / "tiny") / name
+    if (out / "config.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
+    try:
+        if name == "tiny-random-llama":
+            tok = tiny_tokenizer()
+            tiny_llama(len(tok)).save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        else:
+            tiny_whisper().save_pretrained(tmp)
+            WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process won the race: its copy is identical
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """Like `hub.resolve`, plus the tiny in-process model names."""
+    if name_or_path in TINY_MODELS:
+        return materialize(name_or_path)
+    from speechllm.models.hub import resolve
+
+    return resolve(name_or_path)

@@ -1,0 +1,176 @@
+"""SpeechLLMModule: the LightningModule. It owns optimisation only — the model is `SpeechLLM`.
+
+Checkpoints (`last.ckpt`) hold the trainable weights, optimizer, scheduler, loop and RNG state —
+not the frozen encoder/LLM, which are rebuilt from their names — so exact resume of an 8B run costs
+megabytes, not gigabytes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class SpeechLLMModule(L.LightningModule):
+    def __init__(
+        self,
+        encoder: str = "whisper-tiny.en",
+        llm: str = "smollm2-135m",
+        encoder_layers: list[int] = [-1],  # noqa: B006  (jsonargparse needs a literal default)
+        real_length: bool = True,
+        adapter: dict[str, Any] | None = None,
+        lora: dict[str, Any] | None = None,
+        interleave_transcript: bool = True,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        dtype: str = "float32",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.98),
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.0,
+        cache_encoder_outputs: bool = False,
+        generate_max_new_tokens: int = 128,
+    ):
+        """Args mirror `SpeechLLMConfig` (model) plus the optimiser: AdamW(lr, betas, weight_decay) on the
+        trainable parameters only, linear warm-up for `warmup_steps` then cosine decay to
+        `min_lr_ratio * lr`. `cache_encoder_outputs` keeps the frozen encoder's tapped states in memory
+        by clip id (the encoder is frozen, so they never change): use it for multi-epoch runs on small data."""
+        super().__init__()
+        self.save_hyperparameters()
+        adapter = adapter or {"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 64}}
+        self.model_config = SpeechLLMConfig(
+            encoder=encoder, llm=llm, encoder_layers=list(encoder_layers), real_length=real_length, adapter=adapter,
+            lora=lora, interleave_transcript=interleave_transcript, system_prompt=system_prompt, dtype=dtype)
+        self.model: SpeechLLM | None = None
+        self._encoder_cache: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}
+        self.skipped: dict[str, int] = {}
+        self.strict_loading = False  # checkpoints hold trainable weights only
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = SpeechLLM.from_config(self.model_config)
+
+    @property
+    def processor(self):
+        self.configure_model()
+        return self.model.processor
+
+    # ------------------------------------------------------------------ steps
+    def _encoder_states(self, batch: dict):
+        if not self.hparams.cache_encoder_outputs or "input_features" not in batch:
+            return None
+        if int(batch["audio_counts"].sum()) != len(batch["ids"]):  # cache keyed per clip: single-audio rows only
+            return None
+        missing = [i for i, k in enumerate(batch["ids"]) if k not in self._encoder_cache]
+        if missing:
+            feats, lens = batch["input_features"][missing], batch["feature_lengths"][missing]
+            hidden, enc_lens = self.model.encoder(feats, lens)
+            for j, i in enumerate(missing):
+                n = int(enc_lens[j])
+                self._encoder_cache[batch["ids"][i]] = ([h[j, :n].detach() for h in hidden], enc_lens[j])
+        items = [self._encoder_cache[k] for k in batch["ids"]]
+        t = max(int(it[1]) for it in items)
+        hidden = [torch.nn.utils.rnn.pad_sequence([it[0][li] for it in items], batch_first=True)[:, :t]
+                  for li in range(len(items[0][0]))]
+        return hidden, torch.stack([it[1] for it in items])
+
+    def _record_skips(self, batch: dict) -> None:
+        for _, reason in batch.get("skipped", []):
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def training_step(self, batch: dict, batch_idx: int):
+        self._record_skips(batch)
+        if batch.get("empty"):
+            return None  # every clip in this batch was skipped (counted above)
+        out = self.model(batch, encoder_states=self._encoder_states(batch))
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step} on rows {batch['ids']}. "
+                "Training stopped before the optimizer step, so no checkpoint holds poisoned weights. "
+                "Try a lower lr, bf16 instead of fp16, or check these rows' audio/targets.")
+        bs = len(batch["ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/target_tokens", out["n_target_tokens"].float(), reduce_fx="sum", batch_size=bs)
+        if self.skipped:
+            self.log("train/skipped", float(sum(self.skipped.values())), batch_size=bs)
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if hasattr(dm, "note_batch_started"):
+            dm.note_batch_started()
+
+    def on_train_epoch_end(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if hasattr(dm, "note_epoch_ended"):
+            dm.note_epoch_ended()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        for name, p in self.model.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise NonFiniteLossError(f"non-finite gradient in {name} at step {self.global_step}; stopping "
+                                         "before the update (weights and checkpoints are untouched).")
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        if batch.get("empty"):
+            return None
+        loss = self.model(batch, encoder_states=self._encoder_states(batch))["loss"]
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True)
+        return loss
+
+    test_step = validation_step
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        answers = self.model.generate(batch["wavs"], batch["instructions"], transcripts=batch.get("transcripts"),
+                                      max_new_tokens=self.hparams.generate_max_new_tokens)
+        return [{"id": i, "prediction": a} for i, a in zip(batch["ids"], answers)]
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm, floor = self.hparams.warmup_steps, self.hparams.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / (warm + 1)
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = {f"model.{k}" for k in self.model.trainable_state_dict()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        _, keys, pos, has_gauss, cached = np.random.get_state()
+        # plain tensors/ints only, so the checkpoint loads with torch.load(weights_only=True)
+        checkpoint["speechllm_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                       "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+        checkpoint["speechllm_skipped"] = dict(self.skipped)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.configure_model()
+        rng = checkpoint.get("speechllm_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            random.setstate(rng["python"])
+        self.skipped = dict(checkpoint.get("speechllm_skipped", {}))
