@@ -67,7 +67,7 @@ def make_tiny_whisper(seed: int = 0):
     torch.manual_seed(seed)
     cfg = WhisperConfig(
         vocab_size=51864, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=256, decoder_ffn_dim=256,  # 4 x d_model, as openai-whisper assumes
         max_source_positions=1500, max_target_positions=64, pad_token_id=50256, bos_token_id=50257,
         eos_token_id=50256, decoder_start_token_id=50257, begin_suppress_tokens=None, suppress_tokens=None,
     )

@@ -359,6 +359,10 @@ def hf_to_openai_state(hf_sd: dict, cfg: dict, dtype: Any = None) -> dict:
     import torch
 
     dtype = dtype or torch.float16
+    bad = {k: cfg[k] for k in ("encoder_ffn_dim", "decoder_ffn_dim") if cfg[k] != 4 * cfg["d_model"]}
+    if bad or cfg["d_model"] % cfg["encoder_attention_heads"] or cfg["d_model"] % cfg["decoder_attention_heads"]:
+        raise ValueError(f"openai-whisper hard-codes ffn = 4 x d_model ({4 * cfg['d_model']}) and heads dividing "
+                         f"d_model; this config has {bad or 'indivisible heads'}: cannot export it")
     sd = {(k[len("model.") :] if k.startswith("model.model.") else k): v for k, v in hf_sd.items()}
     emb = sd["model.decoder.embed_tokens.weight"]
     out = {}
