@@ -96,7 +96,7 @@ def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: l
     if unknown:
         raise KeyError(f"unknown suite task(s) {unknown}; choose from {list(TASKS)}")
     entries = []
-    for ti, name in enumerate(names):
+    for name in names:
         gen, labels, dim, mirror = TASKS[name]
         m = get_task(mirror) if mirror else None
         entries.append({"name": name, "phase": "offline", "dimension": dim, "track": m.track if m else None,
@@ -106,7 +106,7 @@ def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: l
         path = out_dir / name
         if path.exists():
             continue
-        ctx = Ctx(speak=speak, voices=voices, sentences=sentences, rng=np.random.default_rng([seed, ti]))
+        ctx = Ctx(speak=speak, voices=voices, sentences=sentences, rng=np.random.default_rng([seed, list(TASKS).index(name)]))
         order = [labels[i % len(labels)] for i in range(n)]
         ctx.rng.shuffle(order)
         rows, metas, t0 = [], [], time.time()

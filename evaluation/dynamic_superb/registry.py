@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -116,8 +116,9 @@ def load_suite_tasks(suite_dir: str | Path) -> dict[str, Task]:
                                 f"`speechllm evaluate build-suite --out {suite_dir}`")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     out = {}
+    known = {f.name for f in fields(Task)}
     for t in meta["tasks"]:
-        t = dict(t)
+        t = {k: v for k, v in t.items() if k in known}
         t["options"], t["example_instructions"] = tuple(t.get("options", ())), tuple(t.get("example_instructions", ()))
         t["published"] = dict(t.get("published") or {})
         out[t["name"]] = Task(**t)

@@ -1,0 +1,205 @@
+"""`speechllm evaluate …`: dynamic-superb | build-suite | retention | report | list.
+
+Typical offline flow (the demo):
+  speechllm evaluate build-suite --out checkpoints/suite
+  speechllm evaluate dynamic-superb --suite checkpoints/suite --baseline majority,random,text-llm,transcript-llm,cascade --out checkpoints/eval
+  speechllm evaluate dynamic-superb --suite checkpoints/suite --ckpt checkpoints/<run> --out checkpoints/eval
+  → checkpoints/eval/report.{md,json,png} compares the model with every baseline scored in that folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BASELINES = ("majority", "random", "text-llm", "transcript-llm", "cascade")
+
+
+def _tasks_and_data(args) -> list:
+    from evaluation.dynamic_superb.loader import open_task
+    from evaluation.dynamic_superb.registry import load_suite_tasks, select_tasks
+
+    if args.suite:
+        reg = load_suite_tasks(args.suite)
+        names = args.tasks or list(reg)
+        bad = [n for n in names if n not in reg]
+        if bad:
+            raise SystemExit(f"tasks {bad} are not in suite {args.suite}; it has {list(reg)}")
+        return [(reg[n], open_task(reg[n], [args.suite], allow_hub=False)) for n in names]
+    tasks = select_tasks(args.tasks or ["all"], phase=args.phase, dimension=args.dimension, track=args.track)
+    return [(t, open_task(t, args.data_dir)) for t in tasks]
+
+
+def _predictors(args) -> list:
+    from evaluation import predictors as P
+
+    out, llm, asr = [], None, None
+    for b in [x for x in (args.baseline or "").split(",") if x]:
+        if b not in BASELINES:
+            raise SystemExit(f"unknown baseline {b!r}; choose from {', '.join(BASELINES)}")
+        if b in ("text-llm", "transcript-llm", "cascade") and llm is None:
+            from evaluation.llm import ChatLM
+
+            llm = ChatLM(args.llm)
+        if b in ("transcript-llm", "cascade") and asr is None:
+            asr = P.WhisperASR(args.asr)
+        if b == "majority":
+            out.append(P.MajorityPredictor())
+        elif b == "random":
+            out.append(P.RandomPredictor(args.seed))
+        elif b == "text-llm":
+            out.append(P.TextOnlyLLMPredictor(llm))
+        else:
+            out.append(P.TranscriptLLMPredictor(llm, asr, cascade=b == "cascade"))
+    if args.ckpt:
+        out.append(P.SpeechLLMPredictor(args.ckpt, name=args.name))
+    return out
+
+
+def cmd_dynamic_superb(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speechllm evaluate dynamic-superb",
+                                description="Predict → score → report on Dynamic-SUPERB tasks or the offline suite. "
+                                            "Predictions are cached per (model, task, example); rerun to resume.")
+    p.add_argument("--ckpt", help="trained checkpoint folder (checkpoints/<run>)")
+    p.add_argument("--baseline", help=f"comma list of baselines: {', '.join(BASELINES)}")
+    p.add_argument("--name", help="model name used in caches/reports (default: speechllm:<ckpt folder>)")
+    p.add_argument("--suite", help="offline suite folder (built by build-suite) instead of real tasks")
+    p.add_argument("--tasks", nargs="*", help="task names or families (e.g. NoiseDetection); default: all")
+    p.add_argument("--phase", default="phase1", choices=["phase1", "phase2"])
+    p.add_argument("--dimension"), p.add_argument("--track", choices=["seen", "unseen"])
+    p.add_argument("--data-dir", nargs="*", default=[], help="folders holding local copies (save_to_disk/parquet)")
+    p.add_argument("--out", required=True, help="output folder (predictions/, scores/, report.*)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, help="at most this many examples per task (smoke runs)")
+    p.add_argument("--rescore", action="store_true", help="score + report from cached predictions only")
+    p.add_argument("--judge", help="judge LLM (pack/HF folder) for LLM-judge scoring, e.g. qwen2.5-0.5b")
+    p.add_argument("--llm", default="smollm2-135m", help="LLM for text-only/transcript/cascade baselines")
+    p.add_argument("--asr", default="whisper-tiny.en", help="Whisper pack or .pt for transcript/cascade")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from evaluation.dynamic_superb.runner import run
+    from evaluation.report import write_report
+
+    data = _tasks_and_data(args)
+    judge = None
+    if args.judge:
+        from evaluation.dynamic_superb.judge import LocalJudge
+        from evaluation.llm import ChatLM
+
+        llm = ChatLM(args.judge)
+        judge = LocalJudge(llm, Path(args.out) / "judge" / f"{llm.name}.jsonl")
+    if args.rescore:
+        import json
+
+        scored = sorted((Path(args.out) / "scores").glob("*.json"))
+        names = [json.loads(f.read_text())["model"] for f in scored]
+        for m in names:
+            run(None, data, args.out, m, rescore=True, judge=judge)
+    else:
+        preds = _predictors(args)
+        if not preds:
+            raise SystemExit("nothing to evaluate: give --ckpt and/or --baseline (or --rescore)")
+        for pr in preds:
+            run(pr, data, args.out, pr.name, batch_size=args.batch_size, limit=args.limit, judge=judge)
+    md = write_report(args.out, title="Offline suite" if args.suite else "Dynamic-SUPERB")
+    print(md.read_text())
+    print(f"report: {md} (+ report.json, report.png)")
+    return 0
+
+
+def cmd_build_suite(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speechllm evaluate build-suite",
+                                description="Build the offline synthetic suite (held-out voices/sentences, "
+                                            "Dynamic-SUPERB schema, save_to_disk).")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=20, help="examples per task (balanced over labels)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", nargs="*", help="subset of suite tasks (default: all)")
+    args = p.parse_args(argv)
+    from evaluation.suite import build_suite
+
+    suite = build_suite(args.out, n=args.n, seed=args.seed, tasks=args.tasks)
+    print(f"suite: {args.out} ({len(suite['tasks'])} tasks × {args.n} examples)")
+    return 0
+
+
+def cmd_retention(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speechllm evaluate retention",
+                                description="Verifiable-constraint prompts: base LLM vs trained model (text only, "
+                                            "and with audio + constraint); pass rates and relative Δ.")
+    p.add_argument("--ckpt", help="trained checkpoint folder")
+    p.add_argument("--base-llm", default="smollm2-135m", help="the base LLM (pack, HF folder or id)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--questions", type=int, default=2, help="questions per constraint (10 constraints each)")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    args = p.parse_args(argv)
+    from evaluation import retention as R
+    from evaluation.llm import ChatLM
+
+    text_prompts = R.retention_prompts(args.questions)
+    base = ChatLM(args.base_llm)
+    model = None
+    if args.ckpt:
+        from speechllm.generation import load_speechllm
+
+        model = load_speechllm(args.ckpt)
+    base_name = f"base:{base.name}"
+    results = [R.run_condition(base_name, lambda b: base.generate([x["prompt"] for x in b], args.max_new_tokens),
+                               text_prompts, args.out)]
+    if model is not None:
+        tag = Path(args.ckpt).name
+        gen = lambda b, audio=None: model.generate(  # noqa: E731
+            [audio] * len(b) if audio is not None else [None] * len(b), [x["prompt"] for x in b],
+            max_new_tokens=args.max_new_tokens, do_sample=False)
+        results.append(R.run_condition(f"trained-text:{tag}", gen, text_prompts, args.out))
+        wav = _retention_audio()
+        results.append(R.run_condition(f"trained-audio:{tag}", lambda b: gen(b, wav),
+                                       R.retention_prompts(args.questions, audio=True), args.out))
+    md = R.write_retention_report(args.out, results, base_name)
+    print(md.read_text())
+    return 0
+
+
+def _retention_audio():
+    from data_prep.synth import list_voices, tts
+    from evaluation.holdout import is_heldout_voice
+    from evaluation.suite import heldout_sentences
+
+    voice = next(v for v in list_voices() if is_heldout_voice(v.id))
+    return tts(heldout_sentences(60)[0], voice)
+
+
+def cmd_report(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speechllm evaluate report", description="Rebuild report.* from cached scores.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--models", nargs="*")
+    p.add_argument("--title", default="Dynamic-SUPERB evaluation")
+    args = p.parse_args(argv)
+    from evaluation.report import write_report
+
+    print(write_report(args.out, args.models, args.title).read_text())
+    return 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speechllm evaluate list", description="List registry tasks.")
+    p.add_argument("--phase", default="phase1", choices=["phase1", "phase2"])
+    args = p.parse_args(argv)
+    from evaluation.dynamic_superb.registry import all_tasks
+
+    for t in all_tasks(args.phase).values():
+        print(f"{t.name:70s} {t.dimension or '':16s} {t.track or '':7s} {t.metric}")
+    return 0
+
+
+COMMANDS = {"dynamic-superb": cmd_dynamic_superb, "build-suite": cmd_build_suite, "retention": cmd_retention,
+            "report": cmd_report, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: speechllm evaluate {" + "|".join(COMMANDS) + "} [--help]")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return int(COMMANDS[argv[0]](argv[1:]) or 0)

@@ -1,0 +1,149 @@
+"""Predictors for the runner: the trained SpeechLLM and the baselines that show what audio adds.
+
+All fit `Predictor.predict(batch) -> [dict(prediction, prompt)]`, where each batch item has
+`id`, `task`, `instruction` and `audios` (list of float32 16 kHz arrays, shape (T,)).
+- majority: the most frequent label of the task's test set (an oracle prior: an upper bound for
+  any constant answer, not a fair model);
+- random: a uniformly random listed option, seeded per example (the chance level, reproducible);
+- text-llm: the frozen LLM with the instruction only (no audio);
+- transcript-llm: the LLM with the Whisper transcript + instruction;
+- cascade: the LLM with transcript + acoustic attributes extracted from the audio.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from evaluation.dynamic_superb.registry import Task, parse_options
+from evaluation.llm import ChatLM
+from speechllm.data.audio import SAMPLE_RATE
+from speechllm.prompts.baselines import transcript_prompt
+
+
+class MajorityPredictor:
+    name = "majority"
+
+    def __init__(self) -> None:
+        self.answer = ""
+
+    def prepare_task(self, task: Task, labels: list[str]) -> None:
+        counts = Counter(labels)
+        self.answer = max(sorted(counts), key=lambda k: counts[k]) if counts else ""
+
+    def predict(self, batch: list[dict]) -> list[dict]:
+        return [{"prediction": self.answer, "prompt": "(majority label of the task's test set)"} for _ in batch]
+
+
+class RandomPredictor:
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed, self.options = seed, ()
+
+    def prepare_task(self, task: Task, labels: list[str]) -> None:
+        self.options = tuple(task.options) or tuple(sorted(set(labels)))
+
+    def predict(self, batch: list[dict]) -> list[dict]:
+        out = []
+        for it in batch:
+            opts = parse_options(it["instruction"]) or list(self.options)
+            pick = random.Random(f"{self.seed}:{it['task']}:{it['id']}").choice(opts) if opts else ""
+            out.append({"prediction": pick, "prompt": "(uniform random listed option)"})
+        return out
+
+
+class TextOnlyLLMPredictor:
+    """The LLM never hears the audio: what can be answered from the instruction alone."""
+
+    def __init__(self, llm: ChatLM, max_new_tokens: int = 32, name: str | None = None):
+        self.llm, self.max_new_tokens = llm, max_new_tokens
+        self.name = name or f"text-llm:{llm.name}"
+
+    def predict(self, batch: list[dict]) -> list[dict]:
+        prompts = [it["instruction"] for it in batch]
+        preds = self.llm.generate(prompts, max_new_tokens=self.max_new_tokens)
+        return [{"prediction": p, "prompt": self.llm.render(q)} for p, q in zip(preds, prompts, strict=True)]
+
+
+class WhisperASR:
+    """openai-whisper greedy transcription from an offline pack name or a `.pt` path."""
+
+    def __init__(self, name_or_path: str = "whisper-tiny.en"):
+        import whisper
+
+        path = name_or_path
+        if not name_or_path.endswith(".pt"):
+            from speechllm.models.hub import whisper_openai_checkpoint
+
+            path = str(whisper_openai_checkpoint(name_or_path))
+        self.model, self.name = whisper.load_model(path, device="cpu"), name_or_path
+
+    def __call__(self, wav: np.ndarray) -> str:
+        res = self.model.transcribe(wav.astype(np.float32), language="en", fp16=False, temperature=0.0,
+                                    condition_on_previous_text=False)
+        return res["text"].strip()
+
+
+def simple_attributes(wav: np.ndarray, transcript: str) -> str:
+    """Fallback acoustic attributes (used when data_prep.attributes is unavailable): duration,
+    median F0 with a pitch bucket, speaking rate and level."""
+    from evaluation.suite_tasks import median_f0, pitch_bucket
+
+    dur = len(wav) / SAMPLE_RATE
+    f0 = median_f0(wav)
+    wps = len(transcript.split()) / max(dur, 1e-3)
+    level = 20 * np.log10(float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) + 1e-9)
+    return (f"Duration: {dur:.1f}s, Pitch: {pitch_bucket(f0) or 'borderline'} ({f0:.0f} Hz), "
+            f"Speaking rate: {wps:.1f} words/s, Level: {level:.0f} dBFS")
+
+
+def _attributes_fn():
+    try:  # data_prep.attributes lands separately; its extractor is preferred when present
+        from data_prep.attributes import describe_attributes  # type: ignore[attr-defined]
+
+        return lambda wav, text: describe_attributes(wav, text)
+    except ImportError:
+        return simple_attributes
+
+
+class TranscriptLLMPredictor:
+    """Whisper transcript (+ attributes for the cascade) → the same frozen LLM."""
+
+    def __init__(self, llm: ChatLM, asr: Any, cascade: bool = False, max_new_tokens: int = 32,
+                 attributes: Any = None, name: str | None = None):
+        self.llm, self.asr, self.cascade, self.max_new_tokens = llm, asr, cascade, max_new_tokens
+        self.attributes = attributes or (_attributes_fn() if cascade else None)
+        self.name = name or f"{'cascade' if cascade else 'transcript-llm'}:{llm.name}"
+
+    def predict(self, batch: list[dict]) -> list[dict]:
+        prompts = []
+        for it in batch:
+            texts = [self.asr(a) for a in it["audios"]]
+            attrs = [self.attributes(a, t) for a, t in zip(it["audios"], texts, strict=True)] if self.cascade else None
+            prompts.append(transcript_prompt(it["instruction"], texts, attrs))
+        preds = self.llm.generate(prompts, max_new_tokens=self.max_new_tokens)
+        return [{"prediction": p, "prompt": self.llm.render(q)} for p, q in zip(preds, prompts, strict=True)]
+
+
+class SpeechLLMPredictor:
+    """The trained model: audio + instruction through `speechllm.generation.load_speechllm`."""
+
+    def __init__(self, ckpt: str, max_new_tokens: int = 32, name: str | None = None, model: Any = None):
+        if model is None:
+            from speechllm.generation import load_speechllm
+
+            model = load_speechllm(ckpt)
+        self.model, self.max_new_tokens = model, max_new_tokens
+        self.name = name or f"speechllm:{str(ckpt).rstrip('/').split('/')[-1]}"
+
+    def predict(self, batch: list[dict]) -> list[dict]:
+        audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None
+                  for it in batch]
+        prompts = [it["instruction"] for it in batch]
+        preds = self.model.generate(audios, prompts, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return [{"prediction": p, "prompt": self.model.render_prompt(q, len(it["audios"]))}
+                for p, q, it in zip(preds, prompts, batch, strict=True)]
