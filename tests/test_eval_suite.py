@@ -12,7 +12,16 @@ from evaluation.dynamic_superb.registry import load_suite_tasks, parse_options
 from evaluation.fakes import fake_speak, fake_voices
 from evaluation.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.suite import build_suite
-from evaluation.suite_tasks import ACCENTS, NUM_WORDS, RATE_TEMPO, SNR_WORDS, TASKS, median_f0, pitch_bucket, words
+from evaluation.suite_tasks import (
+    ACCENTS,
+    NUM_WORDS,
+    RATE_TEMPO,
+    SNR_WORDS,
+    TASKS,
+    median_f0,
+    pitch_bucket,
+    words,
+)
 
 SENTENCES = [f"the quick {c} fox jumped over {n} lazy dogs near the river bank" for c in
              ("brown", "red", "grey", "white", "black") for n in ("seven", "three", "many", "two")]

@@ -1,0 +1,144 @@
+"""Runner: append-only prediction cache, resume after a kill, rescore, reports from the cache."""
+
+import json
+
+import numpy as np
+import pytest
+
+from evaluation.dynamic_superb.judge import LocalJudge
+from evaluation.dynamic_superb.loader import TaskDataError, open_task
+from evaluation.dynamic_superb.registry import get_task, load_suite_tasks
+from evaluation.dynamic_superb.runner import Predictor, predictions_path, run
+from evaluation.dynamic_superb.scoring import official_accuracy
+from evaluation.fakes import fake_speak, fake_voices
+from evaluation.predictors import MajorityPredictor, RandomPredictor
+from evaluation.report import write_report
+from evaluation.suite import build_suite
+from speechllm.io import read_jsonl
+
+TASKS = ["SpeakerCounting_Synth", "GenderClassification_Synth", "SpeakerVerification_Synth"]
+SENTENCES = [f"a {c} bird sang {n} songs at dawn today" for c in ("red", "blue", "green", "small")
+             for n in ("two", "nine", "many")]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    build_suite(out, n=12, seed=1, tasks=TASKS, speak=fake_speak, voices=fake_voices(), sentences=SENTENCES)
+    return out
+
+
+def _data(suite):
+    reg = load_suite_tasks(suite)
+    return [(reg[n], open_task(reg[n], [suite], allow_hub=False)) for n in TASKS]
+
+
+class LoudnessPredictor:
+    """Deterministic function of the audio (length parity), so reruns must give identical answers."""
+
+    name = "fake-model"
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls, self.seen, self.fail_after = 0, [], fail_after
+
+    def predict(self, batch):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        self.calls += 1
+        self.seen += [it["id"] for it in batch]
+        out = []
+        for it in batch:
+            assert all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in it["audios"])
+            n = sum(len(a) for a in it["audios"])
+            out.append({"prediction": ["male", "two", "yes", "Female"][n % 4], "prompt": f"<|audio|>{it['instruction']}"})
+        return out
+
+
+def _scores(out):
+    return {k: v["scores"] for k, v in json.loads((out / "scores" / "fake-model.json").read_text())["tasks"].items()}
+
+
+def test_fake_predictor_fits_the_protocol():
+    assert isinstance(LoudnessPredictor(), Predictor) and isinstance(MajorityPredictor(), Predictor)
+
+
+def test_killed_run_resumes_to_identical_results(suite, tmp_path):
+    data = _data(suite)
+    ref_dir, crash_dir = tmp_path / "ref", tmp_path / "crash"
+    run(LoudnessPredictor(), data, ref_dir, "fake-model", batch_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        run(LoudnessPredictor(fail_after=4), data, crash_dir, "fake-model", batch_size=4)
+    # a kill -9 mid-append leaves a partial last line: simulate it
+    p = predictions_path(crash_dir, "fake-model", TASKS[1])
+    with open(p, "a") as f:
+        f.write('{"id": "00003:partial", "predic')
+    resumed = LoudnessPredictor()
+    run(resumed, data, crash_dir, "fake-model", batch_size=4)
+    assert 0 < len(resumed.seen) < 36  # only the missing examples were generated
+    assert _scores(crash_dir) == _scores(ref_dir)
+    for t in TASKS:
+        rows = read_jsonl(predictions_path(crash_dir, "fake-model", t))
+        assert len(rows) == len({r["id"] for r in rows}) == 12  # nothing lost, nothing duplicated
+        assert all(r["prompt"].startswith("<|audio|>") for r in rows)  # the exact prompt is logged
+
+
+def test_rescore_uses_only_the_cache_and_report_comes_from_it(suite, tmp_path):
+    data = _data(suite)
+    run(LoudnessPredictor(), data, tmp_path, "fake-model", batch_size=5)
+    run(MajorityPredictor(), data, tmp_path, "majority")
+    first = _scores(tmp_path)
+    assert run(None, data, tmp_path, "fake-model", rescore=True)["tasks"].keys() == set(TASKS)
+    assert _scores(tmp_path) == first
+    rows = read_jsonl(predictions_path(tmp_path, "fake-model", "GenderClassification_Synth"))
+    expect = official_accuracy([r["prediction"] for r in rows], [r["label"] for r in rows])
+    assert first["GenderClassification_Synth"]["official_accuracy"] == pytest.approx(expect)
+    md = write_report(tmp_path, title="Offline suite")
+    text = md.read_text()
+    assert "fake-model" in text and "majority" in text and "SpeakerCounting_Synth" in text
+    assert "Speaker" in text and "Paralinguistics" in text  # per-dimension table
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["tasks"]["GenderClassification_Synth"]["models"]["fake-model"]["official_accuracy"] == pytest.approx(expect)
+    assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_majority_and_random_baselines(suite, tmp_path):
+    data = _data(suite)
+    run(RandomPredictor(seed=7), data, tmp_path / "a", "random")
+    run(RandomPredictor(seed=7), data, tmp_path / "b", "random")
+    for t in TASKS:
+        a = read_jsonl(predictions_path(tmp_path / "a", "random", t))
+        b = read_jsonl(predictions_path(tmp_path / "b", "random", t))
+        assert [r["prediction"] for r in a] == [r["prediction"] for r in b]  # seeded per example
+        opts = set(load_suite_tasks(suite)[t].options)
+        assert {r["prediction"] for r in a} <= opts
+    m = MajorityPredictor()
+    m.prepare_task(get_task("SpeechDetection_LJSpeech"), ["no", "yes", "yes"])
+    assert m.predict([{}])[0]["prediction"] == "yes"
+
+
+def test_missing_real_task_says_how_to_provide_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = get_task("SpeechDetection_LJSpeech")
+    with pytest.raises(TaskDataError, match="save_to_disk") as e:
+        open_task(task, [tmp_path])
+    assert task.revision in str(e.value) and str(tmp_path) in str(e.value)
+
+
+class FakeLLM:
+    name, batch_size = "fake-judge", 2
+
+    def __init__(self, outputs):
+        self.outputs, self.calls = outputs, 0
+
+    def generate(self, prompts, max_new_tokens=64, system=None):
+        self.calls += len(prompts)
+        return [self.outputs[p.split("Model's response: ")[1].strip()] for p in prompts]
+
+
+def test_judge_is_cached_and_robust_to_garbage(tmp_path):
+    llm = FakeLLM({"yes it is": "Same meaning. Result: YES", "no": "Result: NO", "???": "I cannot decide"})
+    judge = LocalJudge(llm, tmp_path / "judge.jsonl")
+    items = [("1", "Q?", "yes", "yes it is"), ("2", "Q?", "yes", "no"), ("3", "Q?", "yes", "???")]
+    assert judge.judge(items) == [True, False, None]
+    again = LocalJudge(llm, tmp_path / "judge.jsonl")
+    assert again.judge(items) == [True, False, None] and llm.calls == 3  # second pass served from cache
