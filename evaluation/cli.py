@@ -49,11 +49,11 @@ def _predictors(args) -> list:
         elif b == "random":
             out.append(P.RandomPredictor(args.seed))
         elif b == "text-llm":
-            out.append(P.TextOnlyLLMPredictor(llm))
+            out.append(P.TextOnlyLLMPredictor(llm, max_new_tokens=args.max_new_tokens))
         else:
-            out.append(P.TranscriptLLMPredictor(llm, asr, cascade=b == "cascade"))
+            out.append(P.TranscriptLLMPredictor(llm, asr, cascade=b == "cascade", max_new_tokens=args.max_new_tokens))
     if args.ckpt:
-        out.append(P.SpeechLLMPredictor(args.ckpt, name=args.name))
+        out.append(P.SpeechLLMPredictor(args.ckpt, name=args.name, max_new_tokens=args.max_new_tokens))
     return out
 
 
@@ -76,6 +76,8 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     p.add_argument("--judge", help="judge LLM (pack/HF folder) for LLM-judge scoring, e.g. qwen2.5-0.5b")
     p.add_argument("--llm", default="smollm2-135m", help="LLM for text-only/transcript/cascade baselines")
     p.add_argument("--asr", default="whisper-tiny.en", help="Whisper pack or .pt for transcript/cascade")
+    p.add_argument("--max-new-tokens", type=int, default=24,
+                   help="answer length cap (phase-1 answers are one word; rambling past it cannot score)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     from evaluation.dynamic_superb.runner import run
@@ -129,31 +131,38 @@ def cmd_retention(argv: list[str]) -> int:
                                 description="Verifiable-constraint prompts: base LLM vs trained model (text only, "
                                             "and with audio + constraint); pass rates and relative Δ.")
     p.add_argument("--ckpt", help="trained checkpoint folder")
-    p.add_argument("--base-llm", default="smollm2-135m", help="the base LLM (pack, HF folder or id)")
+    p.add_argument("--base-llm", help="the base LLM (pack, HF folder or id); default: the checkpoint's LLM, "
+                                      "else smollm2-135m")
     p.add_argument("--out", required=True)
     p.add_argument("--questions", type=int, default=2, help="questions per constraint (10 constraints each)")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--audio", help="WAV for the audio+constraint condition (default: a held-out synthetic clip)")
     args = p.parse_args(argv)
     from evaluation import retention as R
     from evaluation.llm import ChatLM
 
-    text_prompts = R.retention_prompts(args.questions)
-    base = ChatLM(args.base_llm)
     model = None
     if args.ckpt:
-        from speechllm.generation import load_speechllm
+        from evaluation.predictors import load_trained
 
-        model = load_speechllm(args.ckpt)
+        model = load_trained(args.ckpt)
+    base_llm = args.base_llm or (model.config.llm if model is not None else "smollm2-135m")
+    # with a checkpoint, the base LLM is shown the model's own chat template (same system prompt), so any
+    # difference in the text-only condition comes from the weights (LoRA), not from formatting
+    base = ChatLM(base_llm, render_fn=(lambda q: model.render_prompt(q, 0)) if model is not None else None)
+    text_prompts = R.retention_prompts(args.questions)
     base_name = f"base:{base.name}"
     results = [R.run_condition(base_name, lambda b: base.generate([x["prompt"] for x in b], args.max_new_tokens),
                                text_prompts, args.out)]
     if model is not None:
         tag = Path(args.ckpt).name
-        gen = lambda b, audio=None: model.generate(  # noqa: E731
-            [audio] * len(b) if audio is not None else [None] * len(b), [x["prompt"] for x in b],
-            max_new_tokens=args.max_new_tokens, do_sample=False)
+
+        def gen(batch, audio=None):
+            return model.generate([audio] * len(batch), [x["prompt"] for x in batch],
+                                  max_new_tokens=args.max_new_tokens, do_sample=False)
+
         results.append(R.run_condition(f"trained-text:{tag}", gen, text_prompts, args.out))
-        wav = _retention_audio()
+        wav = _retention_audio(args.audio)
         results.append(R.run_condition(f"trained-audio:{tag}", lambda b: gen(b, wav),
                                        R.retention_prompts(args.questions, audio=True), args.out))
     md = R.write_retention_report(args.out, results, base_name)
@@ -161,7 +170,11 @@ def cmd_retention(argv: list[str]) -> int:
     return 0
 
 
-def _retention_audio():
+def _retention_audio(path: str | None):
+    if path:
+        from speechllm.data.audio import load_audio
+
+        return load_audio(path)
     from data_prep.synth import list_voices, tts
     from evaluation.holdout import is_heldout_voice
     from evaluation.suite import heldout_sentences

@@ -14,19 +14,16 @@ def resolve_llm_dir(name_or_path: str) -> str:
     """A local HF folder for a pack name (`smollm2-135m`), HF id or path."""
     if Path(name_or_path).exists():
         return str(name_or_path)
-    try:
-        from speechllm.models.hub import resolve
-    except ImportError as e:  # the hub module lands separately; a path always works
-        raise FileNotFoundError(f"{name_or_path!r} is not a folder and speechllm.models.hub is unavailable ({e}); "
-                                "pass the path of a Hugging Face model folder") from e
-    return str(resolve(name_or_path))
+    from speechllm.models.tiny import resolve_model  # hub.resolve + the tiny in-process test models
+
+    return str(resolve_model(name_or_path))
 
 
 class ChatLM:
     """`generate(prompts) -> list[str]`, each prompt sent as one user turn through the chat template."""
 
     def __init__(self, name_or_path: str | None = None, *, model: Any = None, tokenizer: Any = None,
-                 system: str | None = None, batch_size: int = 4):
+                 system: str | None = None, batch_size: int = 4, render_fn: Any = None):
         if model is None:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -38,8 +35,11 @@ class ChatLM:
         else:
             self.name = name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "llm")
         self.model, self.tokenizer, self.system, self.batch_size = model, tokenizer, system, batch_size
+        self.render_fn = render_fn  # e.g. a SpeechLLM's own template, so base and trained see the same text
 
     def render(self, prompt: str, system: str | None = None) -> str:
+        if self.render_fn is not None and system is None:
+            return self.render_fn(prompt)
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
@@ -53,7 +53,7 @@ class ChatLM:
             tok.pad_token = tok.eos_token
         out: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
-            texts = [self.render(p, system or self.system) for p in prompts[i:i + self.batch_size]]
+            texts = [self.render(p, system or self.system) for p in prompts[i:i + self.batch_size]]  # (B,) strings
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
                 gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,

@@ -129,21 +129,36 @@ class TranscriptLLMPredictor:
         return [{"prediction": p, "prompt": self.llm.render(q)} for p, q in zip(preds, prompts, strict=True)]
 
 
+def load_trained(ckpt: str) -> Any:
+    """`speechllm.generation.load_speechllm` (the documented entry point), else the checkpoint loader."""
+    try:
+        from speechllm.generation import load_speechllm
+    except ImportError:
+        from speechllm.model.checkpoint import load_speechllm
+    return load_speechllm(ckpt)
+
+
 class SpeechLLMPredictor:
-    """The trained model: audio + instruction through `speechllm.generation.load_speechllm`."""
+    """The trained model: audio + instruction. When the model interleaves the Whisper transcript
+    (DeSTA2), transcripts are computed here once and passed in, so the logged prompt is exact."""
 
     def __init__(self, ckpt: str, max_new_tokens: int = 32, name: str | None = None, model: Any = None):
-        if model is None:
-            from speechllm.generation import load_speechllm
-
-            model = load_speechllm(ckpt)
-        self.model, self.max_new_tokens = model, max_new_tokens
+        self.model = model if model is not None else load_trained(ckpt)
+        self.max_new_tokens = max_new_tokens
         self.name = name or f"speechllm:{str(ckpt).rstrip('/').split('/')[-1]}"
 
     def predict(self, batch: list[dict]) -> list[dict]:
         audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None
                   for it in batch]
         prompts = [it["instruction"] for it in batch]
-        preds = self.model.generate(audios, prompts, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return [{"prediction": p, "prompt": self.model.render_prompt(q, len(it["audios"]))}
-                for p, q, it in zip(preds, prompts, batch, strict=True)]
+        transcripts = None
+        cfg = getattr(self.model, "config", None)
+        if getattr(cfg, "interleave_transcript", False) and hasattr(self.model, "encoder"):
+            transcripts = [list(self.model.encoder.transcribe(it["audios"])) if it["audios"] else None for it in batch]
+        kw = {"transcripts": transcripts} if transcripts is not None else {}
+        preds = self.model.generate(audios, prompts, max_new_tokens=self.max_new_tokens, do_sample=False, **kw)
+        out = []
+        for i, (p, q, it) in enumerate(zip(preds, prompts, batch, strict=True)):
+            rkw = {"transcripts": transcripts[i]} if transcripts and transcripts[i] else {}
+            out.append({"prediction": p, "prompt": self.model.render_prompt(q, len(it["audios"]), **rkw)})
+        return out

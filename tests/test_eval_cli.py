@@ -1,0 +1,65 @@
+"""End-to-end through `speechllm evaluate …` with a tiny random SpeechLLM checkpoint (seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.cli import main
+from evaluation.dynamic_superb.runner import predictions_path
+from evaluation.fakes import fake_speak, fake_voices
+from evaluation.suite import build_suite
+from speechllm.data.audio import save_audio
+from speechllm.io import read_jsonl
+
+TASKS = ["GenderClassification_Synth", "SpeakerVerification_Synth"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    torch.manual_seed(0)
+    cfg = SpeechLLMConfig(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 3}},
+                          interleave_transcript=False)
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-run"
+    SpeechLLM.from_config(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    build_suite(out, n=4, seed=0, tasks=TASKS, speak=fake_speak, voices=fake_voices(),
+                sentences=[f"one two three {w} five six" for w in ("four", "red", "blue", "green", "tall")])
+    return out
+
+
+def test_evaluate_checkpoint_beside_baselines_then_rescore(ckpt, suite, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["dynamic-superb", "--ckpt", str(ckpt), "--baseline", "majority,random", "--suite", str(suite),
+                 "--out", str(out), "--batch-size", "4", "--max-new-tokens", "4"]) == 0
+    rows = read_jsonl(predictions_path(out, "speechllm:tiny-run", "SpeakerVerification_Synth"))
+    assert len(rows) == 4 and all(r["prompt"] and r["prompt"].count("<|audio|>") == 2 for r in rows)
+    text = (out / "report.md").read_text()
+    for name in ("speechllm:tiny-run", "majority", "random", *TASKS):
+        assert name in text
+    before = json.loads((out / "report.json").read_text())
+    assert main(["dynamic-superb", "--rescore", "--suite", str(suite), "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text()) == before
+
+
+def test_retention_text_path_without_lora_has_zero_delta(ckpt, tmp_path):
+    wav = tmp_path / "a.wav"
+    save_audio(wav, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))
+    assert main(["retention", "--ckpt", str(ckpt), "--out", str(tmp_path), "--questions", "1",
+                 "--max-new-tokens", "4", "--audio", str(wav)]) == 0
+    res = json.loads((tmp_path / "retention.json").read_text())["results"]
+    base, text = res[0], res[1]
+    assert text["condition"].startswith("trained-text") and len(res) == 3
+    assert text["delta_vs_base"] in (0.0, None)  # None only when the base passes nothing
+    b = read_jsonl(tmp_path / "retention" / f"{base['condition'].replace(':', '_')}.jsonl")
+    t = read_jsonl(tmp_path / "retention" / f"{text['condition'].replace(':', '_')}.jsonl")
+    assert [r["response"] for r in b] == [r["response"] for r in t]  # frozen LLM: identical generations
