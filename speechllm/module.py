@@ -108,16 +108,6 @@ class SpeechLLMModule(L.LightningModule):
             self.log("train/skipped", float(sum(self.skipped.values())), batch_size=bs)
         return loss
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if hasattr(dm, "note_batch_started"):
-            dm.note_batch_started()
-
-    def on_train_epoch_end(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if hasattr(dm, "note_epoch_ended"):
-            dm.note_epoch_ended()
-
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, p in self.model.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():

@@ -1,8 +1,9 @@
 """LightningDataModule over manifests (JSONL or a `datasets` folder / parquet).
 
 Splits: explicit `val_manifest`, else rows whose `split` is "validation"/"val"/"dev" in the train
-manifest. Training order is a seeded permutation per epoch, and the number of batches consumed is
-part of the checkpoint, so a killed run resumes on exactly the batches it had not seen yet.
+manifest. Training order is a seeded permutation per epoch; on resume the batches of the current
+epoch that the checkpoint already trained on are skipped, so a killed run sees exactly the batches
+it had not seen yet.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class ResumableRandomSampler(Sampler[int]):
         return iter(order[skip:])
 
     def __len__(self) -> int:
-        return self.n - self.skip
+        # The full epoch length, also when resuming: Lightning's restored batch counter already
+        # includes the skipped batches, and the shorter iterator ends the epoch on time.
+        return self.n
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -50,8 +53,6 @@ class SpeechDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
         self.rows: dict[str, list[dict]] = {}
-        self._batches_done = 0  # in the current epoch, for exact mid-epoch resume
-        self._sampler: ResumableRandomSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -91,10 +92,13 @@ class SpeechDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rows = self.rows["train"]
         sampler = ResumableRandomSampler(len(rows), self.hparams.seed) if self.hparams.shuffle else None
-        if sampler is not None:
-            sampler.set_epoch(self.trainer.current_epoch if self.trainer else 0)
-            sampler.skip = self._batches_done * self.hparams.batch_size
-        self._sampler = sampler
+        if sampler is not None and self.trainer is not None:
+            sampler.set_epoch(self.trainer.current_epoch)
+            # Batches of this epoch already trained before a restart (restored from last.ckpt by
+            # Lightning). A checkpoint taken after the epoch's last batch means "start the next one".
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            n_batches = -(-len(rows) // self.hparams.batch_size)
+            sampler.skip = done * self.hparams.batch_size if done < n_batches else 0
         return DataLoader(rows, batch_size=self.hparams.batch_size, sampler=sampler,
                           num_workers=self.hparams.num_workers, collate_fn=self._collator(),
                           persistent_workers=False)
@@ -108,15 +112,3 @@ class SpeechDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", require_target=False)
 
-    # Progress within the epoch (called by SpeechLLMModule), saved in checkpoints by Lightning.
-    def note_batch_started(self) -> None:
-        self._batches_done += 1
-
-    def note_epoch_ended(self) -> None:
-        self._batches_done = 0
-
-    def state_dict(self) -> dict:
-        return {"batches_done": self._batches_done}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._batches_done = int(state.get("batches_done", 0))

@@ -1,0 +1,98 @@
+"""Training through the real CLI on the debug recipe: exact resume after kill -9, NaN guard."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+KILLER = textwrap.dedent("""
+    import os, signal
+    import lightning as L
+
+    class KillAtStep(L.Callback):
+        def __init__(self, step: int):
+            self.step = step
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)  # no clean-up at all, like an OOM kill
+""")
+
+
+def _fit(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "speechllm.cli", "fit", "-c", str(ROOT / "recipes/debug.yaml"),
+           "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false", *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ref")
+    ref = _fit(run)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    return run
+
+
+# 14 training rows, batch 4 -> 4 batches per epoch; checkpoints every 2 steps. Killing at step 5
+# resumes from the end of epoch 0 (step 4), killing at step 7 from the middle of epoch 1 (step 6).
+@pytest.mark.parametrize("kill_step", [5, 7])
+def test_killed_fit_resumes_from_last_ckpt_to_the_same_final_weights(tmp_path, reference_run, kill_step):
+    (tmp_path / "killer.py").write_text(KILLER)
+    (tmp_path / "kill.yaml").write_text(textwrap.dedent(f"""
+        trainer:
+          callbacks:
+            - class_path: speechllm.callbacks.RunCheckpoint
+              init_args: {{every_n_train_steps: 2}}
+            - class_path: speechllm.callbacks.ExportCallback
+            - class_path: killer.KillAtStep
+              init_args: {{step: {kill_step}}}
+    """))
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    killed = _fit(tmp_path / "run", "-c", str(tmp_path / "kill.yaml"), env=env)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "run" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == kill_step - 1
+    assert all(k.startswith("model.adapter.") for k in ckpt["state_dict"])  # no frozen weights inside
+
+    resumed = _fit(tmp_path / "run", "--ckpt_path", str(tmp_path / "run" / "last.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(str(reference_run / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "run" / "adapter.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_loss_stops_training_without_a_poisoned_checkpoint(tmp_path):
+    import lightning as L
+
+    from speechllm.callbacks import ExportCallback, RunCheckpoint
+    from speechllm.data.datamodule import SpeechDataModule
+    from speechllm.module import NonFiniteLossError, SpeechLLMModule
+
+    class PoisonAtStep(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 3:
+                with torch.no_grad():
+                    next(module.model.adapter.parameters()).fill_(float("nan"))
+
+    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[2],
+                             adapter={"class_path": "speechllm.model.adapters.LinearAdapter"},
+                             interleave_transcript=False, warmup_steps=1)
+    trainer = L.Trainer(max_steps=6, default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
+                        callbacks=[RunCheckpoint(every_n_train_steps=2), ExportCallback(), PoisonAtStep()])
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss.*no checkpoint holds poisoned"):
+        trainer.fit(module, SpeechDataModule("debug:16", batch_size=4))
+    ckpt = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "adapter.safetensors")).values())
