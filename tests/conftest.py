@@ -11,11 +11,6 @@ from pathlib import Path
 
 import pytest
 
-TINY_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def _pull_or_skip(name: str) -> Path:
     from speechllm.models.hub import PackDownloadError, pull
@@ -38,29 +33,10 @@ def whisper_tiny_path() -> Path:
     return _pull_or_skip("whisper-tiny.en")
 
 
-def make_tiny_tokenizer():
-    """Byte-level BPE without merges (any text encodes, ~260 ids) + a ChatML template.
-
-    Deterministic and pack-free; pad == eos on purpose, like SmolLM2, so code that builds masks
-    from `input_ids == pad_id` fails in tests too.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from speechllm.models.whisper_tokenizer import bytes_to_unicode
-
-    table = bytes_to_unicode()
-    tok = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>")
-    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    fast.chat_template = TINY_CHAT_TEMPLATE
-    return fast
-
-
 def make_tiny_whisper(seed: int = 0):
-    """Random HF Whisper with the real front-end shape (80 mels, 1500 source positions)."""
+    """Random HF Whisper with the real front-end shape (80 mels, 1500 source positions) and the real
+    vocab size, so the whisper-tiny.en tokenizer pairs with it and the openai-whisper export works
+    (unlike `speechllm.models.tiny.tiny_whisper`, whose ffn is not 4 x d_model)."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -72,17 +48,6 @@ def make_tiny_whisper(seed: int = 0):
         eos_token_id=50256, decoder_start_token_id=50257, begin_suppress_tokens=None, suppress_tokens=None,
     )
     return WhisperForConditionalGeneration(cfg).eval()
-
-
-def make_tiny_llama(vocab_size: int, seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="session")
@@ -107,9 +72,11 @@ def tiny_whisper(tiny_whisper_path):
 @pytest.fixture(scope="session")
 def tiny_llama_path(tmp_path_factory) -> Path:
     """Folder with a tiny random LlamaForCausalLM + its chat-template tokenizer."""
+    from speechllm.models.tiny import tiny_llama, tiny_tokenizer  # byte-level BPE + ChatML, pad == eos
+
     path = tmp_path_factory.mktemp("tiny_llama")
-    tok = make_tiny_tokenizer()
-    model = make_tiny_llama(len(tok))
+    tok = tiny_tokenizer()
+    model = tiny_llama(len(tok))
     model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
     model.config.eos_token_id = model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(path)

