@@ -1,0 +1,91 @@
+"""Plumbing shared by the `prepare` steps: resumable row-by-row processing and output naming.
+
+Every step maps input rows to output rows by `id`. Finished rows go to `<out>.partial` (append-only,
+fsynced, keyed by id) so a killed step resumes where it stopped; when all rows are done the final
+manifest is written atomically in input order and the partial file is removed. A row that fails
+becomes an entry in the step's skip report with its reason — nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from speechllm.data.manifest import save_manifest
+from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
+
+SKIP_KEY = "_skip"  # a worker returns {"id":…, "_skip": {"reason":…, "detail":…}} for a bad row
+
+
+def default_out(manifest: str | Path, step: str) -> Path:
+    """`data/demo/synth.jsonl` + `attributes` → `data/demo/attributes.jsonl`."""
+    return Path(manifest).with_name(f"{step}.jsonl")
+
+
+def _init_worker() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def run_rows(items: list[dict], fn: Callable[[dict], dict], out: str | Path, desc: str,
+             workers: int = 1, chunksize: int = 4, force: bool = False) -> tuple[list[dict], list[dict]]:
+    """Apply `fn` to every item not already in `<out>.partial`; returns (rows, skipped) in input order
+    and writes `out` (manifest) + `<out stem>.skipped.json` when everything is done."""
+    out = Path(out)
+    if force:
+        out.with_name(out.name + ".partial").unlink(missing_ok=True)
+    partial = AppendOnlyJsonl(out.with_name(out.name + ".partial"))
+    if out.exists() and not force:  # a finished earlier run: its rows count as done (idempotent rerun)
+        for r in read_jsonl(out):
+            partial.rows.setdefault(str(r["id"]), r)
+    todo = [it for it in items if str(it["id"]) not in partial.done]
+    if todo:
+        results: Iterable[dict]
+        if workers > 1 and len(todo) > 1:
+            ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+            pool = ctx.Pool(workers, initializer=_init_worker)
+            results = pool.imap_unordered(fn, todo, chunksize=chunksize)
+        else:
+            pool = None
+            results = map(fn, todo)
+        try:
+            for row in tqdm(results, total=len(items), desc=desc, initial=len(items) - len(todo)):
+                partial.append(row)
+        finally:
+            if pool is not None:
+                pool.terminate()
+    rows, skipped = [], []
+    for it in items:
+        r = partial.rows[str(it["id"])]
+        (skipped if SKIP_KEY in r else rows).append(r)
+    save_manifest(out, rows)
+    write_skip_report(out, [{"id": r["id"], **r[SKIP_KEY]} for r in skipped], total=len(items))
+    partial.path.unlink(missing_ok=True)
+    return rows, skipped
+
+
+def write_skip_report(out: Path, skipped: list[dict[str, Any]], total: int) -> Path:
+    """`<out stem>.skipped.json`: counts by reason and every skipped row with its reason."""
+    by_reason: dict[str, int] = {}
+    for s in skipped:
+        by_reason[s.get("reason", "error")] = by_reason.get(s.get("reason", "error"), 0) + 1
+    path = out.with_name(out.stem + ".skipped.json")
+    atomic_write_json(path, {"total": total, "kept": total - len(skipped), "skipped": len(skipped),
+                             "by_reason": by_reason, "rows": skipped})
+    if skipped:
+        print(f"{len(skipped)}/{total} rows skipped ({by_reason}); see {path}")
+    return path
+
+
+def skip(row_id: str, reason: str, detail: str) -> dict:
+    return {"id": row_id, SKIP_KEY: {"reason": reason, "detail": detail}}

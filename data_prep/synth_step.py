@@ -1,0 +1,199 @@
+"""`speechllm prepare synth`: a labelled synthetic corpus with known attributes.
+
+Each clip is *designed* first (sentence, voice, target pitch/speed/volume bucket, noise kind + SNR,
+optional reverb; all drawn from `seed` and the clip index, so a rerun designs the same corpus), then
+rendered in a worker: TTS at the voice's own pitch/speed → pyin on that clean clip → the sox pitch
+shift and tempo that land the clip inside its target buckets → gain → silence padding → reverb →
+noise. The designed buckets are the ground-truth `attributes`; numbers actually achieved are kept
+beside them (`f0_hz`, `wps`, `loudness_db`, `snr_db`).
+
+Splits are by sentence: every clip has its own sentence (or `--repeats` clips share one, always in
+the same split), so no sentence is shared between train/validation/test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data_prep import augment, labels
+from data_prep.common import run_rows, skip
+from data_prep.synth import ENGINES, TTSError, Voice, _sox_effects, list_voices, sentence_pool, tts
+from speechllm.data.audio import SAMPLE_RATE, save_audio
+from speechllm.io import atomic_write_json
+
+ENGINE_WEIGHTS = {"espeak-ng": 0.6, "flite": 0.25, "festival": 0.15}  # festival is ~10x slower per clip
+SPLITS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
+TEMPO_RANGE = (0.45, 2.5)
+
+
+def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repeats: int = 1,
+                  noise_kinds: tuple[str, ...] = augment.NOISE_KINDS, reverb_prob: float = 0.0,
+                  splits: tuple[tuple[str, float], ...] = SPLITS) -> list[dict]:
+    """Deterministic clip designs (no audio yet): one dict per clip with everything the worker needs."""
+    voices = voices if voices is not None else list_voices()
+    if not voices:
+        raise RuntimeError("no TTS engine found; install espeak-ng, flite or festival (see the Makefile)")
+    rng = random.Random(seed)
+    n_sent = math.ceil(n / max(1, repeats))
+    sentences = sentence_pool(n_sent, seed)
+    # split by sentence index so repeats of a sentence stay in one split
+    bounds, acc = [], 0.0
+    for name, frac in splits:
+        acc += frac
+        bounds.append((name, acc))
+    engines = sorted({v.engine for v in voices})
+    by_engine_gender = {(e, g): [v for v in voices if v.engine == e and v.gender == g]
+                        for e in engines for g in ("male", "female")}
+    designs = []
+    for i in range(n):
+        s_idx = i // max(1, repeats)
+        split = next(name for name, b in bounds if (s_idx + 0.5) / n_sent <= b + 1e-9)
+        gender = rng.choice(["male", "female"])
+        cands = [e for e in engines if by_engine_gender[(e, gender)]]
+        engine = rng.choices(cands, weights=[ENGINE_WEIGHTS.get(e, 0.2) for e in cands])[0]
+        voice = rng.choice(by_engine_gender[(engine, gender)])
+        noise = rng.choice(list(labels.DESIGN["noise"]))
+        rng_noise = labels.DESIGN["noise"][noise]
+        d = {
+            "id": f"synth-{seed}-{i:06d}",
+            "text": sentences[s_idx],
+            "voice": voice.to_dict(),
+            "split": split,
+            "pitch": rng.choice(list(labels.DESIGN["pitch"])),
+            "speed": rng.choice(list(labels.DESIGN["speed"])),
+            "volume": rng.choice(list(labels.DESIGN["volume"])),
+            "noise": noise,
+            "noise_kind": rng.choice(noise_kinds) if rng_noise else None,
+            "reverb_rt60": round(rng.uniform(0.2, 0.8), 2) if rng.random() < reverb_prob else None,
+            "seed": rng.getrandbits(31),
+        }
+        designs.append(d)
+    return designs
+
+
+def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(rng.uniform(*lo_hi))
+
+
+_VOICE_F0: dict[str, float] = {}
+REFERENCE_SENTENCE = "The quick brown fox jumps over the lazy dog near the old river bank."
+
+
+def voice_f0(voice: Voice) -> float:
+    """Median F0 of a voice on a reference sentence (pyin), cached in memory and on disk, so each
+    clip needs only one pyin pass (on its final clean audio)."""
+    if voice.id not in _VOICE_F0:
+        cache = augment.cache_dir().parent / "voice_f0.json"
+        disk = json.loads(cache.read_text()) if cache.exists() else {}
+        if voice.id not in disk:
+            disk[voice.id] = labels.pitch_stats(tts(REFERENCE_SENTENCE, voice)).f0_median
+            atomic_write_json(cache, disk)
+        _VOICE_F0.update(disk)
+    return _VOICE_F0[voice.id]
+
+
+def _speech_span(wav: np.ndarray) -> float:
+    """Seconds between the first and last active frame of a clean TTS clip (digital-silence edges)."""
+    idx = np.flatnonzero(augment.active_mask(wav, 35.0))
+    return (idx[-1] + 1 - idx[0]) * augment.FRAME / SAMPLE_RATE if idx.size else len(wav) / SAMPLE_RATE
+
+
+def render(design: dict, out_dir: str) -> dict:
+    """Render one designed clip to `<out_dir>/wavs/<id>.wav`; returns its manifest row (or a skip).
+
+    Ground truth = the buckets of pitch and speaking rate *measured on the final clean clip* (before
+    noise/reverb) with the same definitions the extractor uses; the design aimed well inside the
+    bucket, and is kept in `synth.design` for comparison."""
+    rng = np.random.default_rng(design["seed"])
+    voice = Voice(**design["voice"])
+    gender = voice.gender
+    try:
+        base = tts(design["text"], voice)
+        base_f0 = voice_f0(voice)
+    except TTSError as e:
+        return skip(design["id"], "tts_failed", str(e))
+    if not np.isfinite(base_f0):
+        return skip(design["id"], "unvoiced", f"pyin finds no voiced speech in {voice.id}")
+    target_f0 = labels.GENDER_CENTRE_HZ[gender] * 2 ** (_u(rng, labels.DESIGN["pitch"][design["pitch"]]) / 12)
+    shift = 12 * math.log2(target_f0 / base_f0)
+    n_words = labels.count_words(design["text"])
+    base_rate = n_words / _speech_span(base)  # approx. words per voiced second before tempo
+    tempo = float(np.clip(_u(rng, labels.DESIGN["speed"][design["speed"]]) / base_rate, *TEMPO_RANGE))
+    wav = _sox_effects(base, shift, tempo)
+    st = labels.pitch_stats(wav)  # the ground-truth measurement, on clean audio
+    if not np.isfinite(st.f0_median) or st.voiced_span < 0.3:
+        return skip(design["id"], "unvoiced", f"{voice.id} produced no usable voiced speech")
+    wps = labels.speaking_rate(n_words, st.voiced_span, wav)
+    target_db = _u(rng, labels.DESIGN["volume"][design["volume"]])
+    wav = augment.change_gain(wav, target_db - labels.loudness_db(wav))
+    pad = [np.zeros(int(_u(rng, (0.25, 0.5)) * SAMPLE_RATE), np.float32) for _ in range(2)]
+    clean = np.concatenate([pad[0], wav, pad[1]])
+    if design.get("reverb_rt60"):
+        clean = augment.reverb(clean, design["reverb_rt60"], rng)
+    snr = None
+    noisy = clean
+    snr_range = labels.DESIGN["noise"][design["noise"]]
+    if snr_range:
+        noisy = augment.add_noise(clean, _u(rng, snr_range), design["noise_kind"], rng)
+        snr = round(augment.measured_snr(clean, noisy), 2)
+    noisy = np.clip(noisy, -1.0, 1.0).astype(np.float32)
+    rel = f"wavs/{design['id']}.wav"
+    save_audio(Path(out_dir) / rel, noisy)
+    attrs = {
+        "gender": gender, "accent": voice.accent,
+        "pitch": labels.pitch_bucket(st.f0_median, gender), "speed": labels.speed_bucket(wps),
+        "volume": labels.volume_bucket(target_db), "noise": labels.noise_bucket(snr),
+        "f0_hz": round(st.f0_median, 1), "wps": round(wps, 3), "loudness_db": round(target_db, 2),
+        "snr_db": snr, "noise_kind": design["noise_kind"], "reverb_rt60": design.get("reverb_rt60"),
+        "emotion": "neutral",
+    }
+    return {
+        "id": design["id"], "audio": rel, "sampling_rate": SAMPLE_RATE,
+        "duration": round(len(noisy) / SAMPLE_RATE, 3), "transcript": design["text"],
+        "attributes": attrs, "attributes_source": "synth", "split": design["split"],
+        "synth": {"voice": voice.id, "pitch_shift_st": round(shift, 3), "tempo": round(tempo, 4),
+                  "design": {k: design[k] for k in ("pitch", "speed", "volume", "noise")}},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="speechllm prepare synth",
+        description="Render a labelled synthetic speech corpus (several TTS engines + sox) into "
+                    "OUT/wavs/ and OUT/synth.jsonl. Resumable: rerun the same command after an interruption.")
+    p.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
+    p.add_argument("--n", type=int, default=200, help="number of clips (default 200: the demo size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--engines", nargs="*", default=None, choices=ENGINES, help="TTS engines (default: all installed)")
+    p.add_argument("--repeats", type=int, default=1, help="clips per sentence (different voices), same split")
+    p.add_argument("--noise-kinds", nargs="*", default=list(augment.NOISE_KINDS), choices=augment.NOISE_KINDS)
+    p.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of clips with synthetic-RIR reverb")
+    p.add_argument("--force", action="store_true", help="re-render clips already present")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.time()
+    designs = design_corpus(args.n, args.seed, list_voices(args.engines), args.repeats,
+                            tuple(args.noise_kinds), args.reverb_prob)
+    out = Path(args.out) / "synth.jsonl"
+    if any(d["noise_kind"] == "babble" for d in designs):
+        augment.babble_bed()  # build the shared cache once, before the workers race for it
+    for kind in {d["noise_kind"] for d in designs} & set(augment.REAL_NOISE):
+        augment.real_noise(kind)
+    for vid in sorted({Voice(**d["voice"]).id for d in designs}):  # measured once, inherited by workers
+        voice_f0(next(Voice(**d["voice"]) for d in designs if Voice(**d["voice"]).id == vid))
+    rows, skipped = run_rows(designs, functools.partial(render, out_dir=str(args.out)), out,
+                             desc="synth", workers=args.workers, force=args.force)
+    print(f"wrote {len(rows)} clips to {out} ({len(skipped)} skipped) in {time.time() - t0:.1f}s")
+    return 0
