@@ -81,11 +81,17 @@ class WhisperASR:
 
             path = str(whisper_openai_checkpoint(name_or_path))
         self.model, self.name = whisper.load_model(path, device="cpu"), name_or_path
+        self._cache: dict[str, str] = {}  # transcript-llm and cascade share one ASR: transcribe each clip once
 
     def __call__(self, wav: np.ndarray) -> str:
-        res = self.model.transcribe(wav.astype(np.float32), language="en", fp16=False, temperature=0.0,
-                                    condition_on_previous_text=False)
-        return res["text"].strip()
+        import hashlib
+
+        key = hashlib.sha1(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()
+        if key not in self._cache:
+            res = self.model.transcribe(wav.astype(np.float32), language="en", fp16=False, temperature=0.0,
+                                        condition_on_previous_text=False)
+            self._cache[key] = res["text"].strip()
+        return self._cache[key]
 
 
 def simple_attributes(wav: np.ndarray, transcript: str) -> str:
