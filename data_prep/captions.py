@@ -1,0 +1,68 @@
+"""`speechllm prepare captions`: DeSTA2 seed caption + instruction(s) for every clip.
+
+Pure and fast (no audio is read), so it simply rewrites the manifest; the same seed gives the same
+instructions whatever the row order. With `--per-clip K` each clip gets K rows (different
+instructions, ids `<clip id>#<k>`, `clip_id` keeps the clip), a cheap way to multiply training rows.
+All templates come from `speechllm.prompts.captions` and are written verbatim to `templates.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from data_prep.common import default_out
+from speechllm.data.manifest import ManifestError, load_manifest, save_manifest
+from speechllm.io import atomic_write_json
+from speechllm.prompts.captions import CAPTION_VERSION, pick_instruction, seed_caption, templates_record
+
+
+def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.4) -> list[dict]:
+    """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`."""
+    out = []
+    for i, r in enumerate(rows):
+        if not r.get("transcript"):
+            raise ManifestError(f"row {r.get('id', i)!r} has no transcript; run `speechllm prepare attributes` "
+                                "first (it fills missing transcripts with Whisper)")
+        attrs = r.get("attributes") or {}
+        cap = seed_caption(r["transcript"], attrs, float(r.get("duration") or 0.0))
+        for k in range(per_clip):
+            ins = pick_instruction(str(r["id"]), attrs, seed, default_share, slot=k)
+            row = {**r, "caption": cap, "instruction": ins.text, "instruction_id": ins.id,
+                   "caption_version": CAPTION_VERSION}
+            if per_clip > 1:
+                row["clip_id"] = r["id"]
+                row["id"] = f"{r['id']}#{k}"
+            row.pop("target", None)
+            row.pop("target_meta", None)
+            out.append(row)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="speechllm prepare captions",
+                                description="Add DeSTA2-style seed captions and instructions to a manifest.")
+    p.add_argument("--manifest", default="data/demo/attributes.jsonl")
+    p.add_argument("--out", default=None, help="default: captions.jsonl next to the input")
+    p.add_argument("--seed", type=int, default=0, help="instruction choice seed (deterministic per row id)")
+    p.add_argument("--per-clip", type=int, default=1, help="instructions (rows) per clip")
+    p.add_argument("--default-share", type=float, default=0.4,
+                   help="fraction of rows with the default 'What can you hear from the audio?'")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    src = Path(args.manifest)
+    rows = load_manifest(src)
+    out = Path(args.out) if args.out else default_out(src, "captions")
+    base = src.parent.resolve() if src.is_file() else src.resolve()
+    for r in rows:  # keep paths relative when writing next to the input
+        a = Path(r["audio"])
+        if out.parent.resolve() == base and a.is_absolute() and a.is_relative_to(base):
+            r["audio"] = str(a.relative_to(base))
+    done = caption_rows(rows, args.seed, args.per_clip, args.default_share)
+    save_manifest(out, done)
+    atomic_write_json(out.with_name("templates.json"), templates_record())
+    print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")
+    return 0
