@@ -1,0 +1,299 @@
+"""ASR wrappers with one interface for test-time adaptation: Whisper (encoder-decoder) and CTC.
+
+SUTA needs, per utterance: a transcript, and *differentiable* per-position class scores along the
+model's own output. For CTC these are the frame logits (blank = "nothing said here"). For Whisper
+they are the decoder's token distributions teacher-forced along its own greedy hypothesis; the
+"non-blank" analogue masks the end-of-text position and special tokens. Both wrappers name the
+parameters SUTA updates: every LayerNorm (weight, bias) plus the convolutional front end
+(Whisper: encoder conv1/conv2; wav2vec2: feature extractor + feature projection, as the SUTA code's
+`--train_feature` does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass
+class Scores:
+    """Differentiable scores along one utterance's hypothesis.
+
+    logits: (N, V) raw logits (no temperature), N = frames (CTC) or hypothesis positions (Whisper)
+    mask:   (N,) bool, True where the greedy class is a real token ("non-blank")
+    labels: (N,) long, the greedy classes (pseudo-labels)
+    """
+
+    logits: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+
+
+class TTAModel:
+    """Common interface. `prepare` is label-free feature extraction (no grad)."""
+
+    model: nn.Module
+    name: str
+
+    def prepare(self, wav: np.ndarray) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def transcribe(self, inputs: dict[str, torch.Tensor]) -> str:
+        raise NotImplementedError
+
+    def scores(self, inputs: dict[str, torch.Tensor]) -> Scores:
+        raise NotImplementedError
+
+    def pseudo_label_loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Supervised loss on the model's own greedy output (the SDPL baseline)."""
+        raise NotImplementedError
+
+    def feature_module_prefixes(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def param_groups(self) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
+        """(LayerNorm params, feature-extractor params), disjoint, in a stable order."""
+        feat_prefixes = self.feature_module_prefixes()
+        ln, feat, seen = [], [], set()
+        for mname, m in self.model.named_modules():
+            in_feat = any(mname == p or mname.startswith(p + ".") for p in feat_prefixes)
+            for pname, p in m.named_parameters(recurse=False):
+                full = f"{mname}.{pname}" if mname else pname
+                if full in seen:
+                    continue
+                if in_feat:
+                    feat.append((full, p))
+                    seen.add(full)
+                elif isinstance(m, nn.LayerNorm) and pname in ("weight", "bias"):
+                    ln.append((full, p))
+                    seen.add(full)
+        if not ln and not feat:
+            raise ValueError(f"{self.name}: found no LayerNorm or feature-extractor parameters to adapt")
+        return ln, feat
+
+
+# --------------------------------------------------------------------------------------- Whisper
+class WhisperTTA(TTAModel):
+    """HF `WhisperForConditionalGeneration` with a hand-written greedy decoder.
+
+    `real_length=True` runs the encoder on the clip's own length (+`pad_seconds` of silence frames)
+    with sliced positional embeddings instead of the 30 s window: ~10x cheaper per SUTA step on
+    short clips. It changes the source model slightly, so source and adapted runs must use the same
+    setting (the CLI records it). `redecode=False` teacher-forces every step along the hypothesis
+    of the *first* step (the source model's) instead of re-decoding greedily after each update:
+    the autoregressive decode dominates a step's cost on CPU.
+    """
+
+    def __init__(self, model: nn.Module, processor: Any, name: str = "whisper", real_length: bool = True,
+                 pad_seconds: float = 3.0, max_new_tokens: int = 96, language: str = "en",
+                 redecode: bool = True):
+        self.model, self.processor, self.name = model.eval(), processor, name
+        self.real_length, self.pad_seconds, self.max_new_tokens = real_length, pad_seconds, max_new_tokens
+        self.redecode = redecode
+        tok = processor.tokenizer
+        gc = model.generation_config
+        cfg = model.config
+        self.eot = int(gc.eos_token_id if gc.eos_token_id is not None else cfg.eos_token_id)
+        sot = int(cfg.decoder_start_token_id)
+        prefix = [sot]
+        if cfg.vocab_size >= 51865:  # multilingual vocab: language + task tokens
+            prefix += [tok.convert_tokens_to_ids(f"<|{language}|>"), tok.convert_tokens_to_ids("<|transcribe|>")]
+        prefix.append(tok.convert_tokens_to_ids("<|notimestamps|>"))
+        self.prefix = torch.tensor(prefix, dtype=torch.long)
+        V = cfg.vocab_size
+        sup = torch.zeros(V, dtype=torch.bool)
+        for t in list(getattr(gc, "suppress_tokens", None) or []):
+            if 0 <= t < V:
+                sup[t] = True
+        # timestamps and other specials never belong in a no-timestamp transcript
+        first_special = min(self.eot, int(self.prefix.min()))
+        sup[first_special:] = True
+        sup[self.eot] = False
+        self.suppress = sup
+        self.begin_suppress = [t for t in (getattr(gc, "begin_suppress_tokens", None) or []) if 0 <= t < V]
+        self.first_special = first_special
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kw: Any) -> WhisperTTA:
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        model = WhisperForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+        processor = WhisperProcessor.from_pretrained(str(path))
+        return cls(model, processor, name=Path(str(path)).name, **kw)
+
+    def feature_module_prefixes(self) -> tuple[str, ...]:
+        return ("model.encoder.conv1", "model.encoder.conv2")
+
+    def prepare(self, wav: np.ndarray) -> dict[str, torch.Tensor]:
+        feats = self.processor.feature_extractor(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        x = feats.input_features  # (1, n_mels, 3000)
+        if self.real_length:
+            n = math.ceil((len(wav) / SAMPLE_RATE + self.pad_seconds) * 100)
+            n = min(x.shape[-1], n + (n % 2))  # conv2 has stride 2
+            x = x[..., :n]
+        # a hypothesis far longer than speech can carry is a repetition loop: cap it (~6 tokens/s)
+        limit = min(self.max_new_tokens, int(6 * len(wav) / SAMPLE_RATE) + 10)
+        return {"input_features": x, "max_tokens": torch.tensor(limit)}
+
+    def encode(self, input_features: torch.Tensor) -> torch.Tensor:
+        """(1, n_mels, F) -> (1, F/2, D); any F ≤ 3000 (positional embeddings sliced)."""
+        enc = self.model.model.encoder
+        if input_features.shape[-1] == 2 * enc.embed_positions.weight.shape[0]:
+            return enc(input_features).last_hidden_state
+        h = nn.functional.gelu(enc.conv1(input_features))
+        h = nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1)  # (1, F/2, D)
+        h = h + enc.embed_positions.weight[: h.shape[1]]
+        for layer in enc.layers:
+            h = layer(h, attention_mask=None)
+            h = h[0] if isinstance(h, tuple) else h
+        return enc.layer_norm(h)
+
+    def _decoder_logits(self, enc_out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.model(encoder_outputs=(enc_out,), decoder_input_ids=tokens.unsqueeze(0), use_cache=False)
+        return out.logits[0]  # (L, V)
+
+    @torch.no_grad()
+    def greedy(self, enc_out: torch.Tensor, max_tokens: int | None = None) -> list[int]:
+        """Greedy token ids after the prefix (EOT excluded), with Whisper's suppression rules."""
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        enc_out = enc_out.detach()
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        ids = self.prefix.clone()
+        step_in = ids
+        out: list[int] = []
+        for i in range(max_tokens or self.max_new_tokens):
+            o = self.model(encoder_outputs=(enc_out,), decoder_input_ids=step_in.unsqueeze(0),
+                           past_key_values=cache, use_cache=True)
+            cache = o.past_key_values
+            logits = o.logits[0, -1].clone()
+            logits[self.suppress] = -math.inf
+            if i == 0 and self.begin_suppress:
+                logits[self.begin_suppress] = -math.inf
+            t = int(logits.argmax())
+            if t == self.eot:
+                break
+            out.append(t)
+            step_in = torch.tensor([t])
+        return out
+
+    def decode_text(self, tokens: list[int]) -> str:
+        return self.processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def transcribe(self, inputs: dict[str, torch.Tensor]) -> str:
+        with torch.no_grad():
+            return self.decode_text(self.greedy(self.encode(inputs["input_features"]), _limit(inputs)))
+
+    def scores(self, inputs: dict[str, torch.Tensor]) -> Scores:
+        enc_out = self.encode(inputs["input_features"])  # with grad
+        if self.redecode or "hyp" not in inputs:
+            hyp = self.greedy(enc_out, _limit(inputs))
+            inputs["hyp"] = hyp  # per-utterance cache for redecode=False
+        hyp = inputs["hyp"]
+        labels = torch.tensor(hyp + [self.eot], dtype=torch.long)  # (N,)
+        tokens = torch.cat([self.prefix, labels[:-1]])
+        logits = self._decoder_logits(enc_out, tokens)[len(self.prefix) - 1:]  # (N, V)
+        mask = labels < self.first_special
+        self.last_hypothesis = self.decode_text(hyp)
+        return Scores(logits=logits, mask=mask, labels=labels)
+
+    def pseudo_label_loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        s = self.scores(inputs)
+        return nn.functional.cross_entropy(s.logits, s.labels)
+
+
+def _limit(inputs: dict[str, torch.Tensor]) -> int | None:
+    m = inputs.get("max_tokens")
+    return int(m) if m is not None else None
+
+
+# ------------------------------------------------------------------------------------------- CTC
+class CTCTTA(TTAModel):
+    """Any HF `Wav2Vec2ForCTC`-style model + its processor (blank = pad id, as in the SUTA code)."""
+
+    def __init__(self, model: nn.Module, processor: Any = None, name: str = "ctc", blank_id: int | None = None):
+        self.model, self.processor, self.name = model.eval(), processor, name
+        self.blank = int(blank_id if blank_id is not None else model.config.pad_token_id or 0)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kw: Any) -> CTCTTA:
+        from transformers import AutoModelForCTC, AutoProcessor
+
+        return cls(AutoModelForCTC.from_pretrained(str(path)), AutoProcessor.from_pretrained(str(path)),
+                   name=Path(str(path)).name, **kw)
+
+    def feature_module_prefixes(self) -> tuple[str, ...]:
+        base = self.model.base_model_prefix
+        return (f"{base}.feature_extractor", f"{base}.feature_projection")
+
+    def prepare(self, wav: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.processor is not None:
+            fe = getattr(self.processor, "feature_extractor", self.processor)
+            x = fe(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values
+        else:  # zero-mean unit-variance, what Wav2Vec2FeatureExtractor does
+            w = torch.as_tensor(wav, dtype=torch.float32)
+            x = ((w - w.mean()) / (w.std() + 1e-7)).unsqueeze(0)
+        return {"input_values": x}  # (1, T)
+
+    def _logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(inputs["input_values"]).logits[0]  # (frames, V)
+
+    def ids_to_text(self, ids: list[int]) -> str:
+        collapsed = [t for i, t in enumerate(ids) if t != self.blank and (i == 0 or t != ids[i - 1])]
+        tok = getattr(self.processor, "tokenizer", None)
+        if tok is None:
+            return " ".join(map(str, collapsed))
+        return tok.decode(collapsed).strip()
+
+    def transcribe(self, inputs: dict[str, torch.Tensor]) -> str:
+        with torch.no_grad():
+            ids = self._logits(inputs).argmax(-1).tolist()
+        return self.ids_to_text(ids)
+
+    def scores(self, inputs: dict[str, torch.Tensor]) -> Scores:
+        logits = self._logits(inputs)
+        labels = logits.detach().argmax(-1)
+        self.last_hypothesis = self.ids_to_text(labels.tolist())
+        return Scores(logits=logits, mask=labels != self.blank, labels=labels)
+
+    def pseudo_label_loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self._logits(inputs)
+        ids = logits.detach().argmax(-1).tolist()
+        target = [t for i, t in enumerate(ids) if t != self.blank and (i == 0 or t != ids[i - 1])]
+        self.last_hypothesis = self.ids_to_text(ids)
+        logp = logits.log_softmax(-1).unsqueeze(1)  # (frames, 1, V)
+        return nn.functional.ctc_loss(logp, torch.tensor([target], dtype=torch.long),
+                                      torch.tensor([logp.shape[0]]), torch.tensor([len(target)]),
+                                      blank=self.blank, zero_infinity=True)
+
+
+def load_asr(name: str, **kw: Any) -> TTAModel:
+    """Resolve a pack name / HF id / local folder and wrap it (Whisper or CTC by its config)."""
+    path = _resolve(name)
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(path))
+    if cfg.model_type == "whisper":
+        return WhisperTTA.from_pretrained(path, **kw)
+    return CTCTTA.from_pretrained(path)
+
+
+def _resolve(name: str) -> Path:
+    p = Path(name)
+    if p.exists():
+        return p
+    try:
+        from speechllm.models.hub import resolve
+    except ImportError as e:
+        raise FileNotFoundError(
+            f"{name!r} is not a local folder and speechllm.models.hub is unavailable ({e}); "
+            "pass a converted HF Whisper folder path instead") from e
+    return Path(resolve(name))

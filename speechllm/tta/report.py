@@ -1,0 +1,118 @@
+"""WER tables and stream plots for adaptation runs (Whisper's English normalizer on both sides)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from evaluation.wer import edit_distance
+
+_NORM = None
+
+
+def normalize(text: str) -> str:
+    global _NORM
+    if _NORM is None:
+        from whisper.normalizers import EnglishTextNormalizer
+
+        _NORM = EnglishTextNormalizer()
+    return " ".join(_NORM(text or "").split())
+
+
+def row_errors(row: dict) -> tuple[int, int]:
+    """(word edits, reference words) of one row after normalisation."""
+    r, h = normalize(row["ref"]).split(), normalize(row.get("hyp") or "").split()
+    return edit_distance(r, h), len(r)
+
+
+def wer_by_domain(rows: list[dict]) -> dict[str, float]:
+    """Corpus WER (%) per domain plus 'all'."""
+    err: dict[str, int] = defaultdict(int)
+    n: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if row.get("hyp") is None and row.get("error"):
+            continue
+        e, w = row_errors(row)
+        for d in (row.get("domain", "all"), "all"):
+            err[d] += e
+            n[d] += w
+    return {d: 100.0 * err[d] / n[d] for d in n if n[d]}
+
+
+def summarize(results: dict[str, list[dict]]) -> dict:
+    """results: method -> stream rows. Adds relative WER reduction vs 'source' and real-time factor."""
+    out: dict = {"wer": {}, "rel_reduction": {}, "rtf": {}, "resets": {}}
+    for m, rows in results.items():
+        out["wer"][m] = wer_by_domain(rows)
+        secs = sum(r.get("seconds", 0.0) for r in rows)
+        audio = sum(r.get("audio_seconds", 0.0) for r in rows)
+        out["rtf"][m] = secs / audio if audio else None
+        out["resets"][m] = [r["index"] for r in rows if r.get("reset")]
+    src = out["wer"].get("source")
+    if src:
+        for m, w in out["wer"].items():
+            out["rel_reduction"][m] = {d: 100.0 * (src[d] - w[d]) / src[d] if src.get(d) else None
+                                       for d in w if d in src}
+    return out
+
+
+def markdown_table(summary: dict) -> str:
+    wer = summary["wer"]
+    domains = sorted({d for w in wer.values() for d in w} - {"all"}) + ["all"]
+    lines = ["| method | " + " | ".join(domains) + " | RTF |", "|---" * (len(domains) + 2) + "|"]
+    for m, w in wer.items():
+        rel = summary["rel_reduction"].get(m, {})
+        cells = []
+        for d in domains:
+            if d not in w:
+                cells.append("–")
+            elif m != "source" and rel.get(d) is not None:
+                cells.append(f"{w[d]:.1f} ({rel[d]:+.0f}%)")
+            else:
+                cells.append(f"{w[d]:.1f}")
+        rtf = summary["rtf"].get(m)
+        rtf_s = f"{rtf:.2f}" if rtf else "–"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {rtf_s} |")
+    return "\n".join(lines) + "\n\nWER % (relative reduction vs source); RTF = processing seconds / audio seconds.\n"
+
+
+def plot_stream(results: dict[str, list[dict]], path: str | Path, window: int = 20) -> None:
+    """WER along the stream (sliding window of `window` utterances), domain blocks shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    any_rows = next(iter(results.values()), [])
+    doms = [r.get("domain", "all") for r in any_rows]
+    start, block = 0, 0
+    for i in range(1, len(doms) + 1):
+        if i == len(doms) or doms[i] != doms[start]:
+            if len(set(doms)) > 1:
+                ax.axvspan(start, i, alpha=0.08 if block % 2 else 0.16, color="grey")
+                if i - start >= max(3, len(doms) // 40):
+                    ax.text((start + i) / 2, 1.0, doms[start], ha="center", va="bottom", fontsize=7,
+                            transform=ax.get_xaxis_transform(), rotation=30)
+            start, block = i, block + 1
+    for m, rows in results.items():
+        errs = [row_errors(r) for r in rows]
+        xs, ys = [], []
+        for i in range(len(errs)):
+            lo = max(0, i - window + 1)
+            e = sum(x[0] for x in errs[lo:i + 1])
+            n = sum(x[1] for x in errs[lo:i + 1])
+            if n:
+                xs.append(i)
+                ys.append(100.0 * e / n)
+        ax.plot(xs, ys, label=m, lw=1.3)
+        for r in rows:
+            if r.get("reset"):
+                ax.axvline(r["index"], color="red", ls=":", lw=0.8)
+    ax.set_xlabel("utterance index in stream")
+    ax.set_ylabel(f"WER % (last {window} utts)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,73 @@
+"""Run one adaptation method over an ordered stream of utterances, resumably.
+
+Rows go to an append-only JSONL keyed by the manifest id. A stateful (continual) method also keeps
+`<method>.state.pt`, written atomically *before* its row is appended and holding that row as
+`pending`: after a `kill -9` at any point, the rerun restores the state, appends the pending row if
+it was lost, and continues — the outputs are identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from speechllm.data.audio import SAMPLE_RATE, AudioError, load_audio
+from speechllm.io import AppendOnlyJsonl
+from speechllm.tta.suta import Method
+
+
+def _save_state(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int = 0,
+               progress: bool = True) -> list[dict]:
+    """Process `rows` in order with `method`; returns the rows of `<out_dir>/<method>.jsonl` in
+    stream order. Rows need `id`, `audio`; `transcript` and `attributes.domain` are carried along."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = AppendOnlyJsonl(out_dir / f"{method.name}.jsonl", key="id")
+    state_path = out_dir / f"{method.name}.state.pt"
+    ids = [str(r["id"]) for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError("stream manifest has duplicate ids; ids must be unique for resume")
+    stateful = method.state() is not None
+    if stateful:
+        if state_path.exists():
+            st = torch.load(state_path, weights_only=False)
+            method.load_state(st["method"])
+            if st["pending"]["id"] not in log.done:
+                log.append(st["pending"])
+        elif log.done:
+            raise RuntimeError(f"{log.path} has rows but {state_path} is missing: a continual stream cannot "
+                               "resume without its state; delete the JSONL to restart the stream")
+        done_prefix = ids[: len(log.done)]
+        if set(done_prefix) != log.done:
+            raise RuntimeError(f"{log.path}: done rows are not a prefix of this stream (was the manifest "
+                               "reordered?); delete the JSONL and state to restart")
+    torch.manual_seed(seed)
+    todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in log.done]
+    for i, row in tqdm(todo, desc=method.name, disable=not progress):
+        rec = {"id": str(row["id"]), "index": i, "method": method.name,
+               "domain": (row.get("attributes") or {}).get("domain", row.get("domain", "all")),
+               "ref": row.get("transcript", "")}
+        try:
+            wav = load_audio(row["audio"])
+        except AudioError as e:
+            rec.update(hyp=None, error=f"{e.reason}: {e.detail}")
+        else:
+            t0 = time.perf_counter()
+            out = method.process(wav)
+            rec.update(out, seconds=time.perf_counter() - t0, audio_seconds=len(wav) / SAMPLE_RATE)
+        if stateful:
+            _save_state(state_path, {"method": method.state(), "pending": rec})
+        log.append(rec)
+    return [log.rows[k] for k in ids if k in log.rows]
