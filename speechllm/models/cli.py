@@ -61,6 +61,20 @@ def cmd_pull(names: list[str], force: bool = False, quiet: bool = False) -> int:
     return 0
 
 
+def cmd_check(name: str) -> int:
+    """Run speechllm.models.verify on one pack and print the figures as JSON."""
+    from speechllm.models import verify
+    from speechllm.models.hub import CT2_SUBDIR, resolve
+
+    path = resolve(name)
+    whisper_like = (path / CT2_SUBDIR).is_dir()
+    res = verify.whisper_agreement(name) if whisper_like else verify.llm_chat_check(name)
+    if whisper_like:
+        res.pop("tokens")
+    print(json.dumps(res, indent=2, ensure_ascii=False))
+    return 0 if not whisper_like or res["token_agreement"] == res["clips"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="speechllm models",
@@ -75,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     p_pull.add_argument("names", nargs="+", metavar="NAME", help=f"one or more of: {', '.join(PACKS)}")
     p_pull.add_argument("--force", action="store_true", help="rebuild even if already pulled")
     p_pull.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p_check = sub.add_parser("check", help="verify a pack: whisper = HF/openai/CTranslate2 token agreement on "
+                             "espeak-ng sentences; llm = chat template + greedy answer (prints JSON)")
+    p_check.add_argument("name", help="pack name or local folder")
     p_path = sub.add_parser("path", help="print a pack's folder, pulling it first if needed")
     p_path.add_argument("name", choices=list(PACKS))
     args = ap.parse_args(argv)
@@ -82,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_list(args.json)
     if args.cmd == "pull":
         return cmd_pull(args.names, args.force, args.quiet)
+    if args.cmd == "check":
+        return cmd_check(args.name)
     print(pull(args.name, progress=False))
     return 0
 
