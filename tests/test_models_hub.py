@@ -179,3 +179,12 @@ def test_cli_list_and_unknown_pull(fake_pack, capsys):
     assert json.loads(capsys.readouterr().out)[-1]["pulled"] is True
     assert models_cli(["pull", "no-such-pack"]) == 2
     assert "choose from" in capsys.readouterr().err
+
+
+def test_pack_from_older_converter_warns_but_is_used(fake_pack, caplog):
+    path = hub.pull("fake", progress=False)
+    meta = json.loads((path / hub.PACK_JSON).read_text())
+    (path / hub.PACK_JSON).write_text(json.dumps(meta | {"converter_version": "0"}))
+    with caplog.at_level("WARNING", logger="speechllm.models.hub"):
+        assert hub.pull("fake") == path
+    assert "--force" in caplog.text and fake_pack["convert"] == 1

@@ -13,6 +13,7 @@ folder exists only when complete (it always has `pack.json`); a file lock serial
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -213,11 +214,24 @@ def _convert(spec: PackSpec, assembled: Path, work: Path, out: Path) -> dict:
     return info
 
 
+def _warn_if_stale(dest: Path) -> None:
+    from speechllm.models.convert import CONVERTER_VERSION
+
+    try:
+        built = json.loads((dest / PACK_JSON).read_text()).get("converter_version")
+    except (OSError, ValueError):
+        return
+    if built != CONVERTER_VERSION:
+        log.warning("%s was built by converter version %s (now %s); rebuild with "
+                    "`speechllm models pull --force %s`", dest, built, CONVERTER_VERSION, dest.name)
+
+
 def pull(name: str, progress: bool = True, force: bool = False) -> Path:
     """Make sure pack `name` exists locally and return its HF folder (idempotent, lock-protected)."""
     spec = _spec(name)
     dest = pack_dir(name)
     if not force and is_pulled(name):
+        _warn_if_stale(dest)
         return dest
     from filelock import FileLock
 
