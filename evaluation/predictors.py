@@ -20,7 +20,6 @@ import numpy as np
 
 from evaluation.dynamic_superb.registry import Task, parse_options
 from evaluation.llm import ChatLM
-from speechllm.data.audio import SAMPLE_RATE
 from speechllm.prompts.baselines import transcript_prompt
 
 
@@ -94,26 +93,15 @@ class WhisperASR:
         return self._cache[key]
 
 
-def simple_attributes(wav: np.ndarray, transcript: str) -> str:
-    """Fallback acoustic attributes (used when data_prep.attributes is unavailable): duration,
-    median F0 with a pitch bucket, speaking rate and level."""
-    from evaluation.suite_tasks import median_f0, pitch_bucket
+def describe_attributes(wav: np.ndarray, transcript: str) -> str:
+    """Caption-style attributes measured by data_prep.attributes (the extractor that labels the
+    training data), e.g. "Gender: male, Pitch: high, Speed: slow, Volume: normal, Noise: clean, Duration: 3.1s"."""
+    from data_prep.attributes import extract
 
-    dur = len(wav) / SAMPLE_RATE
-    f0 = median_f0(wav)
-    wps = len(transcript.split()) / max(dur, 1e-3)
-    level = 20 * np.log10(float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) + 1e-9)
-    return (f"Duration: {dur:.1f}s, Pitch: {pitch_bucket(f0) or 'borderline'} ({f0:.0f} Hz), "
-            f"Speaking rate: {wps:.1f} words/s, Level: {level:.0f} dBFS")
-
-
-def _attributes_fn():
-    try:  # data_prep.attributes lands separately; its extractor is preferred when present
-        from data_prep.attributes import describe_attributes  # type: ignore[attr-defined]
-
-        return lambda wav, text: describe_attributes(wav, text)
-    except ImportError:
-        return simple_attributes
+    a = extract(wav, transcript, None)
+    parts = [("Gender", a.get("gender_from_pitch")), ("Pitch", a.get("pitch")), ("Speed", a.get("speed")),
+             ("Volume", a.get("volume")), ("Noise", a.get("noise"))]
+    return ", ".join(f"{k}: {v}" for k, v in parts if v) + f", Duration: {a['duration']:.1f}s"
 
 
 class TranscriptLLMPredictor:
@@ -122,7 +110,7 @@ class TranscriptLLMPredictor:
     def __init__(self, llm: ChatLM, asr: Any, cascade: bool = False, max_new_tokens: int = 32,
                  attributes: Any = None, name: str | None = None):
         self.llm, self.asr, self.cascade, self.max_new_tokens = llm, asr, cascade, max_new_tokens
-        self.attributes = attributes or (_attributes_fn() if cascade else None)
+        self.attributes = attributes or (describe_attributes if cascade else None)
         self.name = name or f"{'cascade' if cascade else 'transcript-llm'}:{llm.name}"
 
     def predict(self, batch: list[dict]) -> list[dict]:

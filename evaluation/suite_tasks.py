@@ -20,8 +20,6 @@ from speechllm.data.audio import SAMPLE_RATE
 NUM_WORDS = ["zero", "one", "two", "three", "four", "five"]
 SNR_WORDS = {"zero": 0, "five": 5, "ten": 10, "fifteen": 15}
 ACCENTS = {"US": "american", "British": "british", "Scottish": "scottish", "Caribbean": "caribbean"}
-PITCH_LOW_HZ, PITCH_HIGH_HZ, PITCH_MARGIN_HZ = 145.0, 215.0, 8.0
-RATE_TEMPO = {"slow": 0.65, "normal": 1.0, "fast": 1.6}
 
 
 @dataclass
@@ -77,28 +75,6 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     noise = np.resize(noise.astype(np.float64), len(speech))
     scale = np.sqrt(speech_power(speech) / 10 ** (snr_db / 10) / (np.mean(noise**2) + 1e-20))
     return (speech.astype(np.float64) + scale * noise).astype(np.float32)
-
-
-def median_f0(wav: np.ndarray) -> float:
-    """Median F0 (Hz) over voiced, loud frames; the measurement that defines the pitch label."""
-    import librosa
-
-    f0 = librosa.yin(wav.astype(np.float32), fmin=60, fmax=500, sr=SAMPLE_RATE, frame_length=1024)
-    rms = librosa.feature.rms(y=wav, frame_length=1024, hop_length=256)[0]
-    n = min(len(f0), len(rms))
-    loud = rms[:n] > 0.3 * rms[:n].max()
-    return float(np.median(f0[:n][loud]))
-
-
-def pitch_bucket(f0: float) -> str | None:
-    """low / normal / high, or None inside a margin around a boundary (ambiguous: not used)."""
-    if f0 < PITCH_LOW_HZ - PITCH_MARGIN_HZ:
-        return "low"
-    if f0 > PITCH_HIGH_HZ + PITCH_MARGIN_HZ:
-        return "high"
-    if PITCH_LOW_HZ + PITCH_MARGIN_HZ < f0 < PITCH_HIGH_HZ - PITCH_MARGIN_HZ:
-        return "normal"
-    return None
 
 
 # ---- generators: (ctx, label) -> (audios, instruction, meta) -----------------------------------
@@ -272,31 +248,75 @@ def gender(ctx: Ctx, label: str):
     return [ctx.say(s, v)], ins, {"sentence": s, "voice": v.id, "gender": v.gender}
 
 
+def _stats(wav: np.ndarray):
+    from data_prep import labels
+
+    return labels.pitch_stats(wav)
+
+
+def measured_pitch(wav: np.ndarray, gender: str) -> tuple[float, float]:
+    """(median F0 Hz, semitones vs the gender centre): data_prep.labels' definition, the one the
+    training captions use, so "high pitch" means the same thing in training and in the suite."""
+    from data_prep import labels
+
+    f0 = _stats(wav).f0_median
+    return f0, 12 * np.log2(f0 / labels.GENDER_CENTRE_HZ[gender])
+
+
+def measured_wps(wav: np.ndarray, text: str) -> float:
+    from data_prep import labels
+
+    return labels.speaking_rate(labels.count_words(text), _stats(wav).voiced_span, wav)
+
+
+def _voice_default(ctx: Ctx, v: Any, what: str) -> float:
+    """A voice's own pitch (st vs centre) or speaking rate (wps) on a reference sentence, cached."""
+    key = ("default", what, v.id)
+    if key not in ctx.cache:
+        ref = ctx.sentences[0]
+        wav = ctx.say(ref, v)
+        ctx.cache[key] = measured_pitch(wav, v.gender)[1] if what == "pitch" else measured_wps(wav, ref)
+    return ctx.cache[key]
+
+
+PITCH_TARGET_ST = {"low": -3.5, "normal": 0.0, "high": 3.5}
+SPEED_TARGET_WPS = {"slow": 1.75, "normal": 2.7, "fast": 3.9}
+
+
 def pitch(ctx: Ctx, label: str):
-    """Aim with voice gender + a shift, then label by the *measured* F0 bucket (retry until it lands)."""
-    aims = {"low": ("male", [-3.0, -1.0, 0.0]), "normal": ("female", [-4.0, -2.0, 0.0]),
-            "high": ("female", [3.0, 5.0, 7.0])}
-    g, shifts = aims[label]
-    for attempt in range(12):
-        v, s = ctx.voice(lambda x, g=g: x.gender == g), ctx.sentence()
-        shift = shifts[attempt % len(shifts)]
-        if label == "normal" and attempt % 2:
-            v, shift = ctx.voice(lambda x: x.gender == "male"), 6.0
+    """Aim a shift from the voice's own pitch, then label by the *measured* bucket (retry until it is
+    inside the bucket by ≥ 0.5 st, so measurement noise cannot flip the label)."""
+    from data_prep import labels
+
+    for _ in range(12):
+        v, s = ctx.voice(lambda x: x.engine != "festival"), ctx.sentence()
+        shift = round(PITCH_TARGET_ST[label] - _voice_default(ctx, v, "pitch"), 2)
         wav = ctx.say(s, v, pitch=shift)
-        f0 = median_f0(wav)
-        if pitch_bucket(f0) == label:
+        f0, rel = measured_pitch(wav, v.gender)
+        if labels.pitch_bucket(f0, v.gender) == label and abs(abs(rel) - labels.PITCH_EDGE_ST) >= 0.5:
             ins = _ins(ctx, ["Classify the pitch of the speaker's voice.", "Is the speaker's voice low, normal or high pitched?",
                              "Determine the pitch level of the speech."], ["low", "normal", "high"])
-            return [wav], ins, {"sentence": s, "voice": v.id, "shift": shift, "f0_hz": f0}
+            return [wav], ins, {"sentence": s, "voice": v.id, "gender": v.gender, "shift": shift,
+                                "f0_hz": round(f0, 1), "pitch_st": round(rel, 2)}
     raise RuntimeError(f"could not synthesise a '{label}' pitch clip in 12 tries; check the TTS voices")
 
 
 def speaking_rate(ctx: Ctx, label: str):
-    v, s = ctx.voice(lambda x: x.engine != "festival"), ctx.sentence()
-    wav = ctx.say(s, v, rate=RATE_TEMPO[label])
-    ins = _ins(ctx, ["Classify the speaking rate of the speaker.", "Is the person speaking slowly, at a normal pace or fast?",
-                     "Determine how fast the speaker talks."], ["slow", "normal", "fast"])
-    return [wav], ins, {"sentence": s, "voice": v.id, "tempo": RATE_TEMPO[label]}
+    """Aim a tempo from the voice's own rate, then label by measured words per voiced second."""
+    from data_prep import labels
+
+    lo, hi = labels.SPEED_EDGES
+    for _ in range(12):
+        v, s = ctx.voice(lambda x: x.engine != "festival"), ctx.sentence()
+        tempo = round(SPEED_TARGET_WPS[label] / _voice_default(ctx, v, "speed"), 3)
+        wav = ctx.say(s, v, rate=tempo)
+        wps = measured_wps(wav, s)
+        if labels.speed_bucket(wps) == label and min(abs(wps - lo), abs(wps - hi)) >= 0.15:
+            ins = _ins(ctx, ["Classify the speaking rate of the speaker.",
+                             "Is the person speaking slowly, at a normal pace or fast?",
+                             "Determine how fast the speaker talks."], ["slow", "normal", "fast"])
+            return [wav], ins, {"sentence": s, "voice": v.id, "tempo": tempo, "wps": round(wps, 3)}
+    raise RuntimeError(f"could not synthesise a '{label}' speaking-rate clip in 12 tries")
 
 
 # name -> (generator, labels, dimension, mirrored phase-1 family)
