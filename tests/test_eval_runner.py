@@ -142,3 +142,19 @@ def test_judge_is_cached_and_robust_to_garbage(tmp_path):
     assert judge.judge(items) == [True, False, None]
     again = LocalJudge(llm, tmp_path / "judge.jsonl")
     assert again.judge(items) == [True, False, None] and llm.calls == 3  # second pass served from cache
+
+
+def test_phase2_tasks_score_with_judge_or_wer(tmp_path):
+    from evaluation.dynamic_superb.registry import Task
+    from evaluation.dynamic_superb.runner import score_task
+
+    rows = [{"id": "0", "instruction": "Q", "label": "Hello, world", "prediction": "hello world"},
+            {"id": "1", "instruction": "Q", "label": "good morning", "prediction": "good evening"}]
+    wer_task = Task(name="X_ASR", phase="phase2", metric="wer")
+    s = score_task(wer_task, rows)
+    assert s["wer"] == pytest.approx(1 / 4) and s["headline"] == pytest.approx(0.75)
+    judge_task = Task(name="Y", phase="phase2", metric="llm_judge")
+    judge = LocalJudge(FakeLLM({"hello world": "Result: YES", "good evening": "Result: NO"}), tmp_path / "j.jsonl")
+    s = score_task(judge_task, rows, judge)
+    assert s["headline"] == s["judge_accuracy"] == 0.5 and s["official_accuracy"] == 0.0
+    assert score_task(judge_task, rows)["judge"].startswith("not run")

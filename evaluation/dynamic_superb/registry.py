@@ -82,7 +82,7 @@ def _phase1_task(inst: dict) -> Task:
     )
 
 
-_WER_HINTS = ("ASR", "SpeechRecognition", "Transcri", "PhonemeRecognition")
+_WER_HINTS = ("ASR", "SpeechRecognition", "Transcription", "PhonemeRecognition")
 
 
 def _phase2_task(inst: dict) -> Task:
