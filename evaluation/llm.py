@@ -23,7 +23,7 @@ class ChatLM:
     """`generate(prompts) -> list[str]`, each prompt sent as one user turn through the chat template."""
 
     def __init__(self, name_or_path: str | None = None, *, model: Any = None, tokenizer: Any = None,
-                 system: str | None = None, batch_size: int = 4, render_fn: Any = None):
+                 system: str | None = None, batch_size: int = 8, render_fn: Any = None):
         if model is None:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer

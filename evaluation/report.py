@@ -39,9 +39,20 @@ def _fmt(x: float | None, pct: bool = True) -> str:
     return f"{100 * x:.1f}" if pct else f"{x:.2f}"
 
 
+BASELINE_ORDER = ("cascade", "transcript-llm", "text-llm", "random", "majority")
+
+
+def model_order(name: str) -> tuple[int, str]:
+    """Trained models first, then baselines from strongest input (cascade) to none (majority)."""
+    for i, b in enumerate(BASELINE_ORDER):
+        if name == b or name.startswith(b + ":"):
+            return (1 + i, name)
+    return (0, name)
+
+
 def summarize(scores: dict[str, dict]) -> dict[str, Any]:
     """Per-task headline/lenient/unparseable, and macro means by dimension and by track."""
-    models = list(scores)
+    models = sorted(scores, key=model_order)
     tasks: dict[str, dict] = {}
     for m, d in scores.items():
         for name, t in d["tasks"].items():
@@ -53,7 +64,7 @@ def summarize(scores: dict[str, dict]) -> dict[str, Any]:
             if s.get("headline") is None:
                 continue
             by_dim[t["task"].get("dimension") or "?"][m].append(s["headline"])
-            by_track[t["task"].get("track") or "?"][m].append(s["headline"])
+            by_track[t["task"].get("track") or "no phase-1 mirror"][m].append(s["headline"])
     agg = lambda g: {k: {m: _mean(v.get(m, [])) for m in models} for k, v in sorted(g.items())}  # noqa: E731
     overall = {m: _mean([t["models"][m]["headline"] for t in tasks.values()
                          if m in t["models"] and t["models"][m].get("headline") is not None]) for m in models}
@@ -71,11 +82,11 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
              "accuracy tasks, judge accuracy for LLM-judge tasks, max(0, 1−WER) for transcription. "
              "*Lenient* = strip whitespace/punctuation and accept the one listed option the answer contains "
              "(not comparable with published numbers). Unparseable answers count as wrong. Scores in %.", ""]
-    head = ["task", "dim", "track", *[f"{m}" for m in models], "random"] + ([f"pub: {p}" for p in pub] if real else [])
+    head = ["task", "dim", "track", *[f"{m}" for m in models], "chance"] + ([f"pub: {p}" for p in pub] if real else [])
     lines += ["## Per task (headline)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, t in sorted(tasks.items(), key=lambda kv: (kv[1]["task"].get("dimension") or "", kv[0])):
         info = t["task"]
-        cells = [name, info.get("dimension") or "", info.get("track") or ""]
+        cells = [name, info.get("dimension") or "", info.get("track") or "–"]
         cells += [_fmt(t["models"].get(m, {}).get("headline")) for m in models]
         rb = info.get("random_baseline_pct")
         cells.append(f"{rb:.1f}" if rb is not None else "–")
@@ -97,7 +108,18 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
         for g, vals in summary[key].items():
             lines.append(f"| {g} | " + " | ".join(_fmt(vals.get(m)) for m in models) + " |")
     lines += ["", "**Overall (macro mean over tasks):** " +
-              ", ".join(f"{m} {_fmt(v)}" for m, v in summary["overall"].items()), ""]
+              ", ".join(f"{m} {_fmt(summary['overall'][m])}" for m in models), ""]
+    trained = [m for m in models if model_order(m)[0] == 0]
+    refs = [m for m in models if model_order(m)[0] > 0]
+    if trained and refs:
+        lines += ["## What the audio adds (overall, percentage points)", "",
+                  "| model | " + " | ".join(f"vs {r}" for r in refs) + " |", "|" + "---|" * (len(refs) + 1)]
+        for m in trained:
+            ov = summary["overall"]
+            cells = [f"{100 * (ov[m] - ov[r]):+.1f}" if ov.get(m) is not None and ov.get(r) is not None else "–"
+                     for r in refs]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -120,7 +142,7 @@ def render_chart(summary: dict[str, Any], path: str | Path) -> None:
     ax.set_ylabel("headline score (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    ax.set_title("Dynamic-SUPERB-format evaluation (official accuracy)")
+    ax.set_title("Dynamic-SUPERB-format evaluation (headline: official accuracy)")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
