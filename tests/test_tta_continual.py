@@ -1,0 +1,138 @@
+"""Continual adaptation: shift detector, Dynamic-SUTA reset, exact resume of a killed stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tta_tiny import changed_keys, signal, state_copy, tiny_ctc
+
+from speechllm.data.audio import save_audio
+from speechllm.io import AppendOnlyJsonl
+from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA, ShiftDetector
+from speechllm.tta.stream import run_stream
+from speechllm.tta.suta import SUTAConfig
+
+
+def test_detector_fires_on_shift_and_not_on_stationary_stream():
+    rng = np.random.default_rng(0)
+    det = ShiftDetector(z=2.0, patience=2)
+    for x in rng.normal(0.0, 1.0, 50):
+        det.observe(x)
+    det.fit()
+    assert det.ready
+    stationary = [det.check(list(rng.normal(0.0, 1.0, 5))) for _ in range(40)]
+    assert not any(stationary)
+    shifted = [det.check(list(rng.normal(1.5, 1.0, 5))) for _ in range(3)]
+    assert shifted[0] is False and shifted[1] is True  # patience 2: the second consecutive check fires
+
+
+def test_detector_needs_a_fitted_reference():
+    det = ShiftDetector()
+    assert det.check([100.0, 100.0]) is False
+    det.observe(1.0)
+    det.fit()  # one value: no std, stays unfitted
+    assert not det.ready
+
+
+def test_continual_without_reset_keeps_drifting():
+    asr = tiny_ctc()
+    before = state_copy(asr.model)
+    m = ContinualMethod(asr, SUTAConfig(steps=2, lr=1e-3))
+    m.process(signal(0))
+    after_one = state_copy(asr.model)
+    m.process(signal(1))
+    assert changed_keys(asr.model, before) and changed_keys(asr.model, after_one)
+
+
+def test_dynamic_reset_restores_source_weights(monkeypatch):
+    asr = tiny_ctc()
+    source = state_copy(asr.model)
+    m = DynamicSUTA(asr, SUTAConfig(lr=1e-3), DynamicConfig(steps=1, update_freq=2, memory=2, K=4))
+    for i in range(4):  # two slow updates, detector snapshot at K/2
+        m.process(signal(i))
+    assert changed_keys(asr.model, source)  # slow model has moved
+    monkeypatch.setattr(m.det, "check", lambda batch: True)
+    monkeypatch.setattr(m.det, "mu", 0.0)
+    m.domain = m.domain or m.slow
+    m.process(signal(5))
+    out = m.process(signal(6))
+    assert out["reset"] and m.resets == [6]
+    assert not changed_keys(asr.model, source)  # slow model back to the source weights
+
+
+def _manifest(tmp_path, n=8):
+    rows = []
+    for i in range(n):
+        p = tmp_path / "wav" / f"u{i}.wav"
+        save_audio(p, signal(i, seconds=0.5 + 0.05 * i, noise=0.02 + 0.1 * (i >= n // 2)))
+        rows.append({"id": f"u{i}", "audio": str(p), "transcript": "a b",
+                     "attributes": {"domain": "A" if i < n // 2 else "B"}})
+    return rows
+
+
+def _method(kind):
+    asr = tiny_ctc()
+    if kind == "continual":
+        return ContinualMethod(asr, SUTAConfig(steps=2, lr=1e-3))
+    return DynamicSUTA(asr, SUTAConfig(lr=1e-3), DynamicConfig(steps=2, update_freq=2, memory=2, K=4))
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["continual", "dsuta_reset"])
+@pytest.mark.parametrize("where", ["in_process", "after_state_before_row"])
+def test_resume_after_kill_gives_identical_outputs(tmp_path, monkeypatch, kind, where):
+    rows = _manifest(tmp_path)
+    ref = run_stream(_method(kind), rows, tmp_path / "ref", progress=False)
+
+    m = _method(kind)
+    calls = {"n": 0}
+    if where == "in_process":
+        real = m.process
+
+        def dying(wav):
+            calls["n"] += 1
+            if calls["n"] == 6:
+                raise _Killed
+            return real(wav)
+
+        monkeypatch.setattr(m, "process", dying)
+    else:
+        real_append = AppendOnlyJsonl.append
+
+        def dying_append(self, row):
+            calls["n"] += 1
+            if calls["n"] == 5:  # state for row 5 is on disk, its row never reached the JSONL
+                raise _Killed
+            return real_append(self, row)
+
+        monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
+    with pytest.raises(_Killed):
+        run_stream(m, rows, tmp_path / "resumed", progress=False)
+    monkeypatch.undo()
+    got = run_stream(_method(kind), rows, tmp_path / "resumed", progress=False)
+
+    lines = (tmp_path / "resumed" / f"{m.name}.jsonl").read_text().splitlines()
+    assert len(lines) == len(rows)  # nothing lost, nothing duplicated
+    for a, b in zip(ref, got, strict=True):
+        assert a["id"] == b["id"] and a["hyp"] == b["hyp"]
+        assert a["losses"] == b["losses"] and a.get("reset") == b.get("reset")
+
+
+def test_stateful_stream_refuses_to_resume_without_state(tmp_path):
+    rows = _manifest(tmp_path, n=2)
+    run_stream(_method("continual"), rows[:1], tmp_path / "o", progress=False)
+    (tmp_path / "o" / "continual.state.pt").unlink()
+    with pytest.raises(RuntimeError, match="state"):
+        run_stream(_method("continual"), rows, tmp_path / "o", progress=False)
+
+
+def test_deterministic_given_seed(tmp_path):
+    rows = _manifest(tmp_path, n=3)
+    a = run_stream(_method("continual"), rows, tmp_path / "a", progress=False)
+    torch.manual_seed(123)  # global RNG state must not matter
+    b = run_stream(_method("continual"), rows, tmp_path / "b", progress=False)
+    assert [r["hyp"] for r in a] == [r["hyp"] for r in b]
