@@ -158,3 +158,40 @@ def test_phase2_tasks_score_with_judge_or_wer(tmp_path):
     s = score_task(judge_task, rows, judge)
     assert s["headline"] == s["judge_accuracy"] == 0.5 and s["official_accuracy"] == 0.0
     assert score_task(judge_task, rows)["judge"].startswith("not run")
+
+
+def _wav_cell(seed):
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, 0.1 * np.random.default_rng(seed).standard_normal(8000), 8000, format="WAV")  # 8 kHz: resampled
+    return {"bytes": buf.getvalue(), "path": f"{seed}.wav"}
+
+
+@pytest.mark.parametrize("layout", ["parquet", "dataset_dict"])
+def test_local_copy_of_a_real_task_loads_and_scores_boolean_labels(tmp_path, layout):
+    import datasets
+
+    task = get_task("SarcasmDetection_Mustard")
+    ds = datasets.Dataset.from_dict({"audio": [_wav_cell(i) for i in range(3)], "file": ["a", "b", "c"],
+                                     "instruction": ["Is it sarcastic? The answer could be true or false."] * 3,
+                                     "label": [True, False, True]})
+    root = tmp_path / "DynamicSuperb" / task.name
+    if layout == "parquet":
+        root.mkdir(parents=True)
+        ds.to_parquet(str(root / "test-00000.parquet"))
+    else:
+        datasets.DatasetDict({"test": ds}).save_to_disk(str(root))
+    loaded = open_task(task, [tmp_path], allow_hub=False)
+
+    class Says:
+        name = "says"
+
+        def predict(self, batch):
+            assert all(a.shape[0] == 16000 for it in batch for a in it["audios"])  # resampled to 16 kHz
+            return [{"prediction": "True", "prompt": it["instruction"]} for it in batch]
+
+    res = run(Says(), [(task, loaded)], tmp_path / "out", "says")
+    assert res["tasks"][task.name]["scores"]["official_accuracy"] == pytest.approx(2 / 3)
