@@ -20,6 +20,7 @@ from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 
 METHODS = ("source", "suta", "sdpl", "continual", "dsuta", "dsuta_reset")
+EPISODIC = ("source", "suta", "sdpl")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N rows of the stream")
     ap.add_argument("--domains", default=None, help="comma-separated: keep only rows of these domains")
+    ap.add_argument("--reuse", default=None,
+                    help="another run folder: copy its rows of episodic methods (source/suta/sdpl: order-independent) "
+                         "instead of recomputing them for this stream")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = ap.add_argument_group("SUTA (defaults = the paper's)")
     g.add_argument("--steps", type=int, default=10, help="adaptation steps per utterance (episodic/continual)")
@@ -88,6 +92,18 @@ def make_method(name: str, args: argparse.Namespace):
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
+def _reuse(src: Path, dst: Path, rows: list[dict]) -> None:
+    """Seed `dst` with `src`'s rows for this stream's ids (re-indexed to this stream's order)."""
+    from speechllm.io import AppendOnlyJsonl, read_jsonl
+
+    if not src.exists():
+        raise SystemExit(f"--reuse: {src} not found")
+    have = {r["id"]: r for r in read_jsonl(src)}
+    log = AppendOnlyJsonl(dst, key="id")
+    log.extend({**have[str(r["id"])], "index": i} for i, r in enumerate(rows)
+               if str(r["id"]) in have and str(r["id"]) not in log.done)
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from speechllm.tta.report import markdown_table, plot_stream, summarize
@@ -107,6 +123,8 @@ def main(argv: list[str]) -> int:
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     results, configs = {}, {}
     for name in methods:
+        if args.reuse and name in EPISODIC:
+            _reuse(Path(args.reuse) / f"{name}.jsonl", out / f"{name}.jsonl", rows)
         method, cfg = make_method(name, args)
         configs[name] = cfg if isinstance(cfg, dict) else asdict(cfg)
         results[name] = run_stream(method, rows, out)

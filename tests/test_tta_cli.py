@@ -1,0 +1,111 @@
+"""`speechllm adapt` end to end on a tiny CTC folder, WER report maths, noisy benchmark builder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tta_tiny import save_tiny_ctc, signal
+
+from speechllm.data.audio import load_audio, save_audio
+from speechllm.data.manifest import load_manifest, save_manifest
+from speechllm.tta.report import normalize, summarize, wer_by_domain
+
+
+def test_wer_uses_whisper_english_normalizer():
+    rows = [{"ref": "Mister Smith has two cold-hearted cats.", "hyp": "mr smith has 2 cold hearted cats",
+             "domain": "a"},
+            {"ref": "he was not ill", "hyp": "he was ill", "domain": "b"}]
+    assert normalize("Mr. Smith!") == normalize("mister smith")
+    w = wer_by_domain(rows)
+    assert w["a"] == 0.0 and w["b"] == pytest.approx(25.0) and w["all"] == pytest.approx(100 / 11)  # 7 + 4 words
+
+
+def test_summary_relative_reduction_and_rtf():
+    src = [{"ref": "a b c d", "hyp": "a x y d", "domain": "n", "seconds": 1.0, "audio_seconds": 2.0}]
+    ada = [{"ref": "a b c d", "hyp": "a b y d", "domain": "n", "seconds": 4.0, "audio_seconds": 2.0}]
+    s = summarize({"source": src, "suta": ada})
+    assert s["wer"]["suta"]["n"] == 25.0 and s["rel_reduction"]["suta"]["n"] == pytest.approx(50.0)
+    assert s["rtf"] == {"source": 0.5, "suta": 2.0}
+
+
+def _manifest(tmp_path, n=4):
+    rows = []
+    for i in range(n):
+        p = tmp_path / "wav" / f"c{i}.wav"
+        save_audio(p, signal(i, seconds=0.6))
+        rows.append({"id": f"c{i}", "audio": str(p), "transcript": "ab cd",
+                     "attributes": {"domain": "x" if i % 2 else "y"}})
+    save_manifest(tmp_path / "m.jsonl", rows)
+    return tmp_path / "m.jsonl"
+
+
+def test_adapt_cli_end_to_end_and_resume(tmp_path):
+    from speechllm.cli import main
+
+    model = save_tiny_ctc(tmp_path / "ctc")
+    man = _manifest(tmp_path)
+    out = tmp_path / "run"
+    argv = ["adapt", "--asr", str(model), "--manifest", str(man), "--out", str(out), "--steps", "2",
+            "--method", "source,suta,sdpl,continual,dsuta_reset", "--K", "2", "--update-freq", "2", "--memory", "2"]
+    assert main(argv) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["wer"]) == {"source", "suta", "sdpl", "continual", "dsuta_reset"}
+    assert set(rep["wer"]["suta"]) == {"x", "y", "all"} and rep["rtf"]["suta"] > 0
+    assert rep["configs"]["suta"]["lr"] == 2e-5 and rep["configs"]["suta"]["em_coef"] == 0.3
+    assert (out / "wer_stream.png").stat().st_size > 1000
+    before = {p.name: p.read_text() for p in out.glob("*.jsonl")}
+    assert main(argv) == 0  # everything done: a rerun appends nothing
+    assert {p.name: p.read_text() for p in out.glob("*.jsonl")} == before
+
+    out2 = tmp_path / "run2"  # reuse episodic rows in another stream order
+    rows = load_manifest(man)[::-1]
+    save_manifest(tmp_path / "rev.jsonl", rows)
+    assert main(["adapt", "--asr", str(model), "--manifest", str(tmp_path / "rev.jsonl"), "--out", str(out2),
+                 "--method", "suta", "--reuse", str(out), "--steps", "2"]) == 0
+    got = [json.loads(x) for x in (out2 / "suta.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in got] == [r["id"] for r in rows] and got[0]["index"] == 0
+
+
+def test_adapt_cli_rejects_unknown_method(tmp_path):
+    from speechllm.tta.cli import main
+
+    model = save_tiny_ctc(tmp_path / "ctc")
+    with pytest.raises(SystemExit, match="unknown method"):
+        main(["--asr", str(model), "--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "o"),
+              "--method", "tent"])
+
+
+def test_gaussian_domain_has_the_papers_absolute_sigma():
+    from data_prep.noisy import apply_domain
+
+    wav = np.zeros(160_000, np.float32)
+    out = apply_domain(wav, "gauss:0.01", np.random.default_rng(0))
+    assert out.std() == pytest.approx(0.01, rel=0.02)
+    assert np.array_equal(apply_domain(wav, "clean", np.random.default_rng(0)), wav)
+    with pytest.raises(ValueError, match="unknown domain"):
+        apply_domain(wav, "chorus:3", np.random.default_rng(0))
+
+
+def test_noisy_builder_writes_domains_and_streams(tmp_path):
+    from data_prep.noisy import build
+
+    clean = []
+    for i in range(6):
+        p = tmp_path / "clean" / f"k{i}.wav"
+        save_audio(p, signal(i, seconds=0.7, noise=0.0))
+        clean.append({"id": f"k{i}", "audio": str(p), "transcript": "x"})
+    out = tmp_path / "bench"
+    counts = build(clean, out, ["clean", "gauss:0.01", "speed:1.25"], seed=0, hard_block=(1, 2))
+    assert counts == {"clean": 6, "domains": 3, "rows": 18}
+    dom, easy, hard = (load_manifest(out / f) for f in ("domains.jsonl", "stream_easy.jsonl", "stream_hard.jsonl"))
+    assert {r["id"] for r in dom} == {r["id"] for r in easy} == {r["id"] for r in hard} and len(hard) == 18
+
+    def switches(rows):
+        return sum(a["attributes"]["domain"] != b["attributes"]["domain"] for a, b in zip(rows, rows[1:]))
+
+    assert easy[0]["attributes"]["domain"] == "clean" and switches(easy) == 2 and switches(hard) >= 6
+    fast = next(r for r in dom if r["id"] == "speed_1.25/k0")
+    assert len(load_audio(fast["audio"])) < 0.85 * len(load_audio(clean[0]["audio"]))
+    assert not (out / "domains.jsonl").read_text().count(str(tmp_path))  # paths relative to the folder
