@@ -1,0 +1,122 @@
+"""What does the speech path cost on top of the LLM it feeds?
+
+Reports, in one run on one machine:
+  * SpeechLLM train step (adapter + frozen LLM forward/backward + AdamW step) divided by a frozen-LLM
+    forward+backward (gradients to inputs_embeds) over the same number of tokens — with the frozen
+    encoder's outputs cached (goal <= 1.10) and computed in the step (uncached);
+  * Whisper encoder time on 3-s clips, 30-s padded vs real length (goal >= 5x speed-up);
+  * log-mel feature extraction per batch (data loading, normally in DataLoader workers).
+Writes benchmarks/results/step_overhead.{json,md}.
+
+    python benchmarks/step_overhead.py [--encoder whisper-tiny.en] [--llm smollm2-135m] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechllm.model.processor import Example
+from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+OUT = Path(__file__).parent / "results"
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", default="whisper-tiny.en")
+    ap.add_argument("--llm", default="smollm2-135m")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cfg = SpeechLLMConfig(encoder=args.encoder, llm=args.llm, encoder_layers=[1, 2, 3, 4],
+                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter",
+                                   "init_args": {"n_queries": 64}}, interleave_transcript=True)
+    model = SpeechLLM.from_config(cfg)
+    rng = np.random.default_rng(0)
+    n = int(16000 * args.seconds)
+    exs = [Example(wavs=[(0.1 * rng.standard_normal(n)).astype(np.float32)], id=str(i),
+                   instruction="What can you hear from the audio?", transcripts=["the quick brown fox jumps " * 2],
+                   target="The speaker says that the quick brown fox jumps over the lazy dog, in a calm voice. " * 2)
+           for i in range(args.batch)]
+    t_feat = timed(lambda: model.processor(exs), args.repeats)
+    batch = model.processor(exs)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    enc_states = model.encoder(batch["input_features"], batch["feature_lengths"])
+
+    def step(cached: bool) -> None:
+        opt.zero_grad(set_to_none=True)
+        model(batch, encoder_states=enc_states if cached else None)["loss"].backward()
+        opt.step()
+
+    inp = model.embed(batch, *model.encode_audio(batch, enc_states))
+    n_tokens = int(inp["attention_mask"].sum())
+
+    def llm_only() -> None:
+        emb = inp["inputs_embeds"].detach().requires_grad_(True)
+        out = model.llm(inputs_embeds=emb, attention_mask=inp["attention_mask"], position_ids=inp["position_ids"],
+                        use_cache=False).logits
+        out.float().logsumexp(-1).mean().backward()
+
+    t_llm = timed(llm_only, args.repeats)
+    t_cached = timed(lambda: step(True), args.repeats)
+    t_uncached = timed(lambda: step(False), args.repeats)
+
+    enc = model.encoder
+    wavs = [e.wavs[0] for e in exs]
+    with torch.no_grad():
+        enc.real_length = False
+        f30, l30 = enc.featurize(wavs)
+        t_enc30 = timed(lambda: enc(f30, l30), args.repeats)
+        enc.real_length = True
+        fr, lr_ = enc.featurize(wavs)
+        t_encr = timed(lambda: enc(fr, lr_), args.repeats)
+
+    res = {
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "setup": {"encoder": args.encoder, "llm": args.llm, "batch": args.batch, "clip_seconds": args.seconds,
+                  "llm_tokens_per_batch": n_tokens, "repeats": args.repeats, "adapter": "QFormer 64 queries x 4 layers"},
+        "seconds": {"llm_fwd_bwd": t_llm, "step_cached": t_cached, "step_uncached": t_uncached,
+                    "encoder_30s": t_enc30, "encoder_real_length": t_encr, "features_per_batch": t_feat},
+        "ratios": {"step_cached_over_llm": t_cached / t_llm, "step_uncached_over_llm": t_uncached / t_llm,
+                   "encoder_speedup_real_length": t_enc30 / t_encr},
+        "goals": {"step_cached_over_llm": "<= 1.10", "encoder_speedup_real_length": ">= 5"},
+    }
+    OUT.mkdir(exist_ok=True)
+    (OUT / "step_overhead.json").write_text(json.dumps(res, indent=2) + "\n")
+    r, s = res["ratios"], res["seconds"]
+    md = "\n".join([
+        f"# Step overhead ({args.encoder} + {args.llm}, batch {args.batch} x {args.seconds:.0f} s, {n_tokens} LLM tokens)",
+        "", "| measure | seconds | ratio | goal |", "|---|---|---|---|",
+        f"| frozen LLM fwd+bwd (baseline) | {s['llm_fwd_bwd']:.3f} | 1.00 | |",
+        f"| SpeechLLM step, encoder cached | {s['step_cached']:.3f} | {r['step_cached_over_llm']:.2f} | <= 1.10 |",
+        f"| SpeechLLM step, encoder in step | {s['step_uncached']:.3f} | {r['step_uncached_over_llm']:.2f} | |",
+        f"| encoder, 30-s padding | {s['encoder_30s']:.3f} | | |",
+        f"| encoder, real length | {s['encoder_real_length']:.3f} | {r['encoder_speedup_real_length']:.1f}x faster | >= 5x |",
+        f"| log-mel features (data loading) | {s['features_per_batch']:.3f} | | |", ""])
+    (OUT / "step_overhead.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
