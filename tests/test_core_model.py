@@ -56,7 +56,7 @@ def test_frozen_encoder_and_llm_get_no_gradients_and_no_optimizer_state(model):
 def test_text_only_path_gives_exactly_the_base_llm_logits(model):
     ex = Example(wavs=[], instruction="Say hello in French.", target=None)
     batch = model.processor([ex])
-    ours = model(batch)["logits"]
+    ours = model(batch, return_logits=True)["logits"]
     ids = batch["input_ids"]
     assert (ids != AUDIO_SLOT).all()
     base = model.llm(input_ids=ids).logits
@@ -90,7 +90,7 @@ def test_audio_embeddings_land_where_the_placeholder_was(model, padding_side, ba
 def test_loss_ignores_prompt_and_padding_tokens(model):
     exs = examples(2)
     batch = model.processor(exs)
-    out = model(batch)
+    out = model(batch, return_logits=True)
     labels = batch["labels"]
     n_target = sum(len(model.processor.encode_text(e)[1]) for e in exs)
     assert int(out["n_target_tokens"]) == n_target == int((labels != IGNORE_INDEX).sum())
@@ -107,6 +107,10 @@ def test_loss_ignores_prompt_and_padding_tokens(model):
     keep = lab != IGNORE_INDEX
     ref = torch.nn.functional.cross_entropy(logits[:, :-1][keep], lab[keep])
     torch.testing.assert_close(out["loss"], ref)
+    # the training fast path (LM head on target positions only) gives the same loss and gradients
+    fast = model(batch)
+    assert fast["logits"] is None
+    torch.testing.assert_close(fast["loss"], ref)
 
 
 def test_batched_generation_matches_one_at_a_time(model):
@@ -152,7 +156,7 @@ def test_only_trainable_weights_are_saved_and_reload_reproduces_outputs(model, t
         p.numel() * 4 for p in model.adapter.parameters()) + 10_000
     reloaded = load_speechllm(tmp_path)
     batch = model.processor(examples(2))
-    torch.testing.assert_close(reloaded(batch)["logits"], model(batch)["logits"], rtol=0, atol=0)
+    torch.testing.assert_close(reloaded(batch, return_logits=True)["logits"], model(batch, return_logits=True)["logits"], rtol=0, atol=0)
 
 
 def test_lora_weights_are_saved_and_reloaded(tmp_path):
@@ -170,4 +174,4 @@ def test_lora_weights_are_saved_and_reloaded(tmp_path):
     assert (tmp_path / "lora" / "adapter_config.json").exists()
     r = load_speechllm(tmp_path)
     batch = m.processor(examples(1))
-    torch.testing.assert_close(r(batch)["logits"], m(batch)["logits"])
+    torch.testing.assert_close(r(batch, return_logits=True)["logits"], m(batch, return_logits=True)["logits"])

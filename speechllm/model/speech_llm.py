@@ -129,17 +129,28 @@ class SpeechLLM(nn.Module):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"inputs_embeds": out, "attention_mask": mask, "position_ids": position_ids, "labels": lab_out}
 
-    def forward(self, batch: dict, encoder_states=None) -> dict[str, torch.Tensor]:
-        """Loss on target tokens only (mean over them). Returns loss, logits, n_target_tokens."""
+    def forward(self, batch: dict, encoder_states=None, return_logits: bool = False) -> dict[str, torch.Tensor]:
+        """Loss on target tokens only (mean over them) and their count; full logits on request.
+
+        By default the LM head runs only where a target token is predicted: prompt and audio positions
+        need hidden states (for attention) but no vocabulary projection, which for a 128k-token
+        vocabulary is a large share of the step."""
         audio, alen = (self.encode_audio(batch, encoder_states) if "input_features" in batch or encoder_states
                        else (None, None))
         inp = self.embed(batch, audio, alen, padding_side="right")
         labels = inp.pop("labels")
-        logits = self.llm(**inp, use_cache=False).logits  # (B, T, V)
-        shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-        n_tok = (shift_labels != IGNORE_INDEX).sum()
-        loss = nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                           ignore_index=IGNORE_INDEX, reduction="sum") / n_tok.clamp(min=1)
+        shift_labels = labels[:, 1:]
+        keep = shift_labels != IGNORE_INDEX  # (B, T-1)
+        n_tok = keep.sum()
+        if return_logits:
+            logits = self.llm(**inp, use_cache=False).logits  # (B, T, V)
+            pred = logits[:, :-1][keep]
+        else:
+            logits = None
+            out = self.llm(**inp, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            hidden = out.hidden_states[-1][:, :-1][keep]  # final-norm states at target positions (N, D)
+            pred = self.llm.get_output_embeddings()(hidden)
+        loss = nn.functional.cross_entropy(pred.float(), shift_labels[keep], reduction="sum") / n_tok.clamp(min=1)
         return {"loss": loss, "logits": logits, "n_target_tokens": n_tok}
 
     # ------------------------------------------------------------------ generation
