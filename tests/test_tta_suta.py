@@ -169,3 +169,11 @@ def test_whisper_scores_follow_its_greedy_hypothesis():
     masked = s.logits.detach().masked_fill(asr.suppress, -math.inf)
     assert masked.argmax(-1).tolist()[:-1] == greedy  # teacher forcing reproduces the greedy path
     assert s.mask.tolist() == [True] * len(greedy) + [False]  # end-of-text is the "blank"
+
+
+def test_repetition_guard_keeps_one_copy_of_a_loop():
+    from speechllm.tta.asr import _repetition
+
+    assert _repetition([9, 1, 2, 3, 1, 2, 3]) == 3  # sentence said twice -> drop the second copy
+    assert _repetition([9, 7, 8, 7, 8, 7, 8, 7, 8]) == 6  # "-y-y-y-y"
+    assert _repetition([5, 5, 5]) == 0 and _repetition([1, 2, 3, 1, 2, 4]) == 0  # "no no no" stays

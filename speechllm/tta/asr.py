@@ -182,6 +182,10 @@ class WhisperTTA(TTAModel):
             if t == self.eot:
                 break
             out.append(t)
+            cut = _repetition(out)
+            if cut:  # a looping hypothesis: keep one copy and stop, as a human reader would
+                del out[-cut:]
+                break
             step_in = torch.tensor([t])
         return out
 
@@ -208,6 +212,22 @@ class WhisperTTA(TTAModel):
     def pseudo_label_loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         s = self.scores(inputs)
         return nn.functional.cross_entropy(s.logits, s.labels)
+
+
+def _repetition(tokens: list[int]) -> int:
+    """Tokens to drop if the hypothesis ends in a loop: a block of ≥ 3 tokens repeated twice, or
+    of 1–2 tokens repeated 4 times (Whisper's "-y-y-y…" and whole-sentence repeats on short clips).
+    Whisper's own guard is a compression-ratio check with temperature fallback; this is the cheap
+    greedy-only analogue, applied identically to source and adapted models."""
+    n = len(tokens)
+    for size in range(1, n // 2 + 1):
+        reps = 4 if size <= 2 else 2
+        if n < reps * size:
+            continue
+        block = tokens[n - size:]
+        if all(tokens[n - (k + 1) * size: n - k * size] == block for k in range(1, reps)):
+            return (reps - 1) * size
+    return 0
 
 
 def _limit(inputs: dict[str, torch.Tensor]) -> int | None:
