@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from data_prep.targets import GenSettings, HFGenerator, generate_targets, model_meta, plan_batches, vllm_request
+from data_prep.targets import (
+    GenSettings,
+    HFGenerator,
+    generate_targets,
+    model_meta,
+    plan_batches,
+    vllm_request,
+)
 from speechllm.io import read_jsonl
 from speechllm.prompts.captions import seed_caption
 

@@ -1,0 +1,109 @@
+"""Synthetic speech: voices, TTS, sentence pool, corpus design (splits) and the resumable synth step."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from data_prep import augment
+from data_prep.synth import Voice, list_voices, sentence_pool, tts
+from data_prep.synth_step import design_corpus
+from data_prep.synth_step import main as synth_main
+from speechllm.data.audio import load_audio
+from speechllm.io import read_jsonl
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+                                  reason="espeak-ng and sox are needed (apt-get install espeak-ng sox)")
+
+
+def test_sentence_pool_is_distinct_and_deterministic():
+    a, b = sentence_pool(3000, seed=1), sentence_pool(3000, seed=1)
+    assert a == b and len(set(a)) == 3000
+    assert sentence_pool(50, seed=2) != sentence_pool(50, seed=1)
+    with pytest.raises(ValueError, match="only"):
+        sentence_pool(10**7)
+
+
+def _fake_voices():
+    return [Voice("espeak-ng", "en-us", "male", "US"), Voice("espeak-ng", "en-gb+f2", "female", "British"),
+            Voice("flite", "slt", "female", "US")]
+
+
+def test_design_splits_share_no_sentence():
+    d = design_corpus(300, seed=0, voices=_fake_voices(), repeats=3)
+    by_split: dict[str, set] = {}
+    for x in d:
+        by_split.setdefault(x["split"], set()).add(x["text"])
+    assert set(by_split) == {"train", "validation", "test"}
+    assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & by_split["validation"])
+    assert not (by_split["validation"] & by_split["test"])
+    assert {x["voice"]["gender"] for x in d} == {"male", "female"}
+    assert design_corpus(30, seed=0, voices=_fake_voices()) == design_corpus(30, seed=0, voices=_fake_voices())
+
+
+@needs_espeak
+def test_list_voices_and_tts():
+    voices = list_voices(["espeak-ng"])
+    accents = {v.accent for v in voices}
+    assert {"US", "British", "Scottish"} <= accents and {v.gender for v in voices} == {"male", "female"}
+    v = voices[0]
+    wav = tts("Hello there, how are you today?", v)
+    assert wav.dtype == np.float32 and wav.ndim == 1 and 0.5 < len(wav) / 16000 < 5
+    fast = tts("Hello there, how are you today?", v, rate=1.5, volume_db=-6)
+    assert len(fast) < 0.8 * len(wav)
+    assert np.abs(fast).max() < np.abs(wav).max()
+
+
+@needs_espeak
+def test_synth_step_writes_labelled_clips_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path / "home"))
+    argv = ["--n", "4", "--out", str(tmp_path / "c"), "--engines", "espeak-ng", "--workers", "1",
+            "--noise-kinds", "white", "pink"]
+    assert synth_main(argv) == 0
+    rows = read_jsonl(tmp_path / "c" / "synth.jsonl")
+    assert [r["id"] for r in rows] == [f"synth-0-{i:06d}" for i in range(4)]
+    for r in rows:
+        assert set(r) >= {"id", "audio", "sampling_rate", "duration", "transcript", "attributes", "split"}
+        a = r["attributes"]
+        assert a["gender"] in ("male", "female") and a["pitch"] in ("low", "normal", "high")
+        assert a["speed"] in ("slow", "normal", "fast") and a["noise"] in ("clean", "slightly noisy", "noisy")
+        wav = load_audio(tmp_path / "c" / r["audio"])
+        assert abs(len(wav) / 16000 - r["duration"]) < 0.01
+        if a["snr_db"] is not None:
+            assert a["noise_kind"] in ("white", "pink")
+    first = (tmp_path / "c" / "synth.jsonl").read_text()
+    assert synth_main(argv) == 0  # idempotent: nothing re-rendered, same manifest
+    assert (tmp_path / "c" / "synth.jsonl").read_text() == first
+
+
+def test_add_noise_hits_the_requested_snr():
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    clean = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    clean[:4000] = 0  # silence must not change what the SNR means
+    for kind in ("white", "pink", "brown"):
+        for snr in (0.0, 10.0, 25.0):
+            noisy = augment.add_noise(clean, snr, kind, rng)
+            assert noisy.shape == clean.shape and noisy.dtype == np.float32
+            assert abs(augment.measured_snr(clean, noisy) - snr) < 0.05
+    with pytest.raises(ValueError, match="unknown noise"):
+        augment.add_noise(clean, 10, "traffic", rng)
+
+
+def test_reverb_speed_gain():
+    rng = np.random.default_rng(0)
+    x = np.zeros(16000, np.float32)
+    x[1000] = 1.0
+    y = augment.reverb(x, 0.5, rng)
+    assert y.shape == x.shape
+    tail = np.abs(y[1000 + 800:]).sum()  # energy after 50 ms: the reverberant tail
+    assert tail > 0.1 * np.abs(y).sum()
+    rir = augment.synthetic_rir(0.4, rng)  # tail starts at 0.5 and decays 60 dB by rt60
+    assert np.abs(rir[int(0.38 * 16000):int(0.42 * 16000)]).max() < 0.5 * 10 ** (-50 / 20)
+    assert np.abs(rir[int(0.05 * 16000):int(0.06 * 16000)]).max() > 0.5 * 10 ** (-20 / 20)
+    assert augment.change_gain(x, 6.0).max() == pytest.approx(10 ** (6 / 20), rel=1e-5)
+    if shutil.which("sox"):
+        s = augment.change_speed(np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1, 2.0)
+        assert abs(len(s) - 8000) < 400
