@@ -103,11 +103,9 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
         llm = ChatLM(args.judge)
         judge = LocalJudge(llm, Path(args.out) / "judge" / f"{llm.name}.jsonl")
     if args.rescore:
-        import json
+        from evaluation.dynamic_superb.runner import cached_models
 
-        scored = sorted((Path(args.out) / "scores").glob("*.json"))
-        names = [json.loads(f.read_text())["model"] for f in scored]
-        for m in names:
+        for m in cached_models(args.out):
             run(None, data, args.out, m, rescore=True, judge=judge)
     else:
         preds = _predictors(args)

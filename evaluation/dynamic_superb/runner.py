@@ -48,6 +48,18 @@ def predictions_path(out_dir: str | Path, model: str, task: str) -> Path:
     return Path(out_dir) / "predictions" / safe_name(model) / f"{safe_name(task)}.jsonl"
 
 
+def cached_models(out_dir: str | Path) -> list[str]:
+    """Model names with a prediction cache under `out_dir` (read from the rows, not the folder name)."""
+    names = []
+    for d in sorted((Path(out_dir) / "predictions").glob("*")):
+        for f in sorted(d.glob("*.jsonl")):
+            rows = read_jsonl(f)
+            if rows:
+                names.append(rows[0]["model"])
+                break
+    return names
+
+
 def _batches(items: list, n: int) -> Iterable[list]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
