@@ -195,3 +195,5 @@ def test_local_copy_of_a_real_task_loads_and_scores_boolean_labels(tmp_path, lay
 
     res = run(Says(), [(task, loaded)], tmp_path / "out", "says")
     assert res["tasks"][task.name]["scores"]["official_accuracy"] == pytest.approx(2 / 3)
+    text = write_report(tmp_path / "out").read_text()  # real task: published baselines beside our number
+    assert "pub: Whisper-LLM" in text and "46.5" in text and "66.7" in text and "50.5" in text
