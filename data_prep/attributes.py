@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import labels
-from data_prep.common import default_out, run_rows, skip
+from data_prep.common import add_shard_args, default_out, run_rows, select_shard, shard_out, skip
 from speechllm.data.audio import SAMPLE_RATE, AudioError, load_audio
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
@@ -150,12 +150,12 @@ def agreement_markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_agreement(rows: list[dict], out_dir: Path) -> dict | None:
+def write_agreement(rows: list[dict], out_dir: Path, stem: str = "attributes_agreement") -> dict | None:
     rep = agreement(rows)
     if not rep["n_rows"]:
         return None
-    atomic_write_json(out_dir / "attributes_agreement.json", rep)
-    atomic_write_text(out_dir / "attributes_agreement.md", agreement_markdown(rep))
+    atomic_write_json(out_dir / f"{stem}.json", rep)
+    atomic_write_text(out_dir / f"{stem}.md", agreement_markdown(rep))
     return rep
 
 
@@ -170,14 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--whisper", default="whisper-tiny.en", help="Whisper pack/folder for missing transcripts")
     p.add_argument("--force", action="store_true", help="recompute rows already done")
+    add_shard_args(p)
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.time()
-    rows = load_manifest(args.manifest)
-    out = Path(args.out) if args.out else default_out(args.manifest, "attributes")
+    rows = select_shard(load_manifest(args.manifest), args.shard_index, args.num_shards)
+    out = shard_out(Path(args.out) if args.out else default_out(args.manifest, "attributes"), args.shard_index,
+                    args.num_shards)
     base = Path(args.manifest).parent.resolve()
     done, skipped = run_rows(rows, functools.partial(process_row, whisper_model=args.whisper), out,
                              desc="attributes", workers=args.workers, force=args.force)
@@ -188,7 +190,8 @@ def main(argv: list[str]) -> int:
     from speechllm.data.manifest import save_manifest
 
     save_manifest(out, done)
-    rep = write_agreement(done, out.parent)
+    stem = shard_out(Path("attributes_agreement.json"), args.shard_index, args.num_shards).stem
+    rep = write_agreement(done, out.parent, stem)
     print(f"wrote {len(done)} rows to {out} ({len(skipped)} skipped) in {time.time() - t0:.1f}s")
     if rep:
         for k, a in rep["attributes"].items():

@@ -27,6 +27,28 @@ def default_out(manifest: str | Path, step: str) -> Path:
     return Path(manifest).with_name(f"{step}.jsonl")
 
 
+def select_shard(rows: list[dict], index: int, num: int) -> list[dict]:
+    """Rows of shard `index` of `num` by a stable hash of the id: shards partition any manifest the
+    same way on every machine, so N jobs (or N GPUs with vLLM) can each take one."""
+    if num <= 1:
+        return rows
+    if not 0 <= index < num:
+        raise ValueError(f"--shard-index must be in [0, {num}), got {index}")
+    import hashlib
+
+    return [r for r in rows if int(hashlib.sha1(str(r["id"]).encode()).hexdigest()[:8], 16) % num == index]
+
+
+def shard_out(out: Path, index: int, num: int) -> Path:
+    """`targets.jsonl` → `targets.shard-01-of-04.jsonl` (concatenate the shards to merge)."""
+    return out if num <= 1 else out.with_name(f"{out.stem}.shard-{index:02d}-of-{num:02d}{out.suffix}")
+
+
+def add_shard_args(p) -> None:
+    p.add_argument("--num-shards", type=int, default=1, help="split the rows into N shards (by id hash)")
+    p.add_argument("--shard-index", type=int, default=0, help="which shard this process handles")
+
+
 def _init_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     try:

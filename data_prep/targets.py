@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.common import default_out
+from data_prep.common import add_shard_args, default_out, select_shard, shard_out
 from speechllm.data.manifest import check_fields, load_manifest, save_manifest
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
 from speechllm.prompts.captions import (
@@ -37,7 +37,7 @@ from speechllm.prompts.captions import (
 
 @dataclass
 class GenSettings:
-    max_new_tokens: int = 96
+    max_new_tokens: int = 64
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
@@ -235,13 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto = vLLM when installed and a GPU is visible, else transformers")
     p.add_argument("--dtype", default=None, help="float32 (CPU default) / bfloat16 (vLLM default)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--repetition-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N rows (smoke tests)")
+    add_shard_args(p)
     p.add_argument("--force", action="store_true", help="discard a partial run and start again")
     return p
 
@@ -250,8 +251,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.time()
     src = Path(args.manifest)
-    rows = load_manifest(src)[: args.limit]
-    out = Path(args.out) if args.out else default_out(src, "targets")
+    rows = select_shard(load_manifest(src)[: args.limit], args.shard_index, args.num_shards)
+    out = shard_out(Path(args.out) if args.out else default_out(src, "targets"), args.shard_index, args.num_shards)
     base = src.parent.resolve() if src.is_file() else src.resolve()
     for r in rows:  # keep audio paths relative when writing next to the input
         a = Path(r["audio"])

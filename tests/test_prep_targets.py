@@ -139,3 +139,21 @@ def test_targets_with_real_smollm2(smollm_path, tmp_path):
     assert out[0]["target"].strip()
     assert out[0]["target_meta"]["checksum"].startswith("sha256:b179c952")
     json.dumps(out)
+
+
+def test_shards_partition_rows_and_cli_end_to_end(tmp_path):
+    from data_prep.common import select_shard
+    from data_prep.targets import main as targets_main
+    from speechllm.io import write_jsonl
+
+    rows = _rows(7)
+    shards = [select_shard(rows, i, 3) for i in range(3)]
+    assert sorted(r["id"] for s in shards for r in s) == sorted(r["id"] for r in rows)
+    write_jsonl(tmp_path / "captions.jsonl", rows)
+    for i in range(2):
+        assert targets_main(["--manifest", str(tmp_path / "captions.jsonl"), "--model", "tiny-random-llama",
+                             "--max-new-tokens", "3", "--num-shards", "2", "--shard-index", str(i)]) == 0
+    got = [read_jsonl(tmp_path / f"targets.shard-{i:02d}-of-02.jsonl") for i in range(2)]
+    assert sorted(r["id"] for g in got for r in g) == sorted(r["id"] for r in rows)
+    assert all(r["audio"].startswith("wavs/") and "target" in r for g in got for r in g)  # paths stay relative
+    assert json.loads((tmp_path / "targets.shard-00-of-02.meta.json").read_text())["settings"]["max_new_tokens"] == 3

@@ -1,0 +1,108 @@
+"""Self-output target generation on CPU: batched (left padding) vs one prompt at a time.
+
+    .venv/bin/python benchmarks/targets_throughput.py --rows 32 --batch-size 16 --max-new-tokens 48
+
+Same rows, same greedy settings, same generator code path (`data_prep.targets.generate_targets`);
+only `batch_size` differs. Reports rows/s, generated tokens/s, the speed-up, and how many targets
+are identical between the two runs (greedy + correct masking should make them equal, up to float
+ties). Writes benchmarks/results/targets_throughput.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.synth import sentence_pool  # noqa: E402
+from data_prep.targets import GenSettings, HFGenerator, generate_targets, model_meta  # noqa: E402
+from speechllm.io import atomic_write_json, atomic_write_text  # noqa: E402
+from speechllm.prompts.captions import pick_instruction, seed_caption  # noqa: E402
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    """Caption rows like the demo's, without audio: varied transcripts, attributes and instructions."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i, text in enumerate(sentence_pool(n, seed)):
+        attrs = {"gender": rng.choice(["male", "female"]), "accent": rng.choice(["US", "British", "Scottish"]),
+                 "pitch": rng.choice(["low", "normal", "high"]), "speed": rng.choice(["slow", "normal", "fast"]),
+                 "volume": "normal", "noise": rng.choice(["clean", "noisy"])}
+        rid = f"bench{i:04d}"
+        rows.append({"id": rid, "audio": f"{rid}.wav", "caption": seed_caption(text, attrs, rng.uniform(2, 5)),
+                     "instruction": pick_instruction(rid, attrs, seed).text})
+    return rows
+
+
+def run(gen, rows: list[dict], s: GenSettings, meta: dict) -> tuple[float, list[dict]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out = generate_targets(rows, Path(tmp) / "t.jsonl", gen, s, meta, progress=False)
+        return time.perf_counter() - t0, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--rows", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+    import torch
+
+    from speechllm.models.tiny import resolve_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir = resolve_model(args.model)
+    gen = HFGenerator(model_dir)
+    meta = model_meta(model_dir, args.model)
+    rows = make_rows(args.rows)
+    run(gen, rows[:2], GenSettings(max_new_tokens=4, batch_size=2), meta)  # warm-up
+    res = {}
+    outs = {}
+    for name, bs in (("one_at_a_time", 1), ("batched", args.batch_size)):
+        s = GenSettings(max_new_tokens=args.max_new_tokens, batch_size=bs)
+        sec, out = run(gen, rows, s, meta)
+        toks = sum(r["target_meta"]["n_tokens"] for r in out)
+        res[name] = {"batch_size": bs, "seconds": round(sec, 2), "rows_per_s": round(len(rows) / sec, 3),
+                     "gen_tokens": toks, "tokens_per_s": round(toks / sec, 1)}
+        outs[name] = [r["target"] for r in out]
+        print(name, res[name], flush=True)
+    same = sum(a == b for a, b in zip(outs["one_at_a_time"], outs["batched"]))
+    speedup = res["batched"]["rows_per_s"] / res["one_at_a_time"]["rows_per_s"]
+    report = {"model": args.model, "checksum": meta.get("checksum"), "rows": args.rows,
+              "max_new_tokens": args.max_new_tokens, "greedy": True, "results": res,
+              "speedup": round(speedup, 2), "goal": 3.0, "meets_goal": speedup >= 3.0,
+              "identical_targets": f"{same}/{len(rows)}", "torch_threads": torch.get_num_threads(),
+              "cpu_count": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+              "platform": platform.platform(), "torch": torch.__version__,
+              "command": "python benchmarks/targets_throughput.py " + " ".join(argv or sys.argv[1:])}
+    out_dir = Path(args.out)
+    atomic_write_json(out_dir / "targets_throughput.json", report)
+    md = [f"# Self-output target generation, {args.model}, CPU ({os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, 1-min load average at end {report['load_avg_1m_at_end']})", "",
+          f"{args.rows} caption+instruction prompts, greedy, max_new_tokens={args.max_new_tokens}, "
+          f"repetition_penalty=1.1. Command: `{report['command']}`", "",
+          "| mode | batch | seconds | rows/s | generated tok/s |", "|---|---|---|---|---|"]
+    for name, r in res.items():
+        md.append(f"| {name} | {r['batch_size']} | {r['seconds']} | {r['rows_per_s']} | {r['tokens_per_s']} |")
+    md += ["", f"Speed-up: **{speedup:.2f}x** (goal ≥ 3x: {'met' if speedup >= 3 else 'NOT met'}). "
+               f"Identical targets batched vs one-at-a-time: {same}/{len(rows)}.", ""]
+    atomic_write_text(out_dir / "targets_throughput.md", "\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
