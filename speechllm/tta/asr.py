@@ -303,7 +303,7 @@ def load_asr(name: str, **kw: Any) -> TTAModel:
     cfg = AutoConfig.from_pretrained(str(path))
     if cfg.model_type == "whisper":
         return WhisperTTA.from_pretrained(path, **kw)
-    return CTCTTA.from_pretrained(path)
+    return CTCTTA.from_pretrained(path)  # the Whisper-only options in `kw` do not apply
 
 
 def _resolve(name: str) -> Path:

@@ -70,9 +70,8 @@ def make_method(name: str, args: argparse.Namespace):
     from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA
     from speechllm.tta.suta import EpisodicMethod, SourceMethod, SUTAConfig
 
-    asr = load_asr(args.asr, **({} if "whisper" not in args.asr.lower() else
-                               {"real_length": not args.full_window, "pad_seconds": args.pad_seconds,
-                                "redecode": not args.no_redecode}))
+    asr = load_asr(args.asr, real_length=not args.full_window, pad_seconds=args.pad_seconds,
+                   redecode=not args.no_redecode)  # Whisper options; ignored for CTC
     cfg = SUTAConfig(steps=args.steps, lr=args.lr, em_coef=args.em_coef, temp=args.temp,
                      non_blank=not args.no_non_blank, reweight=not args.no_reweight,
                      train_feature=not args.no_train_feature, feature_repeat=args.feature_repeat,
