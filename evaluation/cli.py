@@ -94,7 +94,13 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     from evaluation.dynamic_superb.runner import run
     from evaluation.report import write_report
 
-    data = _tasks_and_data(args)
+    from evaluation.dynamic_superb.loader import TaskDataError
+
+    try:
+        data = _tasks_and_data(args)
+    except (TaskDataError, FileNotFoundError, KeyError) as e:
+        print(f"speechllm evaluate: {e}", file=sys.stderr)
+        return 2
     judge = None
     if args.judge:
         from evaluation.dynamic_superb.judge import LocalJudge
