@@ -91,10 +91,9 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     args = p.parse_args(argv)
     _set_threads(args.threads)
+    from evaluation.dynamic_superb.loader import TaskDataError
     from evaluation.dynamic_superb.runner import run
     from evaluation.report import write_report
-
-    from evaluation.dynamic_superb.loader import TaskDataError
 
     try:
         data = _tasks_and_data(args)
