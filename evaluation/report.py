@@ -68,8 +68,10 @@ def summarize(scores: dict[str, dict]) -> dict[str, Any]:
     agg = lambda g: {k: {m: _mean(v.get(m, [])) for m in models} for k, v in sorted(g.items())}  # noqa: E731
     overall = {m: _mean([t["models"][m]["headline"] for t in tasks.values()
                          if m in t["models"] and t["models"][m].get("headline") is not None]) for m in models}
+    lenient = {m: _mean([t["models"][m]["lenient_accuracy"] for t in tasks.values()
+                         if m in t["models"] and t["models"][m].get("lenient_accuracy") is not None]) for m in models}
     return {"models": models, "tasks": tasks, "by_dimension": agg(by_dim), "by_track": agg(by_track),
-            "overall": overall}
+            "overall": overall, "overall_lenient": lenient}
 
 
 def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evaluation") -> str:
@@ -108,16 +110,23 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
         for g, vals in summary[key].items():
             lines.append(f"| {g} | " + " | ".join(_fmt(vals.get(m)) for m in models) + " |")
     lines += ["", "**Overall (macro mean over tasks):** " +
-              ", ".join(f"{m} {_fmt(summary['overall'][m])}" for m in models), ""]
+              ", ".join(f"{m} {_fmt(summary['overall'][m])}" for m in models), "",
+              "**Overall lenient (not the official rule):** " +
+              ", ".join(f"{m} {_fmt(summary['overall_lenient'][m])}" for m in models), ""]
     trained = [m for m in models if model_order(m)[0] == 0]
     refs = [m for m in models if model_order(m)[0] > 0]
     if trained and refs:
-        lines += ["## What the audio adds (overall, percentage points)", "",
+        lines += ["## What the audio adds (overall, percentage points: official / lenient)", "",
                   "| model | " + " | ".join(f"vs {r}" for r in refs) + " |", "|" + "---|" * (len(refs) + 1)]
         for m in trained:
-            ov = summary["overall"]
-            cells = [f"{100 * (ov[m] - ov[r]):+.1f}" if ov.get(m) is not None and ov.get(r) is not None else "–"
-                     for r in refs]
+            cells = []
+            for r in refs:
+                pair = []
+                for key in ("overall", "overall_lenient"):
+                    ov = summary[key]
+                    pair.append(f"{100 * (ov[m] - ov[r]):+.1f}" if ov.get(m) is not None and ov.get(r) is not None
+                                else "–")
+                cells.append(" / ".join(pair))
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
