@@ -174,6 +174,7 @@ def test_whisper_scores_follow_its_greedy_hypothesis():
 def test_repetition_guard_keeps_one_copy_of_a_loop():
     from speechllm.tta.asr import _repetition
 
-    assert _repetition([9, 1, 2, 3, 1, 2, 3]) == 3  # sentence said twice -> drop the second copy
+    assert _repetition([9, 1, 2, 3, 1, 2, 3]) == 3  # a 3-token block said twice -> drop the copy
     assert _repetition([9, 7, 8, 7, 8, 7, 8, 7, 8]) == 6  # "-y-y-y-y"
+    assert _repetition([1, 2, 3, 4, 5, 6, 1, 2, 3, 4]) == 4  # the sentence restarts -> cut the restart
     assert _repetition([5, 5, 5]) == 0 and _repetition([1, 2, 3, 1, 2, 4]) == 0  # "no no no" stays

@@ -214,19 +214,23 @@ class WhisperTTA(TTAModel):
         return nn.functional.cross_entropy(s.logits, s.labels)
 
 
-def _repetition(tokens: list[int]) -> int:
-    """Tokens to drop if the hypothesis ends in a loop: a block of ≥ 3 tokens repeated twice, or
-    of 1–2 tokens repeated 4 times (Whisper's "-y-y-y…" and whole-sentence repeats on short clips).
-    Whisper's own guard is a compression-ratio check with temperature fallback; this is the cheap
-    greedy-only analogue, applied identically to source and adapted models."""
+def _repetition(tokens: list[int], ngram: int = 4) -> int:
+    """Tokens to drop if the hypothesis has started to loop: its last `ngram` tokens already occurred
+    earlier (Whisper restarting the sentence: "… the house. The nurse move is …"), or it ends in a
+    1–3 token block repeated (4 times for 1–2 tokens, "-y-y-y-y"; twice for 3). Whisper's own guard
+    is a compression-ratio check with temperature fallback; this is the cheap greedy analogue,
+    applied identically to source and adapted models."""
     n = len(tokens)
-    for size in range(1, n // 2 + 1):
+    if n > ngram:
+        tail = tokens[n - ngram:]
+        if any(tokens[i:i + ngram] == tail for i in range(n - ngram)):
+            return ngram
+    for size in (1, 2, 3):
         reps = 4 if size <= 2 else 2
-        if n < reps * size:
-            continue
-        block = tokens[n - size:]
-        if all(tokens[n - (k + 1) * size: n - k * size] == block for k in range(1, reps)):
-            return (reps - 1) * size
+        if n >= reps * size:
+            block = tokens[n - size:]
+            if all(tokens[n - (k + 1) * size: n - k * size] == block for k in range(1, reps)):
+                return (reps - 1) * size
     return 0
 
 
