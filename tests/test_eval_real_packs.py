@@ -33,7 +33,7 @@ def test_transcript_and_cascade_baselines_hear_the_words(smollm_path, whisper_ti
     for cascade in (False, True):
         out = TranscriptLLMPredictor(llm, asr, cascade=cascade, max_new_tokens=8).predict([item])[0]
         assert out["prediction"].strip() and hyp in out["prompt"]
-        assert ("attributes: Gender" in out["prompt"]) == cascade
+        assert ("Audio attributes: Gender" in out["prompt"]) == cascade
 
 
 def test_local_judge_runs_greedy_and_caches(smollm_path, tmp_path):

@@ -97,3 +97,12 @@ def test_registry_has_the_55_phase1_instances_with_tracks_and_baselines():
     assert get_task("SpeakerVerification_VCTK").multi_audio
     with pytest.raises(KeyError, match="did you mean"):
         get_task("NoiseDetect")
+
+
+def test_baseline_prompts_number_clips_only_when_there_are_several():
+    from speechllm.prompts.baselines import transcript_prompt
+
+    one = transcript_prompt("Q? The answer could be yes or no.", ["hello"], ["Gender: male"])
+    assert one == 'Transcript of the audio: "hello"\nAudio attributes: Gender: male\n\nQ? The answer could be yes or no.'
+    two = transcript_prompt("Same speaker?", ["a", "b"])
+    assert 'Transcript of audio 1: "a"' in two and 'Transcript of audio 2: "b"' in two and "attributes" not in two

@@ -9,7 +9,8 @@ from __future__ import annotations
 TRANSCRIPT_TEMPLATE = "{transcripts}\n\n{instruction}"
 ONE_TRANSCRIPT = 'Transcript of the audio: "{text}"'
 MANY_TRANSCRIPT = 'Transcript of audio {k}: "{text}"'
-CASCADE_LINE = "Audio {k} attributes: {attributes}"
+ONE_CASCADE = "Audio attributes: {attributes}"
+MANY_CASCADE = "Audio {k} attributes: {attributes}"
 ANSWER_HINT = "\nAnswer with one of the listed options only."
 
 
@@ -19,5 +20,6 @@ def transcript_prompt(instruction: str, transcripts: list[str], attributes: list
     for k, t in enumerate(transcripts, 1):
         lines.append(ONE_TRANSCRIPT.format(text=t) if len(transcripts) == 1 else MANY_TRANSCRIPT.format(k=k, text=t))
         if attributes is not None:
-            lines.append(CASCADE_LINE.format(k=k, attributes=attributes[k - 1]))
+            tmpl = ONE_CASCADE if len(transcripts) == 1 else MANY_CASCADE
+            lines.append(tmpl.format(k=k, attributes=attributes[k - 1]))
     return TRANSCRIPT_TEMPLATE.format(transcripts="\n".join(lines), instruction=instruction)
