@@ -148,7 +148,9 @@ class SpeechLLMPredictor:
         transcripts = None
         cfg = getattr(self.model, "config", None)
         if getattr(cfg, "interleave_transcript", False) and hasattr(self.model, "encoder"):
-            transcripts = [list(self.model.encoder.transcribe(it["audios"])) if it["audios"] else None for it in batch]
+            flat = [a for it in batch for a in it["audios"]]
+            texts = iter(self.model.encoder.transcribe(flat) if flat else [])  # one batched Whisper call
+            transcripts = [[next(texts) for _ in it["audios"]] or None for it in batch]
         kw = {"transcripts": transcripts} if transcripts is not None else {}
         preds = self.model.generate(audios, prompts, max_new_tokens=self.max_new_tokens, do_sample=False, **kw)
         out = []

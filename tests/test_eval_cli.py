@@ -65,3 +65,28 @@ def test_retention_text_path_without_lora_has_zero_delta(ckpt, tmp_path):
     b = read_jsonl(tmp_path / "retention" / f"{base['condition'].replace(':', '_')}.jsonl")
     t = read_jsonl(tmp_path / "retention" / f"{text['condition'].replace(':', '_')}.jsonl")
     assert [r["response"] for r in b] == [r["response"] for r in t]  # frozen LLM: identical generations
+
+
+def test_speechllm_predictor_passes_and_logs_interleaved_transcripts():
+    from types import SimpleNamespace
+
+    from evaluation.predictors import SpeechLLMPredictor
+
+    class FakeModel:
+        config = SimpleNamespace(interleave_transcript=True)
+        encoder = SimpleNamespace(transcribe=lambda wavs: [f"words{len(w)}" for w in wavs])
+
+        def generate(self, audios, prompts, transcripts=None, **kw):
+            self.got = transcripts
+            return ["yes"] * len(prompts)
+
+        def render_prompt(self, prompt, n_audio=1, transcripts=None):
+            return f"{'<|audio|>' * n_audio} {transcripts} {prompt}"
+
+    m = FakeModel()
+    a, b = np.zeros(100, np.float32), np.zeros(200, np.float32)
+    out = SpeechLLMPredictor("x", model=m).predict([
+        {"id": "0", "task": "t", "instruction": "Q1", "audios": [a]},
+        {"id": "1", "task": "t", "instruction": "Q2", "audios": [a, b]}])
+    assert m.got == [["words100"], ["words100", "words200"]]
+    assert "words200" in out[1]["prompt"] and out[1]["prompt"].count("<|audio|>") == 2
