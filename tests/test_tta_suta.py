@@ -174,7 +174,17 @@ def test_whisper_scores_follow_its_greedy_hypothesis():
 def test_repetition_guard_keeps_one_copy_of_a_loop():
     from speechllm.tta.asr import _repetition
 
-    assert _repetition([9, 1, 2, 3, 1, 2, 3]) == 3  # a 3-token block said twice -> drop the copy
-    assert _repetition([9, 7, 8, 7, 8, 7, 8, 7, 8]) == 6  # "-y-y-y-y"
-    assert _repetition([1, 2, 3, 4, 5, 6, 1, 2, 3, 4]) == 4  # the sentence restarts -> cut the restart
-    assert _repetition([5, 5, 5]) == 0 and _repetition([1, 2, 3, 1, 2, 4]) == 0  # "no no no" stays
+    def decode(stream):  # what WhisperTTA.greedy does token by token
+        out = []
+        for t in stream:
+            out.append(t)
+            cut = _repetition(out)
+            if cut:
+                return out[:-cut]
+        return out
+
+    assert decode([9, 1, 2, 3, 1, 2, 3, 1, 2]) == [9, 1, 2, 3]  # a 3-token block said twice
+    assert decode([9, 7, 8, 7, 8, 7, 8, 7, 8]) == [9, 7, 8]  # "-y-y-y-y"
+    assert decode([4, 4, 4, 4, 4]) == [4]
+    assert decode([1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5]) == [1, 2, 3, 4, 5, 6]  # the sentence restarts
+    assert decode([5, 5, 5]) == [5, 5, 5] and decode([1, 2, 3, 1, 2, 4]) == [1, 2, 3, 1, 2, 4]
