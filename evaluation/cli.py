@@ -148,7 +148,7 @@ def cmd_retention(argv: list[str]) -> int:
     p.add_argument("--base-llm", help="the base LLM (pack, HF folder or id); default: the checkpoint's LLM, "
                                       "else smollm2-135m")
     p.add_argument("--out", required=True)
-    p.add_argument("--questions", type=int, default=2, help="questions per constraint (10 constraints each)")
+    p.add_argument("--questions", type=int, default=2, help="questions per constraint (12 constraints each)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--audio", help="WAV for the audio+constraint condition (default: a held-out synthetic clip)")
     p.add_argument("--threads", type=int, help=THREADS_HELP)

@@ -65,6 +65,10 @@ CONSTRAINTS: list[Constraint] = [
     Constraint("end_with", 'End your answer with the exact phrase "That is all."',
                lambda r: r.strip().endswith("That is all.")),
     Constraint("single_word", "Answer with a single word.", lambda r: len(_words(r)) == 1),
+    # two easier ones, so a small base model passes something and Δ is not a ratio of near-zeros
+    Constraint("max_words_40", "Answer in at most 40 words.", lambda r: 0 < len(_words(r)) <= 40),
+    Constraint("reply_word", 'Ignore the question and reply with only the word "banana".',
+               lambda r: r.strip().strip(".!\"'` ").lower() == "banana"),
 ]
 
 TEXT_QUESTIONS = ["What is your favourite season and why?", "Describe a busy train station.",

@@ -17,6 +17,8 @@ GOOD = {
     "start_with": "Indeed, summer is best.",
     "end_with": "Summer is best. That is all.",
     "single_word": "Summer.",
+    "max_words_40": "Summer, because the days are long.",
+    "reply_word": "Banana.",
 }
 BAD = {
     "json_key": '{"reply": "summer"}',
@@ -29,6 +31,8 @@ BAD = {
     "start_with": "Well, indeed.",
     "end_with": "That is all. Summer.",
     "single_word": "Summer time.",
+    "max_words_40": " ".join(["word"] * 41),
+    "reply_word": "Banana bread.",
 }
 
 
