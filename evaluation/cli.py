@@ -149,7 +149,8 @@ def cmd_retention(argv: list[str]) -> int:
                                       "else smollm2-135m")
     p.add_argument("--out", required=True)
     p.add_argument("--questions", type=int, default=2, help="questions per constraint (12 constraints each)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=128,
+                   help="long enough that a rambling answer shows its length (word limits are checked on it)")
     p.add_argument("--audio", help="WAV for the audio+constraint condition (default: a held-out synthetic clip)")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     args = p.parse_args(argv)
@@ -168,8 +169,9 @@ def cmd_retention(argv: list[str]) -> int:
     base = ChatLM(base_llm, render_fn=(lambda q: model.render_prompt(q, 0)) if model is not None else None)
     text_prompts = R.retention_prompts(args.questions)
     base_name = f"base:{base.name}"
+    mnt = f"mnt{args.max_new_tokens}"
     results = [R.run_condition(base_name, lambda b: base.generate([x["prompt"] for x in b], args.max_new_tokens),
-                               text_prompts, args.out)]
+                               text_prompts, args.out, settings=mnt)]
     if model is not None:
         tag = Path(args.ckpt).name
 
@@ -177,10 +179,10 @@ def cmd_retention(argv: list[str]) -> int:
             return model.generate([audio] * len(batch), [x["prompt"] for x in batch],
                                   max_new_tokens=args.max_new_tokens, do_sample=False)
 
-        results.append(R.run_condition(f"trained-text:{tag}", gen, text_prompts, args.out))
+        results.append(R.run_condition(f"trained-text:{tag}", gen, text_prompts, args.out, settings=mnt))
         wav = _retention_audio(args.audio)
         results.append(R.run_condition(f"trained-audio:{tag}", lambda b: gen(b, wav),
-                                       R.retention_prompts(args.questions, audio=True), args.out))
+                                       R.retention_prompts(args.questions, audio=True), args.out, settings=mnt))
     md = R.write_retention_report(args.out, results, base_name)
     print(md.read_text())
     return 0

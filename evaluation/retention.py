@@ -89,9 +89,12 @@ def check(kind: str, response: str) -> bool:
 
 
 def run_condition(name: str, generate: Callable[[list[dict]], list[str]], prompts: list[dict], out_dir: str | Path,
-                  batch_size: int = 4) -> dict[str, Any]:
-    """Generate (cached append-only per prompt id) and check; returns pass rate overall and per kind."""
-    cache = AppendOnlyJsonl(Path(out_dir) / "retention" / f"{re.sub(r'[^A-Za-z0-9._+-]', '_', name)}.jsonl")
+                  batch_size: int = 4, settings: str = "") -> dict[str, Any]:
+    """Generate (cached append-only per prompt id) and check; returns pass rate overall and per kind.
+    `settings` (e.g. "mnt128") is part of the cache file name, so changing the decoding never reuses
+    answers produced under other settings."""
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name) + (f"__{settings}" if settings else "")
+    cache = AppendOnlyJsonl(Path(out_dir) / "retention" / f"{stem}.jsonl")
     todo = [p for p in prompts if p["id"] not in cache.done]
     for s in tqdm(range(0, len(todo), batch_size), desc=f"retention · {name}", unit="batch"):
         chunk = todo[s:s + batch_size]

@@ -62,8 +62,8 @@ def test_retention_text_path_without_lora_has_zero_delta(ckpt, tmp_path):
     base, text = res[0], res[1]
     assert text["condition"].startswith("trained-text") and len(res) == 3
     assert text["delta_vs_base"] in (0.0, None)  # None only when the base passes nothing
-    b = read_jsonl(tmp_path / "retention" / f"{base['condition'].replace(':', '_')}.jsonl")
-    t = read_jsonl(tmp_path / "retention" / f"{text['condition'].replace(':', '_')}.jsonl")
+    b = read_jsonl(tmp_path / "retention" / f"{base['condition'].replace(':', '_')}__mnt4.jsonl")
+    t = read_jsonl(tmp_path / "retention" / f"{text['condition'].replace(':', '_')}__mnt4.jsonl")
     assert [r["response"] for r in b] == [r["response"] for r in t]  # frozen LLM: identical generations
 
 
