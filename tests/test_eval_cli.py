@@ -90,3 +90,27 @@ def test_speechllm_predictor_passes_and_logs_interleaved_transcripts():
         {"id": "1", "task": "t", "instruction": "Q2", "audios": [a, b]}])
     assert m.got == [["words100"], ["words100", "words200"]]
     assert "words200" in out[1]["prompt"] and out[1]["prompt"].count("<|audio|>") == 2
+
+
+def test_retention_with_lora_measures_a_changed_text_path(tmp_path):
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    torch.manual_seed(0)
+    cfg = SpeechLLMConfig(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 3}},
+                          interleave_transcript=False,
+                          lora={"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]})
+    m = SpeechLLM.from_config(cfg)
+    with torch.no_grad():
+        for k, p in m.named_parameters():
+            if "lora_B" in k:
+                p.add_(2.0 * torch.randn_like(p))  # a LoRA that really changed the LLM
+    m.save_pretrained(tmp_path / "lora-run")
+    wav = tmp_path / "a.wav"
+    save_audio(wav, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))
+    assert main(["retention", "--ckpt", str(tmp_path / "lora-run"), "--out", str(tmp_path), "--questions", "1",
+                 "--max-new-tokens", "4", "--audio", str(wav)]) == 0
+    res = json.loads((tmp_path / "retention.json").read_text())["results"]
+    b = read_jsonl(tmp_path / "retention" / f"{res[0]['condition'].replace(':', '_')}__mnt4.jsonl")
+    t = read_jsonl(tmp_path / "retention" / f"{res[1]['condition'].replace(':', '_')}__mnt4.jsonl")
+    assert [r["response"] for r in b] != [r["response"] for r in t]  # the text path is no longer the base model
