@@ -94,7 +94,8 @@ def scan_table(path: Path, audio_col: str, text_col: str, label_cols: tuple[str,
         a = a if a.is_absolute() else path.parent / a
         rid = str(r.get(id_col) or a.stem or f"row{i}")
         items.append({"id": rid, "audio": str(a), "transcript": (r.get(text_col) or None),
-                      "labels": _norm_labels({k: r.get(k) for k in label_cols if k in r})})
+                      "labels": _norm_labels({k: r.get(k) for k in label_cols if k in r}),
+                      "split": r.get("split") or None})
     return items
 
 
@@ -108,6 +109,8 @@ def validate_item(item: dict, policy: AudioPolicy) -> dict:
            "duration": round(len(wav) / policy.sample_rate, 3), "attributes": item.get("labels") or {}}
     if item.get("transcript"):
         row["transcript"] = item["transcript"]
+    if item.get("split"):
+        row["split"] = item["split"]
     return row
 
 

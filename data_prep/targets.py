@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--repetition-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows (smoke tests)")
     add_shard_args(p)
     p.add_argument("--force", action="store_true", help="discard a partial run and start again")
@@ -263,6 +265,10 @@ def main(argv: list[str]) -> int:
         out.unlink(missing_ok=True)
     settings = GenSettings(args.max_new_tokens, args.sample, args.temperature, args.top_p,
                            args.repetition_penalty, args.seed, args.batch_size)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     gen, model_dir = make_generator(args.model, args.backend, args.dtype)
     done = generate_targets(rows, out, gen, settings, model_meta(model_dir, args.model))
     atomic_write_json(out.with_name(out.stem + ".meta.json"), {
