@@ -76,8 +76,9 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n\nWER % (relative reduction vs source); RTF = processing seconds / audio seconds.\n"
 
 
-def plot_stream(results: dict[str, list[dict]], path: str | Path, window: int = 20) -> None:
-    """WER along the stream (sliding window of `window` utterances), domain blocks shaded."""
+def plot_stream(results: dict[str, list[dict]], path: str | Path, window: int | None = None) -> None:
+    """WER along the stream (sliding window of `window` utterances, default ~1/6 of the stream
+    within 4..20), domain blocks shaded, resets as red dotted lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,6 +86,7 @@ def plot_stream(results: dict[str, list[dict]], path: str | Path, window: int = 
 
     fig, ax = plt.subplots(figsize=(11, 4))
     any_rows = next(iter(results.values()), [])
+    window = window or max(4, min(20, len(any_rows) // 6))
     doms = [r.get("domain", "all") for r in any_rows]
     start, block = 0, 0
     for i in range(1, len(doms) + 1):
