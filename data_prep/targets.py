@@ -44,15 +44,28 @@ class GenSettings:
     repetition_penalty: float = 1.1
     seed: int = 0
     batch_size: int = 16
+    trim_truncated: bool = True  # cut a max_new_tokens-truncated answer back to its last full sentence
 
     def sampling(self) -> dict:
         """The settings that change the text (batch size does not, by design)."""
         d = asdict(self)
         d.pop("batch_size")
+        if not self.trim_truncated:
+            d.pop("trim_truncated")
         if not self.do_sample:
             d.pop("temperature")
             d.pop("top_p")
         return d
+
+
+def trim_to_sentence(text: str, min_keep: float = 0.3) -> str | None:
+    """A target cut by max_new_tokens, shortened to its last complete sentence (None if that would
+    keep less than `min_keep` of it): training on a half sentence + EOS teaches the model to stop
+    mid-word."""
+    cut = max(text.rfind(c) for c in (".", "!", "?", "\n"))
+    if cut < 0 or cut + 1 < min_keep * len(text):
+        return None
+    return text[: cut + 1].strip()
 
 
 def batch_seed(seed: int, first_id: str) -> int:
@@ -212,8 +225,13 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
         for i, o in zip(b, outs):
             if ids[i] in partial.done:
                 continue
-            new.append({**rows[i], "target": o["text"], "target_meta": {
-                **row_meta, "n_tokens": o["n_tokens"], "finish_reason": o["finish_reason"]}})
+            text, m = o["text"], {**row_meta, "n_tokens": o["n_tokens"], "finish_reason": o["finish_reason"]}
+            if o["finish_reason"] == "length" and settings.trim_truncated:
+                trimmed = trim_to_sentence(text)
+                if trimmed is not None and trimmed != text:
+                    m["untrimmed_target"] = text
+                    text = trimmed
+            new.append({**rows[i], "target": text, "target_meta": m})
         partial.extend(new)
         bar.update(len(new))
     bar.close()
@@ -241,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--repetition-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-trim", action="store_true",
+                   help="keep answers cut by --max-new-tokens as they are (default: trim to the last full sentence)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows (smoke tests)")
@@ -264,7 +284,7 @@ def main(argv: list[str]) -> int:
         out.with_name(out.name + ".partial").unlink(missing_ok=True)
         out.unlink(missing_ok=True)
     settings = GenSettings(args.max_new_tokens, args.sample, args.temperature, args.top_p,
-                           args.repetition_penalty, args.seed, args.batch_size)
+                           args.repetition_penalty, args.seed, args.batch_size, not args.no_trim)
     if args.threads:
         import torch
 

@@ -157,3 +157,11 @@ def test_shards_partition_rows_and_cli_end_to_end(tmp_path):
     assert sorted(r["id"] for g in got for r in g) == sorted(r["id"] for r in rows)
     assert all(r["audio"].startswith("wavs/") and "target" in r for g in got for r in g)  # paths stay relative
     assert json.loads((tmp_path / "targets.shard-00-of-02.meta.json").read_text())["settings"]["max_new_tokens"] == 3
+
+
+def test_truncated_targets_are_trimmed_to_the_last_sentence():
+    from data_prep.targets import trim_to_sentence
+
+    assert trim_to_sentence("The speaker is calm. She talks about a dog and the") == "The speaker is calm."
+    assert trim_to_sentence("No sentence end here at all") is None
+    assert trim_to_sentence("A. " + "x" * 50) is None  # would keep too little
