@@ -106,3 +106,11 @@ def test_baseline_prompts_number_clips_only_when_there_are_several():
     assert one == 'Transcript of the audio: "hello"\nAudio attributes: Gender: male\n\nQ? The answer could be yes or no.'
     two = transcript_prompt("Same speaker?", ["a", "b"])
     assert 'Transcript of audio 1: "a"' in two and 'Transcript of audio 2: "b"' in two and "attributes" not in two
+
+
+def test_judge_prompt_carries_question_truth_response_and_the_verdict_format():
+    from speechllm.prompts.judge import render_judge_prompt
+
+    p = render_judge_prompt(" Is it noisy? ", True, "It sounds clean.")
+    assert "Question: Is it noisy?" in p and "Ground truth answer: True" in p
+    assert "Model's response: It sounds clean." in p and '"Result: YES"' in p and '"Result: NO"' in p
