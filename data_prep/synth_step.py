@@ -128,7 +128,7 @@ def render(design: dict, out_dir: str) -> dict:
     base_rate = n_words / _speech_span(base)  # approx. words per voiced second before tempo
     tempo = float(np.clip(_u(rng, labels.DESIGN["speed"][design["speed"]]) / base_rate, *TEMPO_RANGE))
     wav = _sox_effects(base, shift, tempo)
-    st = labels.pitch_stats(wav)  # the ground-truth measurement, on clean audio
+    st = labels.pitch_stats(wav, hop=labels.GT_HOP)  # the ground-truth measurement, on clean audio
     if not np.isfinite(st.f0_median) or st.voiced_span < 0.3:
         return skip(design["id"], "unvoiced", f"{voice.id} produced no usable voiced speech")
     wps = labels.speaking_rate(n_words, st.voiced_span, wav)
