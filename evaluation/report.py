@@ -133,6 +133,7 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
 
 
 def render_chart(summary: dict[str, Any], path: str | Path) -> None:
+    """Two panels per run: the official headline and the (clearly labelled) lenient accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,19 +143,24 @@ def render_chart(summary: dict[str, Any], path: str | Path) -> None:
     models, names = summary["models"], sorted(summary["tasks"])
     x = np.arange(len(names))
     w = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(names) * max(1, len(models) / 2)), 5))
-    for k, m in enumerate(models):
-        ys = [100 * (summary["tasks"][n]["models"].get(m, {}).get("headline") or 0) for n in names]
-        ax.bar(x + k * w - 0.4 + w / 2, ys, w, label=m)
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("headline score (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    ax.set_title("Dynamic-SUPERB-format evaluation (headline: official accuracy)")
+    fig, axes = plt.subplots(2, 1, figsize=(min(18, max(9, 0.9 * len(names))), 8), sharex=True)
+    for ax, key, label in ((axes[0], "headline", "official / headline (%)"),
+                           (axes[1], "lenient_accuracy", "lenient accuracy (%)")):
+        for k, m in enumerate(models):
+            ys = [100 * (summary["tasks"][n]["models"].get(m, {}).get(key) or 0) for n in names]
+            ax.bar(x + k * w - 0.4 + w / 2, ys, w, label=m)
+        chance = [summary["tasks"][n]["task"].get("random_baseline_pct") for n in names]
+        ax.scatter(x, [c if c is not None else np.nan for c in chance], marker="_", s=300, color="black",
+                   label="chance", zorder=3)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 100)
+    axes[0].legend(fontsize=7, ncol=min(4, len(models) + 1))
+    axes[1].set_xticks(x)
+    axes[1].set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    axes[0].set_title("Dynamic-SUPERB-format evaluation")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
