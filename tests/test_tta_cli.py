@@ -66,6 +66,9 @@ def test_adapt_cli_end_to_end_and_resume(tmp_path):
                  "--method", "suta", "--reuse", str(out), "--steps", "2"]) == 0
     got = [json.loads(x) for x in (out2 / "suta.jsonl").read_text().splitlines()]
     assert [r["id"] for r in got] == [r["id"] for r in rows] and got[0]["index"] == 0
+    with pytest.raises(SystemExit, match="different settings"):  # rows of another lr are not reusable
+        main(["adapt", "--asr", str(model), "--manifest", str(tmp_path / "rev.jsonl"), "--out", str(tmp_path / "r3"),
+              "--method", "suta", "--reuse", str(out), "--steps", "2", "--lr", "1e-3"])
 
 
 def test_adapt_cli_rejects_unknown_method(tmp_path):

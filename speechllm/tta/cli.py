@@ -91,6 +91,17 @@ def make_method(name: str, args: argparse.Namespace):
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
+def _check_same_config(report: Path, name: str, cfg: dict) -> None:
+    """Reused rows must come from the same method settings (the other run's report records them)."""
+    if name == "source" or not report.exists():
+        return
+    theirs = json.loads(report.read_text()).get("configs", {}).get(name)
+    if theirs is not None and theirs != cfg:
+        diff = sorted(k for k in set(cfg) | set(theirs) if cfg.get(k) != theirs.get(k))
+        raise SystemExit(f"--reuse: {report.parent} ran {name!r} with different settings ({', '.join(diff)}); "
+                         "rerun without --reuse or with matching options")
+
+
 def _reuse(src: Path, dst: Path, rows: list[dict]) -> None:
     """Seed `dst` with `src`'s rows for this stream's ids (re-indexed to this stream's order)."""
     from speechllm.io import AppendOnlyJsonl, read_jsonl
@@ -122,10 +133,11 @@ def main(argv: list[str]) -> int:
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     results, configs = {}, {}
     for name in methods:
-        if args.reuse and name in EPISODIC:
-            _reuse(Path(args.reuse) / f"{name}.jsonl", out / f"{name}.jsonl", rows)
         method, cfg = make_method(name, args)
         configs[name] = cfg if isinstance(cfg, dict) else asdict(cfg)
+        if args.reuse and name in EPISODIC:
+            _check_same_config(Path(args.reuse) / "report.json", name, configs[name])
+            _reuse(Path(args.reuse) / f"{name}.jsonl", out / f"{name}.jsonl", rows)
         results[name] = run_stream(method, rows, out)
     summary = summarize(results)
     summary.update(asr=args.asr, manifest=str(args.manifest), n_utterances=len(rows), configs=configs,
