@@ -9,12 +9,13 @@ EXTRAS=${EXTRAS:-test}
 # 1. System tools for synthetic speech and audio processing (only where we can install them).
 need=()
 for b in espeak-ng sox flite text2wave ffmpeg; do command -v "$b" >/dev/null 2>&1 || need+=("$b"); done
+[ -d /usr/share/pocketsphinx/test/data ] || need+=(pocketsphinx-testdata)  # real read speech for ASR tests
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing system packages (missing: ${need[*]})"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox libsox-fmt-all flite festival \
-      festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts ffmpeg >/dev/null
+      festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts ffmpeg pocketsphinx-testdata >/dev/null
   else
     echo "[setup] WARNING: missing ${need[*]}; install them (e.g. apt-get install espeak-ng sox flite festival ffmpeg)." >&2
   fi

@@ -60,7 +60,9 @@ class SpeechLLMModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:
-            self.model = SpeechLLM.from_config(self.model_config)
+            # train mode for the adapter (and LoRA); SpeechLLM.train keeps the frozen parts in eval mode.
+            # Lightning >= 2.2 keeps each module's mode as found, so this must be set here.
+            self.model = SpeechLLM.from_config(self.model_config).train(self.training)
 
     @property
     def processor(self):
