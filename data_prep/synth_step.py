@@ -26,6 +26,7 @@ import numpy as np
 from data_prep import augment, labels
 from data_prep.common import run_rows, skip
 from data_prep.synth import ENGINES, TTSError, Voice, _sox_effects, list_voices, sentence_pool, tts
+from evaluation.holdout import is_heldout_sentence, is_heldout_voice
 from speechllm.data.audio import SAMPLE_RATE, save_audio
 from speechllm.io import atomic_write_json
 
@@ -38,12 +39,14 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
                   noise_kinds: tuple[str, ...] = augment.NOISE_KINDS, reverb_prob: float = 0.0,
                   splits: tuple[tuple[str, float], ...] = SPLITS) -> list[dict]:
     """Deterministic clip designs (no audio yet): one dict per clip with everything the worker needs."""
-    voices = voices if voices is not None else list_voices()
+    # Voices and sentences reserved for the offline evaluation suite never enter a training corpus.
+    voices = [v for v in (voices if voices is not None else list_voices()) if not is_heldout_voice(v.id)]
     if not voices:
         raise RuntimeError("no TTS engine found; install espeak-ng, flite or festival (see the Makefile)")
     rng = random.Random(seed)
     n_sent = math.ceil(n / max(1, repeats))
-    sentences = sentence_pool(n_sent, seed)
+    pool = sentence_pool(2 * n_sent + 20, seed)
+    sentences = [s for s in pool if not is_heldout_sentence(s)][:n_sent]
     # split by sentence index so repeats of a sentence stay in one split
     bounds, acc = [], 0.0
     for name, frac in splits:

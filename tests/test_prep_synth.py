@@ -107,3 +107,18 @@ def test_reverb_speed_gain():
     if shutil.which("sox"):
         s = augment.change_speed(np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1, 2.0)
         assert abs(len(s) - 8000) < 400
+
+
+def test_training_corpus_never_uses_evaluation_voices_or_sentences():
+    from data_prep.synth import Voice
+    from data_prep.synth_step import design_corpus
+    from evaluation.holdout import is_heldout_sentence, is_heldout_voice
+
+    voices = [Voice("espeak-ng", f"en-us+{v}", g, "US") for v, g in (("m3", "male"), ("m7", "male"),
+                                                                      ("f2", "female"), ("f4", "female"))]
+    designs = design_corpus(300, seed=3, voices=voices)
+    assert len(designs) == 300
+    used = {Voice(**d["voice"]).id for d in designs}
+    assert used == {"espeak-ng:en-us+m3", "espeak-ng:en-us+f2"}
+    assert not any(is_heldout_voice(v) for v in used)
+    assert not any(is_heldout_sentence(d["text"]) for d in designs)
