@@ -124,11 +124,8 @@ class TranscriptLLMPredictor:
 
 
 def load_trained(ckpt: str) -> Any:
-    """`speechllm.generation.load_speechllm` (the documented entry point), else the checkpoint loader."""
-    try:
-        from speechllm.generation import load_speechllm
-    except ImportError:
-        from speechllm.model.checkpoint import load_speechllm
+    from speechllm.generation import load_speechllm
+
     return load_speechllm(ckpt)
 
 

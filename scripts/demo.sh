@@ -30,10 +30,10 @@ resume=()
 
 say "6/7 answer questions about a held-out test clip"
 read -r CLIP CAPTION < <("$BIN/python" - "$DATA/targets.jsonl" <<'PY'
-import json, sys
+import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 row = next(r for r in rows if r.get("split") == "test")
-print(row["audio"], row["caption"])
+print(os.path.join(os.path.dirname(sys.argv[1]), row["audio"]), row["caption"])
 PY
 )
 echo "clip:    $CLIP"
