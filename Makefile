@@ -19,8 +19,12 @@ packs: $(STAMP)
 demo: packs
 	bash scripts/demo.sh
 
+# pytest exits 5 when it collected no tests: that is a failure here, with a message (make itself
+# would turn any non-zero code into 2, so the check lives in the recipe).
 test: packs
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; fi; \
+	exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check speechllm data_prep evaluation tests benchmarks
