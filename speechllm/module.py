@@ -125,10 +125,24 @@ class SpeechLLMModule(L.LightningModule):
 
     test_step = validation_step
 
+    def on_predict_epoch_start(self) -> None:
+        from pathlib import Path
+
+        from speechllm.io import AppendOnlyJsonl
+
+        # `speechllm predict` writes <default_root_dir>/predictions.jsonl (append-only, keyed by row id)
+        self._predictions = AppendOnlyJsonl(Path(self.trainer.default_root_dir) / "predictions.jsonl")
+
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        if batch.get("empty"):
+            return []
         answers = self.model.generate(batch["wavs"], batch["instructions"], transcripts=batch.get("transcripts"),
                                       max_new_tokens=self.hparams.generate_max_new_tokens)
-        return [{"id": i, "prediction": a} for i, a in zip(batch["ids"], answers)]
+        rows = [{"id": i, "prediction": a, "prompt": p} for i, a, p in zip(batch["ids"], answers, batch["prompts"])]
+        writer = getattr(self, "_predictions", None)
+        if writer is not None:
+            writer.extend(rows)
+        return rows
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

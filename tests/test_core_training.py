@@ -96,3 +96,18 @@ def test_nan_loss_stops_training_without_a_poisoned_checkpoint(tmp_path):
     assert ckpt["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "adapter.safetensors")).values())
+
+
+def test_predict_writes_one_prediction_per_row_with_its_prompt(tmp_path):
+    from speechllm.data.debug_data import make_debug_manifest
+    from speechllm.io import read_jsonl
+
+    manifest = make_debug_manifest(tmp_path / "data", n=6)
+    cmd = [sys.executable, "-m", "speechllm.cli", "predict", "-c", str(ROOT / "recipes/debug.yaml"),
+           "--data.predict_manifest", str(manifest), "--trainer.default_root_dir", str(tmp_path / "run"),
+           "--trainer.enable_progress_bar", "false", "--model.generate_max_new_tokens", "3"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = read_jsonl(tmp_path / "run" / "predictions.jsonl")
+    assert [r["id"] for r in rows] == [r["id"] for r in read_jsonl(manifest)]
+    assert all("<|audio|>" in r["prompt"] and isinstance(r["prediction"], str) for r in rows)
