@@ -40,6 +40,10 @@ def cli_main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print a JSON object instead of plain text")
     args = ap.parse_args(argv)
 
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()  # a CLI answer, not loading chatter
+    transformers.utils.logging.disable_progress_bar()
     if not Path(args.ckpt, "config.yaml").exists():
         ap.error(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
     torch.manual_seed(args.seed)
