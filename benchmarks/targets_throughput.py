@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from speechllm.models.tiny import resolve_model
+    from speechllm.models.hub import resolve
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model_dir = resolve_model(args.model)
+    model_dir = resolve(args.model)
     gen = HFGenerator(model_dir)
     meta = model_meta(model_dir, args.model)
     rows = make_rows(args.rows)

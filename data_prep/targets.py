@@ -190,9 +190,9 @@ def choose_backend(requested: str = "auto") -> str:
 
 
 def make_generator(model: str, backend: str = "auto", dtype: str | None = None):
-    from speechllm.models.tiny import resolve_model
+    from speechllm.models.hub import resolve
 
-    model_dir = resolve_model(model)
+    model_dir = resolve(model)
     backend = choose_backend(backend)
     if backend == "vllm":
         return VLLMGenerator(model_dir, dtype or "bfloat16"), model_dir

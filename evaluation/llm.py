@@ -10,15 +10,6 @@ from pathlib import Path
 from typing import Any
 
 
-def resolve_llm_dir(name_or_path: str) -> str:
-    """A local HF folder for a pack name (`smollm2-135m`), HF id or path."""
-    if Path(name_or_path).exists():
-        return str(name_or_path)
-    from speechllm.models.tiny import resolve_model  # hub.resolve + the tiny in-process test models
-
-    return str(resolve_model(name_or_path))
-
-
 class ChatLM:
     """`generate(prompts) -> list[str]`, each prompt sent as one user turn through the chat template."""
 
@@ -28,7 +19,9 @@ class ChatLM:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            path = resolve_llm_dir(name_or_path or "smollm2-135m")
+            from speechllm.models.hub import resolve
+
+            path = resolve(name_or_path or "smollm2-135m")
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
             self.name = Path(path).name
@@ -40,8 +33,9 @@ class ChatLM:
     def render(self, prompt: str, system: str | None = None) -> str:
         if self.render_fn is not None and system is None:
             return self.render_fn(prompt)
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        from speechllm.prompts.chat import render_prompt
+
+        return render_prompt(self.tokenizer, prompt, system_prompt=system)
 
     def generate(self, prompts: list[str], max_new_tokens: int = 128, system: str | None = None,
                  repetition_penalty: float | None = None) -> list[str]:

@@ -55,7 +55,7 @@ class WhisperEncoder(nn.Module):
                         dtype: torch.dtype = torch.float32) -> WhisperEncoder:
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-        from speechllm.models.tiny import resolve_model as resolve
+        from speechllm.models.hub import resolve
 
         path = Path(resolve(name_or_path))
         whisper = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)

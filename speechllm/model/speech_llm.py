@@ -65,7 +65,7 @@ class SpeechLLM(nn.Module):
     def from_config(cls, config: SpeechLLMConfig) -> SpeechLLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from speechllm.models.tiny import resolve_model as resolve
+        from speechllm.models.hub import resolve
 
         dtype = DTYPES[config.dtype]
         encoder = WhisperEncoder.from_pretrained(config.encoder, config.encoder_layers, config.real_length, dtype)

@@ -278,7 +278,8 @@ def _looks_like_path(s: str) -> bool:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A local folder → itself; an offline pack name → its HF folder (pulled on first use);
+    """A local folder → itself; an offline pack name → its HF folder (pulled on first use); a tiny
+    random model name (`tiny-random-whisper`, `tiny-random-llama`) → its folder, built in-process;
     anything else → a Hugging Face hub id via `snapshot_download` (needs a reachable hub)."""
     s = str(name_or_path)
     p = Path(s).expanduser()
@@ -286,6 +287,10 @@ def resolve(name_or_path: str | Path) -> Path:
         return p
     if s in PACKS:
         return pull(s)
+    from speechllm.models.tiny import TINY_MODELS, materialize  # lazy: tiny imports this module
+
+    if s in TINY_MODELS:
+        return materialize(s)
     if _looks_like_path(s) or p.exists():
         raise FileNotFoundError(f"{s}: not a model folder. Give a folder with config.json, an offline pack "
                                 f"({', '.join(PACKS)}) or a Hugging Face hub id.")

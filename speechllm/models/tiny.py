@@ -47,15 +47,20 @@ def tiny_llama(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(cfg).eval()
 
 
-def tiny_whisper(seed: int = 0):
+def tiny_whisper(seed: int = 0, english_vocab: bool = False):
+    """Random Whisper with the real front-end shape (80 mels, 1500 source positions) and ffn = 4 x d_model
+    (openai-whisper's export assumes it). `english_vocab` uses tiny.en's vocabulary size and special ids,
+    so the real whisper-tiny.en tokenizer pairs with it."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(seed)
-    cfg = WhisperConfig(vocab_size=64, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
-                        max_source_positions=1500, max_target_positions=64, decoder_start_token_id=1,
-                        pad_token_id=2, eos_token_id=2, bos_token_id=1)
+    ids = (dict(vocab_size=51864, pad_token_id=50256, bos_token_id=50257, eos_token_id=50256,
+                decoder_start_token_id=50257, begin_suppress_tokens=None, suppress_tokens=None) if english_vocab
+           else dict(vocab_size=64, decoder_start_token_id=1, pad_token_id=2, eos_token_id=2, bos_token_id=1))
+    cfg = WhisperConfig(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=256, decoder_ffn_dim=256, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=64, **ids)
     return WhisperForConditionalGeneration(cfg).eval()
 
 
@@ -88,11 +93,3 @@ def materialize(name: str, root: str | Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-
-def resolve_model(name_or_path: str) -> Path:
-    """Like `hub.resolve`, plus the tiny in-process model names."""
-    if name_or_path in TINY_MODELS:
-        return materialize(name_or_path)
-    from speechllm.models.hub import resolve
-
-    return resolve(name_or_path)
