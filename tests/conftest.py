@@ -33,30 +33,14 @@ def whisper_tiny_path() -> Path:
     return _pull_or_skip("whisper-tiny.en")
 
 
-def make_tiny_whisper(seed: int = 0):
-    """Random HF Whisper with the real front-end shape (80 mels, 1500 source positions) and the real
-    vocab size, so the whisper-tiny.en tokenizer pairs with it and the openai-whisper export works
-    (unlike `speechllm.models.tiny.tiny_whisper`, whose ffn is not 4 x d_model)."""
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    torch.manual_seed(seed)
-    cfg = WhisperConfig(
-        vocab_size=51864, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=256, decoder_ffn_dim=256,  # 4 x d_model, as openai-whisper assumes
-        max_source_positions=1500, max_target_positions=64, pad_token_id=50256, bos_token_id=50257,
-        eos_token_id=50256, decoder_start_token_id=50257, begin_suppress_tokens=None, suppress_tokens=None,
-    )
-    return WhisperForConditionalGeneration(cfg).eval()
-
-
 @pytest.fixture(scope="session")
 def tiny_whisper_path(tmp_path_factory) -> Path:
     """Folder with a tiny random Whisper + preprocessor_config.json (WhisperFeatureExtractor)."""
+    from speechllm.models.tiny import tiny_whisper
     from speechllm.models.whisper_tokenizer import write_feature_extractor
 
     path = tmp_path_factory.mktemp("tiny_whisper")
-    make_tiny_whisper().save_pretrained(path)
+    tiny_whisper(english_vocab=True).save_pretrained(path)
     write_feature_extractor(path, 80)
     return path
 
