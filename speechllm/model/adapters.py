@@ -9,6 +9,7 @@ frames, embeds (B, N, D_llm) and out_lengths (B,) valid output tokens. Recipes p
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 import torch
@@ -20,34 +21,64 @@ def _padding_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     return torch.arange(t, device=lengths.device)[None, :] >= lengths[:, None]
 
 
+class EmbeddingScaleNorm(nn.Module):
+    """LayerNorm whose gain starts at the LLM's typical embedding scale, so adapter outputs enter the
+    LLM at the size of its own token embeddings (measured: without it a Q-Former's outputs drift to
+    15-22x the embedding norm and collapse to one oversized constant prompt)."""
+
+    def __init__(self, dim: int, embed_rms: float | None):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        if embed_rms is not None:
+            nn.init.constant_(self.norm.weight, float(embed_rms))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
 class QFormerAdapter(nn.Module):
     """DeSTA2 connector: `n_queries` learned queries per tapped layer cross-attend (through a shared
     small transformer) to that layer; per-query softmax weights mix the layers; LayerNorm + Linear
-    map to the LLM width. Output length is fixed: `n_queries`."""
+    map to the LLM width. Output length is fixed: `n_queries`.
+
+    Defaults follow DeSTA2's connector (a post-LN BERT encoder with cross-attention, unit-variance
+    queries) plus two measured fixes for small data: each tapped Whisper layer is LayerNorm-ed before
+    the cross-attention (`memory_norm`: the raw residual stream has a few huge, clip-independent
+    dimensions that swamp the keys and values), and the output is normalised to the LLM's embedding
+    scale (`match_embed_norm`). `norm_first=True, query_std=None, memory_norm=False,
+    match_embed_norm=False` gives the earlier pre-LN variant."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, n_queries: int = 64, depth: int = 2,
-                 n_heads: int | None = None, ffn_mult: int = 4, dropout: float = 0.0):
+                 n_heads: int | None = None, ffn_mult: int = 4, dropout: float = 0.0, norm_first: bool = False,
+                 query_std: float | None = 1.0, memory_norm: bool = True, match_embed_norm: bool = True,
+                 embed_rms: float | None = None):
         super().__init__()
         n_heads = n_heads or max(1, enc_dim // 64)
-        self.queries = nn.Parameter(torch.randn(n_layers, n_queries, enc_dim) * enc_dim**-0.5)
+        std = query_std if query_std is not None else enc_dim**-0.5
+        self.queries = nn.Parameter(torch.randn(n_layers, n_queries, enc_dim) * std)
         block = nn.TransformerDecoderLayer(enc_dim, n_heads, ffn_mult * enc_dim, dropout, batch_first=True,
-                                           norm_first=True, activation="gelu")
+                                           norm_first=norm_first, activation="gelu")
         self.qformer = nn.TransformerDecoder(block, depth)
+        self.memory_norms = nn.ModuleList(nn.LayerNorm(enc_dim) for _ in range(n_layers)) if memory_norm else None
         self.layer_weights = nn.Parameter(torch.zeros(n_queries, n_layers))  # uniform mix at init
         self.proj = nn.Sequential(nn.LayerNorm(enc_dim), nn.Linear(enc_dim, llm_dim))
+        self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if match_embed_norm else None
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, _ = hidden_states[0].shape
         pad = _padding_mask(lengths, t)
         outs = []
         for i, h in enumerate(hidden_states):
+            if self.memory_norms is not None:
+                h = self.memory_norms[i](h)
             q = self.queries[i].unsqueeze(0).expand(b, -1, -1).to(h.dtype)
             outs.append(self.qformer(q, h, memory_key_padding_mask=pad))  # (B, Q, D_enc)
         stacked = torch.stack(outs, dim=2)  # (B, Q, L, D_enc)
         w = torch.softmax(self.layer_weights, dim=-1).unsqueeze(-1).to(stacked.dtype)  # (Q, L, 1)
         mixed = (stacked * w).sum(dim=2)  # (B, Q, D_enc)
         n = torch.full((b,), mixed.shape[1], device=mixed.device, dtype=torch.long)
-        return self.proj(mixed), n  # (B, Q, D_llm)
+        out = self.proj(mixed)
+        return (self.out_norm(out) if self.out_norm is not None else out), n  # (B, Q, D_llm)
 
 
 class StackingMLPAdapter(nn.Module):
@@ -121,11 +152,16 @@ class LinearAdapter(nn.Module):
         return self.proj(h), (lengths + self.pool - 1) // self.pool
 
 
-def build_adapter(spec: dict[str, Any], enc_dim: int, n_layers: int, llm_dim: int) -> nn.Module:
+def build_adapter(spec: dict[str, Any], enc_dim: int, n_layers: int, llm_dim: int,
+                  embed_rms: float | None = None) -> nn.Module:
     """`spec` = {"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {...}}; a bare
-    class name is looked up in this module."""
+    class name is looked up in this module. `embed_rms` (the LLM's per-element embedding RMS) reaches
+    adapters that accept it, to start their outputs at the embeddings' scale."""
     path = spec.get("class_path", "QFormerAdapter")
     module_name, _, cls_name = path.rpartition(".")
     cls = getattr(importlib.import_module(module_name) if module_name else __import__(__name__, fromlist=["x"]),
                   cls_name)
-    return cls(enc_dim=enc_dim, n_layers=n_layers, llm_dim=llm_dim, **dict(spec.get("init_args") or {}))
+    kwargs = dict(spec.get("init_args") or {})
+    if embed_rms is not None and "embed_rms" in inspect.signature(cls).parameters:
+        kwargs.setdefault("embed_rms", embed_rms)
+    return cls(enc_dim=enc_dim, n_layers=n_layers, llm_dim=llm_dim, **kwargs)

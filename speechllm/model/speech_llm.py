@@ -48,8 +48,9 @@ class SpeechLLM(nn.Module):
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:  # e.g. Llama-3: pad with EOS; masks come from attention_mask
             tokenizer.pad_token = tokenizer.eos_token
-        llm_dim = llm.get_input_embeddings().weight.shape[1]
-        self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), llm_dim)
+        emb = llm.get_input_embeddings().weight
+        embed_rms = float(emb.detach().float().pow(2).mean().sqrt())  # per element, over the vocabulary
+        self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), emb.shape[1], embed_rms)
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript)
         self.encoder.requires_grad_(False)
