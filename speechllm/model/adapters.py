@@ -51,7 +51,7 @@ class QFormerAdapter(nn.Module):
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, n_queries: int = 64, depth: int = 2,
                  n_heads: int | None = None, ffn_mult: int = 4, dropout: float = 0.0, norm_first: bool = False,
                  query_std: float | None = 1.0, memory_norm: bool = True, match_embed_norm: bool = True,
-                 embed_rms: float | None = None):
+                 global_tokens: int = 0, embed_rms: float | None = None):
         super().__init__()
         n_heads = n_heads or max(1, enc_dim // 64)
         std = query_std if query_std is not None else enc_dim**-0.5
@@ -63,21 +63,45 @@ class QFormerAdapter(nn.Module):
         self.layer_weights = nn.Parameter(torch.zeros(n_queries, n_layers))  # uniform mix at init
         self.proj = nn.Sequential(nn.LayerNorm(enc_dim), nn.Linear(enc_dim, llm_dim))
         self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if match_embed_norm else None
+        # Optional clip-level tokens from each layer's time mean and std: a path on which every output
+        # depends on the clip by construction (the queries' residual stream does not).
+        self.global_tokens = global_tokens
+        if global_tokens:
+            # Standardised across clips (as a linear probe's scaler does): clips differ by a few percent
+            # of these statistics' size, which a per-clip LayerNorm cannot bring out.
+            self.global_norm = nn.BatchNorm1d(2 * n_layers * enc_dim, affine=False)
+            self.global_mlp = nn.Sequential(nn.Linear(2 * n_layers * enc_dim, llm_dim), nn.GELU(),
+                                            nn.Linear(llm_dim, global_tokens * llm_dim))
+
+    def _global(self, normed: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
+        keep = (~pad).unsqueeze(-1).to(normed[0].dtype)  # (B, T, 1)
+        n = keep.sum(1).clamp(min=1)
+        stats = []
+        for h in normed:
+            mean = (h * keep).sum(1) / n
+            stats += [mean, (((h - mean[:, None]) ** 2 * keep).sum(1) / n).sqrt()]
+        x = torch.cat(stats, -1)
+        bn = self.global_norm  # a batch of one cannot give batch statistics: use the running ones
+        x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=self.training and len(x) > 1,
+                                     momentum=bn.momentum, eps=bn.eps)
+        return self.global_mlp(x).reshape(len(pad), self.global_tokens, -1)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, _ = hidden_states[0].shape
         pad = _padding_mask(lengths, t)
+        if self.memory_norms is not None:
+            hidden_states = [norm(h) for norm, h in zip(self.memory_norms, hidden_states)]
         outs = []
         for i, h in enumerate(hidden_states):
-            if self.memory_norms is not None:
-                h = self.memory_norms[i](h)
             q = self.queries[i].unsqueeze(0).expand(b, -1, -1).to(h.dtype)
             outs.append(self.qformer(q, h, memory_key_padding_mask=pad))  # (B, Q, D_enc)
         stacked = torch.stack(outs, dim=2)  # (B, Q, L, D_enc)
         w = torch.softmax(self.layer_weights, dim=-1).unsqueeze(-1).to(stacked.dtype)  # (Q, L, 1)
         mixed = (stacked * w).sum(dim=2)  # (B, Q, D_enc)
-        n = torch.full((b,), mixed.shape[1], device=mixed.device, dtype=torch.long)
         out = self.proj(mixed)
+        if self.global_tokens:
+            out = torch.cat([self._global(hidden_states, pad), out], dim=1)
+        n = torch.full((b,), out.shape[1], device=out.device, dtype=torch.long)
         return (self.out_norm(out) if self.out_norm is not None else out), n  # (B, Q, D_llm)
 
 
