@@ -2,8 +2,10 @@
 
 Per clip: duration; pyin F0 median (level, bucketed against the speaker's gender-typical range)
 and spread in semitones (variation); active-speech loudness; speaking rate = transcript words per
-voiced second; a blind SNR estimate; gender from pitch; the Whisper transcript when the row has
-none (openai-whisper on the offline pack, fed numpy arrays so no ffmpeg is needed).
+voiced second; a blind SNR estimate; gender from pitch. Every row gets `asr_transcript` (+ `asr_model`):
+what the project's one transcriber (speechllm.model.encoder.transcribe, the function inference uses)
+hears, which training interleaves by default; `transcript` stays the ground truth and is filled from
+it only when the row has none. `--asr-only` adds just these two fields to any manifest, in place.
 
 Measured values go to `attributes_extracted`; `attributes` keeps every label the corpus already
 had (synthetic ground truth, ingested speaker/gender/emotion) and only gains the missing ones. For
@@ -31,25 +33,44 @@ VARIATION_EDGES = (1.5, 4.0)  # semitone std of voiced F0: monotone < 1.5 ≤ no
 SCORED = ("pitch", "speed", "volume", "noise", "gender")
 GOAL = 0.85
 
-_WHISPER: dict[str, object] = {}
+
+def asr_fields(wav: np.ndarray, whisper_model: str) -> dict:
+    """`asr_transcript` (the one transcriber's output, "" allowed) and `asr_model` for a clip (T,)."""
+    from speechllm.model.encoder import load_asr
+
+    asr = load_asr(whisper_model)
+    return {"asr_transcript": asr.transcribe([wav])[0], "asr_model": asr.name_or_path}
 
 
-def _whisper(name: str):
-    if name not in _WHISPER:
-        import whisper
+def add_asr(rows: list[dict], out: Path, whisper_model: str, force: bool = False, base: Path | None = None) -> int:
+    """`--asr-only`: give every row `asr_transcript`/`asr_model` from `whisper_model`, nothing else
+    changed (e.g. on an existing targets.jsonl, in place). Each clip is transcribed once; resumable
+    through `<out>.asr.partial`. Audio paths under `base` are written relative when `out` is in
+    `base` (as the input had them). Returns the number of clips transcribed."""
+    from speechllm.data.manifest import save_manifest
+    from speechllm.io import AppendOnlyJsonl
+    from speechllm.model.encoder import canonical_model_name
 
-        from speechllm.models.hub import whisper_openai_checkpoint
-
-        _WHISPER[name] = whisper.load_model(str(whisper_openai_checkpoint(name)), device="cpu")
-    return _WHISPER[name]
-
-
-def transcribe(wav: np.ndarray, model_name: str = "whisper-tiny.en") -> str:
-    """Greedy Whisper transcript of a 16 kHz array (T,)."""
-    model = _whisper(model_name)
-    out = model.transcribe(wav.astype(np.float32), language="en", fp16=False, temperature=0.0,
-                           condition_on_previous_text=False, verbose=None)
-    return str(out["text"]).strip()
+    want = canonical_model_name(whisper_model)
+    partial = AppendOnlyJsonl(out.with_name(out.name + ".asr.partial"))
+    by_audio: dict[str, dict] = {}
+    for r in rows:
+        if str(r["id"]) in partial.done:
+            continue
+        if not force and r.get("asr_transcript") is not None and r.get("asr_model") == want:
+            partial.append(r)
+            continue
+        if r["audio"] not in by_audio:
+            by_audio[r["audio"]] = asr_fields(load_audio(r["audio"]), whisper_model)
+        partial.append({**r, **by_audio[r["audio"]]})
+    rows = [dict(partial.rows[str(r["id"])]) for r in rows]
+    for r in rows:
+        a = Path(r["audio"])
+        if base is not None and a.is_absolute() and a.is_relative_to(base) and out.parent.resolve() == base:
+            r["audio"] = str(a.relative_to(base))
+    save_manifest(out, rows)
+    partial.path.unlink(missing_ok=True)
+    return len(by_audio)
 
 
 def variation_bucket(std_st: float) -> str:
@@ -89,8 +110,9 @@ def process_row(row: dict, whisper_model: str = "whisper-tiny.en") -> dict:
         return skip(row["id"], e.reason, str(e))
     row = dict(row)
     attrs = dict(row.get("attributes") or {})
+    row.update(asr_fields(wav, whisper_model))
     if not row.get("transcript"):
-        row["transcript"] = transcribe(wav, whisper_model)
+        row["transcript"] = row["asr_transcript"]
         row["transcript_source"] = whisper_model
     ex = extract(wav, row["transcript"], attrs.get("gender"))
     row["attributes_extracted"] = ex
@@ -168,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default="data/demo/synth.jsonl", help="input manifest (JSONL or datasets folder)")
     p.add_argument("--out", default=None, help="output manifest (default: attributes.jsonl next to the input)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--whisper", default="whisper-tiny.en", help="Whisper pack/folder for missing transcripts")
+    p.add_argument("--whisper", default="whisper-tiny.en",
+                   help="Whisper pack/folder for `asr_transcript` (and missing transcripts); use the model's "
+                        "encoder (model.encoder of the recipe you will train)")
+    p.add_argument("--asr-only", action="store_true",
+                   help="only add `asr_transcript`/`asr_model` to every row (default --out: the input, in place), "
+                        "e.g. to an existing captions/targets manifest")
     p.add_argument("--force", action="store_true", help="recompute rows already done")
     add_shard_args(p)
     return p
@@ -178,9 +205,14 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.time()
     rows = select_shard(load_manifest(args.manifest), args.shard_index, args.num_shards)
-    out = shard_out(Path(args.out) if args.out else default_out(args.manifest, "attributes"), args.shard_index,
-                    args.num_shards)
+    default = Path(args.manifest) if args.asr_only else default_out(args.manifest, "attributes")
+    out = shard_out(Path(args.out) if args.out else default, args.shard_index, args.num_shards)
     base = Path(args.manifest).parent.resolve()
+    if args.asr_only:
+        n = add_asr(rows, out, args.whisper, args.force, base)
+        print(f"added asr_transcript ({args.whisper}) to {len(rows)} rows of {out}: {n} clips transcribed "
+              f"in {time.time() - t0:.1f}s")
+        return 0
     done, skipped = run_rows(rows, functools.partial(process_row, whisper_model=args.whisper), out,
                              desc="attributes", workers=args.workers, force=args.force)
     for r in done:  # keep audio paths relative to the manifest folder, as the input had them

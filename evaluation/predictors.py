@@ -69,17 +69,23 @@ class TextOnlyLLMPredictor:
 
 
 class WhisperASR:
-    """openai-whisper greedy transcription from an offline pack name or a `.pt` path."""
+    """The project's one transcriber (`speechllm.model.encoder.transcribe`, the function the trained
+    model interleaves with and `prepare attributes` stores) on an offline pack name or HF folder; an
+    openai-whisper `.pt` inside a pack folder means that pack."""
 
     def __init__(self, name_or_path: str = "whisper-tiny.en"):
-        import whisper
+        from pathlib import Path
 
-        path = name_or_path
-        if not name_or_path.endswith(".pt"):
-            from speechllm.models.hub import whisper_openai_checkpoint
+        from speechllm.model.encoder import load_asr
 
-            path = str(whisper_openai_checkpoint(name_or_path))
-        self.model, self.name = whisper.load_model(path, device="cpu"), name_or_path
+        src = name_or_path
+        if name_or_path.endswith(".pt"):
+            folder = Path(name_or_path).expanduser().parent
+            if not (folder / "config.json").is_file():
+                raise ValueError(f"{name_or_path}: give a Whisper pack name or HF folder (the transcriber is the "
+                                 "HF Whisper that speechllm uses everywhere), not a bare openai-whisper .pt")
+            src = str(folder)
+        self.model, self.name = load_asr(src), name_or_path
         self._cache: dict[str, str] = {}  # transcript-llm and cascade share one ASR: transcribe each clip once
 
     def __call__(self, wav: np.ndarray) -> str:
@@ -87,9 +93,7 @@ class WhisperASR:
 
         key = hashlib.sha1(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()
         if key not in self._cache:
-            res = self.model.transcribe(wav.astype(np.float32), language="en", fp16=False, temperature=0.0,
-                                        condition_on_previous_text=False)
-            self._cache[key] = res["text"].strip()
+            self._cache[key] = self.model.transcribe([wav])[0]
         return self._cache[key]
 
 

@@ -54,7 +54,8 @@ class SpeechLLMModule(L.LightningModule):
             encoder=encoder, llm=llm, encoder_layers=list(encoder_layers), real_length=real_length, adapter=adapter,
             lora=lora, interleave_transcript=interleave_transcript, system_prompt=system_prompt, dtype=dtype)
         self.model: SpeechLLM | None = None
-        self._encoder_cache: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}
+        # (encoder settings key, clip id) -> tapped states on the clip's real frames, encoder frame count
+        self._encoder_cache: dict[tuple[str, str], tuple[list[torch.Tensor], torch.Tensor]] = {}
         self.skipped: dict[str, int] = {}
         self.strict_loading = False  # checkpoints hold trainable weights only
 
@@ -75,14 +76,18 @@ class SpeechLLMModule(L.LightningModule):
             return None
         if int(batch["audio_counts"].sum()) != len(batch["ids"]):  # cache keyed per clip: single-audio rows only
             return None
-        missing = [i for i, k in enumerate(batch["ids"]) if k not in self._encoder_cache]
+        # The states of a clip do not depend on its batch-mates (WhisperEncoder), so a cache filled by
+        # any batch order (first epoch, or a resumed run) holds the same values.
+        settings = self.model.encoder.settings_key()
+        keys = [(settings, str(k)) for k in batch["ids"]]
+        missing = [i for i, k in enumerate(keys) if k not in self._encoder_cache]
         if missing:
             feats, lens = batch["input_features"][missing], batch["feature_lengths"][missing]
             hidden, enc_lens = self.model.encoder(feats, lens)
             for j, i in enumerate(missing):
                 n = int(enc_lens[j])
-                self._encoder_cache[batch["ids"][i]] = ([h[j, :n].detach() for h in hidden], enc_lens[j])
-        items = [self._encoder_cache[k] for k in batch["ids"]]
+                self._encoder_cache[keys[i]] = ([h[j, :n].detach() for h in hidden], enc_lens[j])
+        items = [self._encoder_cache[k] for k in keys]
         t = max(int(it[1]) for it in items)
         hidden = [torch.nn.utils.rnn.pad_sequence([it[0][li] for it in items], batch_first=True)[:, :t]
                   for li in range(len(items[0][0]))]

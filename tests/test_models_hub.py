@@ -168,6 +168,19 @@ def test_pack_table_is_consistent():
             assert {Path(e).name for e in spec.extras} >= {"config.json", "tokenizer.json"}
 
 
+def test_pack_descriptions_say_what_the_weights_are(capsys):
+    """The qwen2.5-* packs are the Coder instruct models at Q4 precision: users must be told."""
+    for name, spec in hub.PACKS.items():
+        assert spec.description, name
+        if spec.kind == "llm":
+            assert "Q4" in spec.description and "de-quantised" in spec.description, name
+        if "Coder" in spec.hub_id:
+            assert "Coder" in spec.description, name
+    assert models_cli(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "Qwen2.5-Coder-0.5B-Instruct (the code model" in out and out.count("Q4") >= 3
+
+
 def test_cli_list_and_unknown_pull(fake_pack, capsys):
     assert models_cli(["list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}

@@ -59,13 +59,17 @@ def test_noise_bucket_from_known_snr(snr, bucket):
         assert ex["pitch"] == "normal"  # denoising keeps pitch measurable at 5 dB
 
 
-def test_process_row_keeps_given_labels_and_reports_bad_audio(tmp_path):
+def test_process_row_keeps_given_labels_and_reports_bad_audio(tmp_path, monkeypatch):
+    import speechllm.model.encoder as encoder_mod
     from speechllm.data.audio import save_audio
 
+    # the one transcriber, faked (a real one needs a pack): its output is stored as asr_transcript
+    monkeypatch.setattr(encoder_mod, "transcribe", lambda whisper, fe, tok, wavs: ["hello their friend"] * len(wavs))
     save_audio(tmp_path / "a.wav", _voice_like(120, 1.5))
     row = {"id": "a", "audio": str(tmp_path / "a.wav"), "transcript": "hello there friend",
            "attributes": {"gender": "female", "emotion": "happy"}}
-    out = process_row(row)
+    out = process_row(row, whisper_model="tiny-random-whisper")
+    assert out["asr_transcript"] == "hello their friend" and out["transcript"] == "hello there friend"
     assert out["attributes"]["gender"] == "female" and out["attributes"]["emotion"] == "happy"  # not overwritten
     assert out["attributes_extracted"]["gender_from_pitch"] == "male"
     assert out["attributes"]["pitch"] == "low"  # 120 Hz is low for the labelled (female) speaker
@@ -113,4 +117,5 @@ def test_whisper_transcript_when_missing(whisper_tiny_path, tmp_path):
     save_audio(tmp_path / "w.wav", tts("The small dog found a red ball.", voices[0]))
     out = process_row({"id": "w", "audio": str(tmp_path / "w.wav")}, whisper_model=str(whisper_tiny_path))
     assert "dog" in out["transcript"].lower() and out["transcript_source"] == str(whisper_tiny_path)
+    assert out["asr_transcript"] == out["transcript"] and out["asr_model"] == "whisper-tiny.en"  # pack folder → name
     assert "wps" in out["attributes_extracted"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from speechllm.data.audio import DEFAULT_POLICY, AudioError, AudioPolicy, load_audio
-from speechllm.data.manifest import ManifestError
+from speechllm.data.manifest import ASR_FIELD, ManifestError, check_transcript_field
 from speechllm.model.processor import Example
 from speechllm.prompts.chat import DEFAULT_INSTRUCTION
 
@@ -21,19 +21,24 @@ def row_audio_paths(row: dict) -> list[str]:
     return [row[k] for k in AUDIO_KEYS if row.get(k)]
 
 
-def row_transcripts(row: dict, n: int) -> list[str | None]:
-    t = row.get("transcript")
+def row_transcripts(row: dict, n: int, field: str = "transcript") -> list[str | None]:
+    t = row.get(field)
     ts = list(t) if isinstance(t, list) else [t]
     return (ts + [None] * n)[:n]
 
 
 class SpeechCollator:
     def __init__(self, processor, policy: AudioPolicy = DEFAULT_POLICY, skip_bad_audio: bool = False,
-                 require_target: bool = True):
+                 require_target: bool = True, transcript_field: str = ASR_FIELD, source: str = "manifest"):
+        """`transcript_field`: the row field interleaved after the audio when the processor interleaves
+        transcripts. Training rows must have it; prediction rows without it get the transcriber's output
+        at inference. `source` names the manifest in errors."""
         self.processor = processor
         self.policy = policy
         self.skip_bad_audio = skip_bad_audio
         self.require_target = require_target
+        self.transcript_field = transcript_field
+        self.source = source
 
     def _example(self, row: dict) -> Example:
         paths = row_audio_paths(row)
@@ -41,10 +46,12 @@ class SpeechCollator:
             raise ManifestError(f"row {row.get('id')!r} has no `audio` path")
         if self.require_target and not row.get("target"):
             raise ManifestError(f"row {row.get('id')!r} has no `target`; run `speechllm prepare targets` first")
+        if self.require_target and getattr(self.processor, "interleave_transcript", False):
+            check_transcript_field([row], self.transcript_field, self.source)
         wavs = [load_audio(p, self.policy) for p in paths]
         return Example(wavs=wavs, instruction=row.get("instruction") or DEFAULT_INSTRUCTION,
-                       transcripts=row_transcripts(row, len(wavs)), target=row.get("target") if self.require_target
-                       else None, id=str(row["id"]))
+                       transcripts=row_transcripts(row, len(wavs), self.transcript_field),
+                       target=row.get("target") if self.require_target else None, id=str(row["id"]))
 
     def __call__(self, rows: list[dict]) -> dict[str, Any]:
         examples, skipped = [], []

@@ -16,7 +16,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from speechllm.data.audio import AudioPolicy
 from speechllm.data.collate import SpeechCollator
-from speechllm.data.manifest import TRAIN_REQUIRED, check_fields, load_manifest
+from speechllm.data.manifest import (
+    ASR_FIELD,
+    TRAIN_REQUIRED,
+    check_fields,
+    check_target_generator,
+    check_transcript_field,
+    load_manifest,
+)
 
 VAL_SPLITS = ("validation", "val", "dev")
 
@@ -46,9 +53,13 @@ class SpeechDataModule(L.LightningDataModule):
     def __init__(self, train_manifest: str | None = None, val_manifest: str | None = None,
                  test_manifest: str | None = None, predict_manifest: str | None = None, batch_size: int = 4,
                  eval_batch_size: int | None = None, num_workers: int = 0, skip_bad_audio: bool = False,
-                 max_duration: float = 30.0, shuffle: bool = True, seed: int = 0):
+                 max_duration: float = 30.0, shuffle: bool = True, seed: int = 0,
+                 transcript_field: str = ASR_FIELD, allow_foreign_targets: bool = False):
         """Rows need `id`, `audio`, `target` (training); `instruction` defaults to the DeSTA2 one.
-        `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping."""
+        `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping.
+        `transcript_field`: what training interleaves after the audio (default: the transcriber's output,
+        as at inference; `transcript` = ground truth). `allow_foreign_targets`: train on targets that
+        `target_meta` says another LLM wrote (refused by default: self-output means this model.llm)."""
         super().__init__()
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
@@ -58,6 +69,7 @@ class SpeechDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.train_manifest and "train" not in self.rows:
             rows = load_manifest(self._debug_or(hp.train_manifest))
+            self._check_against_model(rows, hp.train_manifest)
             val = [r for r in rows if r.get("split") in VAL_SPLITS]
             self.rows["train"] = [r for r in rows if r.get("split") in (None, "train")]
             check_fields(self.rows["train"], TRAIN_REQUIRED, hp.train_manifest)
@@ -68,6 +80,17 @@ class SpeechDataModule(L.LightningDataModule):
         for key, path in (("val", hp.val_manifest), ("test", hp.test_manifest), ("predict", hp.predict_manifest)):
             if path and key not in self.rows:
                 self.rows[key] = load_manifest(path)
+                if key != "predict":
+                    self._check_against_model(self.rows[key], path)
+
+    def _check_against_model(self, rows: list[dict], source: str) -> None:
+        """Targets from model.llm; the interleaved transcript field present (and from model.encoder)."""
+        cfg = getattr(getattr(self.trainer, "lightning_module", None), "model_config", None)
+        if cfg is None:  # used without a SpeechLLMModule: nothing to compare with
+            return
+        check_target_generator(rows, cfg.llm, source, self.hparams.allow_foreign_targets)
+        if cfg.interleave_transcript:
+            check_transcript_field(rows, self.hparams.transcript_field, source, encoder=cfg.encoder)
 
     @staticmethod
     def _debug_or(path: str) -> str:
@@ -82,7 +105,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _collator(self, require_target: bool = True) -> SpeechCollator:
         processor = self.trainer.lightning_module.processor
-        return SpeechCollator(processor, self.policy, self.hparams.skip_bad_audio, require_target)
+        return SpeechCollator(processor, self.policy, self.hparams.skip_bad_audio, require_target,
+                              self.hparams.transcript_field, str(self.hparams.train_manifest or "manifest"))
 
     def _loader(self, key: str, require_target: bool = True) -> DataLoader:
         bs = self.hparams.eval_batch_size or self.hparams.batch_size

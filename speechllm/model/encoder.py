@@ -5,12 +5,21 @@ frames it needs, in self-attention that is quadratic in length. We run the same 
 ourselves on the real number of frames, slicing the positional table. The measured difference to
 30-s padded encoding is documented in README ("Real-length encoding").
 
+Batch independence (real length): a clip's states must not depend on its batch-mates. Every layer
+gets a key-padding mask, and the conv front end always sees `FRONT_MARGIN` frames of the clip's own
+30-s-padded log-mel after its last real frame (never zero padding or another clip's length), so a
+clip encoded alone and beside a longer one gives the same states on its real frames.
+
 Layer indices follow HF's `hidden_states` convention (and DeSTA2's): 0 = input to the first block,
 i = output of block i-1, `n_layers` = output of the last block after the final LayerNorm.
+
+`transcribe` below is the project's one transcriber: data preparation (`asr_transcript`), training
+data, inference interleaving and the transcript/cascade baselines all call it.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Sequence
@@ -22,13 +31,74 @@ from torch import nn
 
 HOP_LENGTH = 160  # mel frames are 10 ms; the encoder halves them (conv2 stride 2)
 MAX_FRAMES = 3000
+# conv1/conv2 (kernel 3) at a clip's last frames look one mel frame ahead; give them the clip's own
+# 30-s-padded frames (2 keeps the count even) whatever the batch, instead of zero padding.
+FRONT_MARGIN = 2
+FRONT_END_VERSION = 2  # bump when the encoder's output for the same settings changes (cache keys)
+
+# The one transcriber's decoding setting: greedy, no timestamps, temperature 0, English, fixed budget.
+ASR_MAX_NEW_TOKENS = 128
+ASR_BATCH_SIZE = 1  # one clip per decode: a transcript never depends on its batch-mates
+
+
+@torch.no_grad()
+def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[np.ndarray]) -> list[str]:
+    """THE transcriber: greedy Whisper transcripts of 16 kHz clips, on the standard 30-s front end
+    (the decoder was trained on it). Non-speech gets whatever the decoder says, possibly "".
+    Called through `WhisperEncoder.transcribe` everywhere (data prep, training data, inference,
+    baselines); do not add another."""
+    if tokenizer is None:
+        raise RuntimeError("this Whisper has no tokenizer; build it with WhisperEncoder.from_pretrained on a "
+                           "folder that has one (the tiny random test Whisper has none)")
+    gc = getattr(whisper, "generation_config", None)
+    lang = {"language": "en", "task": "transcribe"} if getattr(gc, "is_multilingual", False) else {}
+    out: list[str] = []
+    for s in range(0, len(wavs), ASR_BATCH_SIZE):
+        chunk = [np.asarray(w, dtype=np.float32) for w in wavs[s : s + ASR_BATCH_SIZE]]
+        feats = feature_extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
+        ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_new_tokens=ASR_MAX_NEW_TOKENS,
+                               do_sample=False, num_beams=1, return_timestamps=False, **lang)
+        out.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
+    return out
+
+
+def canonical_model_name(name_or_path: str | Path) -> str:
+    """A stable identity for a model name: an offline pack's name also for its folder, a tiny model's
+    name also for its folder, a resolved folder path, else the string (hub id). Never downloads."""
+    from speechllm.models.hub import PACK_JSON, PACKS
+    from speechllm.models.tiny import TINY_MODELS
+
+    s = str(name_or_path)
+    if s in PACKS or s in TINY_MODELS:
+        return s
+    p = Path(s).expanduser()
+    if p.is_dir():
+        pj = p / PACK_JSON
+        if pj.is_file():
+            import json
+
+            try:
+                return str(json.loads(pj.read_text())["name"])
+            except (OSError, ValueError, KeyError):
+                pass
+        if p.name in TINY_MODELS and p.parent.name == "tiny":
+            return p.name
+        return str(p.resolve())
+    return s
+
+
+@functools.lru_cache(maxsize=4)
+def load_asr(name_or_path: str = "whisper-tiny.en") -> WhisperEncoder:
+    """The Whisper used for transcripts outside a SpeechLLM (data prep, baselines), loaded once per
+    process. Call `.transcribe(wavs)` on it."""
+    return WhisperEncoder.from_pretrained(name_or_path, layers=(-1,))
 
 
 class WhisperEncoder(nn.Module):
     """Wraps a (frozen) HF Whisper model; `forward` returns the tapped hidden states."""
 
     def __init__(self, whisper: nn.Module, feature_extractor, layers: Sequence[int] = (-1,),
-                 real_length: bool = True, tokenizer=None):
+                 real_length: bool = True, tokenizer=None, name_or_path: str | None = None):
         super().__init__()
         self.whisper = whisper  # WhisperForConditionalGeneration (decoder kept for transcripts)
         self.feature_extractor = feature_extractor
@@ -39,6 +109,7 @@ class WhisperEncoder(nn.Module):
         if any(not 0 <= i <= n for i in self.layers):
             raise ValueError(f"encoder layers {tuple(layers)} out of range for a {n}-layer Whisper encoder (0..{n})")
         self.real_length = real_length
+        self.name_or_path = canonical_model_name(name_or_path or getattr(whisper.config, "_name_or_path", "") or "?")
         self.dim = enc.config.d_model
         self.n_layers = n
         params = inspect.signature(enc.layers[0].forward).parameters
@@ -62,7 +133,15 @@ class WhisperEncoder(nn.Module):
         fe = WhisperFeatureExtractor.from_pretrained(path)
         has_vocab = (path / "vocab.json").exists() or (path / "tokenizer.json").exists()
         tok = WhisperTokenizer.from_pretrained(path) if has_vocab else None  # tiny test models have none
-        return cls(whisper, fe, layers=layers, real_length=real_length, tokenizer=tok)
+        return cls(whisper, fe, layers=layers, real_length=real_length, tokenizer=tok, name_or_path=str(name_or_path))
+
+    def settings_key(self) -> str:
+        """Everything that determines `forward`'s output for a clip, as one stable string: the key of
+        any encoder-output cache (in memory now, on disk later). Readable; hash it for file names."""
+        dtype = str(next(self.whisper.parameters()).dtype).removeprefix("torch.")
+        layers = ",".join(map(str, self.layers))
+        return (f"{self.name_or_path}|layers={layers}|real_length={int(self.real_length)}|dtype={dtype}"
+                f"|front=v{FRONT_END_VERSION}")
 
     def train(self, mode: bool = True) -> WhisperEncoder:  # frozen: stays in eval mode (no dropout)
         return super().train(False)
@@ -72,51 +151,67 @@ class WhisperEncoder(nn.Module):
         """wavs (16 kHz mono) -> log-mel (B, n_mels, T) and valid frame counts (B,).
 
         Features are always computed as if padded to 30 s (so the real frames are bit-identical
-        to Whisper's front end) and then cut to the longest clip when `real_length` is on."""
+        to Whisper's front end) and then, when `real_length` is on, cut to the longest clip plus
+        `FRONT_MARGIN` frames (each clip's own padding: what its last conv windows must see)."""
         feats = self.feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
         lengths = torch.tensor([min(MAX_FRAMES, 2 * math.ceil(len(w) / HOP_LENGTH / 2)) for w in wavs])
         if self.real_length:
-            feats = feats[..., : int(lengths.max())]
+            feats = feats[..., : min(MAX_FRAMES, int(lengths.max()) + FRONT_MARGIN)]
         return feats, lengths
 
     # ------------------------------------------------------------------ encoder
     @torch.no_grad()
     def forward(self, input_features: torch.Tensor, feature_lengths: torch.Tensor
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(B, n_mels, T) -> tapped hidden states [(B, T/2, D)] and encoder frame counts (B,)."""
+        """(B, n_mels, T) from `featurize` -> tapped hidden states [(B, T_enc, D)] and encoder frame
+        counts (B,). With `real_length`, T_enc is the longest clip's count and each clip's states on
+        its own frames do not depend on the batch (frames past a clip's count are zeros)."""
         enc = self.encoder
+        lengths = feature_lengths.to(input_features.device)
+        if self.real_length:
+            need = min(MAX_FRAMES, int(lengths.max()) + FRONT_MARGIN)
+            if input_features.shape[-1] < need:
+                raise ValueError(f"real-length features need {FRONT_MARGIN} frames of Whisper's 30-s padding after "
+                                 f"the longest clip ({need} frames, got {input_features.shape[-1]}): build them "
+                                 "with WhisperEncoder.featurize")
         x = input_features.to(enc.conv1.weight.dtype)
         x = nn.functional.gelu(enc.conv1(x))
         x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)  # (B, T_enc, D)
         t = x.shape[1]
         if t > enc.embed_positions.weight.shape[0]:
             raise ValueError(f"{t} encoder frames exceed Whisper's {enc.embed_positions.weight.shape[0]}: clip > 30 s")
+        enc_lengths = torch.clamp((lengths + 1) // 2, max=t)
+        mask = None
+        if self.real_length:
+            t = int(enc_lengths.max())
+            x = x[:, :t]  # the margin only fed the convs
+            if bool((enc_lengths < t).any()):  # additive key-padding mask (B, 1, T, T), as HF layers take it
+                pad = torch.arange(t, device=x.device)[None, :] >= enc_lengths[:, None]
+                mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device)
+                mask = mask.masked_fill(pad, torch.finfo(x.dtype).min)[:, None, None, :].expand(-1, 1, t, t)
         h = x + enc.embed_positions.weight[:t]
         taps: dict[int, torch.Tensor] = {}
         if 0 in self.layers:
             taps[0] = h
         last = max(self.layers)
         for i, layer in enumerate(enc.layers[: min(last, self.n_layers)], start=1):
-            out = layer(h, None, layer_head_mask=None) if self._needs_head_mask else layer(h, None)
+            out = layer(h, mask, layer_head_mask=None) if self._needs_head_mask else layer(h, mask)
             h = out[0] if isinstance(out, tuple) else out
             if i in self.layers and i != self.n_layers:
                 taps[i] = h
         if self.n_layers in self.layers:
             taps[self.n_layers] = enc.layer_norm(h)
-        enc_lengths = torch.clamp((feature_lengths + 1) // 2, max=t)
-        return [taps[i] for i in self.layers], enc_lengths
+        out = [taps[i] for i in self.layers]
+        if mask is not None:  # padding frames are zeros, as in a clip encoded alone and padded later (cache)
+            keep = (torch.arange(t, device=x.device)[None, :] < enc_lengths[:, None]).unsqueeze(-1)
+            out = [o * keep.to(o.dtype) for o in out]
+        return out, enc_lengths
 
     def encode(self, wavs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
         feats, lengths = self.featurize(wavs)
         return self(feats.to(self.whisper.device), lengths.to(self.whisper.device))
 
     # ------------------------------------------------------------------ transcripts
-    @torch.no_grad()
-    def transcribe(self, wavs: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]:
-        """Greedy Whisper transcripts (for DeSTA2 interleaving at inference). Uses the standard
-        30-s front end: the decoder was trained on it."""
-        if self.tokenizer is None:
-            raise RuntimeError("this encoder has no tokenizer; build it with WhisperEncoder.from_pretrained")
-        feats = self.feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
-        ids = self.whisper.generate(feats.to(self.whisper.device, self.whisper.dtype), max_new_tokens=max_new_tokens)
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    def transcribe(self, wavs: Sequence[np.ndarray]) -> list[str]:
+        """Transcripts for DeSTA2 interleaving: the module-level `transcribe` (one decoding setting)."""
+        return transcribe(self.whisper, self.feature_extractor, self.tokenizer, list(wavs))

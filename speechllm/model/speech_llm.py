@@ -163,11 +163,15 @@ class SpeechLLM(nn.Module):
             tr = [tr] if isinstance(tr, str) else tr
             exs.append(Example(wavs=wavs, instruction=p, transcripts=tr, id=str(i)))
         if self.config.interleave_transcript:
-            need = [(e, j) for e in exs for j in range(len(e.wavs)) if not (e.transcripts and e.transcripts[j])]
+            # Missing (None) transcripts come from the one transcriber, as `asr_transcript` did in training;
+            # a given "" is a transcript (non-speech) and is kept, never re-decoded or skipped.
+            need = [(e, j) for e in exs for j in range(len(e.wavs))
+                    if not e.transcripts or j >= len(e.transcripts) or e.transcripts[j] is None]
             if need:
                 texts = self.encoder.transcribe([e.wavs[j] for e, j in need])
                 for (e, j), t in zip(need, texts):
-                    e.transcripts = list(e.transcripts or [None] * len(e.wavs))
+                    ts = list(e.transcripts or [])
+                    e.transcripts = ts + [None] * (len(e.wavs) - len(ts))
                     e.transcripts[j] = t
         return exs
 

