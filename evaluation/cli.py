@@ -102,8 +102,9 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     p.add_argument("--judge", help="judge LLM (pack/HF folder) for LLM-judge scoring, e.g. qwen2.5-0.5b")
     p.add_argument("--llm", default="smollm2-135m", help="LLM for text-only/transcript/cascade baselines")
     p.add_argument("--asr", default="whisper-tiny.en", help="Whisper pack or .pt for transcript/cascade")
-    p.add_argument("--max-new-tokens", type=int, default=24,
-                   help="answer length cap (phase-1 answers are one word; rambling past it cannot score)")
+    p.add_argument("--max-new-tokens", type=int, default=8,
+                   help="free-form answer length cap (phase-1 answers are one word; 8 tokens hold 'The speaker is "
+                        "male.'; rambling past it cannot score). Likelihood rows need no generation")
     p.add_argument("--control", help="with --ckpt, control rows: shuffled (another example's audio and "
                                      "transcript, same instruction; seeded derangement), untrained (fresh adapter)")
     p.add_argument("--scoring", default="generate,likelihood",

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -68,8 +67,8 @@ def test_cli_controls_produce_rows_and_shuffled_rows_really_use_another_clip(ckp
 
     out = tmp_path / "eval"
     assert main(["dynamic-superb", "--ckpt", str(ckpt), "--control", "shuffled,untrained", "--suite", str(suite),
-                 "--tasks", *TASKS[:2], "--out", str(out), "--batch-size", "4", "--max-new-tokens", "3",
-                 "--limit", "6"]) == 0
+                 "--tasks", TASKS[1], "--out", str(out), "--batch-size", "4", "--max-new-tokens", "2",
+                 "--limit", "4"]) == 0
     names = {json.loads(f.read_text())["model"] for f in (out / "scores").glob("*.json")}
     assert names == {"speechllm:tiny-run", "speechllm:tiny-run+shuffled-audio", "speechllm:tiny-run+untrained-adapter"}
     text = (out / "report.md").read_text()
@@ -81,8 +80,8 @@ def test_cli_controls_produce_rows_and_shuffled_rows_really_use_another_clip(ckp
 
     rows = read_jsonl(likelihood_path(out, "speechllm:tiny-run+shuffled-audio", TASKS[1]))
     own = {r["id"]: r for r in read_jsonl(likelihood_path(out, "speechllm:tiny-run", TASKS[1]))}
-    assert len(rows) == 6
-    for r in rows[:3]:
+    assert len(rows) == 4
+    for r in rows[:2]:
         assert r["audio_from"] != r["id"] and r["audio_from"].split(":")[1].startswith(TASKS[1])
         j = int(r["audio_from"].split(":")[0])
         donor = [decode_audio(ds[j]["audio"]), decode_audio(ds[j]["audio2"])]

@@ -96,3 +96,66 @@ def test_speechllm_scores_equal_the_training_loss_of_each_option(tiny_speechllm)
     assert ids[-1] == m.tokenizer.convert_tokens_to_ids("<|im_end|>")
     prior = score_options(m, [None, None], prompts, options)  # text only: no audio, no transcript
     assert prior != got and all(len(p) == 2 for p in prior)
+
+
+def _independent(llm, prompt, option):
+    """Summed log-probs of `option` after `prompt` from one plain forward over the whole conversation."""
+    from speechllm.prompts.chat import render_target
+
+    tok = llm.tokenizer
+    text = llm.render(prompt)
+    p_ids = tok(text, add_special_tokens=False)["input_ids"]
+    o_ids = tok(render_target(tok, prompt, option, None, text), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        lp = torch.log_softmax(llm.model(torch.tensor([p_ids + o_ids])).logits[0].float(), -1)
+    return sum(float(lp[len(p_ids) - 1 + j, t]) for j, t in enumerate(o_ids))
+
+
+def test_text_baselines_score_options_and_their_calibration_contexts(tiny_llama):
+    from evaluation.likelihood import scorer_for
+    from evaluation.llm import ChatLM
+    from evaluation.predictors import TextOnlyLLMPredictor, TranscriptLLMPredictor
+    from speechllm.prompts.baselines import transcript_prompt
+
+    model, tok = tiny_llama
+    llm = ChatLM("tiny", model=model, tokenizer=tok)
+    q = "Is the speaker male or female? The answer could be male or female."
+    item = {"id": "0", "task": "t", "instruction": q, "options": ["male", "female"],
+            "audios": [np.zeros(1600, np.float32)]}
+    tr = scorer_for(TranscriptLLMPredictor(llm, asr=lambda a: "hello there")).score_options([item])[0]
+    for k, o in enumerate(item["options"]):
+        assert tr["option_scores"][k] == pytest.approx(_independent(llm, transcript_prompt(q, ["hello there"]), o), abs=1e-4)
+        assert tr["prior_scores"][k] == pytest.approx(_independent(llm, q, o), abs=1e-4)  # transcript removed
+    assert "hello there" in tr["prompt"] and "hello there" not in tr["prior_prompt"]
+    txt = scorer_for(TextOnlyLLMPredictor(llm)).score_options([item])[0]
+    assert txt["option_scores"] == pytest.approx(tr["prior_scores"], abs=1e-6)
+    # text-llm has nothing audio-derived to remove: its prior is the content-free options sentence
+    assert txt["prior_scores"][0] == pytest.approx(_independent(llm, "The answer could be male or female.", "male"), abs=1e-4)
+
+
+def test_desta2_consecutive_rule():
+    from evaluation.dynamic_superb.scoring import desta2_consecutive_accuracy, desta2_consecutive_match
+
+    assert desta2_consecutive_match("The speaker is MALE.", "male")
+    assert not desta2_consecutive_match("The speaker is female.", "male")  # whole words, not substrings
+    assert desta2_consecutive_match("I'd say: New-York accent", "new york")  # punctuation becomes spaces
+    assert not desta2_consecutive_match("york, new", "new york")  # consecutive and in order
+    assert not desta2_consecutive_match("[laughs] yes", "laughs")  # bracketed spans are removed
+    assert desta2_consecutive_match("Yes", True) is False and desta2_consecutive_match("true", True)
+    assert desta2_consecutive_accuracy(["a male voice", "no"], ["male", "yes"]) == 0.5
+
+
+def test_wilson_and_bootstrap_intervals():
+    from evaluation.stats import bootstrap_macro, macro_half_width, n_for_half_width, task_group, wilson
+
+    lo, hi = wilson(7, 10)
+    assert lo == pytest.approx(0.3968, abs=1e-3) and hi == pytest.approx(0.8922, abs=1e-3)
+    assert wilson(0, 20)[0] == 0.0 and wilson(20, 20)[1] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    vecs = [rng.integers(0, 2, 20) for _ in range(8)]
+    m, lo, hi = bootstrap_macro(vecs)
+    assert m == pytest.approx(np.mean([v.mean() for v in vecs])) and lo < m < hi
+    assert (hi - lo) / 2 == pytest.approx(macro_half_width(20, 8), abs=0.015)  # bootstrap ≈ normal theory
+    assert n_for_half_width(0.08, 8) == 19 and macro_half_width(20, 8) <= 0.08
+    assert task_group("PitchClassification_Synth") == "acoustic" and task_group("SpeechDetection_LJSpeech") == "content"
+    assert task_group("SpeakerVerification_Synth", True) is None

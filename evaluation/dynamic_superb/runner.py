@@ -18,7 +18,6 @@ from tqdm import tqdm
 from evaluation.dynamic_superb.loader import decode_audio, example_id
 from evaluation.dynamic_superb.registry import Task
 from evaluation.dynamic_superb.scoring import (
-    whisper_basic_normalizer,
     desta2_consecutive_match,
     judge_accuracy,
     label_str,
@@ -26,6 +25,7 @@ from evaluation.dynamic_superb.scoring import (
     official_accuracy,
     official_match,
     wer_score,
+    whisper_basic_normalizer,
 )
 from speechllm.data.audio import AudioError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
