@@ -159,3 +159,22 @@ def test_wilson_and_bootstrap_intervals():
     assert n_for_half_width(0.08, 8) == 19 and macro_half_width(20, 8) <= 0.08
     assert task_group("PitchClassification_Synth") == "acoustic" and task_group("SpeechDetection_LJSpeech") == "content"
     assert task_group("SpeakerVerification_Synth", True) is None
+
+
+def test_likelihood_scores_from_cached_rows_count_open_questions_apart():
+    from evaluation.dynamic_superb.registry import Task
+    from evaluation.dynamic_superb.runner import NO_OPTIONS, score_task
+
+    t = Task(name="GenderClassification_X", phase="offline", options=("male", "female"))
+    lik = [{"id": "0", "label": "male", "options": ["male", "female"], "option_scores": [-1.0, -2.0],
+            "prior_scores": [-0.5, -3.0]},  # raw: male (hit); PMI: -0.5 vs +1.0 → female (miss)
+           {"id": "1", "label": "female", "options": ["male", "female"], "option_scores": [-1.0, -1.5],
+            "prior_scores": [-0.2, -2.0]},  # raw: male (miss); PMI: -0.8 vs +0.5 → female (hit)
+           {"id": "2", "label": "female", "options": [], "error": NO_OPTIONS}]
+    gen = [{"id": "0", "label": "male", "prediction": "Male", "instruction": "Q"},
+           {"id": "1", "label": "female", "prediction": "The speaker is female.", "instruction": "Q"}]
+    s = score_task(t, gen, lik_rows=lik)
+    assert s["likelihood_accuracy"] == 0.5 and s["likelihood_pmi_accuracy"] == 0.5 and s["n_likelihood"] == 2
+    assert s["per_example"]["likelihood"] == {"0": 1, "1": 0} and s["per_example"]["likelihood-PMI"] == {"0": 0, "1": 1}
+    assert s["likelihood_no_options"] == 1
+    assert s["official_accuracy"] == 0.5 and s["desta2_consecutive_accuracy"] == 1.0 and s["lenient_accuracy"] == 1.0

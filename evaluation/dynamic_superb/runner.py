@@ -70,6 +70,9 @@ def _batches(items: list, n: int) -> Iterable[list]:
         yield items[i:i + n]
 
 
+NO_OPTIONS = "no listed options"
+
+
 def likelihood_path(out_dir: str | Path, model: str, task: str) -> Path:
     """Cache of option log-likelihoods (one row per example: every option's score, with and without audio)."""
     return Path(out_dir) / "likelihood" / safe_name(model) / f"{safe_name(task)}.jsonl"
@@ -118,7 +121,7 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
             fail = {**item, "label": r["label"], "prompt": None, "model": model}
             fail.pop("index")
             if mode == "likelihood" and not item["options"]:  # counted in the scores, never dropped
-                broken.append({**fail, "error": "no listed options"})
+                broken.append({**fail, "error": NO_OPTIONS})
                 continue
             try:
                 item["audios"] = _audios(ds, i, audio_cols, task)
@@ -155,13 +158,17 @@ def score_task(task: Task, rows: list[dict], judge: Any = None, lik_rows: list[d
     if lik_rows:
         from evaluation.likelihood import likelihood_correct
 
-        lik_rows = sorted(lik_rows, key=lambda r: r["id"])
+        # likelihood applies to examples with options; open questions are counted, not scored wrong
+        no_opts = sum(r.get("error") == NO_OPTIONS for r in lik_rows)
+        lik_rows = sorted((r for r in lik_rows if r.get("error") != NO_OPTIONS), key=lambda r: r["id"])
+        res["likelihood_no_options"] = no_opts
         hits = {r["id"]: likelihood_correct(r) for r in lik_rows}
         per["likelihood"] = {i: int(h[0]) for i, h in hits.items()}
         per["likelihood-PMI"] = {i: int(h[1]) for i, h in hits.items()}
-        res.update(n_likelihood=len(lik_rows), likelihood_errors=sum(bool(r.get("error")) for r in lik_rows),
-                   likelihood_accuracy=sum(per["likelihood"].values()) / len(lik_rows),
-                   likelihood_pmi_accuracy=sum(per["likelihood-PMI"].values()) / len(lik_rows))
+        if lik_rows:
+            res.update(n_likelihood=len(lik_rows), likelihood_errors=sum(bool(r.get("error")) for r in lik_rows),
+                       likelihood_accuracy=sum(per["likelihood"].values()) / len(lik_rows),
+                       likelihood_pmi_accuracy=sum(per["likelihood-PMI"].values()) / len(lik_rows))
     res["per_example"] = per
     if not rows:
         return res
@@ -227,5 +234,7 @@ def run(predictor: Predictor | None, tasks_and_data: list[tuple[Task, Any]], out
             if mode == "likelihood" and scorer_for(predictor) is None:
                 continue
             for task, ds in tasks_and_data:
+                if mode == "likelihood" and task.metric == "wer":  # open transcription: nothing to choose from
+                    continue
                 predict_task(predictor, task, ds, out_dir, model, batch_size=batch_size, limit=limit, mode=mode)
     return score_model(out_dir, model, [t for t, _ in tasks_and_data], judge)
