@@ -3,7 +3,8 @@
 Typical offline flow (the demo):
   speechllm evaluate build-suite --out checkpoints/suite
   speechllm evaluate dynamic-superb --suite checkpoints/suite --baseline majority,random,text-llm,transcript-llm,cascade --out checkpoints/eval
-  speechllm evaluate dynamic-superb --suite checkpoints/suite --ckpt checkpoints/<run> --out checkpoints/eval
+  speechllm evaluate dynamic-superb --suite checkpoints/suite --ckpt checkpoints/<run> --out checkpoints/eval \
+      --control shuffled,untrained
   → checkpoints/eval/report.{md,json,png} compares the model with every baseline scored in that folder.
 """
 
@@ -61,8 +62,24 @@ def _predictors(args) -> list:
             out.append(P.TextOnlyLLMPredictor(llm, max_new_tokens=args.max_new_tokens))
         else:
             out.append(P.TranscriptLLMPredictor(llm, asr, cascade=b == "cascade", max_new_tokens=args.max_new_tokens))
+    controls = [c for c in (args.control or "").split(",") if c]
+    if controls and not args.ckpt:
+        raise SystemExit("--control needs --ckpt (the controls are variants of a trained checkpoint)")
     if args.ckpt:
-        out.append(P.SpeechLLMPredictor(args.ckpt, name=args.name, max_new_tokens=args.max_new_tokens))
+        from evaluation import controls as C
+
+        bad = [c for c in controls if c not in C.CONTROLS]
+        if bad:
+            raise SystemExit(f"unknown control(s) {bad}; choose from {', '.join(C.CONTROLS)}")
+        trained = P.SpeechLLMPredictor(args.ckpt, name=args.name, max_new_tokens=args.max_new_tokens)
+        C.share_transcripts(trained.model)  # model, controls, free-form and likelihood passes: one ASR per clip
+        out.append(trained)
+        if "shuffled" in controls:
+            out.append(C.ShuffledAudioPredictor(trained, seed=args.seed))
+        if "untrained" in controls:
+            model = C.share_transcripts(C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model))
+            out.append(P.SpeechLLMPredictor(args.ckpt, name=trained.name + C.UNTRAINED_SUFFIX, model=model,
+                                            max_new_tokens=args.max_new_tokens))
     return out
 
 
@@ -85,12 +102,21 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     p.add_argument("--judge", help="judge LLM (pack/HF folder) for LLM-judge scoring, e.g. qwen2.5-0.5b")
     p.add_argument("--llm", default="smollm2-135m", help="LLM for text-only/transcript/cascade baselines")
     p.add_argument("--asr", default="whisper-tiny.en", help="Whisper pack or .pt for transcript/cascade")
-    p.add_argument("--max-new-tokens", type=int, default=24,
-                   help="answer length cap (phase-1 answers are one word; rambling past it cannot score)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=8,
+                   help="free-form answer length cap (phase-1 answers are one word; 8 tokens hold 'The speaker is "
+                        "male.'; rambling past it cannot score). Likelihood rows need no generation")
+    p.add_argument("--control", help="with --ckpt, control rows: shuffled (another example's audio and "
+                                     "transcript, same instruction; seeded derangement), untrained (fresh adapter)")
+    p.add_argument("--scoring", default="generate,likelihood",
+                   help="generate: free-form answers (official, lenient, desta2-consecutive scores); likelihood: "
+                        "every listed option scored by its log-probability (likelihood, likelihood-PMI scores)")
+    p.add_argument("--seed", type=int, default=0, help="random baseline, shuffled-audio donors, untrained adapter")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     args = p.parse_args(argv)
     _set_threads(args.threads)
+    modes = tuple(m for m in args.scoring.split(",") if m)
+    if not modes or set(modes) - {"generate", "likelihood"}:
+        raise SystemExit(f"--scoring {args.scoring!r}: give generate, likelihood or both (comma-separated)")
     from evaluation.dynamic_superb.loader import TaskDataError
     from evaluation.dynamic_superb.runner import run
     from evaluation.report import write_report
@@ -117,7 +143,7 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
         if not preds:
             raise SystemExit("nothing to evaluate: give --ckpt and/or --baseline (or --rescore)")
         for pr in preds:
-            run(pr, data, args.out, pr.name, batch_size=args.batch_size, limit=args.limit, judge=judge)
+            run(pr, data, args.out, pr.name, batch_size=args.batch_size, limit=args.limit, judge=judge, modes=modes)
     md = write_report(args.out, title="Offline suite" if args.suite else "Dynamic-SUPERB")
     print(md.read_text())
     print(f"report: {md} (+ report.json, report.png)")

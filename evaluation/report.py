@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from evaluation.report_perception import SCORES, perception, render_perception, render_score_tables
+from evaluation.stats import wilson
 from speechllm.io import atomic_write_json, atomic_write_text
 
 PUBLISHED_ORDER = ("Whisper-LLM", "ImageBind-LLM", "Whisper", "BERT-GSLM", "ASR-ChatGPT")
@@ -70,8 +72,10 @@ def summarize(scores: dict[str, dict]) -> dict[str, Any]:
                          if m in t["models"] and t["models"][m].get("headline") is not None]) for m in models}
     lenient = {m: _mean([t["models"][m]["lenient_accuracy"] for t in tasks.values()
                          if m in t["models"] and t["models"][m].get("lenient_accuracy") is not None]) for m in models}
-    return {"models": models, "tasks": tasks, "by_dimension": agg(by_dim), "by_track": agg(by_track),
-            "overall": overall, "overall_lenient": lenient}
+    summary = {"models": models, "order": {m: model_order(m)[0] for m in models}, "tasks": tasks,
+               "by_dimension": agg(by_dim), "by_track": agg(by_track), "overall": overall, "overall_lenient": lenient}
+    summary["perception"] = perception(summary)
+    return summary
 
 
 def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evaluation") -> str:
@@ -84,8 +88,10 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
              "accuracy tasks, judge accuracy for LLM-judge tasks, max(0, 1−WER) for transcription. "
              "*Lenient* = strip whitespace/punctuation and accept the one listed option the answer contains "
              "(not comparable with published numbers). Unparseable answers count as wrong. Scores in %.", ""]
+    if not real:  # the offline suite exists to measure perception: that summary comes first
+        lines += render_perception(summary, summary["perception"])
     head = ["task", "dim", "track", *[f"{m}" for m in models], "chance"] + ([f"pub: {p}" for p in pub] if real else [])
-    lines += ["## Per task (headline)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["## Per task (headline = official)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, t in sorted(tasks.items(), key=lambda kv: (kv[1]["task"].get("dimension") or "", kv[0])):
         info = t["task"]
         cells = [name, info.get("dimension") or "", info.get("track") or "–"]
@@ -95,6 +101,8 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
         if real:
             cells += [f"{info['published'][p]:.1f}" if p in info.get("published", {}) else "–" for p in pub]
         lines.append("| " + " | ".join(cells) + " |")
+    if real:  # real Dynamic-SUPERB tasks: the official rule stays the headline, perception follows
+        lines += [""] + render_perception(summary, summary["perception"])
     lines += ["", "## Lenient accuracy / unparseable rate (per task)", "",
               "| task | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
     for name, t in sorted(tasks.items()):
@@ -129,11 +137,13 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
                 cells.append(" / ".join(pair))
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += render_score_tables(summary)
     return "\n".join(lines)
 
 
 def render_chart(summary: dict[str, Any], path: str | Path) -> None:
-    """Two panels per run: the official headline and the (clearly labelled) lenient accuracy."""
+    """Top: acoustic-task macro mean per system and score (95 % bootstrap bars). Below: per task, the
+    likelihood and the official accuracy with 95 % Wilson bars and the chance level."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,23 +151,39 @@ def render_chart(summary: dict[str, Any], path: str | Path) -> None:
     import numpy as np
 
     models, names = summary["models"], sorted(summary["tasks"])
-    x = np.arange(len(names))
-    w = 0.8 / max(len(models), 1)
-    fig, axes = plt.subplots(2, 1, figsize=(min(18, max(9, 0.9 * len(names))), 8), sharex=True)
-    for ax, key, label in ((axes[0], "headline", "official / headline (%)"),
-                           (axes[1], "lenient_accuracy", "lenient accuracy (%)")):
+    fig, axes = plt.subplots(3, 1, figsize=(min(18, max(10, 0.9 * len(names))), 12))
+    macro = summary["perception"]["macro"].get("acoustic", {})
+    x, w = np.arange(len(models)), 0.8 / len(SCORES)
+    for k, sc in enumerate(SCORES):
+        vals = [macro.get(m, {}).get(sc) for m in models]
+        ys = np.array([100 * v[0] if v else np.nan for v in vals])
+        err = np.array([[100 * (v[0] - v[1]), 100 * (v[2] - v[0])] if v else [0, 0] for v in vals]).T
+        axes[0].bar(x + k * w - 0.4 + w / 2, ys, w, yerr=err, capsize=2, label=sc)
+    axes[0].set_xticks(x)
+    axes[0].set_xticklabels(models, rotation=15, ha="right", fontsize=7)
+    axes[0].set_ylabel("acoustic macro mean (%)")
+    axes[0].set_title("Acoustic tasks: macro accuracy per system and score (95 % bootstrap)")
+    axes[0].legend(fontsize=7, ncol=len(SCORES))
+    xt = np.arange(len(names))
+    wt = 0.8 / max(len(models), 1)
+    for ax, key in ((axes[1], "likelihood"), (axes[2], "official")):
         for k, m in enumerate(models):
-            ys = [100 * (summary["tasks"][n]["models"].get(m, {}).get(key) or 0) for n in names]
-            ax.bar(x + k * w - 0.4 + w / 2, ys, w, label=m)
+            ys, lo, hi = [], [], []
+            for n in names:
+                h = summary["tasks"][n]["models"].get(m, {}).get("per_example", {}).get(key) or {}
+                p = sum(h.values()) / len(h) if h else np.nan
+                a, b = wilson(sum(h.values()), len(h)) if h else (np.nan, np.nan)
+                ys.append(100 * p), lo.append(100 * (p - a)), hi.append(100 * (b - p))
+            if not np.all(np.isnan(ys)):
+                ax.bar(xt + k * wt - 0.4 + wt / 2, ys, wt, yerr=np.clip(np.nan_to_num([lo, hi]), 0, None), capsize=1, label=m)
         chance = [summary["tasks"][n]["task"].get("random_baseline_pct") for n in names]
-        ax.scatter(x, [c if c is not None else np.nan for c in chance], marker="_", s=300, color="black",
+        ax.scatter(xt, [c if c is not None else np.nan for c in chance], marker="_", s=300, color="black",
                    label="chance", zorder=3)
-        ax.set_ylabel(label)
-        ax.set_ylim(0, 100)
-    axes[0].legend(fontsize=7, ncol=min(4, len(models) + 1))
-    axes[1].set_xticks(x)
-    axes[1].set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-    axes[0].set_title("Dynamic-SUPERB-format evaluation")
+        ax.set_ylabel(f"{key} accuracy (%)")
+        ax.set_ylim(0, 105)
+        ax.set_xticks(xt)
+        ax.set_xticklabels(names if ax is axes[2] else [], rotation=60, ha="right", fontsize=8)
+    axes[1].legend(fontsize=6, ncol=min(4, len(models) + 1))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -18,11 +18,14 @@ from tqdm import tqdm
 from evaluation.dynamic_superb.loader import decode_audio, example_id
 from evaluation.dynamic_superb.registry import Task
 from evaluation.dynamic_superb.scoring import (
+    desta2_consecutive_match,
     judge_accuracy,
     label_str,
     lenient_accuracy,
     official_accuracy,
+    official_match,
     wer_score,
+    whisper_basic_normalizer,
 )
 from speechllm.data.audio import AudioError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
@@ -49,14 +52,16 @@ def predictions_path(out_dir: str | Path, model: str, task: str) -> Path:
 
 
 def cached_models(out_dir: str | Path) -> list[str]:
-    """Model names with a prediction cache under `out_dir` (read from the rows, not the folder name)."""
-    names = []
-    for d in sorted((Path(out_dir) / "predictions").glob("*")):
-        for f in sorted(d.glob("*.jsonl")):
-            rows = read_jsonl(f)
-            if rows:
-                names.append(rows[0]["model"])
-                break
+    """Model names with a prediction or likelihood cache under `out_dir` (read from the rows, not the
+    folder name)."""
+    names: list[str] = []
+    for kind in ("predictions", "likelihood"):
+        for d in sorted((Path(out_dir) / kind).glob("*")):
+            for f in sorted(d.glob("*.jsonl")):
+                rows = read_jsonl(f)
+                if rows:
+                    names += [] if rows[0]["model"] in names else [rows[0]["model"]]
+                    break
     return names
 
 
@@ -65,57 +70,124 @@ def _batches(items: list, n: int) -> Iterable[list]:
         yield items[i:i + n]
 
 
+NO_OPTIONS = "no listed options"
+
+
+def likelihood_path(out_dir: str | Path, model: str, task: str) -> Path:
+    """Cache of option log-likelihoods (one row per example: every option's score, with and without audio)."""
+    return Path(out_dir) / "likelihood" / safe_name(model) / f"{safe_name(task)}.jsonl"
+
+
+def _audios(ds: Any, i: int, audio_cols: list[str], task: Task) -> list:
+    r = ds[i]
+    return [decode_audio(r[c], f"{task.name}[{i}].{c}") for c in audio_cols if r[c] is not None]
+
+
 def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path, model: str | None = None,
-                 batch_size: int = 8, limit: int | None = None) -> Path:
-    """Generate answers for the examples of `ds` not yet in the cache; returns the cache path."""
+                 batch_size: int = 8, limit: int | None = None, mode: str = "generate") -> Path:
+    """Answer (mode "generate") or score the listed options of (mode "likelihood") the examples of `ds`
+    not yet in the cache; returns the cache path."""
+    from evaluation.likelihood import item_options, scorer_for
+
     model = model or predictor.name
-    cache = AppendOnlyJsonl(predictions_path(out_dir, model, task.name), key="id")
+    if mode == "likelihood":
+        scorer = scorer_for(predictor)
+        if scorer is None:
+            raise ValueError(f"{predictor.name} has no likelihood scoring")
+        path, call = likelihood_path(out_dir, model, task.name), scorer.score_options
+    elif mode == "generate":
+        path, call = predictions_path(out_dir, model, task.name), predictor.predict
+    else:
+        raise ValueError(f"unknown mode {mode!r}: generate | likelihood")
+    cache = AppendOnlyJsonl(path, key="id")
     n = len(ds) if limit is None else min(limit, len(ds))
     meta_cols = [c for c in ds.column_names if not c.startswith("audio")]
     audio_cols = [c for c in ds.column_names if c.startswith("audio")]
-    rows = [(example_id(i, r), i) for i, r in enumerate(ds.select_columns(meta_cols).select(range(n)))]
+    meta = ds.select_columns(meta_cols)
+    rows = [(example_id(i, r), i) for i, r in enumerate(meta.select(range(n)))]
     todo = [(eid, i) for eid, i in rows if eid not in cache.done]
     if hasattr(predictor, "prepare_task"):  # e.g. the majority baseline reads the task's label prior
         predictor.prepare_task(task, [label_str(r["label"]) for r in ds.select_columns(["label"]).select(range(n))])
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{model} · {task.name}", unit="ex")
+    if hasattr(predictor, "prepare_donors"):  # the shuffled-audio control takes other examples' audio
+        predictor.prepare_donors(task, [example_id(i, r) for i, r in enumerate(meta)],
+                                 lambda j: _audios(ds, j, audio_cols, task))
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{model} · {task.name} · {mode}", unit="ex")
     for chunk in _batches(todo, batch_size):
         items, broken = [], []
         for eid, i in chunk:
             r = ds[i]
-            item = {"id": eid, "task": task.name, "instruction": r["instruction"], "file": r.get("file")}
+            item = {"id": eid, "index": i, "task": task.name, "instruction": r["instruction"], "file": r.get("file"),
+                    "options": item_options(task, r["instruction"])}
+            fail = {**item, "label": r["label"], "prompt": None, "model": model}
+            fail.pop("index")
+            if mode == "likelihood" and not item["options"]:  # counted in the scores, never dropped
+                broken.append({**fail, "error": NO_OPTIONS})
+                continue
             try:
-                item["audios"] = [decode_audio(r[c], f"{task.name}[{i}].{c}") for c in audio_cols if r[c] is not None]
+                item["audios"] = _audios(ds, i, audio_cols, task)
                 items.append((item, r))
             except AudioError as e:  # an unusable clip is scored wrong, never silently dropped
-                broken.append({**item, "label": r["label"], "prediction": "", "prompt": None,
-                               "error": f"{e.reason}: {e.detail}", "model": model})
-        outs = predictor.predict([it for it, _ in items]) if items else []
+                broken.append({**fail, "prediction": "", "error": f"{e.reason}: {e.detail}"})
+        outs = call([it for it, _ in items]) if items else []
         if len(outs) != len(items):
             raise RuntimeError(f"predictor {predictor.name} returned {len(outs)} answers for {len(items)} items")
         done = [{"id": it["id"], "task": task.name, "model": model, "file": it["file"],
-                 "instruction": it["instruction"], "label": r["label"], "prediction": o["prediction"],
-                 "prompt": o.get("prompt")} for (it, r), o in zip(items, outs, strict=True)]
+                 "instruction": it["instruction"], "label": r["label"],
+                 **({"options": it["options"]} if mode == "likelihood" else {}), **o}
+                for (it, r), o in zip(items, outs, strict=True)]
         cache.extend(done + broken)
         bar.update(len(chunk))
     bar.close()
     return cache.path
 
 
-def score_task(task: Task, rows: list[dict], judge: Any = None) -> dict[str, Any]:
-    """Scores for one task from cached rows (ordered by id)."""
+SCORE_NAMES = {"official": "official_accuracy", "lenient": "lenient_accuracy",
+               "desta2-consecutive": "desta2_consecutive_accuracy", "likelihood": "likelihood_accuracy",
+               "likelihood-PMI": "likelihood_pmi_accuracy"}
+
+
+def score_task(task: Task, rows: list[dict], judge: Any = None, lik_rows: list[dict] | None = None) -> dict[str, Any]:
+    """Scores for one task from cached rows (ordered by id): free-form answers (`rows`) and option
+    likelihoods (`lik_rows`). `per_example` keeps each example's hit (0/1) per score, keyed by id, so the
+    report can draw intervals, bootstrap macro means and pair a model with its controls."""
     rows = sorted(rows, key=lambda r: r["id"])
     preds = [str(r["prediction"]) for r in rows]
     labels = [r["label"] for r in rows]
     res: dict[str, Any] = {"n": len(rows), "metric": task.metric, "errors": sum(bool(r.get("error")) for r in rows)}
+    per: dict[str, dict[str, int]] = {}
+    if lik_rows:
+        from evaluation.likelihood import likelihood_correct
+
+        # likelihood applies to examples with options; open questions are counted, not scored wrong
+        no_opts = sum(r.get("error") == NO_OPTIONS for r in lik_rows)
+        lik_rows = sorted((r for r in lik_rows if r.get("error") != NO_OPTIONS), key=lambda r: r["id"])
+        res["likelihood_no_options"] = no_opts
+        hits = {r["id"]: likelihood_correct(r) for r in lik_rows}
+        per["likelihood"] = {i: int(h[0]) for i, h in hits.items()}
+        per["likelihood-PMI"] = {i: int(h[1]) for i, h in hits.items()}
+        if lik_rows:
+            res.update(n_likelihood=len(lik_rows), likelihood_errors=sum(bool(r.get("error")) for r in lik_rows),
+                       likelihood_accuracy=sum(per["likelihood"].values()) / len(lik_rows),
+                       likelihood_pmi_accuracy=sum(per["likelihood-PMI"].values()) / len(lik_rows))
+    res["per_example"] = per
     if not rows:
         return res
     if task.metric == "wer":
         res.update(wer_score(preds, [label_str(y) for y in labels]))
         res["headline"] = res["score"]
         return res
+    ids, instr = [r["id"] for r in rows], [r["instruction"] for r in rows]
+    fallback = list(task.options) or sorted({label_str(y) for y in labels})
+    per["official"] = {i: int(official_match(p, y)) for i, p, y in zip(ids, preds, labels, strict=True)}
+    per["lenient"] = {i: int(lenient_accuracy([p], [y], [q], fallback)["accuracy"])
+                      for i, p, y, q in zip(ids, preds, labels, instr, strict=True)}
+    norm = whisper_basic_normalizer()
+    per["desta2-consecutive"] = {i: int(desta2_consecutive_match(p, y, norm))
+                                 for i, p, y in zip(ids, preds, labels, strict=True)}
     res["official_accuracy"] = official_accuracy(preds, labels)
-    lenient = lenient_accuracy(preds, labels, [r["instruction"] for r in rows], task.options or None)
+    lenient = lenient_accuracy(preds, labels, instr, fallback)
     res["lenient_accuracy"], res["unparseable_rate"] = lenient["accuracy"], lenient["unparseable_rate"]
+    res["desta2_consecutive_accuracy"] = sum(per["desta2-consecutive"].values()) / len(rows)
     res["headline"] = res["official_accuracy"]
     if task.metric == "llm_judge" or judge is not None:
         if judge is None:
@@ -131,26 +203,38 @@ def score_task(task: Task, rows: list[dict], judge: Any = None) -> dict[str, Any
     return res
 
 
+def _latest(path: Path) -> list[dict]:
+    return list({r["id"]: r for r in read_jsonl(path)}.values()) if path.exists() else []
+
+
 def score_model(out_dir: str | Path, model: str, tasks: list[Task], judge: Any = None) -> dict[str, Any]:
     """Score every task with a cache for `model`; writes `<out>/scores/<model>.json`."""
     out: dict[str, Any] = {"model": model, "tasks": {}}
     for t in tasks:
-        p = predictions_path(out_dir, model, t.name)
-        if not p.exists():
+        rows = _latest(predictions_path(out_dir, model, t.name))
+        lik = _latest(likelihood_path(out_dir, model, t.name))
+        if not rows and not lik:
             continue
-        rows = list({r["id"]: r for r in read_jsonl(p)}.values())
-        out["tasks"][t.name] = {"task": t.to_dict(), "scores": score_task(t, rows, judge)}
+        out["tasks"][t.name] = {"task": t.to_dict(), "scores": score_task(t, rows, judge, lik)}
     atomic_write_json(Path(out_dir) / "scores" / f"{safe_name(model)}.json", out)
     return out
 
 
 def run(predictor: Predictor | None, tasks_and_data: list[tuple[Task, Any]], out_dir: str | Path,
         model: str, batch_size: int = 8, limit: int | None = None, rescore: bool = False,
-        judge: Any = None) -> dict[str, Any]:
-    """predict (unless `rescore`) → score; the caller renders the report over all scored models."""
+        judge: Any = None, modes: tuple[str, ...] = ("generate",)) -> dict[str, Any]:
+    """predict in each of `modes` ("generate", "likelihood"; skipped when `rescore`) → score; the caller
+    renders the report over all scored models. Likelihood is skipped for predictors without it."""
     if not rescore:
         if predictor is None:
             raise ValueError("a predictor is needed unless rescore=True")
-        for task, ds in tasks_and_data:
-            predict_task(predictor, task, ds, out_dir, model, batch_size=batch_size, limit=limit)
+        from evaluation.likelihood import scorer_for
+
+        for mode in modes:
+            if mode == "likelihood" and scorer_for(predictor) is None:
+                continue
+            for task, ds in tasks_and_data:
+                if mode == "likelihood" and task.metric == "wer":  # open transcription: nothing to choose from
+                    continue
+                predict_task(predictor, task, ds, out_dir, model, batch_size=batch_size, limit=limit, mode=mode)
     return score_model(out_dir, model, [t for t, _ in tasks_and_data], judge)

@@ -18,6 +18,7 @@ from speechllm.prompts.judge import parse_judge_verdict
 __all__ = [
     "official_match", "official_accuracy", "lenient_extract", "lenient_accuracy", "judge_accuracy",
     "parse_judge_verdict", "wer_score", "airbench_choice", "airbench_accuracy", "label_str",
+    "desta2_consecutive_match", "desta2_consecutive_accuracy",
 ]
 
 
@@ -81,6 +82,30 @@ def lenient_accuracy(predictions: list[str], labels: list, instructions: list[st
             correct += 1
     n = max(len(labels), 1)
     return {"accuracy": correct / n, "unparseable_rate": unparseable / n}
+
+
+def whisper_basic_normalizer():
+    # Whisper's BasicTextNormalizer (the same class the `whisper_normalizer` package that DeSTA2.5's
+    # metric imports ships): lowercase, drop [..]/(..) spans, symbols and punctuation become spaces
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+    return BasicTextNormalizer()
+
+
+def desta2_consecutive_match(prediction: str, label: object, normalizer=None) -> bool:
+    """DeSTA2.5-Audio's `ConsecutiveWordsAccuracyMetric`: both sides through Whisper's BasicTextNormalizer,
+    a hit when the label's words occur consecutively (as whole words) in the prediction."""
+    norm = normalizer or whisper_basic_normalizer()
+    pred, lab = norm(str(prediction)).lower().split(), norm(label_str(label)).lower().split()
+    return any(pred[i:i + len(lab)] == lab for i in range(len(pred) - len(lab) + 1))
+
+
+def desta2_consecutive_accuracy(predictions: list[str], labels: list) -> float:
+    """Fraction of DeSTA2 consecutive-word hits (named `desta2-consecutive` in reports; not official)."""
+    if len(predictions) != len(labels):
+        raise ValueError(f"{len(predictions)} predictions but {len(labels)} labels")
+    norm = whisper_basic_normalizer()
+    return sum(desta2_consecutive_match(p, y, norm) for p, y in zip(predictions, labels, strict=True)) / max(len(labels), 1)
 
 
 def judge_accuracy(verdicts: list[bool | None]) -> dict[str, float]:

@@ -1,0 +1,112 @@
+"""Control rows for a trained checkpoint: does the model use the audio at all?
+
+- shuffled audio: the trained model given another example's audio (and so that audio's transcript) from
+  the same task, with this example's instruction; the donor is a seeded derangement (no example keeps its
+  own audio). If accuracy with shuffled audio equals accuracy with true audio, nothing came from audio.
+- untrained adapter: the same checkpoint config with a freshly initialised adapter (fixed seed, no LoRA):
+  what the frozen Whisper + LLM pair gives with an adapter that learned nothing.
+Both are ordinary predictors, cached and scored like any other row (free-form and likelihood).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+CONTROLS = ("shuffled", "untrained")
+SHUFFLED_SUFFIX, UNTRAINED_SUFFIX = "+shuffled-audio", "+untrained-adapter"
+
+
+def derangement(n: int, seed: str) -> list[int]:
+    """A seeded random permutation with no fixed point (Sattolo: one random n-cycle); [0] for n == 1."""
+    perm = list(range(n))
+    rng = random.Random(seed)
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)  # j < i: Sattolo's variant of Fisher–Yates
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+class ShuffledAudioPredictor:
+    """Wraps the trained model's predictor; each example gets the audio of example `perm[index]`."""
+
+    def __init__(self, inner: Any, seed: int = 0, name: str | None = None):
+        self.inner, self.seed = inner, seed
+        self.name = name or inner.name + SHUFFLED_SUFFIX
+        self._perm: list[int] = []
+        self._ids: list[str] = []
+        self._load: Callable[[int], list] | None = None
+
+    def prepare_donors(self, task: Any, ids: list[str], load: Callable[[int], list]) -> None:
+        """Called by the runner per task with every example id of the task (not only a --limit subset,
+        so the donor of an example never depends on the limit) and a loader of example j's audios."""
+        self._ids, self._load = ids, load
+        self._perm = derangement(len(ids), f"{self.seed}:{task.name}")
+
+    def swap(self, batch: list[dict]) -> list[dict]:
+        if self._load is None:
+            raise RuntimeError("prepare_donors was not called (run through evaluation.dynamic_superb.runner)")
+        out = []
+        for it in batch:
+            j = self._perm[it["index"]]
+            out.append({**it, "audios": self._load(j), "audio_from": self._ids[j]})
+        return out
+
+    def predict(self, batch: list[dict]) -> list[dict]:
+        items = self.swap(batch)
+        return [{**o, "audio_from": it["audio_from"]} for o, it in zip(self.inner.predict(items), items, strict=True)]
+
+    def score_options(self, batch: list[dict]) -> list[dict]:
+        from evaluation.likelihood import scorer_for
+
+        items = self.swap(batch)
+        outs = scorer_for(self.inner).score_options(items)
+        return [{**o, "audio_from": it["audio_from"]} for o, it in zip(outs, items, strict=True)]
+
+
+def build_untrained(ckpt: str, seed: int = 0, trained: Any = None, build: Callable | None = None) -> Any:
+    """The checkpoint's model config with a fresh adapter: RNG seeded right before construction, so the
+    same seed gives the same weights; LoRA left out (an untrained LoRA is the identity anyway). Given the
+    loaded trained model (without LoRA), its frozen encoder and LLM are shared instead of loaded again."""
+    import torch
+
+    from speechllm.model.checkpoint import read_config
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    cfg = SpeechLLMConfig(**read_config(ckpt)["model"])
+    cfg.lora = None
+    if build is None and trained is not None and not getattr(trained.config, "lora", None):
+        def build(c):
+            return SpeechLLM(trained.encoder, trained.llm, trained.tokenizer, c)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build(cfg) if build else SpeechLLM.from_config(cfg)
+    return model.eval()
+
+
+class CachedTranscripts:
+    """Memoises a `transcribe(wavs) -> list[str]` by waveform hash: the trained model and its shuffled
+    control (and free-form and likelihood passes) transcribe each clip once."""
+
+    def __init__(self, fn: Callable[[list], list[str]]):
+        self.fn, self.memo = fn, {}
+
+    def __call__(self, wavs, *args, **kwargs) -> list[str]:
+        keys = [hashlib.sha1(np.ascontiguousarray(w, dtype=np.float32).tobytes()).hexdigest() for w in wavs]
+        todo = [i for i, k in enumerate(keys) if k not in self.memo]
+        if todo:
+            for i, t in zip(todo, self.fn([wavs[i] for i in todo], *args, **kwargs), strict=True):
+                self.memo[keys[i]] = t
+        return [self.memo[k] for k in keys]
+
+
+def share_transcripts(model: Any) -> Any:
+    """Wrap the model's encoder.transcribe with a memo (no-op when it has none)."""
+    enc = getattr(model, "encoder", None)
+    if enc is not None and hasattr(enc, "transcribe") and not isinstance(enc.transcribe, CachedTranscripts):
+        enc.transcribe = CachedTranscripts(enc.transcribe)
+    return model

@@ -1,0 +1,130 @@
+"""Control rows (shuffled audio, untrained adapter) and the report that must show a deaf model as deaf."""
+
+import json
+
+import pytest
+import torch
+
+from evaluation.cli import main
+from evaluation.controls import ShuffledAudioPredictor, build_untrained, derangement
+from evaluation.dynamic_superb.loader import open_task
+from evaluation.dynamic_superb.registry import load_suite_tasks
+from evaluation.dynamic_superb.runner import likelihood_path, run
+from evaluation.fakes import fake_speak, fake_voices
+from evaluation.report import write_report
+from evaluation.suite import build_suite
+from speechllm.io import read_jsonl
+
+TASKS = ["GenderClassification_Synth", "SpeakerVerification_Synth", "SpeechDetection_Synth"]
+SENTENCES = [f"one two three {w} five six" for w in ("four", "red", "blue", "green", "tall")]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    build_suite(out, n=16, seed=0, tasks=TASKS, speak=fake_speak, voices=fake_voices(), sentences=SENTENCES)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    torch.manual_seed(0)
+    cfg = SpeechLLMConfig(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                          real_length=False,  # 30-s windows: a clip's states do not depend on its batch-mates
+                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 3}},
+                          interleave_transcript=False)
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-run"
+    SpeechLLM.from_config(cfg).save_pretrained(out)
+    return out
+
+
+def test_derangement_is_a_seeded_permutation_without_fixed_points():
+    for n in (2, 3, 10, 57):
+        p = derangement(n, "s")
+        assert sorted(p) == list(range(n)) and all(p[i] != i for i in range(n))
+        assert p == derangement(n, "s")
+    assert derangement(40, "a") != derangement(40, "b")
+
+
+def test_untrained_adapter_is_fresh_and_seeded(ckpt):
+    from speechllm.generation import load_speechllm
+
+    trained = load_speechllm(ckpt)
+    a, b = build_untrained(str(ckpt), seed=3, trained=trained), build_untrained(str(ckpt), seed=3)
+    c = build_untrained(str(ckpt), seed=4, trained=trained)
+    sa, sb, sc, st = (m.adapter.state_dict() for m in (a, b, c, trained))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, shared or freshly loaded frozen parts
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert any(not torch.equal(sa[k], st[k]) for k in sa)
+    assert a.llm is trained.llm  # frozen parts shared, not loaded twice
+
+
+def test_cli_controls_produce_rows_and_shuffled_rows_really_use_another_clip(ckpt, suite, tmp_path):
+    from speechllm.generation import load_speechllm
+    from speechllm.model.scoring import score_options
+
+    out = tmp_path / "eval"
+    assert main(["dynamic-superb", "--ckpt", str(ckpt), "--control", "shuffled,untrained", "--suite", str(suite),
+                 "--tasks", TASKS[1], "--out", str(out), "--batch-size", "4", "--max-new-tokens", "2",
+                 "--limit", "4"]) == 0
+    names = {json.loads(f.read_text())["model"] for f in (out / "scores").glob("*.json")}
+    assert names == {"speechllm:tiny-run", "speechllm:tiny-run+shuffled-audio", "speechllm:tiny-run+untrained-adapter"}
+    text = (out / "report.md").read_text()
+    assert "Δ vs shuffled" in text and "likelihood-PMI" in text and "desta2-consecutive" in text
+    assert "speechllm:tiny-run − shuffled audio" in text and "[" in text  # intervals
+    model = load_speechllm(ckpt)
+    ds = open_task(load_suite_tasks(suite)[TASKS[1]], [suite], allow_hub=False)
+    from evaluation.dynamic_superb.loader import decode_audio
+
+    rows = read_jsonl(likelihood_path(out, "speechllm:tiny-run+shuffled-audio", TASKS[1]))
+    own = {r["id"]: r for r in read_jsonl(likelihood_path(out, "speechllm:tiny-run", TASKS[1]))}
+    assert len(rows) == 4
+    for r in rows[:2]:
+        assert r["audio_from"] != r["id"] and r["audio_from"].split(":")[1].startswith(TASKS[1])
+        j = int(r["audio_from"].split(":")[0])
+        donor = [decode_audio(ds[j]["audio"]), decode_audio(ds[j]["audio2"])]
+        want = score_options(model, [donor], [r["instruction"]], [r["options"]])[0]
+        assert r["option_scores"] == pytest.approx(want, abs=1e-4)
+        assert r["option_scores"] != pytest.approx(own[r["id"]]["option_scores"], abs=1e-6)
+        assert r["prior_scores"] == pytest.approx(own[r["id"]]["prior_scores"], abs=1e-6)  # same instruction
+
+
+class Oracle:
+    """A fake model that 'hears' the label through a lookup by audio content (or ignores audio)."""
+
+    def __init__(self, name, table, deaf=False):
+        self.name, self.table, self.deaf = name, table, deaf
+
+    def _label(self, it):
+        return "male" if self.deaf else self.table[it["audios"][0].tobytes()]
+
+    def predict(self, batch):
+        return [{"prediction": self._label(it), "prompt": "p"} for it in batch]
+
+    def score_options(self, batch):
+        return [{"option_scores": [float(o == self._label(it)) for o in it["options"]],
+                 "prior_scores": [0.0] * len(it["options"]), "prompt": "p", "prior_prompt": "q"} for it in batch]
+
+
+def test_report_shows_a_deaf_model_as_deaf_and_a_hearing_one_as_hearing(suite, tmp_path):
+    from evaluation.dynamic_superb.loader import decode_audio
+
+    task = load_suite_tasks(suite)["GenderClassification_Synth"]
+    ds = open_task(task, [suite], allow_hub=False)
+    table = {decode_audio(ds[i]["audio"]).tobytes(): ds[i]["label"] for i in range(len(ds))}
+    for m in (Oracle("hears", table), Oracle("deaf", table, deaf=True)):
+        for p in (m, ShuffledAudioPredictor(m, seed=0)):
+            run(p, [(task, ds)], tmp_path, p.name, modes=("generate", "likelihood"))
+    write_report(tmp_path)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    hears = next(line for line in lines if line.startswith("| hears − shuffled audio"))
+    deaf = next(line for line in lines if line.startswith("| deaf − shuffled audio"))
+    assert "audio used" in hears and "no measurable audio effect" in deaf
+    summ = json.loads((tmp_path / "report.json").read_text())
+    assert summ["tasks"]["GenderClassification_Synth"]["models"]["hears"]["likelihood_accuracy"] == 1.0
+    d = summ["perception"]["delta"]["acoustic"]["hears − shuffled audio"]["likelihood"]
+    assert d[1] > 0.2  # the lower bound clears zero by a wide margin
+    assert summ["perception"]["delta"]["acoustic"]["deaf − shuffled audio"]["likelihood"] == [0.0, 0.0, 0.0]
+    assert (tmp_path / "report.png").stat().st_size > 1000
