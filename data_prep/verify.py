@@ -267,7 +267,10 @@ def _grounded(ms: list[Mention], attrs: dict[str, str], transcript: str, answer:
     """An open description must be about this clip: a captioned attribute or a word of what is said."""
     if any(not m.negated and m.attr in attrs and m.value in _accepts(m.attr, attrs[m.attr]) for m in ms):
         return True
-    return bool(_content(tokens(transcript, breaks=False)) & _content(tokens(answer, breaks=False)))
+    said = _content(tokens(transcript, breaks=False))
+    if not said and not attrs:  # nothing to ground on ("Yes." with no attributes)
+        return True
+    return bool(said & _content(tokens(answer, breaks=False)))
 
 
 def _yes_no(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> Verdict:

@@ -136,6 +136,11 @@ def test_unknown_value_is_checked_literally():
     assert not verify(row, "The speaker has an American accent.").ok
 
 
+def test_open_description_with_nothing_to_ground_on():
+    row = {"id": "x", "instruction_id": "default", "attributes": {}, "transcript": "Yes.", "duration": 1.0}
+    assert verify(row, template_answer(row)).ok
+
+
 def test_word_errors():
     assert word_errors(["a", "b", "c"], ["a", "x", "c"]) == 1
     assert word_errors(["b", "c"], ["the", "words", "b", "c", "end"], free_ends=True) == 0
