@@ -1,8 +1,10 @@
 """`speechllm prepare captions`: DeSTA2 seed caption + instruction(s) for every clip.
 
 Pure and fast (no audio is read), so it simply rewrites the manifest; the same seed gives the same
-instructions whatever the row order. With `--per-clip K` each clip gets K rows (different
-instructions, ids `<clip id>#<k>`, `clip_id` keeps the clip), a cheap way to multiply training rows.
+instructions whatever the row order. With `--per-clip K` each clip gets K rows (K distinct
+instructions, ids `<clip id>#<k>`, same audio path, `clip_id` keeps the clip): several questions
+from one encoding. `--attribute-share` sets how many questions are attribute-focused (gender, pitch,
+speed, volume, noise, accent, … including the questions that list their options).
 All templates come from `speechllm.prompts.captions` and are written verbatim to `templates.json`.
 """
 
@@ -14,10 +16,11 @@ from pathlib import Path
 from data_prep.common import default_out
 from speechllm.data.manifest import ManifestError, load_manifest, save_manifest
 from speechllm.io import atomic_write_json
-from speechllm.prompts.captions import CAPTION_VERSION, pick_instruction, seed_caption, templates_record
+from speechllm.prompts.captions import CAPTION_VERSION, pick_instructions, seed_caption, templates_record
 
 
-def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.4) -> list[dict]:
+def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.2,
+                 attribute_share: float = 0.5) -> list[dict]:
     """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`."""
     out = []
     for i, r in enumerate(rows):
@@ -26,8 +29,9 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
                                 "first (it fills missing transcripts with Whisper)")
         attrs = r.get("attributes") or {}
         cap = seed_caption(r["transcript"], attrs, float(r.get("duration") or 0.0))
-        for k in range(per_clip):
-            ins = pick_instruction(str(r["id"]), attrs, seed, default_share, slot=k)
+        if per_clip < 1:
+            raise ValueError(f"--per-clip must be >= 1, got {per_clip}")
+        for k, ins in enumerate(pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share)):
             row = {**r, "caption": cap, "instruction": ins.text, "instruction_id": ins.id,
                    "caption_version": CAPTION_VERSION}
             if per_clip > 1:
@@ -45,9 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default="data/demo/attributes.jsonl")
     p.add_argument("--out", default=None, help="default: captions.jsonl next to the input")
     p.add_argument("--seed", type=int, default=0, help="instruction choice seed (deterministic per row id)")
-    p.add_argument("--per-clip", type=int, default=1, help="instructions (rows) per clip")
-    p.add_argument("--default-share", type=float, default=0.4,
+    p.add_argument("--per-clip", type=int, default=1,
+                   help="distinct instructions (rows) per clip, ids <clip>#k, same audio")
+    p.add_argument("--default-share", type=float, default=0.2,
                    help="fraction of rows with the default 'What can you hear from the audio?'")
+    p.add_argument("--attribute-share", type=float, default=0.5,
+                   help="fraction of rows with an attribute-focused question (the rest: open/content/format)")
     return p
 
 
@@ -61,7 +68,7 @@ def main(argv: list[str]) -> int:
         a = Path(r["audio"])
         if out.parent.resolve() == base and a.is_absolute() and a.is_relative_to(base):
             r["audio"] = str(a.relative_to(base))
-    done = caption_rows(rows, args.seed, args.per_clip, args.default_share)
+    done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share)
     save_manifest(out, done)
     atomic_write_json(out.with_name("templates.json"), templates_record())
     print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")

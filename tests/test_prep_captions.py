@@ -71,3 +71,44 @@ def test_target_messages_put_caption_where_the_audio_goes():
     msgs = target_messages("[00:00-00:01] \"hi\" (Duration: 1s)", "What can you hear from the audio?")
     assert msgs[0]["role"] == "system"
     assert msgs[1]["content"] == '[00:00-00:01] "hi" (Duration: 1s)\nWhat can you hear from the audio?'
+
+
+def test_per_clip_instructions_are_distinct_same_audio_and_deterministic():
+    rows = caption_rows(_rows(30), per_clip=4, seed=3)
+    by_clip: dict[str, list[dict]] = {}
+    for r in rows:
+        by_clip.setdefault(r["clip_id"], []).append(r)
+    for clip, rs in by_clip.items():
+        assert [r["id"] for r in rs] == [f"{clip}#{k}" for k in range(4)]
+        assert len({r["instruction_id"] for r in rs}) == 4  # distinct questions
+        assert len({r["audio"] for r in rs}) == 1
+    assert caption_rows(_rows(30), per_clip=4, seed=3) == rows
+
+
+def test_attribute_share_sets_the_share_of_attribute_questions():
+    rows = [{"id": f"r{i}", "audio": "x.wav", "transcript": "w", "duration": 2.0,
+             "attributes": {"gender": "male", "pitch": "low", "speed": "fast", "volume": "normal", "noise": "clean"}}
+            for i in range(600)]
+    for share in (0.2, 0.8):
+        got = caption_rows(rows, attribute_share=share, default_share=0.1)
+        frac = sum(INSTRUCTION_BY_ID[r["instruction_id"]].attribute_focused for r in got) / len(got)
+        assert abs(frac - share) < 0.07, (share, frac)
+    with pytest.raises(ValueError, match="must be in"):
+        caption_rows(rows[:1], attribute_share=0.9, default_share=0.3)
+
+
+def test_option_questions_use_the_pools_own_words_not_the_suites():
+    import inspect
+
+    from evaluation import suite_tasks
+    from speechllm.prompts.captions import INSTRUCTIONS
+
+    suite_text = inspect.getsource(suite_tasks).lower()
+    with_options = [i for i in INSTRUCTIONS if i.options]
+    assert len(with_options) >= 6
+    for ins in INSTRUCTIONS:
+        assert ins.text.lower() not in suite_text, f"{ins.id} copies the evaluation suite's wording"
+        assert "the answer could be" not in ins.text.lower()
+    for ins in with_options:  # every listed option word appears in the question itself
+        first = [w.split()[-1] for _, w in ins.options]
+        assert all(w in ins.text.lower() for w in first), ins.id

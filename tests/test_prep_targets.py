@@ -71,11 +71,11 @@ class _Killer:
     def __getattr__(self, k):
         return getattr(self.gen, k)
 
-    def generate(self, prompts, s, seed):
+    def generate(self, prompts, s, seed, **kw):
         if self.n == 0:
             raise KeyboardInterrupt("killed")
         self.n -= 1
-        return self.gen.generate(prompts, s, seed)
+        return self.gen.generate(prompts, s, seed, **kw)
 
 
 @pytest.mark.parametrize("sample", [False, True])
@@ -165,3 +165,152 @@ def test_truncated_targets_are_trimmed_to_the_last_sentence():
     assert trim_to_sentence("The speaker is calm. She talks about a dog and the") == "The speaker is calm."
     assert trim_to_sentence("No sentence end here at all") is None
     assert trim_to_sentence("A. " + "x" * 50) is None  # would keep too little
+
+
+# ---- verification, resampling, fallback, fidelity report ------------------------------------------
+
+def _attr_rows(n: int) -> list[dict]:
+    """Rows asking for the speed, half slow, half fast."""
+    out = []
+    for i in range(n):
+        attrs = {"gender": "female", "speed": "slow" if i % 2 else "fast"}
+        out.append({"id": f"q{i}", "audio": f"wavs/q{i}.wav", "transcript": "hello there", "duration": 2.0,
+                    "attributes": attrs, "caption": seed_caption("hello there", attrs, 2.0),
+                    "instruction_id": "speed", "instruction": "How quickly does the speaker talk?"})
+    return out
+
+
+class _Scripted:
+    """A generator whose greedy answer is always wrong ("The speaker talks at a normal pace.") and
+    whose sample with row seed s says "slowly" when s % 3 == 0, "fast" when s % 3 == 1, else nothing
+    useful: so rows pass on different attempts. Records every call."""
+
+    name = "scripted"
+
+    def __init__(self):
+        self.calls = []
+
+    def render(self, messages):
+        return messages[-1]["content"]
+
+    def n_tokens(self, prompt):
+        return len(prompt.split())
+
+    def generate(self, prompts, s, seed, row_seeds=None):
+        self.calls.append((len(prompts), s.do_sample, row_seeds))
+        if row_seeds is None:
+            return [{"text": "The speaker talks at a normal pace.", "n_tokens": 7, "finish_reason": "stop"}
+                    for _ in prompts]
+        words = {0: "The speaker talks slowly.", 1: "The speaker talks fast."}
+        return [{"text": words.get(rs % 3, "I cannot tell."), "n_tokens": 5, "finish_reason": "stop"}
+                for rs in row_seeds]
+
+
+def _pipeline(gen, k=8, fallback=True):
+    from data_prep.target_sources import LLMSource, TemplateSource
+
+    return [LLMSource(gen, SETTINGS, k=k, temperature=0.8)] + ([TemplateSource()] if fallback else [])
+
+
+def test_resampling_and_fallback_are_seeded_batched_and_recorded(tmp_path):
+    from data_prep.target_gen import row_seed
+    from data_prep.verify import verify
+
+    gen = _Scripted()
+    rows = generate_targets(_attr_rows(6), tmp_path / "t.jsonl", gen, SETTINGS, {}, progress=False,
+                            sources=_pipeline(gen, k=3))
+    for r in rows:
+        m = r["target_meta"]
+        want = "slow" if r["attributes"]["speed"] == "slow" else "fast"
+        log = m["attempt_log"]
+        assert log[0]["by"] == "self-greedy" and not log[0]["ok"] and log[0]["seed"] is None
+        assert m["attempts"] == len(log) and m["verdict"]["ok"] and verify(r, r["target"]).ok
+        seeds = [row_seed(SETTINGS.seed, r["id"], a) for a in range(1, 4)]
+        hit = next((a for a, s in enumerate(seeds) if s % 3 == (0 if want == "slow" else 1)), None)
+        if hit is None:  # no sample said the right thing: 1 greedy + 3 samples, then the template
+            assert m["source"] == "fallback" and m["fallback"] == "template" and len(log) == 5
+            assert [e["seed"] for e in log[1:4]] == seeds
+        else:
+            assert m["source"] == "self-resampled" and m["sample_seed"] == seeds[hit] and len(log) == hit + 2
+    # a sampling round sends all the batch's failing rows together, and only them
+    batch_calls = [c for c in gen.calls if c[1]]
+    assert batch_calls and all(n == len(rs) for n, _, rs in batch_calls)
+    assert batch_calls[0][0] == 3  # batch_size 3: every row failed greedy
+    again = generate_targets(_attr_rows(6), tmp_path / "u.jsonl", _Scripted(), SETTINGS, {}, progress=False,
+                             sources=_pipeline(_Scripted(), k=3))
+    assert [r["target"] for r in again] == [r["target"] for r in rows]  # deterministic
+
+
+def test_without_fallback_the_failing_greedy_answer_is_kept_and_flagged(tmp_path):
+    gen = _Scripted()
+    rows = generate_targets(_attr_rows(2), tmp_path / "t.jsonl", gen, SETTINGS, {}, progress=False,
+                            sources=_pipeline(gen, k=0, fallback=False))
+    for r in rows:
+        assert r["target"] == "The speaker talks at a normal pace."
+        assert r["target_meta"]["source"] == "self" and not r["target_meta"]["verdict"]["ok"]
+        assert "contradicts" in r["target_meta"]["verdict"]["reason"]
+
+
+def test_row_seeded_sampling_does_not_depend_on_batch_mates(gen):
+    s = GenSettings(max_new_tokens=6, do_sample=True, temperature=0.8, repetition_penalty=1.1)
+    prompts = [gen.render([{"role": "user", "content": c}]) for c in ("a short one", "a much longer prompt " * 5)]
+    together = gen.generate(prompts, s, 0, row_seeds=[11, 12])
+    alone = [gen.generate([p], s, 0, row_seeds=[rs])[0] for p, rs in zip(prompts, (11, 12))]
+    assert [o["text"] for o in together] == [o["text"] for o in alone]
+    reseeded = gen.generate(prompts[:1], s, 0, row_seeds=[11])
+    assert reseeded[0]["text"] == alone[0]["text"]
+    others = {gen.generate(prompts[:1], s, 0, row_seeds=[rs])[0]["text"] for rs in (1, 2, 3, 4)}
+    assert len(others) > 1  # the seed matters
+
+
+def test_resume_after_kill_with_resampling_gives_identical_rows(gen, tmp_path):
+    from data_prep.target_sources import LLMSource, TemplateSource
+
+    rows = _attr_rows(7)
+    s = GenSettings(max_new_tokens=5, batch_size=2, seed=3)
+    ref = generate_targets(rows, tmp_path / "ref.jsonl", gen, s, {}, progress=False,
+                           sources=[LLMSource(gen, s, k=2), TemplateSource()])
+    assert all(r["target_meta"]["attempts"] >= 1 for r in ref)
+    out = tmp_path / "run.jsonl"
+    killer = _Killer(gen, 5)  # 3 calls per batch (greedy + 2 samples): dies in the second batch's resampling
+    with pytest.raises(KeyboardInterrupt):
+        generate_targets(rows, out, killer, s, {}, progress=False,
+                         sources=[LLMSource(killer, s, k=2), TemplateSource()])
+    resumed = generate_targets(rows, out, gen, s, {}, progress=False,
+                               sources=[LLMSource(gen, s, k=2), TemplateSource()])
+    assert resumed == ref
+
+
+def test_fidelity_report_counts_sources(tmp_path):
+    from data_prep.fidelity import fidelity_markdown, fidelity_report
+
+    gen = _Scripted()
+    rows = generate_targets(_attr_rows(6), tmp_path / "t.jsonl", gen, SETTINGS, {}, progress=False,
+                            sources=_pipeline(gen, k=3))
+    rep = fidelity_report(rows)
+    a = rep["by_instruction"]["speed"]
+    n_fb = sum(r["target_meta"]["source"] == "fallback" for r in rows)
+    assert a["n"] == 6 and a["greedy_pass"] == 0.0 and a["final_pass"] == 1.0
+    assert a["fallback_share"] == pytest.approx(n_fb / 6)
+    assert a["self_pass_after_resampling"] == pytest.approx(1 - n_fb / 6)
+    assert rep["all"]["final_pass_ci95"][0] < 1.0
+    md = fidelity_markdown(rep)
+    assert "| speed | attribute | 6 | 0 % |" in md
+
+
+def test_cli_writes_fidelity_report_and_template_source(tmp_path):
+    from data_prep.targets import main as targets_main
+    from speechllm.io import write_jsonl
+
+    write_jsonl(tmp_path / "captions.jsonl", _attr_rows(4))
+    assert targets_main(["--manifest", str(tmp_path / "captions.jsonl"), "--model", "tiny-random-llama",
+                         "--max-new-tokens", "3", "--resample", "1"]) == 0
+    rep = json.loads((tmp_path / "targets.fidelity.json").read_text())
+    assert rep["all"]["n"] == 4 and rep["all"]["final_pass"] == 1.0  # random model: every row falls back
+    assert rep["all"]["fallback_share"] == 1.0 and (tmp_path / "targets.fidelity.md").exists()
+    rows = read_jsonl(tmp_path / "targets.jsonl")
+    assert all(r["target_meta"]["attempts"] == 3 for r in rows)  # greedy + 1 sample + template
+    assert targets_main(["--manifest", str(tmp_path / "captions.jsonl"), "--out", str(tmp_path / "tpl.jsonl"),
+                         "--source", "template"]) == 0
+    tpl = read_jsonl(tmp_path / "tpl.jsonl")
+    assert all(r["target_meta"]["source"] == "template" and r["target_meta"]["verdict"]["ok"] for r in tpl)

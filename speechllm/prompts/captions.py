@@ -47,36 +47,73 @@ def seed_caption(transcript: str, attributes: dict, duration: float, start: floa
 
 @dataclass(frozen=True)
 class Instruction:
+    """One question of the pool and what a correct answer to it looks like (`data_prep.verify`)."""
+
     id: str
     text: str
     needs: tuple[str, ...] = ()  # attribute keys that must be known for the question to make sense
     kind: str = "open"  # open | content | attribute | format
+    asks: tuple[str, ...] = ()  # attributes whose caption value the answer must state
+    form: str = "free"  # free | one_word | yes_no | json | bullets | transcript | summary | topic | duration
+    yes_if: tuple[str, tuple[str, ...]] | None = None  # yes_no: (attribute, values that make the answer "yes")
+    options: tuple[tuple[str, str], ...] = ()  # listed options: (attribute value, the question's word for it)
+
+    @property
+    def attribute_focused(self) -> bool:
+        return bool(self.needs) or self.kind == "attribute"
+
+
+def _attr(id: str, text: str, key: str, options: tuple[tuple[str, str], ...] = ()) -> Instruction:
+    return Instruction(id, text, (key,), "attribute", (key,), options=options)
 
 
 INSTRUCTIONS: tuple[Instruction, ...] = (
     Instruction("default", DEFAULT_INSTRUCTION),
     Instruction("describe", "Describe the audio in detail.", kind="open"),
     Instruction("describe_speaker", "Describe the speaker and how they speak.", kind="open"),
-    Instruction("transcribe", "What does the speaker say? Give the exact words.", kind="content"),
-    Instruction("summary", "Summarise what is said in one sentence.", kind="content"),
-    Instruction("topic", "What is the speaker talking about?", kind="content"),
-    Instruction("gender", "Is the speaker male or female?", ("gender",), "attribute"),
-    Instruction("accent", "What accent does the speaker have?", ("accent",), "attribute"),
-    Instruction("emotion", "What emotion does the speaker convey?", ("emotion",), "attribute"),
-    Instruction("pitch", "Is the speaker's voice high, normal or low pitched?", ("pitch",), "attribute"),
-    Instruction("speed", "Does the speaker talk slowly, at a normal pace or fast?", ("speed",), "attribute"),
-    Instruction("volume", "How loud is the speech: low, normal or high volume?", ("volume",), "attribute"),
-    Instruction("noise", "Is the recording clean or noisy?", ("noise",), "attribute"),
-    Instruction("duration", "About how long is the audio clip?", (), "attribute"),
-    Instruction("json_answer", 'What does the speaker say? Answer in JSON with key "answer".', kind="format"),
+    Instruction("transcribe", "What does the speaker say? Give the exact words.", kind="content", form="transcript"),
+    Instruction("summary", "Summarise what is said in one sentence.", kind="content", form="summary"),
+    Instruction("topic", "What is the speaker talking about?", kind="content", form="topic"),
+    _attr("gender", "Is this a man or a woman talking?", "gender"),
+    _attr("accent", "What accent does the speaker have?", "accent"),
+    _attr("emotion", "What emotion does the speaker convey?", "emotion"),
+    _attr("pitch", "How high or deep is the speaker's voice?", "pitch"),
+    _attr("speed", "How quickly does the speaker talk?", "speed"),
+    _attr("volume", "How loud is the speech: low, normal or high volume?", "volume"),
+    _attr("noise", "Is the recording clean or noisy?", "noise"),
+    Instruction("duration", "About how long is the audio clip?", (), "attribute", form="duration"),
+    # questions that list their options in the pool's own words: a verified answer names one of them
+    _attr("gender_options", "Would you say the voice belongs to a man or to a woman?", "gender",
+          (("male", "a man"), ("female", "a woman"))),
+    _attr("pitch_options", "Does this voice sound higher or lower than usual, or about average?", "pitch",
+          (("high", "higher than usual"), ("low", "lower than usual"), ("normal", "about average"))),
+    _attr("pitch_options_2", "Pick one word for the voice: deep, medium or high?", "pitch",
+          (("low", "deep"), ("normal", "medium"), ("high", "high"))),
+    _attr("speed_options", "Is the talking slow, quick, or somewhere in between?", "speed",
+          (("slow", "slow"), ("fast", "quick"), ("normal", "somewhere in between"))),
+    _attr("speed_options_2", "Which fits the delivery best: unhurried, moderate or rapid?", "speed",
+          (("slow", "unhurried"), ("normal", "moderate"), ("fast", "rapid"))),
+    _attr("volume_options", "Is the voice quiet, loud, or at an ordinary level?", "volume",
+          (("low", "quiet"), ("high", "loud"), ("normal", "at an ordinary level"))),
+    _attr("noise_options", "Which describes the background best: silent, a little noise, or a lot of noise?", "noise",
+          (("clean", "silent"), ("slightly noisy", "a little noise"), ("noisy", "a lot of noise"))),
+    Instruction("json_answer", 'What does the speaker say? Answer in JSON with key "answer".', kind="format",
+                form="json"),
     Instruction("json_attrs", 'Answer in JSON with keys "gender" and "speed": who is speaking, and how fast?',
-                ("gender", "speed"), "format"),
-    Instruction("one_word_gender", "In one word, what is the speaker's gender?", ("gender",), "format"),
-    Instruction("yes_no_noise", "Answer yes or no: is there background noise?", ("noise",), "format"),
+                ("gender", "speed"), "format", ("gender", "speed"), "json"),
+    Instruction("one_word_gender", "In one word, what is the speaker's gender?", ("gender",), "format", ("gender",),
+                "one_word"),
+    Instruction("yes_no_noise", "Answer yes or no: is there background noise?", ("noise",), "format",
+                form="yes_no", yes_if=("noise", ("slightly noisy", "noisy"))),
+    Instruction("yes_no_woman", "Reply with yes or no first: is it a woman speaking?", ("gender",), "format",
+                form="yes_no", yes_if=("gender", ("female",))),
+    Instruction("yes_no_fast", "Yes or no: does this person talk fast?", ("speed",), "format",
+                form="yes_no", yes_if=("speed", ("fast",))),
     Instruction("list_attrs", "List three things you notice about the speaker's voice, as bullet points.",
-                ("pitch", "speed"), "format"),
+                ("pitch", "speed"), "format", form="bullets"),
 )
 INSTRUCTION_BY_ID = {i.id: i for i in INSTRUCTIONS}
+INSTRUCTION_BY_TEXT = {i.text: i for i in INSTRUCTIONS}
 
 
 def _unit(*keys: object) -> float:
@@ -85,14 +122,39 @@ def _unit(*keys: object) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def pick_instruction(row_id: str, attributes: dict, seed: int = 0, default_share: float = 0.4,
-                     slot: int = 0) -> Instruction:
-    """The instruction for one (row, slot): the default with probability `default_share`, else one
-    of the questions whose attributes are known. Deterministic for (seed, row_id, slot)."""
-    if _unit(seed, row_id, slot, "default") < default_share:
-        return INSTRUCTION_BY_ID["default"]
-    pool = [i for i in INSTRUCTIONS if i.id != "default" and all(attributes.get(k) not in (None, "") for k in i.needs)]
-    return pool[int(_unit(seed, row_id, slot, "pick") * len(pool))]
+def _known(attributes: dict, ins: Instruction) -> bool:
+    return all(attributes.get(k) not in (None, "", "unknown") for k in ins.needs)
+
+
+def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, default_share: float = 0.2,
+                      attribute_share: float = 0.5) -> list[Instruction]:
+    """`k` distinct instructions for one clip. Each slot draws a category — attribute-focused with
+    probability `attribute_share`, the default question with `default_share`, else another open,
+    content or format question — then a question of that category not used yet (another category
+    when it is used up). Deterministic for (seed, row_id): the order of rows does not matter."""
+    if not (0 <= default_share and 0 <= attribute_share and default_share + attribute_share <= 1 + 1e-9):
+        raise ValueError(f"default_share ({default_share}) + attribute_share ({attribute_share}) must be in [0, 1]")
+    known = [i for i in INSTRUCTIONS if _known(attributes, i)]
+    pools = {"attribute": [i for i in known if i.attribute_focused],
+             "default": [i for i in known if i.id == "default"],
+             "other": [i for i in known if not i.attribute_focused and i.id != "default"]}
+    k = min(k, len(known))
+    chosen: list[Instruction] = []
+    for slot in range(k):
+        u = _unit(seed, row_id, slot, "category")
+        first = "attribute" if u < attribute_share else "default" if u < attribute_share + default_share else "other"
+        for cat in (first, "attribute", "other", "default"):
+            pool = [i for i in pools[cat] if i not in chosen]
+            if pool:
+                chosen.append(pool[int(_unit(seed, row_id, slot, "pick") * len(pool))])
+                break
+    return chosen
+
+
+def pick_instruction(row_id: str, attributes: dict, seed: int = 0, default_share: float = 0.2,
+                     attribute_share: float = 0.5) -> Instruction:
+    """The instruction for a clip with one row (see `pick_instructions`)."""
+    return pick_instructions(row_id, attributes, 1, seed, default_share, attribute_share)[0]
 
 
 def target_user_content(caption: str, instruction: str) -> str:
@@ -114,5 +176,6 @@ def templates_record() -> dict:
         "caption_fields": [label for _, label in CAPTION_FIELDS] + ["Duration"],
         "target_user_template": TARGET_USER_TEMPLATE,
         "target_system_prompt": TARGET_SYSTEM_PROMPT,
-        "instructions": [{"id": i.id, "text": i.text, "needs": list(i.needs), "kind": i.kind} for i in INSTRUCTIONS],
+        "instructions": [{"id": i.id, "text": i.text, "needs": list(i.needs), "kind": i.kind, "asks": list(i.asks),
+                          "form": i.form, "options": dict(i.options)} for i in INSTRUCTIONS],
     }

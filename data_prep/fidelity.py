@@ -1,0 +1,95 @@
+"""The fidelity report of `prepare targets`: how many targets are the LLM's own verified words.
+
+Per instruction (and per instruction kind, and overall): n, the greedy answer's pass rate, the pass
+rate after resampling (rows whose final target is the model's own verified answer), the fallback
+share and the final pass rate of the targets as written, with 95 % Wilson intervals overall.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from data_prep.verify import instruction_of, verify
+
+SELF_SOURCES = ("self", "self-resampled")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def _row_stats(r: dict) -> dict:
+    m = r.get("target_meta") or {}
+    log = m.get("attempt_log") or []
+    verdict = m.get("verdict") or verify(r, r.get("target", "")).as_dict()
+    first = log[0] if log and log[0]["by"] != "template" else None
+    own = m.get("source", "self") in SELF_SOURCES
+    return {"greedy": None if first is None else bool(first["ok"]),
+            "self_ok": own and bool(verdict["ok"]), "fallback": m.get("source") == "fallback",
+            "final": bool(verdict["ok"]), "attempts": int(m.get("attempts", len(log)))}
+
+
+def _summ(stats: list[dict]) -> dict:
+    n = len(stats)
+    g = [s["greedy"] for s in stats if s["greedy"] is not None]
+    out = {"n": n, "greedy_pass": sum(g) / len(g) if g else None,
+           "self_pass_after_resampling": sum(s["self_ok"] for s in stats) / n if n else None,
+           "fallback_share": sum(s["fallback"] for s in stats) / n if n else None,
+           "final_pass": sum(s["final"] for s in stats) / n if n else None,
+           "mean_attempts": sum(s["attempts"] for s in stats) / n if n else None}
+    out["final_pass_ci95"] = wilson(sum(s["final"] for s in stats), n)
+    out["self_share_ci95"] = wilson(sum(s["self_ok"] for s in stats), n)
+    if g:
+        out["greedy_pass_ci95"] = wilson(sum(g), len(g))
+    return out
+
+
+def fidelity_report(rows: list[dict]) -> dict:
+    by_ins: dict[str, list[dict]] = defaultdict(list)
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    allstats = []
+    for r in rows:
+        ins = instruction_of(r)
+        s = _row_stats(r)
+        by_ins[ins.id].append(s)
+        by_kind[ins.kind].append(s)
+        allstats.append(s)
+    return {"all": _summ(allstats), "by_kind": {k: _summ(v) for k, v in sorted(by_kind.items())},
+            "by_instruction": {k: _summ(v) for k, v in sorted(by_ins.items())}}
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def fidelity_markdown(rep: dict, title: str = "Target fidelity") -> str:
+    a = rep["all"]
+    lo, hi = a["final_pass_ci95"]
+    slo, shi = a["self_share_ci95"]
+    lines = [f"## {title}", "",
+             f"{a['n']} targets: **{_pct(a['final_pass'])} pass the verifier** (95 % CI {_pct(lo)}–{_pct(hi)}); "
+             f"{_pct(a['self_pass_after_resampling'])} are the model's own verified answers "
+             f"(CI {_pct(slo)}–{_pct(shi)}), greedy {_pct(a['greedy_pass'])}, fallback {_pct(a['fallback_share'])}.",
+             "", "| instruction | kind | n | greedy pass | own answer after resampling | fallback | final pass | "
+             "mean attempts |", "|---|---|---|---|---|---|---|---|"]
+
+    def line(name: str, kind: str, s: dict) -> str:
+        return (f"| {name} | {kind} | {s['n']} | {_pct(s['greedy_pass'])} | {_pct(s['self_pass_after_resampling'])} | "
+                f"{_pct(s['fallback_share'])} | {_pct(s['final_pass'])} | {s['mean_attempts']:.1f} |")
+
+    from speechllm.prompts.captions import INSTRUCTION_BY_ID
+
+    for k, s in rep["by_instruction"].items():
+        ins = INSTRUCTION_BY_ID.get(k)
+        lines.append(line(k, ins.kind if ins else "?", s))
+    for k, s in rep["by_kind"].items():
+        lines.append(line(f"**all {k}**", k, s))
+    lines.append(line("**all**", "", a))
+    return "\n".join(lines) + "\n"

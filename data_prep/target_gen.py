@@ -1,0 +1,219 @@
+"""Text generation for `prepare targets`: settings, the batch plan, seeds, and the two backends.
+
+Batched generation with LEFT padding and the tokenizer's attention mask (SmolLM2's pad id equals
+EOS, so masks are never built from ids). Sampling is seeded either per batch (`seed`) or per row
+(`row_seeds`): with row seeds every row draws from its own generator (`RowSampler`), so a row's
+sample does not depend on which rows share its batch — what resampling needs to be reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class GenSettings:
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    seed: int = 0
+    batch_size: int = 16
+    trim_truncated: bool = True  # cut a max_new_tokens-truncated answer back to its last full sentence
+
+    def sampling(self) -> dict:
+        """The settings that change the text (batch size does not, by design)."""
+        d = asdict(self)
+        d.pop("batch_size")
+        if not self.trim_truncated:
+            d.pop("trim_truncated")
+        if not self.do_sample:
+            d.pop("temperature")
+            d.pop("top_p")
+        return d
+
+
+def trim_to_sentence(text: str, min_keep: float = 0.3) -> str | None:
+    """A target cut by max_new_tokens, shortened to its last complete sentence (None if that would
+    keep less than `min_keep` of it): training on a half sentence + EOS teaches the model to stop
+    mid-word."""
+    cut = max(text.rfind(c) for c in (".", "!", "?", "\n"))
+    if cut < 0 or cut + 1 < min_keep * len(text):
+        return None
+    return text[: cut + 1].strip()
+
+
+def batch_seed(seed: int, first_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}\x1f{first_id}".encode()).digest()[:4], "big")
+
+
+def row_seed(seed: int, row_id: str, attempt: int, source: str = "self") -> int:
+    """The seed of one resampling attempt of one row (independent of batch and row order)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\x1f{source}\x1f{row_id}\x1f{attempt}".encode()).digest()[:4], "big")
+
+
+def plan_batches(ids: list[str], lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar prompt length (less padding), deterministic."""
+    order = sorted(range(len(ids)), key=lambda i: (lengths[i], ids[i]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def model_meta(model_dir: Path, name: str) -> dict:
+    """Generator identity: the pack's checksum when it is an offline pack, else the HF commit/files."""
+    meta = {"generator": name, "path": str(model_dir)}
+    pack = model_dir / "pack.json"
+    if pack.exists():
+        d = json.loads(pack.read_text())
+        meta["revision"] = f"pack:{d['spec']['packages'][0]}"
+        meta["checksum"] = f"sha256:{d['spec']['sha256']}"
+        meta["hub_id"] = d["spec"].get("hub_id")
+    else:
+        cfg = model_dir / "config.json"
+        meta["revision"] = model_dir.name
+        if cfg.exists():
+            meta["checksum"] = "config-sha256:" + hashlib.sha256(cfg.read_bytes()).hexdigest()[:16]
+    return meta
+
+
+class HFGenerator:
+    """transformers backend (CPU or one GPU)."""
+
+    name = "hf"
+
+    def __init__(self, model_dir: Path, dtype: str = "float32"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+        if torch.cuda.is_available():
+            self.model.cuda()
+
+    def render(self, messages: list[dict]) -> str:
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def n_tokens(self, prompt: str) -> int:
+        return len(self.tok(prompt, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompts: list[str], s: GenSettings, seed: int,
+                 row_seeds: list[int] | None = None) -> list[dict]:
+        torch = self.torch
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.model.device) for k, v in enc.items()}  # input_ids/attention_mask: (B, T)
+        kw = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, repetition_penalty=s.repetition_penalty,
+                  pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
+        if s.do_sample and row_seeds is not None:  # greedy over logits the RowSampler has already sampled
+            from transformers import LogitsProcessorList
+
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                      logits_processor=LogitsProcessorList([RowSampler(row_seeds, s.temperature, s.top_p)]))
+        elif s.do_sample:
+            kw.update(temperature=s.temperature, top_p=s.top_p)
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kw)  # (B, T + new)
+        new = out[:, enc["input_ids"].shape[1]:]
+        res = []
+        for row in new:
+            ids = row.tolist()
+            eos = self.tok.eos_token_id
+            finished = eos in ids
+            ids = ids[: ids.index(eos)] if finished else ids
+            res.append({"text": self.tok.decode(ids, skip_special_tokens=True).strip(),
+                        "n_tokens": len(ids), "finish_reason": "stop" if finished else "length"})
+        return res
+
+
+class RowSampler:
+    """A logits processor that samples each row with its own seeded generator (temperature, then
+    nucleus top-p) and leaves only the sampled token, so greedy decoding emits it. Runs after the
+    model's repetition penalty, as HF's own sampling does."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.gens = [torch.Generator().manual_seed(int(x)) for x in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):  # scores: (B, V)
+        import torch
+
+        probs = torch.softmax(scores.float() / max(self.temperature, 1e-5), dim=-1).cpu()
+        sp, si = probs.sort(dim=-1, descending=True)
+        keep = sp.cumsum(-1) - sp < self.top_p  # the smallest set whose mass reaches top_p (>= 1 token)
+        sp = sp * keep
+        out = torch.full_like(scores, float("-inf"))
+        for b, g in enumerate(self.gens):
+            j = torch.multinomial(sp[b], 1, generator=g)
+            out[b, si[b, j].to(scores.device)] = 0.0
+        return out
+
+
+def vllm_request(prompts: list[str], s: GenSettings, seed: int,
+                 row_seeds: list[int] | None = None) -> tuple[list[str], dict | list[dict]]:
+    """What the vLLM backend sends: the rendered prompts and `SamplingParams` keyword arguments (one
+    dict per prompt with `row_seeds`). Kept free of vllm imports so it is unit-tested on CPU."""
+    if row_seeds is not None:
+        return list(prompts), [vllm_request([p], s, rs)[1] for p, rs in zip(prompts, row_seeds)]
+    params = {"max_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty, "seed": seed,
+              "skip_special_tokens": True}
+    if s.do_sample:
+        params.update(temperature=s.temperature, top_p=s.top_p)
+    else:
+        params.update(temperature=0.0, top_p=1.0)
+    return list(prompts), params
+
+
+class VLLMGenerator(HFGenerator):
+    name = "vllm"
+
+    def __init__(self, model_dir: Path, dtype: str = "bfloat16"):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.llm = LLM(model=str(model_dir), dtype=dtype, seed=0)
+
+    def generate(self, prompts: list[str], s: GenSettings, seed: int,
+                 row_seeds: list[int] | None = None) -> list[dict]:
+        from vllm import SamplingParams
+
+        texts, params = vllm_request(prompts, s, seed, row_seeds)
+        sp = [SamplingParams(**p) for p in params] if isinstance(params, list) else SamplingParams(**params)
+        outs = self.llm.generate(texts, sp, use_tqdm=False)
+        return [{"text": o.outputs[0].text.strip(), "n_tokens": len(o.outputs[0].token_ids),
+                 "finish_reason": o.outputs[0].finish_reason} for o in outs]
+
+
+def choose_backend(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "hf"
+    import torch
+
+    return "vllm" if torch.cuda.is_available() else "hf"
+
+
+def make_generator(model: str, backend: str = "auto", dtype: str | None = None):
+    from speechllm.models.hub import resolve
+
+    model_dir = resolve(model)
+    backend = choose_backend(backend)
+    if backend == "vllm":
+        return VLLMGenerator(model_dir, dtype or "bfloat16"), model_dir
+    return HFGenerator(model_dir, dtype or "float32"), model_dir
+
+
