@@ -145,6 +145,17 @@ class SpeechLLMModule(L.LightningModule):
         n_global = total[1].clamp(min=1)
         return loss * (world * n_local / n_global), total[0] / n_global, total[1]
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's FSDP precision plugin refuses norm clipping; the FSDP root clips the global norm
+        over all shards itself (a collective), the same norm one process would compute."""
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        root = self.trainer.strategy.model
+        if gradient_clip_val and isinstance(root, FSDP) and gradient_clip_algorithm in (None, "norm"):
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, p in self.model.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
