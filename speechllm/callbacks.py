@@ -39,20 +39,38 @@ class ExportCallback(L.Callback):
         if self.dirpath is None:
             self.dirpath = Path(trainer.default_root_dir)
 
-    def _export(self, trainer: L.Trainer, module) -> None:
-        if not trainer.is_global_zero or module.model is None:
+    @staticmethod
+    def _sharded(trainer: L.Trainer) -> bool:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return isinstance(trainer.strategy, FSDPStrategy)
+
+    def _export(self, trainer: L.Trainer, module, state: dict | None = None) -> None:
+        """`state`: the gathered trainable weights ("model.*" keys) when the model is FSDP-sharded."""
+        if module.model is None:
             return
+        sharded = self._sharded(trainer)
+        if sharded and module.model.config.lora:
+            raise NotImplementedError("exporting LoRA weights from an FSDP-sharded model is not implemented: "
+                                      "train LoRA runs with DDP (the LoRA weights are small), or adapter-only")
+        if sharded and state is None:
+            state = trainer.strategy.lightning_module_state_dict()  # collective: every rank calls it
+        if not trainer.is_global_zero:
+            return
+        adapter = ({k[len("model.adapter."):]: v for k, v in state.items() if k.startswith("model.adapter.")}
+                   if sharded else None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         info = {"global_step": trainer.global_step, "epoch": trainer.current_epoch,
                 "wall_time_s": round(time.time() - self._t0, 1), "metrics": metrics,
                 "skipped_rows": dict(getattr(module, "skipped", {}))}
         hparams = json.loads(json.dumps(dict(module.hparams), default=str))  # yaml-safe (tuples -> lists)
         module.model.save_pretrained(self.dirpath, extra_config={"training": {
-            "hparams": hparams, "global_step": trainer.global_step}})
+            "hparams": hparams, "global_step": trainer.global_step}}, adapter_state=adapter)
         atomic_write_json(self.dirpath / "metrics.json", info)
 
     def on_save_checkpoint(self, trainer, module, checkpoint) -> None:
-        self._export(trainer, module)
+        # under FSDP the checkpoint already holds the gathered trainable weights (on rank 0)
+        self._export(trainer, module, checkpoint["state_dict"] if self._sharded(trainer) else None)
 
     def on_train_end(self, trainer, module) -> None:
         self._export(trainer, module)

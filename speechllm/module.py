@@ -42,11 +42,14 @@ class SpeechLLMModule(L.LightningModule):
         min_lr_ratio: float = 0.0,
         cache_encoder_outputs: bool = False,
         generate_max_new_tokens: int = 128,
+        encoder_cache_dir: str | None = None,
     ):
         """Args mirror `SpeechLLMConfig` (model) plus the optimiser: AdamW(lr, betas, weight_decay) on the
         trainable parameters only, linear warm-up for `warmup_steps` then cosine decay to
         `min_lr_ratio * lr`. `cache_encoder_outputs` keeps the frozen encoder's tapped states in memory
-        by clip id (the encoder is frozen, so they never change): use it for multi-epoch runs on small data."""
+        by clip id (the encoder is frozen, so they never change): use it for multi-epoch runs on small data.
+        `encoder_cache_dir` keeps them on disk instead (speechllm.data.encoder_cache), shared by ranks
+        and runs with the same encoder settings: for corpora too big to hold in memory."""
         super().__init__()
         self.save_hyperparameters()
         adapter = adapter or {"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 64}}
@@ -93,6 +96,22 @@ class SpeechLLMModule(L.LightningModule):
                   for li in range(len(items[0][0]))]
         return hidden, torch.stack([it[1] for it in items])
 
+    def _batch_encoder_states(self, batch: dict):
+        """Disk cache if configured (else the in-memory one, else None: the model runs the encoder)."""
+        if self.hparams.encoder_cache_dir:
+            if getattr(self, "_disk_cache", None) is None:
+                from speechllm.data.encoder_cache import DiskEncoderCache, encoder_cache_key
+
+                c = self.model_config
+                settings = {"model": c.encoder, "layers": list(c.encoder_layers), "real_length": c.real_length,
+                            "dtype": c.dtype}
+                self._disk_cache = DiskEncoderCache(self.hparams.encoder_cache_dir,
+                                                    encoder_cache_key(**settings), settings)
+            states = self._disk_cache.batch_states(self.model.encoder, batch)
+            if states is not None:
+                return states
+        return self._encoder_states(batch)
+
     def _record_skips(self, batch: dict) -> None:
         for _, reason in batch.get("skipped", []):
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -101,7 +120,7 @@ class SpeechLLMModule(L.LightningModule):
         self._record_skips(batch)
         if batch.get("empty"):
             return None  # every clip in this batch was skipped (counted above)
-        out = self.model(batch, encoder_states=self._encoder_states(batch))
+        out = self.model(batch, encoder_states=self._batch_encoder_states(batch))
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -109,11 +128,38 @@ class SpeechLLMModule(L.LightningModule):
                 "Training stopped before the optimizer step, so no checkpoint holds poisoned weights. "
                 "Try a lower lr, bf16 instead of fp16, or check these rows' audio/targets.")
         bs = len(batch["ids"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/target_tokens", out["n_target_tokens"].float(), reduce_fx="sum", batch_size=bs)
+        loss, shown, n_tok = self._global_token_mean(loss, out["n_target_tokens"])
+        self.log("train/loss", shown, prog_bar=True, batch_size=bs)
+        self.log("train/target_tokens", n_tok, reduce_fx="sum", batch_size=bs)
         if self.skipped:
             self.log("train/skipped", float(sum(self.skipped.values())), batch_size=bs)
         return loss
+
+    def _global_token_mean(self, loss: torch.Tensor, n_tok: torch.Tensor):
+        """-> (loss to backpropagate, loss to log, target tokens of the global batch).
+
+        The model's loss is a mean over this rank's target tokens, and DDP/FSDP average gradients
+        over ranks: with unequal token counts per rank that is not the mean over the global batch.
+        Rescaling by world * local_tokens / global_tokens makes the averaged gradient exactly the
+        one-process gradient of the global batch (one 2-float all-reduce per step)."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return loss, loss.detach(), n_tok.float()
+        n_local = n_tok.float()
+        total = self.trainer.strategy.reduce(torch.stack([loss.detach() * n_local, n_local]), reduce_op="sum")
+        n_global = total[1].clamp(min=1)
+        return loss * (world * n_local / n_global), total[0] / n_global, total[1]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's FSDP precision plugin refuses norm clipping; the FSDP root clips the global norm
+        over all shards itself (a collective), the same norm one process would compute."""
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        root = self.trainer.strategy.model
+        if gradient_clip_val and isinstance(root, FSDP) and gradient_clip_algorithm in (None, "norm"):
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, p in self.model.named_parameters():
@@ -124,7 +170,7 @@ class SpeechLLMModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int):
         if batch.get("empty"):
             return None
-        loss = self.model(batch, encoder_states=self._encoder_states(batch))["loss"]
+        loss = self.model(batch, encoder_states=self._batch_encoder_states(batch))["loss"]
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True)
         return loss
 
@@ -168,7 +214,10 @@ class SpeechLLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        keep = {f"model.{k}" for k in self.model.trainable_state_dict()}
+        from speechllm.strategies import clean_param_name
+
+        # names without FSDP wrapper segments: FSDP's gathered state dict uses the clean ones
+        keep = {f"model.{clean_param_name(k)}" for k in self.model.trainable_state_dict()}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         _, keys, pos, has_gauss, cached = np.random.get_state()
         # plain tensors/ints only, so the checkpoint loads with torch.load(weights_only=True)

@@ -1,18 +1,16 @@
 """LightningDataModule over manifests (JSONL or a `datasets` folder / parquet).
 
 Splits: explicit `val_manifest`, else rows whose `split` is "validation"/"val"/"dev" in the train
-manifest. Training order is a seeded permutation per epoch; on resume the batches of the current
-epoch that the checkpoint already trained on are skipped, so a killed run sees exactly the batches
-it had not seen yet.
+manifest. Training order is a seeded permutation per epoch, sharded across DDP/FSDP ranks by global
+batch (speechllm.data.sampler); on resume the batches of the current epoch that the checkpoint
+already trained on are skipped on every rank, so a killed run sees exactly the batches it had not
+seen yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import lightning as L
-import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from speechllm.data.audio import AudioPolicy
 from speechllm.data.collate import SpeechCollator
@@ -24,29 +22,9 @@ from speechllm.data.manifest import (
     check_transcript_field,
     load_manifest,
 )
+from speechllm.data.sampler import ShardedEpochSampler
 
 VAL_SPLITS = ("validation", "val", "dev")
-
-
-class ResumableRandomSampler(Sampler[int]):
-    """Permutation seeded by (seed, epoch); `skip` drops the first indices once (mid-epoch resume)."""
-
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        skip, self.skip = self.skip, 0
-        return iter(order[skip:])
-
-    def __len__(self) -> int:
-        # The full epoch length, also when resuming: Lightning's restored batch counter already
-        # includes the skipped batches, and the shorter iterator ends the epoch on time.
-        return self.n
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -54,20 +32,27 @@ class SpeechDataModule(L.LightningDataModule):
                  test_manifest: str | None = None, predict_manifest: str | None = None, batch_size: int = 4,
                  eval_batch_size: int | None = None, num_workers: int = 0, skip_bad_audio: bool = False,
                  max_duration: float = 30.0, shuffle: bool = True, seed: int = 0,
-                 transcript_field: str = ASR_FIELD, allow_foreign_targets: bool = False):
+                 transcript_field: str = ASR_FIELD, allow_foreign_targets: bool = False, streaming: bool = False,
+                 shuffle_buffer: int = 10_000):
         """Rows need `id`, `audio`, `target` (training); `instruction` defaults to the DeSTA2 one.
         `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping.
         `transcript_field`: what training interleaves after the audio (default: the transcriber's output,
         as at inference; `transcript` = ground truth). `allow_foreign_targets`: train on targets that
-        `target_meta` says another LLM wrote (refused by default: self-output means this model.llm)."""
+        `target_meta` says another LLM wrote (refused by default: self-output means this model.llm).
+        `streaming`: read the (JSONL) training manifest line by line each epoch instead of loading it,
+        for manifests larger than memory (speechllm.data.streaming; `shuffle_buffer` rows are mixed)."""
         super().__init__()
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
         self.rows: dict[str, list[dict]] = {}
+        self.stream_rows = 0  # training rows of a streamed manifest (counted in one pass at setup)
+        self._resume: dict | None = None  # a streamed run's saved position (load_state_dict)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        if hp.train_manifest and "train" not in self.rows:
+        if hp.streaming and hp.train_manifest and not self.stream_rows:
+            self._scan_stream()
+        if hp.train_manifest and "train" not in self.rows and not hp.streaming:
             rows = load_manifest(self._debug_or(hp.train_manifest))
             self._check_against_model(rows, hp.train_manifest)
             val = [r for r in rows if r.get("split") in VAL_SPLITS]
@@ -92,6 +77,14 @@ class SpeechDataModule(L.LightningDataModule):
         if cfg.interleave_transcript:
             check_transcript_field(rows, self.hparams.transcript_field, source, encoder=cfg.encoder)
 
+    def _scan_stream(self) -> None:
+        from speechllm.data.streaming import scan_manifest
+
+        hp = self.hparams
+        self.stream_rows, val = scan_manifest(self._debug_or(hp.train_manifest), keep_val=not hp.val_manifest)
+        if val:
+            self.rows["val"] = val
+
     @staticmethod
     def _debug_or(path: str) -> str:
         """`debug` or `debug:N` builds the toy tone corpus (speechllm.data.debug_data) in the cache."""
@@ -113,19 +106,74 @@ class SpeechDataModule(L.LightningDataModule):
         return DataLoader(self.rows[key], batch_size=bs, shuffle=False, num_workers=self.hparams.num_workers,
                           collate_fn=self._collator(require_target))
 
+    def _position(self, n_batches: int) -> tuple[int, int]:
+        """(epoch, batches of it to skip) where this (possibly resumed) run starts. Lightning has
+        restored its counters from last.ckpt before this is called: `ready` batches of the current
+        epoch were trained, on every rank alike. A checkpoint taken after an epoch's last batch
+        means "start the next epoch": Lightning only advances its epoch counter after the loader
+        exists, and a loader with workers draws its first indices as soon as it is iterated."""
+        if self.trainer is None:
+            return 0, 0
+        epoch = self.trainer.current_epoch
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return (epoch, done) if done < n_batches else (epoch + 1, 0)
+
     def train_dataloader(self) -> DataLoader:
-        rows = self.rows["train"]
-        sampler = ResumableRandomSampler(len(rows), self.hparams.seed) if self.hparams.shuffle else None
-        if sampler is not None and self.trainer is not None:
-            sampler.set_epoch(self.trainer.current_epoch)
-            # Batches of this epoch already trained before a restart (restored from last.ckpt by
-            # Lightning). A checkpoint taken after the epoch's last batch means "start the next one".
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
-            n_batches = -(-len(rows) // self.hparams.batch_size)
-            sampler.skip = done * self.hparams.batch_size if done < n_batches else 0
-        return DataLoader(rows, batch_size=self.hparams.batch_size, sampler=sampler,
-                          num_workers=self.hparams.num_workers, collate_fn=self._collator(),
-                          persistent_workers=False)
+        if self.hparams.streaming:
+            return self._stream_dataloader()
+        rows, hp, trainer = self.rows["train"], self.hparams, self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = ShardedEpochSampler(len(rows), hp.batch_size, hp.seed, hp.shuffle, world, rank)
+        if trainer is not None:
+            epoch, sampler.skip_batches = self._position(sampler.num_batches())
+            sampler.set_epoch(epoch)
+        return DataLoader(rows, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
+                          collate_fn=self._collator(), persistent_workers=False)
+
+    def _stream_dataloader(self) -> DataLoader:
+        from speechllm.data.streaming import StreamingLoader, StreamingManifest
+
+        hp, trainer = self.hparams, self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        ds = StreamingManifest(self._debug_or(hp.train_manifest), self.stream_rows, hp.batch_size, hp.seed,
+                               hp.shuffle, hp.shuffle_buffer, world, rank)
+        first_epoch, ds.skip_batches = self._position(len(ds))
+        if self._resume is not None:
+            saved, self._resume = self._resume, None
+            if saved["stream"] != ds.state():
+                raise ValueError(f"cannot resume this streamed run at its saved position: the checkpoint was "
+                                 f"taken with {saved['stream']}, this run has {ds.state()}. Resume with the "
+                                 "same manifest, batch size, seed, shuffle buffer and number of processes.")
+            e, done = saved["epoch"], saved["batches_done"]
+            if ((e, done) if done < len(ds) else (e + 1, 0)) != (first_epoch, ds.skip_batches):
+                raise RuntimeError(f"the stream position saved in the checkpoint (epoch {e}, {done} batches done) "
+                                   f"disagrees with Lightning's restored loop counters (epoch {first_epoch}, "
+                                   f"{ds.skip_batches} batches done)")
+        if ds.padded and rank == 0:
+            print(f"[speechllm] {self.stream_rows} streamed rows over {world} ranks: {ds.padded} row(s) repeated "
+                  "per epoch so every rank runs the same number of steps")
+        epochs = iter([first_epoch])  # the first iterator may run before Lightning advances its counter
+        epoch_fn = (lambda: next(epochs, trainer.current_epoch)) if trainer is not None else (lambda: 0)
+        return StreamingLoader(ds, epoch_fn, num_workers=hp.num_workers, collate_fn=self._collator(),
+                               persistent_workers=False)
+
+    def state_dict(self) -> dict:
+        """A streamed run's position, saved in last.ckpt: which rows (the stream's identity) and how
+        far into the epoch. Map-style runs need nothing here (their position is Lightning's counter)."""
+        if not self.hparams.streaming or self.trainer is None or not self.stream_rows:
+            return {}
+        trainer = self.trainer
+        from speechllm.data.streaming import StreamingManifest
+
+        ds = StreamingManifest(self._debug_or(self.hparams.train_manifest), self.stream_rows,
+                               self.hparams.batch_size, self.hparams.seed, self.hparams.shuffle,
+                               self.hparams.shuffle_buffer, trainer.world_size)
+        return {"stream": ds.state(), "epoch": trainer.current_epoch,
+                "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.ready}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("stream"):
+            self._resume = dict(state_dict)
 
     def val_dataloader(self):
         return self._loader("val") if "val" in self.rows else []

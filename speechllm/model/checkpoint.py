@@ -19,15 +19,18 @@ CONFIG_FILE = "config.yaml"
 LORA_DIR = "lora"
 
 
-def save_speechllm(model, out_dir: str | Path, extra_config: dict | None = None) -> Path:
-    """Write atomically: everything goes to a temp folder inside out_dir, then files are renamed in."""
+def save_speechllm(model, out_dir: str | Path, extra_config: dict | None = None,
+                   adapter_state: dict | None = None) -> Path:
+    """Write atomically: everything goes to a temp folder inside out_dir, then files are renamed in.
+    `adapter_state`: the adapter's weights when `model.adapter` is sharded (FSDP gathers them)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        adapter_sd = {k: v.detach().float().contiguous().cpu() for k, v in model.adapter.state_dict().items()}
+        state = model.adapter.state_dict() if adapter_state is None else adapter_state
+        adapter_sd = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
         save_file(adapter_sd, str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
         cfg = {"model": model.config_dict(), **(extra_config or {})}
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -214,10 +214,11 @@ class SpeechLLM(nn.Module):
         return sorted(i for i in ids if i is not None)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, out_dir: str | Path, extra_config: dict | None = None) -> None:
+    def save_pretrained(self, out_dir: str | Path, extra_config: dict | None = None,
+                        adapter_state: dict | None = None) -> None:
         from speechllm.model.checkpoint import save_speechllm
 
-        save_speechllm(self, out_dir, extra_config)
+        save_speechllm(self, out_dir, extra_config, adapter_state)
 
     @classmethod
     def from_pretrained(cls, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> SpeechLLM:

@@ -1,0 +1,81 @@
+"""The training sampler: one seeded permutation per epoch, sharded across ranks by global batch.
+
+Global batch k is rows `order[k*B*W : (k+1)*B*W]` (B per-rank batch size, W ranks), and rank r
+trains on its r-th slice. So a W-process run sees exactly the batches a one-process run with batch
+B*W sees (same rows, same order), every row once per epoch across ranks, and a mid-epoch resume
+skips the same number of batches on every rank. The last, short global batch is split evenly; only
+when it has fewer rows than ranks are a few rows of the epoch repeated so every rank steps (counted
+in `padded`, warned once).
+
+It subclasses `DistributedSampler` only so Lightning (`use_distributed_sampler=True`) recognises
+it as already distributed and leaves it in place instead of wrapping it in its own.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DistributedSampler
+
+
+class ShardedEpochSampler(DistributedSampler):
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1,
+                 rank: int = 0):
+        # No super().__init__: it would query torch.distributed; this sampler is told its rank.
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+        self.skip_batches = 0  # set before iterating to resume mid-epoch; consumed once
+        self.padded = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def rank_batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch (row indices), before any resume skip."""
+        order, w, b = self.order(), self.num_replicas, self.batch_size
+        out, self.padded = [], 0
+        for start in range(0, self.n, b * w):
+            chunk = order[start : start + b * w]
+            if len(chunk) < b * w:  # last global batch: split evenly, pad only if rows < ranks
+                if len(chunk) < w:
+                    self.padded = w - len(chunk)
+                    chunk = chunk + order[: self.padded]
+                q, rem = divmod(len(chunk), w)
+                lo = self.rank * q + min(self.rank, rem)
+                out.append(chunk[lo : lo + q + (self.rank < rem)])
+            else:
+                out.append(chunk[self.rank * b : (self.rank + 1) * b])
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip_batches = self.skip_batches, 0
+        batches = self.rank_batches()
+        if self.padded and self.rank == 0:
+            warnings.warn(f"{self.n} rows over {self.num_replicas} ranks x batch {self.batch_size}: the epoch's last global batch has fewer "
+                          f"rows than ranks, so {self.padded} row(s) are repeated to keep ranks in step",
+                          stacklevel=2)
+        for batch in batches[skip:]:
+            yield from batch
+
+    def num_batches(self) -> int:
+        return -(-self.n // (self.batch_size * self.num_replicas))
+
+    def __len__(self) -> int:
+        # Rows of the full epoch on this rank, also when resuming: Lightning's restored batch counter
+        # already includes the skipped batches, and the shorter iterator ends the epoch on time.
+        b, w = self.batch_size, self.num_replicas
+        full, rem = divmod(self.n, b * w)
+        if not rem:
+            return full * b
+        q, r = divmod(max(rem, w), w)
+        return full * b + q + (self.rank < r)
