@@ -46,9 +46,12 @@ class SpeechDataModule(L.LightningDataModule):
     def __init__(self, train_manifest: str | None = None, val_manifest: str | None = None,
                  test_manifest: str | None = None, predict_manifest: str | None = None, batch_size: int = 4,
                  eval_batch_size: int | None = None, num_workers: int = 0, skip_bad_audio: bool = False,
-                 max_duration: float = 30.0, shuffle: bool = True, seed: int = 0):
+                 max_duration: float = 30.0, shuffle: bool = True, seed: int = 0,
+                 replay_manifest: str | None = None, replay_share: float = 0.0):
         """Rows need `id`, `audio`, `target` (training); `instruction` defaults to the DeSTA2 one.
-        `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping."""
+        `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping.
+        `replay_manifest` + `replay_share`: that share of every training batch is text-only pseudo-replay
+        rows (`speechllm prepare replay`; speechllm/data/replay.py)."""
         super().__init__()
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
@@ -90,6 +93,10 @@ class SpeechDataModule(L.LightningDataModule):
                           collate_fn=self._collator(require_target))
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.replay_manifest and self.hparams.replay_share > 0:
+            from speechllm.data.replay import replay_train_loader
+
+            return replay_train_loader(self)
         rows = self.rows["train"]
         sampler = ResumableRandomSampler(len(rows), self.hparams.seed) if self.hparams.shuffle else None
         if sampler is not None and self.trainer is not None:
