@@ -153,7 +153,7 @@ def cmd_retention(argv: list[str]) -> int:
                    help="topics per constraint type (default 14: 26 types × 14 = 364 prompts + 40 closed)")
     p.add_argument("--kinds", nargs="*", help="only these constraint kinds (default: all)")
     p.add_argument("--no-closed", action="store_true", help="skip the closed knowledge/arithmetic answers")
-    p.add_argument("--max-new-tokens", type=int, default=128,
+    p.add_argument("--max-new-tokens", type=int, default=96,
                    help="long enough that a rambling answer shows its length (word limits are checked on it)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--audio", help="WAV for the audio+constraint condition (default: a held-out synthetic clip)")

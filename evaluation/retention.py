@@ -136,7 +136,7 @@ def default_audio():
 
 
 def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics: int = 14,
-                   max_new_tokens: int = 128, audio=None, kinds: list[str] | None = None, batch_size: int = 8,
+                   max_new_tokens: int = 96, audio=None, kinds: list[str] | None = None, batch_size: int = 8,
                    closed: bool = True) -> list[dict]:
     """Base (a ChatLM shown the model's own chat template) + trained text + trained audio conditions.
     `base=None` builds the base from the model's LLM name; `audio=None` skips the audio condition."""
