@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.retention import evaluate_model, paired_delta, wilson, write_retention_report  # noqa: E402
+from evaluation.retention import evaluate_model, wilson, write_retention_report  # noqa: E402
 from speechllm.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 SCORE_KEYS = ("likelihood_accuracy", "lenient_accuracy", "official_accuracy")

@@ -59,7 +59,8 @@ def run_condition(name: str, generate: Callable[[list[dict]], list[str]], prompt
     answers produced under other settings."""
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name) + (f"__{settings}" if settings else "")
     cache = AppendOnlyJsonl(Path(out_dir) / "retention" / f"{stem}.jsonl")
-    todo = [p for p in prompts if p["id"] not in cache.done]
+    # a cached answer counts only for the same prompt text (a changed prompt set regenerates; last write wins)
+    todo = [p for p in prompts if p["id"] not in cache.done or cache.rows[p["id"]].get("prompt") != p["prompt"]]
     for s in tqdm(range(0, len(todo), batch_size), desc=f"retention · {name}", unit="batch"):
         chunk = todo[s:s + batch_size]
         outs = generate(chunk)

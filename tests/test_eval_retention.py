@@ -66,3 +66,12 @@ def test_retention_generation_is_cached_and_rechecked(tmp_path):
     R.run_condition("m", gen, prompts, tmp_path)
     R.run_condition("m", gen, prompts, tmp_path)
     assert len(calls) == len(prompts)
+
+
+def test_a_changed_prompt_is_regenerated_not_reused(tmp_path):
+    prompts = _prompts()[:2]
+    R.run_condition("m", lambda b: ["first"] * len(b), prompts, tmp_path)
+    changed = [{**prompts[0], "prompt": prompts[0]["prompt"] + " Please."}, prompts[1]]
+    calls = []
+    R.run_condition("m", lambda b: calls.extend(b) or ["second"] * len(b), changed, tmp_path)
+    assert [c["id"] for c in calls] == [prompts[0]["id"]]
