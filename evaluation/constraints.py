@@ -76,7 +76,7 @@ AVOID = ["very", "good", "really", "thing", "important", "great"]
 START = ["Indeed", "Certainly", "Honestly", "Well"]
 END = ["That is all.", "Thank you.", "Any other questions?"]
 REPLY = ["banana", "yes", "ok", "done"]
-WORD_LIMITS = [10, 15, 20, 30]
+WORD_LIMITS = [20, 30, 40, 50]  # smollm2-135m passed 0/6 at 10-30 words; it writes ~20-40
 MIN_WORDS = [20, 30, 40]
 SENT_LIMITS = [1, 2, 3]
 LIST_N = [2, 3, 4]
@@ -179,6 +179,22 @@ TYPES: list[ConstraintType] = [
                    lambda r, p: len(re.findall(r"\[[^\[\]\n]+\]", r)) >= p["n"], lambda k: {"n": _pick([1, 2], k)}),
     ConstraintType("question_end", "punctuation", lambda p: "End your answer with a question.",
                    lambda r, p: r.strip().endswith("?")),
+    ConstraintType("exclamation", "punctuation", lambda p: "Use at least one exclamation mark in your answer.",
+                   lambda r, p: "!" in r),
+    ConstraintType("include_number", "content", lambda p: "Include at least one number written in digits.",
+                   lambda r, p: re.search(r"\d", r) is not None),
+    ConstraintType("two_keywords", "keywords", lambda p: f'Include both words "{p["a"]}" and "{p["b"]}" in your answer.',
+                   lambda r, p: _has_word(r, p["a"]) and _has_word(r, p["b"]),
+                   lambda k: {"a": _pick(KEYWORDS, k + 1), "b": _pick(KEYWORDS, k + 5)}),
+    ConstraintType("min_sentences", "length", lambda p: f"Answer with at least {p['n']} sentences.",
+                   lambda r, p: len(sentences(r)) >= p["n"], lambda k: {"n": _pick([3, 4, 5], k)}),
+    ConstraintType("min_paragraphs", "format",
+                   lambda p: "Write at least two paragraphs separated by a blank line.",
+                   lambda r, p: len([x for x in re.split(r"\n\s*\n", r.strip()) if x.strip()]) >= 2),
+    ConstraintType("bold", "format", lambda p: "Put at least one phrase in **bold** markdown.",
+                   lambda r, p: re.search(r"\*\*[^*\n]+\*\*", r) is not None),
+    ConstraintType("yes_no_start", "startend", lambda p: 'Begin your answer with "Yes" or "No".',
+                   lambda r, p: re.match(r"\W*(yes|no)\b", r.strip(), re.IGNORECASE) is not None),
 ]
 
 CLOSED_TYPES: list[ConstraintType] = [

@@ -8,7 +8,7 @@ from evaluation.retention_prompts import build_prompts, closed_prompts
 
 # (passing, failing) for variant k=0 of each type
 CASES = {
-    "max_words": ("Summer, because the days are long.", " ".join(["word"] * 11)),
+    "max_words": ("Summer, because the days are long.", " ".join(["word"] * 21)),
     "min_words": (" ".join(["word"] * 20), "Too short."),
     "max_sentences": ("Summer is warm, bright and long.", "Summer is warm. It is bright."),
     "single_word": ("Summer.", "Summer time."),
@@ -34,6 +34,13 @@ CASES = {
     "no_commas": ("Summer is warm and bright.", "Summer is warm, and bright."),
     "placeholders": ("Dear [name], welcome.", "Dear friend, welcome."),
     "question_end": ("Summer is warm. Do you agree?", "Do you agree? Summer is warm."),
+    "exclamation": ("Summer is great!", "Summer is great."),
+    "include_number": ("Summer has 3 months.", "Summer has three months."),
+    "two_keywords": ("A journey into the future.", "A long journey."),
+    "yes_no_start": ("No, winter is better.", "Nobody likes winter."),
+    "min_sentences": ("One. Two! Three?", "One. Two."),
+    "min_paragraphs": ("Warm days.\n\nBright nights.", "Warm days.\nBright nights."),
+    "bold": ("Summer is **the best**.", "Summer is *the best*."),
 }
 
 
@@ -52,7 +59,7 @@ def test_checker_accepts_passing_and_rejects_failing(kind):
 
 
 @pytest.mark.parametrize("kind,params,good,bad", [
-    ("max_words", {"n": 30}, " ".join(["w"] * 30), " ".join(["w"] * 31)),
+    ("max_words", {"n": 50}, " ".join(["w"] * 50), " ".join(["w"] * 51)),
     ("bullets", {"n": 4}, "- a\n- b\n* c\n- d", "- a\n- b\n- c"),
     ("include_keyword", {"w": "journey"}, "A long Journey.", "A long trip."),
     ("start_with", {"w": "Certainly"}, "**Certainly!** Yes.", "Yes, certainly."),
