@@ -27,6 +27,12 @@ AUDIO_QUESTIONS = [
     "Describe the voice in the audio.", "What is the main point of the audio?",
 ]
 
+# smollm2-135m's base pass rate was 0/6 on these (greedy, 96 new tokens; benchmarks/results/retention_base.md):
+# a drop cannot show, so the default set leaves them out; `kinds=["all"]` (CLI `--kinds all`) keeps them.
+NEVER_PASSED_BY_SMOLLM2 = {"single_word", "all_lowercase", "all_uppercase", "caps_words", "paragraphs", "choice",
+                           "start_with", "end_with", "quotation", "reply_word", "placeholders"}
+DEFAULT_KINDS = [t.kind for t in TYPES if t.kind not in NEVER_PASSED_BY_SMOLLM2]
+
 CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
             ("England", "London"), ("Russia", "Moscow"), ("Egypt", "Cairo"), ("China", "Beijing"),
             ("Greece", "Athens")]
@@ -64,13 +70,27 @@ def closed_prompts(n_knowledge: int | None = None, n_arithmetic: int = 20) -> li
     return rows
 
 
+def resolve_kinds(kinds: list[str] | None) -> list[str]:
+    """None → DEFAULT_KINDS (+ closed answers); ["all"] → every registered type."""
+    if kinds is None:
+        return [*DEFAULT_KINDS, "closed_knowledge", "closed_arithmetic"]
+    if list(kinds) == ["all"]:
+        return [t.kind for t in TYPES] + ["closed_knowledge", "closed_arithmetic"]
+    return list(kinds)
+
+
 def constraint_prompts(n_topics: int = 14, audio: bool = False, kinds: list[str] | None = None) -> list[dict]:
     pool = AUDIO_QUESTIONS if audio else TOPICS
     if n_topics > len(TOPICS):
         raise ValueError(f"n_topics={n_topics}: at most {len(TOPICS)} topics")
-    types = [t for t in TYPES if kinds is None or t.kind in kinds]
+    kinds = resolve_kinds(kinds)
+    unknown = set(kinds) - {t.kind for t in TYPES} - {"closed_knowledge", "closed_arithmetic"}
+    if unknown:
+        raise ValueError(f"unknown constraint kinds {sorted(unknown)}; known: {[t.kind for t in TYPES]}")
     rows = []
-    for i, t in enumerate(types):
+    for i, t in enumerate(TYPES):  # i from the full registry: a type's topics do not depend on the selection
+        if t.kind not in kinds:
+            continue
         for k in range(n_topics):
             p = t.params(k)
             q = pool[(k + i) % len(pool)]  # shift per type so each topic meets every constraint family
@@ -80,9 +100,9 @@ def constraint_prompts(n_topics: int = 14, audio: bool = False, kinds: list[str]
 
 def build_prompts(n_topics: int = 14, audio: bool = False, kinds: list[str] | None = None,
                   closed: bool = True, n_knowledge: int | None = None, n_arithmetic: int = 20) -> list[dict]:
-    """The full text set (default: 26 types × 14 topics = 364 constraint prompts + 40 closed answers).
+    """The text set (default: 22 types × 14 topics = 308 constraint prompts + 40 closed answers = 348).
     The audio set has no closed answers: there the question is about the clip."""
     rows = constraint_prompts(n_topics, audio, kinds)
     if closed and not audio:
-        rows += [r for r in closed_prompts(n_knowledge, n_arithmetic) if kinds is None or r["kind"] in kinds]
+        rows += [r for r in closed_prompts(n_knowledge, n_arithmetic) if r["kind"] in resolve_kinds(kinds)]
     return rows

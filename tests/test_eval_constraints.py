@@ -100,3 +100,16 @@ def test_closed_answers_are_right():
             x, op, y = q.split()[2:5]
             y = y.rstrip("?")
             assert a == {"plus": int(x) + int(y), "minus": int(x) - int(y), "times": int(x) * int(y)}[op]
+
+
+def test_default_set_leaves_out_types_the_small_base_never_passed_and_all_keeps_them():
+    from evaluation.retention_prompts import DEFAULT_KINDS, NEVER_PASSED_BY_SMOLLM2
+
+    kinds = {r["kind"] for r in build_prompts()}
+    assert not kinds & NEVER_PASSED_BY_SMOLLM2 and set(DEFAULT_KINDS) <= kinds
+    assert NEVER_PASSED_BY_SMOLLM2 <= {r["kind"] for r in build_prompts(kinds=["all"])}
+    sub = {r["id"]: r["prompt"] for r in build_prompts(kinds=["bullets"], closed=False)}
+    assert all(build_prompts(kinds=["all"])[i]["prompt"] == sub.get(r["id"], r["prompt"])  # selection-independent
+               for i, r in enumerate(build_prompts(kinds=["all"])))
+    with pytest.raises(ValueError, match="unknown"):
+        build_prompts(kinds=["no_such_kind"])
