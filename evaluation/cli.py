@@ -150,7 +150,7 @@ def cmd_retention(argv: list[str]) -> int:
                                       "else smollm2-135m")
     p.add_argument("--out", required=True)
     p.add_argument("--topics", "--questions", dest="topics", type=int, default=14,
-                   help="topics per constraint type (default 14: 22 default types × 14 = 308 prompts + 40 closed)")
+                   help="topics per constraint type (default 14: 21 default types × 14 = 294 prompts + 40 closed)")
     p.add_argument("--kinds", nargs="*", help="only these kinds; `all` = every type (default: the types "
                                               "smollm2-135m passes at all, + closed answers)")
     p.add_argument("--no-closed", action="store_true", help="skip the closed knowledge/arithmetic answers")
