@@ -19,6 +19,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "attributes": ("data_prep.attributes", "measure pitch/speed/volume/SNR (+ Whisper transcript when missing)"),
     "captions": ("data_prep.captions", "DeSTA2 seed captions + instructions"),
     "targets": ("data_prep.targets", "self-output targets from the frozen LLM (batched, resumable)"),
+    "replay": ("data_prep.replay", "text-only pseudo-replay rows the frozen LLM writes and answers itself"),
     "noisy": ("data_prep.noisy", "noisy copies of a manifest for test-time adaptation benchmarks"),
 }
 

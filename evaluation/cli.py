@@ -168,63 +168,55 @@ def cmd_build_suite(argv: list[str]) -> int:
 
 def cmd_retention(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="speechllm evaluate retention",
-                                description="Verifiable-constraint prompts: base LLM vs trained model (text only, "
-                                            "and with audio + constraint); pass rates and relative Δ.")
+                                description="Code-checked constraint prompts (IFEval-style) + closed answers: base "
+                                            "LLM vs trained model (text only, and audio + constraint); pass rates "
+                                            "with 95 % Wilson intervals and Δ with paired bootstrap intervals.")
     p.add_argument("--ckpt", help="trained checkpoint folder")
     p.add_argument("--base-llm", help="the base LLM (pack, HF folder or id); default: the checkpoint's LLM, "
                                       "else smollm2-135m")
     p.add_argument("--out", required=True)
-    p.add_argument("--questions", type=int, default=2, help="questions per constraint (12 constraints each)")
-    p.add_argument("--max-new-tokens", type=int, default=128,
+    p.add_argument("--topics", "--questions", dest="topics", type=int, default=14,
+                   help="topics per constraint type (default 14: 21 default types × 14 = 294 prompts + 40 closed)")
+    p.add_argument("--kinds", nargs="*", help="only these kinds; `all` = every type (default: the types "
+                                              "smollm2-135m passes at all, + closed answers)")
+    p.add_argument("--no-closed", action="store_true", help="skip the closed knowledge/arithmetic answers")
+    p.add_argument("--max-new-tokens", type=int, default=96,
                    help="long enough that a rambling answer shows its length (word limits are checked on it)")
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--audio", help="WAV for the audio+constraint condition (default: a held-out synthetic clip)")
+    p.add_argument("--no-audio", action="store_true", help="skip the audio+constraint condition")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     args = p.parse_args(argv)
     _set_threads(args.threads)
     from evaluation import retention as R
     from evaluation.llm import ChatLM
+    from evaluation.retention_prompts import build_prompts
 
-    model = None
-    if args.ckpt:
+    if not args.ckpt:
+        base = ChatLM(args.base_llm or "smollm2-135m", batch_size=args.batch_size)
+        prompts = build_prompts(args.topics, kinds=args.kinds, closed=not args.no_closed)
+        results = [R.run_condition(f"base:{base.name}", lambda b: base.generate([x["prompt"] for x in b],
+                                   args.max_new_tokens), prompts, args.out, args.batch_size,
+                                   settings=f"mnt{args.max_new_tokens}")]
+    else:
         from evaluation.predictors import load_trained
 
         model = load_trained(args.ckpt)
-    base_llm = args.base_llm or (model.config.llm if model is not None else "smollm2-135m")
-    # with a checkpoint, the base LLM is shown the model's own chat template (same system prompt), so any
-    # difference in the text-only condition comes from the weights (LoRA), not from formatting
-    base = ChatLM(base_llm, render_fn=(lambda q: model.render_prompt(q, 0)) if model is not None else None)
-    text_prompts = R.retention_prompts(args.questions)
-    base_name = f"base:{base.name}"
-    mnt = f"mnt{args.max_new_tokens}"
-    results = [R.run_condition(base_name, lambda b: base.generate([x["prompt"] for x in b], args.max_new_tokens),
-                               text_prompts, args.out, settings=mnt)]
-    if model is not None:
-        tag = Path(args.ckpt).name
+        # the base LLM is shown the model's own chat template (same system prompt), so any difference in
+        # the text-only condition comes from the weights (LoRA), not from formatting
+        base = ChatLM(args.base_llm or model.config.llm, render_fn=lambda q: model.render_prompt(q, 0),
+                      batch_size=args.batch_size)
+        audio = None
+        if not args.no_audio:
+            from speechllm.data.audio import load_audio
 
-        def gen(batch, audio=None):
-            return model.generate([audio] * len(batch), [x["prompt"] for x in batch],
-                                  max_new_tokens=args.max_new_tokens, do_sample=False)
-
-        results.append(R.run_condition(f"trained-text:{tag}", gen, text_prompts, args.out, settings=mnt))
-        wav = _retention_audio(args.audio)
-        results.append(R.run_condition(f"trained-audio:{tag}", lambda b: gen(b, wav),
-                                       R.retention_prompts(args.questions, audio=True), args.out, settings=mnt))
-    md = R.write_retention_report(args.out, results, base_name)
+            audio = load_audio(args.audio) if args.audio else R.default_audio()
+        results = R.evaluate_model(model, args.out, tag=Path(args.ckpt).name, base=base, n_topics=args.topics,
+                                   max_new_tokens=args.max_new_tokens, audio=audio, kinds=args.kinds,
+                                   batch_size=args.batch_size, closed=not args.no_closed)
+    md = R.write_retention_report(args.out, results, results[0]["condition"])
     print(md.read_text())
     return 0
-
-
-def _retention_audio(path: str | None):
-    if path:
-        from speechllm.data.audio import load_audio
-
-        return load_audio(path)
-    from data_prep.synth import list_voices, tts
-    from evaluation.holdout import is_heldout_voice
-    from evaluation.suite import heldout_sentences
-
-    voice = next(v for v in list_voices() if is_heldout_voice(v.id))
-    return tts(heldout_sentences(60)[0], voice)
 
 
 def cmd_report(argv: list[str]) -> int:

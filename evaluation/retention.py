@@ -1,112 +1,72 @@
-"""Retention (forgetting) check in the spirit of Speech-IFEval: text prompts with constraints that
-code can verify (JSON with a key, word limits, include/exclude a keyword, case, bullet counts …).
+"""Retention (forgetting) check in the spirit of IFEval / Speech-IFEval: constraint prompts that code
+verifies (evaluation/constraints.py) and closed knowledge/arithmetic answers, built deterministically
+(evaluation/retention_prompts.py).
 
-Run on the base LLM and on the trained model (text only, and with audio + the same constraint);
-report pass rates and the relative change Δ = (trained − base) / base. Without LoRA the text path
-is the frozen LLM, so Δ(text) must be exactly 0; with LoRA Δ measures what was forgotten.
+Conditions: the base LLM (text), the trained model on the same text prompts, and the trained model
+with an audio clip + the same constraint (a question about the audio). Pass rates carry 95 % Wilson
+intervals; Δ = (condition − base) / base with a paired bootstrap interval over the prompts both
+conditions share (same ids = same constraint and parameters). Without LoRA the text path is the
+frozen LLM, so Δ(text) must be exactly 0; with LoRA Δ measures what was forgotten.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
+from evaluation.constraints import check
+from evaluation.retention_prompts import build_prompts
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text
 
 
-@dataclass(frozen=True)
-class Constraint:
-    kind: str
-    text: str  # appended to the question
-    check: Callable[[str], bool]
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n; (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def _words(s: str) -> list[str]:
-    return re.findall(r"[A-Za-z0-9']+", s)
+def row_passes(row: dict) -> bool:
+    return check(row["kind"], row["response"], row.get("params"))
 
 
-def _json_obj(s: str) -> Any:
-    s = s.strip()
-    m = re.search(r"```(?:json)?\s*(.*?)```", s, re.DOTALL)
-    if m:
-        s = m.group(1).strip()
-    try:
-        return json.loads(s)
-    except json.JSONDecodeError:
-        return None
-
-
-def _bullets(s: str) -> int:
-    return sum(bool(re.match(r"^\s*[-*•]\s+\S", line)) for line in s.splitlines())
-
-
-CONSTRAINTS: list[Constraint] = [
-    Constraint("json_key", 'Answer only with a JSON object that has the key "answer".',
-               lambda r: isinstance(_json_obj(r), dict) and "answer" in _json_obj(r)),
-    Constraint("max_words_15", "Answer in at most 15 words.", lambda r: 0 < len(_words(r)) <= 15),
-    Constraint("include_keyword", 'Include the word "remarkable" in your answer.',
-               lambda r: re.search(r"\bremarkable\b", r, re.IGNORECASE) is not None),
-    Constraint("exclude_keyword", 'Do not use the word "the" anywhere in your answer.',
-               lambda r: bool(r.strip()) and re.search(r"\bthe\b", r, re.IGNORECASE) is None),
-    Constraint("all_lowercase", "Write your whole answer in lowercase letters only, no capitals.",
-               lambda r: any(c.isalpha() for c in r) and r == r.lower()),
-    Constraint("all_uppercase", "Write your whole answer in capital letters only.",
-               lambda r: any(c.isalpha() for c in r) and r == r.upper()),
-    Constraint("three_bullets", 'Answer with exactly 3 bullet points, each line starting with "- ".',
-               lambda r: _bullets(r) == 3),
-    Constraint("start_with", 'Start your answer with the word "Indeed".',
-               lambda r: r.strip().lower().startswith("indeed")),
-    Constraint("end_with", 'End your answer with the exact phrase "That is all."',
-               lambda r: r.strip().endswith("That is all.")),
-    Constraint("single_word", "Answer with a single word.", lambda r: len(_words(r)) == 1),
-    # two easier ones, so a small base model passes something and Δ is not a ratio of near-zeros
-    Constraint("max_words_40", "Answer in at most 40 words.", lambda r: 0 < len(_words(r)) <= 40),
-    Constraint("reply_word", 'Ignore the question and reply with only the word "banana".',
-               lambda r: r.strip().strip(".!\"'` ").lower() == "banana"),
-]
-
-TEXT_QUESTIONS = ["What is your favourite season and why?", "Describe a busy train station.",
-                  "Give advice to someone learning to cook.", "Explain why people keep pets."]
-AUDIO_QUESTIONS = ["What can you hear in the audio?", "Describe the speaker and what they say.",
-                   "Summarise the audio.", "What is the speaker talking about?"]
-
-
-def retention_prompts(n_questions: int = 2, audio: bool = False) -> list[dict]:
-    """Stable ids `<kind>-q<k>`: question × constraint, the question from the text or audio pool."""
-    qs = (AUDIO_QUESTIONS if audio else TEXT_QUESTIONS)[:n_questions]
-    return [{"id": f"{c.kind}-q{k}", "kind": c.kind, "prompt": f"{q} {c.text}"}
-            for k, q in enumerate(qs) for c in CONSTRAINTS]
-
-
-def check(kind: str, response: str) -> bool:
-    return next(c for c in CONSTRAINTS if c.kind == kind).check(response)
+def summarize(name: str, rows: list[dict]) -> dict[str, Any]:
+    outcomes = {r["id"]: row_passes(r) for r in rows}
+    k, n = sum(outcomes.values()), len(outcomes)
+    kinds: dict[str, list[bool]] = {}
+    for r in rows:
+        kinds.setdefault(r["kind"], []).append(outcomes[r["id"]])
+    return {"condition": name, "n": n, "passed": k, "pass_rate": k / max(n, 1), "ci95": list(wilson(k, n)),
+            "per_kind": {kd: sum(v) / len(v) for kd, v in kinds.items()},
+            "per_kind_n": {kd: len(v) for kd, v in kinds.items()}, "outcomes": outcomes}
 
 
 def run_condition(name: str, generate: Callable[[list[dict]], list[str]], prompts: list[dict], out_dir: str | Path,
-                  batch_size: int = 4, settings: str = "") -> dict[str, Any]:
-    """Generate (cached append-only per prompt id) and check; returns pass rate overall and per kind.
+                  batch_size: int = 8, settings: str = "") -> dict[str, Any]:
+    """Generate (cached append-only per prompt id) and check; pass rate overall and per kind.
     `settings` (e.g. "mnt128") is part of the cache file name, so changing the decoding never reuses
     answers produced under other settings."""
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name) + (f"__{settings}" if settings else "")
     cache = AppendOnlyJsonl(Path(out_dir) / "retention" / f"{stem}.jsonl")
-    todo = [p for p in prompts if p["id"] not in cache.done]
+    # a cached answer counts only for the same prompt text (a changed prompt set regenerates; last write wins)
+    todo = [p for p in prompts if p["id"] not in cache.done or cache.rows[p["id"]].get("prompt") != p["prompt"]]
     for s in tqdm(range(0, len(todo), batch_size), desc=f"retention · {name}", unit="batch"):
         chunk = todo[s:s + batch_size]
         outs = generate(chunk)
         cache.extend([{**p, "condition": name, "response": o} for p, o in zip(chunk, outs, strict=True)])
-    rows = [cache.rows[p["id"]] for p in prompts]
-    passed = [check(r["kind"], r["response"]) for r in rows]
-    kinds: dict[str, list[bool]] = {}
-    for r, ok in zip(rows, passed, strict=True):
-        kinds.setdefault(r["kind"], []).append(ok)
-    return {"condition": name, "n": len(rows), "pass_rate": sum(passed) / max(len(rows), 1),
-            "per_kind": {k: sum(v) / len(v) for k, v in kinds.items()}}
+    # checked against the prompt as built now (params), the cached row only supplies the response
+    return summarize(name, [{**p, "response": cache.rows[p["id"]]["response"]} for p in prompts])
 
 
 def delta(trained: float, base: float) -> float | None:
@@ -114,22 +74,92 @@ def delta(trained: float, base: float) -> float | None:
     return None if base == 0 else (trained - base) / base
 
 
+def paired_delta(cond: dict, base: dict, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Δ over the prompt ids both share, with a paired bootstrap 95 % interval (relative and in points)."""
+    ids = [i for i in cond["outcomes"] if i in base["outcomes"]]
+    if not ids:
+        return {"n_paired": 0, "base_rate": None, "delta": None, "delta_ci95": None, "diff": None, "diff_ci95": None}
+    t = np.array([cond["outcomes"][i] for i in ids], dtype=float)
+    b = np.array([base["outcomes"][i] for i in ids], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
+    tm, bm = t[idx].mean(1), b[idx].mean(1)
+    diff = tm - bm
+    ok = bm > 0
+    rel = diff[ok] / bm[ok]
+    return {"n_paired": len(ids), "base_rate": float(b.mean()), "delta": delta(float(t.mean()), float(b.mean())),
+            "delta_ci95": [float(np.percentile(rel, 2.5)), float(np.percentile(rel, 97.5))] if ok.any() else None,
+            "diff": float(t.mean() - b.mean()),
+            "diff_ci95": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]}
+
+
+def _pct(x: float | None, sign: bool = False) -> str:
+    return "–" if x is None else (f"{100 * x:+.1f}%" if sign else f"{100 * x:.1f}%")
+
+
 def write_retention_report(out_dir: str | Path, results: list[dict], base_name: str) -> Path:
     base = next(r for r in results if r["condition"] == base_name)
-    lines = ["# Retention (verifiable instruction following)", "",
-             "Pass rate of code-checked constraints; Δ = (condition − base) / base.", "",
-             "| condition | n | pass rate | Δ vs base |", "|---|---|---|---|"]
+    lines = ["# Retention (verifiable instruction following + closed answers)", "",
+             "Pass rate with 95 % Wilson interval; Δ = (condition − base) / base on the prompt ids both share "
+             "(paired bootstrap 95 % interval); Δpts = the same difference in percentage points.", "",
+             "| condition | n | pass rate [95% CI] | base on same ids | Δ [95% CI] | Δpts [95% CI] |",
+             "|---|---|---|---|---|---|"]
     for r in results:
-        d = delta(r["pass_rate"], base["pass_rate"])
-        r["delta_vs_base"] = d
-        lines.append(f"| {r['condition']} | {r['n']} | {100 * r['pass_rate']:.1f}% | "
-                     f"{'–' if d is None else f'{100 * d:+.1f}%'} |")
-    kinds = list(results[0]["per_kind"])
-    lines += ["", "| constraint | " + " | ".join(r["condition"] for r in results) + " |",
-              "|" + "---|" * (len(results) + 1)]
+        d = paired_delta(r, base)
+        r.update(delta_vs_base=d["delta"], delta_ci95=d["delta_ci95"], diff_vs_base=d["diff"],
+                 diff_ci95=d["diff_ci95"], base_rate_same_ids=d["base_rate"], n_paired=d["n_paired"])
+        ci = d["delta_ci95"] or [None, None]
+        dci = d["diff_ci95"] or [None, None]
+        lines.append(f"| {r['condition']} | {r['n']} | {_pct(r['pass_rate'])} [{_pct(r['ci95'][0])}, "
+                     f"{_pct(r['ci95'][1])}] | {_pct(d['base_rate'])} | {_pct(d['delta'], True)} "
+                     f"[{_pct(ci[0], True)}, {_pct(ci[1], True)}] | {_pct(d['diff'], True)} "
+                     f"[{_pct(dci[0], True)}, {_pct(dci[1], True)}] |")
+    kinds = list(dict.fromkeys(k for r in results for k in r["per_kind"]))
+    lines += ["", "Per constraint type (pass rate; n per type in brackets):", "",
+              "| type | " + " | ".join(r["condition"] for r in results) + " |", "|" + "---|" * (len(results) + 1)]
     for k in kinds:
-        lines.append(f"| {k} | " + " | ".join(f"{100 * r['per_kind'].get(k, 0):.0f}%" for r in results) + " |")
+        cells = [f"{100 * r['per_kind'][k]:.0f}% ({r['per_kind_n'][k]})" if k in r["per_kind"] else "–"
+                 for r in results]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     md = Path(out_dir) / "retention.md"
     atomic_write_text(md, "\n".join(lines) + "\n")
     atomic_write_json(Path(out_dir) / "retention.json", {"base": base_name, "results": results})
     return md
+
+
+def default_audio():
+    """A held-out synthetic clip (voice and sentence never used for training)."""
+    from data_prep.synth import list_voices, tts
+    from evaluation.holdout import is_heldout_voice
+    from evaluation.suite import heldout_sentences
+
+    voice = next(v for v in list_voices() if is_heldout_voice(v.id))
+    return tts(heldout_sentences(60)[0], voice)
+
+
+def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics: int = 14,
+                   max_new_tokens: int = 96, audio=None, kinds: list[str] | None = None, batch_size: int = 8,
+                   closed: bool = True) -> list[dict]:
+    """Base (a ChatLM shown the model's own chat template) + trained text + trained audio conditions.
+    `base=None` builds the base from the model's LLM name; `audio=None` skips the audio condition."""
+    from evaluation.llm import ChatLM
+
+    if base is None:
+        base = ChatLM(model.config.llm, render_fn=lambda q: model.render_prompt(q, 0))
+    text_prompts = build_prompts(n_topics, kinds=kinds, closed=closed)
+    mnt = f"mnt{max_new_tokens}"
+    # the template goes into the base cache key: a different system prompt must not reuse answers
+    tpl = hashlib.sha1(base.render("{q}").encode()).hexdigest()[:8]
+    base_name = f"base:{base.name}"
+    results = [run_condition(base_name, lambda b: base.generate([x["prompt"] for x in b], max_new_tokens),
+                             text_prompts, out_dir, batch_size, settings=f"{mnt}_{tpl}")]
+
+    def gen(batch, wav=None):
+        return model.generate([wav] * len(batch), [x["prompt"] for x in batch], max_new_tokens=max_new_tokens,
+                              do_sample=False, batch_size=batch_size)
+
+    results.append(run_condition(f"trained-text:{tag}", gen, text_prompts, out_dir, batch_size, settings=mnt))
+    if audio is not None:
+        results.append(run_condition(f"trained-audio:{tag}", lambda b: gen(b, audio),
+                                     build_prompts(n_topics, audio=True, kinds=kinds), out_dir, batch_size,
+                                     settings=mnt))
+    return results

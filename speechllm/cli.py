@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("speechllm.generation", "cli_main", "answer a prompt about an audio file from a checkpoint"),
     "prepare": ("data_prep.cli", "main", "data preparation steps (synth, ingest, attributes, captions, targets, noisy)"),
     "evaluate": ("evaluation.cli", "main", "Dynamic-SUPERB and retention evaluation"),
+    "merge": ("speechllm.model.merge", "cli_main", "scale a run's LoRA delta by alpha (task arithmetic), optionally merge"),
     "adapt": ("speechllm.tta.cli", "main", "continual test-time ASR adaptation (SUTA and variants)"),
 }
 

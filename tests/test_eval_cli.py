@@ -15,6 +15,7 @@ from speechllm.data.audio import save_audio
 from speechllm.io import read_jsonl
 
 TASKS = ["GenderClassification_Synth", "SpeakerVerification_Synth"]
+SMALL_RETENTION = ["--topics", "2", "--kinds", "max_words", "single_word", "json_key", "all_lowercase", "--no-closed"]
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +57,13 @@ def test_evaluate_checkpoint_beside_baselines_then_rescore(ckpt, suite, tmp_path
 def test_retention_text_path_without_lora_has_zero_delta(ckpt, tmp_path):
     wav = tmp_path / "a.wav"
     save_audio(wav, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))
-    assert main(["retention", "--ckpt", str(ckpt), "--out", str(tmp_path), "--questions", "1",
+    assert main(["retention", "--ckpt", str(ckpt), "--out", str(tmp_path), *SMALL_RETENTION,
                  "--max-new-tokens", "4", "--audio", str(wav)]) == 0
     res = json.loads((tmp_path / "retention.json").read_text())["results"]
     base, text = res[0], res[1]
     assert text["condition"].startswith("trained-text") and len(res) == 3
     assert text["delta_vs_base"] in (0.0, None)  # None only when the base passes nothing
-    b = read_jsonl(tmp_path / "retention" / f"{base['condition'].replace(':', '_')}__mnt4.jsonl")
+    b = read_jsonl(next((tmp_path / "retention").glob(f"{base['condition'].replace(':', '_')}__mnt4_*.jsonl")))
     t = read_jsonl(tmp_path / "retention" / f"{text['condition'].replace(':', '_')}__mnt4.jsonl")
     assert [r["response"] for r in b] == [r["response"] for r in t]  # frozen LLM: identical generations
 
@@ -108,9 +109,9 @@ def test_retention_with_lora_measures_a_changed_text_path(tmp_path):
     m.save_pretrained(tmp_path / "lora-run")
     wav = tmp_path / "a.wav"
     save_audio(wav, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))
-    assert main(["retention", "--ckpt", str(tmp_path / "lora-run"), "--out", str(tmp_path), "--questions", "1",
+    assert main(["retention", "--ckpt", str(tmp_path / "lora-run"), "--out", str(tmp_path), *SMALL_RETENTION,
                  "--max-new-tokens", "4", "--audio", str(wav)]) == 0
     res = json.loads((tmp_path / "retention.json").read_text())["results"]
-    b = read_jsonl(tmp_path / "retention" / f"{res[0]['condition'].replace(':', '_')}__mnt4.jsonl")
+    b = read_jsonl(next((tmp_path / "retention").glob(f"{res[0]['condition'].replace(':', '_')}__mnt4_*.jsonl")))
     t = read_jsonl(tmp_path / "retention" / f"{res[1]['condition'].replace(':', '_')}__mnt4.jsonl")
     assert [r["response"] for r in b] != [r["response"] for r in t]  # the text path is no longer the base model

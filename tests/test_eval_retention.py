@@ -1,76 +1,77 @@
-"""Retention: constraint checkers are right both ways; Δ is 0 for an identical model, measured otherwise."""
+"""Retention: Δ is 0 for an identical model and measured (with intervals) otherwise; generation is cached."""
 
 import json
 
 import pytest
 
 from evaluation import retention as R
+from evaluation.retention_prompts import build_prompts
+from tests.test_eval_constraints import CASES
 
-GOOD = {
-    "json_key": '```json\n{"answer": "summer"}\n```',
-    "max_words_15": "Summer, because the days are long and warm.",
-    "include_keyword": "A remarkable place full of noise.",
-    "exclude_keyword": "Crowds rush past trains and shops.",
-    "all_lowercase": "summer is warm and bright.",
-    "all_uppercase": "SUMMER IS WARM.",
-    "three_bullets": "- one\n- two\n- three",
-    "start_with": "Indeed, summer is best.",
-    "end_with": "Summer is best. That is all.",
-    "single_word": "Summer.",
-    "max_words_40": "Summer, because the days are long.",
-    "reply_word": "Banana.",
-}
-BAD = {
-    "json_key": '{"reply": "summer"}',
-    "max_words_15": " ".join(["word"] * 16),
-    "include_keyword": "Remarkably busy.",
-    "exclude_keyword": "The station is busy.",
-    "all_lowercase": "Summer is warm.",
-    "all_uppercase": "SUMMER is warm.",
-    "three_bullets": "- one\n- two\n- three\n- four",
-    "start_with": "Well, indeed.",
-    "end_with": "That is all. Summer.",
-    "single_word": "Summer time.",
-    "max_words_40": " ".join(["word"] * 41),
-    "reply_word": "Banana bread.",
-}
+KINDS = ["max_words", "single_word", "all_lowercase", "no_commas"]  # good cases pass every variant
 
 
-@pytest.mark.parametrize("kind", [c.kind for c in R.CONSTRAINTS])
-def test_each_constraint_checker_accepts_and_rejects(kind):
-    assert R.check(kind, GOOD[kind])
-    assert not R.check(kind, BAD[kind])
-    assert not R.check(kind, "")
+def _prompts():
+    return build_prompts(n_topics=4, kinds=KINDS, closed=False)
 
 
-def test_prompt_ids_are_stable_and_cover_every_constraint():
-    p = R.retention_prompts(2)
-    assert len(p) == 2 * len(R.CONSTRAINTS) == len({x["id"] for x in p})
-    assert [x["id"] for x in p] == [x["id"] for x in R.retention_prompts(2, audio=True)]
+def _answer(row, good=True):
+    from evaluation.constraints import check
+
+    for cand in CASES[row["kind"]]:  # a case answer that passes/fails for this row's own parameters
+        if check(row["kind"], cand, row["params"]) == good:
+            return cand
+    return "" if not good else pytest.fail(f"no passing case for {row['id']}")
+
+
+def test_wilson_interval_matches_known_values():
+    lo, hi = R.wilson(8, 10)
+    assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)
+    assert R.wilson(0, 10)[0] == 0.0 and R.wilson(10, 10)[1] == 1.0 and R.wilson(0, 0) == (0.0, 1.0)
 
 
 def test_delta_zero_for_identical_model_and_measured_for_a_worse_one(tmp_path):
-    prompts = R.retention_prompts(1)
-    perfect = lambda batch: [GOOD[x["kind"]] for x in batch]  # noqa: E731
-    half = lambda batch: [GOOD[x["kind"]] if i % 2 else BAD[x["kind"]] for i, x in enumerate(batch)]  # noqa: E731
-    base = R.run_condition("base", perfect, prompts, tmp_path, batch_size=2)
-    same = R.run_condition("trained-text", perfect, prompts, tmp_path, batch_size=2)
-    worse = R.run_condition("trained-lora", half, prompts, tmp_path, batch_size=2)
-    assert base["pass_rate"] == 1.0 and R.delta(same["pass_rate"], base["pass_rate"]) == 0.0
-    assert R.delta(worse["pass_rate"], base["pass_rate"]) == pytest.approx(-0.5)
-    md = R.write_retention_report(tmp_path, [base, same, worse], "base")
-    assert "+0.0%" in md.read_text() and "-50.0%" in md.read_text()
-    assert json.loads((tmp_path / "retention.json").read_text())["results"][2]["delta_vs_base"] == pytest.approx(-0.5)
+    prompts = _prompts()
+    perfect = lambda batch: [_answer(x) for x in batch]  # noqa: E731
+    half = lambda batch: [_answer(x, int(x["id"][-1]) % 2 == 0) for x in batch]  # noqa: E731
+    base = R.run_condition("base", perfect, prompts, tmp_path, batch_size=3)
+    same = R.run_condition("trained-text", perfect, prompts, tmp_path, batch_size=3)
+    worse = R.run_condition("trained-lora", half, prompts, tmp_path, batch_size=3)
+    assert base["pass_rate"] == 1.0 and same["pass_rate"] == 1.0 and worse["pass_rate"] == 0.5
+    md = R.write_retention_report(tmp_path, [base, same, worse], "base").read_text()
+    res = json.loads((tmp_path / "retention.json").read_text())["results"]
+    assert res[1]["delta_vs_base"] == 0.0 and res[1]["delta_ci95"] == [0.0, 0.0]
+    assert res[2]["delta_vs_base"] == pytest.approx(-0.5)
+    lo, hi = res[2]["delta_ci95"]
+    assert lo < -0.5 < hi < 0  # a real drop: the interval excludes 0
+    assert "+0.0%" in md and "-50.0%" in md and "no_commas" in md
 
 
-def test_retention_generation_is_cached(tmp_path):
+def test_paired_delta_uses_only_shared_ids():
+    base = R.summarize("b", [{"id": i, "kind": "single_word", "response": r}
+                             for i, r in (("a", "Yes."), ("b", "no no"), ("c", "Yes."))])
+    cond = R.summarize("c", [{"id": i, "kind": "single_word", "response": "Yes."} for i in ("a", "b")])
+    d = R.paired_delta(cond, base)
+    assert d["n_paired"] == 2 and d["base_rate"] == 0.5 and d["delta"] == pytest.approx(1.0)
+
+
+def test_retention_generation_is_cached_and_rechecked(tmp_path):
     calls = []
 
     def gen(batch):
         calls.extend(batch)
         return ["ok"] * len(batch)
 
-    prompts = R.retention_prompts(1)
+    prompts = _prompts()
     R.run_condition("m", gen, prompts, tmp_path)
     R.run_condition("m", gen, prompts, tmp_path)
     assert len(calls) == len(prompts)
+
+
+def test_a_changed_prompt_is_regenerated_not_reused(tmp_path):
+    prompts = _prompts()[:2]
+    R.run_condition("m", lambda b: ["first"] * len(b), prompts, tmp_path)
+    changed = [{**prompts[0], "prompt": prompts[0]["prompt"] + " Please."}, prompts[1]]
+    calls = []
+    R.run_condition("m", lambda b: calls.extend(b) or ["second"] * len(b), changed, tmp_path)
+    assert [c["id"] for c in calls] == [prompts[0]["id"]]

@@ -56,7 +56,9 @@ def test_recipe_parses_and_instantiates(recipe, tmp_path):
                     "(hub-only or not pulled here)")
     cli.model.configure_model()
     n_train = sum(p.numel() for p in cli.model.model.parameters() if p.requires_grad)
-    assert 0 < n_train == sum(p.numel() for p in cli.model.model.adapter.parameters())
+    n_lora = sum(p.numel() for n, p in cli.model.model.llm.named_parameters() if "lora_" in n)
+    assert (n_lora > 0) == bool(cfg["model"].get("lora"))  # LoRA recipes (recipes/forget_lora_*) train it too
+    assert 0 < n_train == sum(p.numel() for p in cli.model.model.adapter.parameters()) + n_lora
 
 
 def test_desta2_recipe_has_the_papers_hyperparameters():

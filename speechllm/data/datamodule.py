@@ -33,14 +33,16 @@ class SpeechDataModule(L.LightningDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, skip_bad_audio: bool = False,
                  max_duration: float = 30.0, shuffle: bool = True, seed: int = 0,
                  transcript_field: str = ASR_FIELD, allow_foreign_targets: bool = False, streaming: bool = False,
-                 shuffle_buffer: int = 10_000):
+                 shuffle_buffer: int = 10_000, replay_manifest: str | None = None, replay_share: float = 0.0):
         """Rows need `id`, `audio`, `target` (training); `instruction` defaults to the DeSTA2 one.
         `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping.
         `transcript_field`: what training interleaves after the audio (default: the transcriber's output,
         as at inference; `transcript` = ground truth). `allow_foreign_targets`: train on targets that
         `target_meta` says another LLM wrote (refused by default: self-output means this model.llm).
         `streaming`: read the (JSONL) training manifest line by line each epoch instead of loading it,
-        for manifests larger than memory (speechllm.data.streaming; `shuffle_buffer` rows are mixed)."""
+        for manifests larger than memory (speechllm.data.streaming; `shuffle_buffer` rows are mixed).
+        `replay_manifest` + `replay_share`: that share of every training batch is text-only pseudo-replay
+        rows (`speechllm prepare replay`; speechllm/data/replay.py; single process)."""
         super().__init__()
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
@@ -119,6 +121,10 @@ class SpeechDataModule(L.LightningDataModule):
         return (epoch, done) if done < n_batches else (epoch + 1, 0)
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.replay_manifest and self.hparams.replay_share > 0:
+            from speechllm.data.replay import replay_train_loader
+
+            return replay_train_loader(self)
         if self.hparams.streaming:
             return self._stream_dataloader()
         rows, hp, trainer = self.rows["train"], self.hparams, self.trainer

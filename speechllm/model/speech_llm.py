@@ -76,10 +76,15 @@ class SpeechLLM(nn.Module):
         return cls(encoder, llm, tok, config)
 
     def train(self, mode: bool = True) -> SpeechLLM:
-        """Frozen parts stay in eval mode (no dropout) whatever Lightning asks; LoRA layers train."""
+        """Frozen parts stay in eval mode (no dropout) whatever Lightning asks; with LoRA only the LoRA
+        sub-modules (lora_A/B/dropout) train, the base LLM's own dropout stays off."""
         super().train(mode)
         self.encoder.train(False)
-        self.llm.train(mode and bool(self.config.lora))
+        self.llm.train(False)
+        if mode and self.config.lora:
+            for name, m in self.llm.named_modules():
+                if any(part.startswith("lora_") for part in name.split(".")):
+                    m.train(True)
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
