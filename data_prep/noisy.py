@@ -6,6 +6,7 @@ announcements), write each clip under named domains and these manifests:
   domains.jsonl      every (domain, clip), grouped by domain (episodic methods: order is irrelevant)
   stream_easy.jsonl  the same rows as long single-domain blocks (one block per domain)
   stream_hard.jsonl  the same rows, domain switching every 2–6 utterances
+  interleaved.jsonl  the same rows clip by clip (all domains of a clip together, speakers alternating)
   dev/ test/         the same three files for a split by clean clip (`--dev-fraction`, stratified by
                      speaker: every domain of a clip lands in the same split): tune on dev, report on test
 Domain specs: `clean`, `gauss:SIGMA` (absolute σ on a [-1, 1] waveform, as in the SUTA paper),
@@ -211,7 +212,25 @@ def write_manifests(rows_by_dom: dict[str, list[dict]], out_dir: Path, seed: int
         pools[d] = pools[d][k:]
         last = d
     _save(out_dir / "stream_hard.jsonl", hard)
+    _save(out_dir / "interleaved.jsonl", clip_major(all_rows))
     return {"domains": len(rows_by_dom), "rows": len(all_rows)}
+
+
+def clip_major(rows: list[dict]) -> list[dict]:
+    """Every domain of one clip, then the next clip, speakers alternating: a run stopped part-way
+    (or `--limit`) is still a balanced sample of domains and speakers."""
+    by_clip: dict[str, list[dict]] = {}
+    for r in rows:
+        by_clip.setdefault(r["attributes"]["clean_id"], []).append(r)
+    by_spk: dict[str, list[str]] = {}
+    for c in sorted(by_clip):
+        by_spk.setdefault(str(by_clip[c][0]["attributes"].get("speaker")), []).append(c)
+    queues, order = [by_spk[s] for s in sorted(by_spk)], []
+    while any(queues):
+        for q in queues:
+            if q:
+                order.append(q.pop(0))
+    return [r for c in order for r in by_clip[c]]
 
 
 def _save(path: Path, rows: list[dict]) -> None:

@@ -57,3 +57,7 @@ def test_split_by_clip_keeps_domains_together_and_stratifies(tmp_path):
     assert not dev_clips & test_clips and len(dev_clips) == 3  # 25 % of 12, one per speaker
     assert {r["attributes"]["speaker"] for r in dev} == {"s0", "s1", "s2"}
     assert len(dev) == 2 * len(dev_clips)  # both domains of a dev clip are in dev
+    inter = load_manifest(tmp_path / "b" / "test" / "interleaved.jsonl")
+    assert sorted(r["id"] for r in inter) == sorted(r["id"] for r in test)
+    assert [r["attributes"]["domain"] for r in inter[:2]] == ["clean", "gauss_0.01"]  # clip by clip
+    assert inter[0]["attributes"]["speaker"] != inter[2]["attributes"]["speaker"]  # speakers alternate

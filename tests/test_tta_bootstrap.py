@@ -12,10 +12,11 @@ def test_two_utterance_example_gives_the_hand_computed_interval():
     # utterance A: source 2 errors, method 1; utterance B: 2 and 2 (4 reference words each).
     # The 4 equally likely resamples: AA → (4−2)/4 = 50 %, AB and BA → (4−3)/4 = 25 %, BB → 0 %.
     # Percentile interval: P(0 %) = 1/4 > 2.5 % → lo = 0; P(50 %) = 1/4 > 2.5 % → hi = 50.
-    r = paired_bootstrap([2, 2], [1, 2], n_words=[4, 4], B=4000, seed=1)
+    r = paired_bootstrap([2, 2], [1, 2], n_words=[4, 4], B=4000, seed=1, min_utts=2)
     assert r["rel"] == pytest.approx(25.0)
     assert (r["lo"], r["hi"]) == (0.0, 50.0)
     assert r["verdict"] == "noise" and r["wer_src"] == 50.0 and r["wer"] == pytest.approx(37.5)
+    assert paired_bootstrap([2, 2], [1, 2], B=100)["verdict"] == "n/a"  # two utterances: no verdict by default
 
 
 def test_resample_distribution_matches_the_exact_bootstrap():

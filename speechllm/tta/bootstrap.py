@@ -19,10 +19,11 @@ def rel_reduction(src_err: np.ndarray, m_err: np.ndarray) -> float:
 
 
 def paired_bootstrap(src_err, m_err, n_words=None, B: int = 2000, seed: int = 0,
-                     alpha: float = 0.05) -> dict:
+                     alpha: float = 0.05, min_utts: int = 5) -> dict:
     """src_err, m_err: per-utterance word errors of the two systems on the same utterances, in the
     same order; n_words: reference words per utterance (only for the WERs reported). Returns point
-    estimate, (lo, hi) percentile interval and the verdict."""
+    estimate, (lo, hi) percentile interval and the verdict ("n/a" under `min_utts` utterances: a
+    bootstrap of one or two utterances has no width and would call anything significant)."""
     src = np.asarray(src_err, dtype=np.float64)
     m = np.asarray(m_err, dtype=np.float64)
     if src.shape != m.shape or src.ndim != 1 or len(src) == 0:
@@ -35,7 +36,8 @@ def paired_bootstrap(src_err, m_err, n_words=None, B: int = 2000, seed: int = 0,
     rel = 100.0 * (s_sum[ok] - m_sum[ok]) / s_sum[ok]
     lo, hi = (np.percentile(rel, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(rel) else (np.nan, np.nan))
     out = {"rel": rel_reduction(src, m), "lo": float(lo), "hi": float(hi), "B": B, "n_utts": n,
-           "undefined_resamples": int((~ok).sum()), "verdict": verdict(float(lo), float(hi))}
+           "undefined_resamples": int((~ok).sum()),
+           "verdict": verdict(float(lo), float(hi)) if n >= min_utts else "n/a"}
     if n_words is not None:
         w = float(np.sum(n_words))
         out.update(wer_src=100 * src.sum() / w, wer=100 * m.sum() / w, n_words=int(w))

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--class-num", type=int, default=None, help="MCC normaliser (default: vocabulary size)")
     e = ap.add_argument_group("Whisper methods (ln_topk_eos, seq_em; defaults fixed on the dev split)")
     e.add_argument("--w-steps", type=int, default=None, help="steps per utterance (default 3)")
-    e.add_argument("--w-lr", type=float, default=None, help="AdamW lr (default 1e-4)")
+    e.add_argument("--w-lr", type=float, default=None, help="AdamW lr (default 1e-2, picked on dev)")
     e.add_argument("--w-temp", type=float, default=None, help="ln_topk_eos: temperature on the top-k logits (1.0)")
     e.add_argument("--topk", type=int, default=None, help="ln_topk_eos: k of the top-k entropy (5)")
     e.add_argument("--eos-coef", type=float, default=None, help="weight of the EOS pseudo-label CE (1.0; 0 = off)")

@@ -35,7 +35,7 @@ class WhisperEMConfig(SUTAConfig):
     """SUTAConfig fields reused for the adapter (steps, lr, weight decay); the rest is Whisper's."""
 
     steps: int = 3
-    lr: float = 1e-4
+    lr: float = 1e-2  # dev sweep 1e-4 (no change at all), 1e-3, 3e-3, 1e-2: see README
     temp: float = 1.0
     topk: int = 5
     eos_coef: float = 1.0  # weight of the EOS pseudo-label cross-entropy (0 = no guard)
