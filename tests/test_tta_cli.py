@@ -101,7 +101,7 @@ def test_noisy_builder_writes_domains_and_streams(tmp_path):
         clean.append({"id": f"k{i}", "audio": str(p), "transcript": "x"})
     out = tmp_path / "bench"
     counts = build(clean, out, ["clean", "gauss:0.01", "speed:1.25"], seed=0, hard_block=(1, 2))
-    assert counts == {"clean": 6, "domains": 3, "rows": 18}
+    assert counts == {"clean": 6, "speakers": 1, "domains": 3, "rows": 18}
     dom, easy, hard = (load_manifest(out / f) for f in ("domains.jsonl", "stream_easy.jsonl", "stream_hard.jsonl"))
     assert {r["id"] for r in dom} == {r["id"] for r in easy} == {r["id"] for r in hard} and len(hard) == 18
 

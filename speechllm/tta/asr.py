@@ -161,8 +161,10 @@ class WhisperTTA(TTAModel):
         return out.logits[0]  # (L, V)
 
     @torch.no_grad()
-    def greedy(self, enc_out: torch.Tensor, max_tokens: int | None = None) -> list[int]:
-        """Greedy token ids after the prefix (EOT excluded), with Whisper's suppression rules."""
+    def greedy(self, enc_out: torch.Tensor, max_tokens: int | None = None, temperature: float = 0.0,
+               generator: torch.Generator | None = None) -> list[int]:
+        """Greedy token ids after the prefix (EOT excluded), with Whisper's suppression rules;
+        `temperature` > 0 samples from softmax(logits / T) instead (seeded by `generator`)."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
         enc_out = enc_out.detach()
@@ -178,7 +180,10 @@ class WhisperTTA(TTAModel):
             logits[self.suppress] = -math.inf
             if i == 0 and self.begin_suppress:
                 logits[self.begin_suppress] = -math.inf
-            t = int(logits.argmax())
+            if temperature > 0:
+                t = int(torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator))
+            else:
+                t = int(logits.argmax())
             if t == self.eot:
                 break
             out.append(t)
@@ -212,6 +217,13 @@ class WhisperTTA(TTAModel):
     def pseudo_label_loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         s = self.scores(inputs)
         return nn.functional.cross_entropy(s.logits, s.labels)
+
+    def forced_scores(self, enc_out: torch.Tensor, hyp: list[int]) -> Scores:
+        """Scores teacher-forced along a given token sequence (EOT appended), with grad."""
+        labels = torch.tensor(hyp + [self.eot], dtype=torch.long)
+        tokens = torch.cat([self.prefix, labels[:-1]])
+        logits = self._decoder_logits(enc_out, tokens)[len(self.prefix) - 1:]
+        return Scores(logits=logits, mask=labels < self.first_special, labels=labels)
 
 
 def _repetition(tokens: list[int], ngram: int = 4) -> int:

@@ -19,12 +19,25 @@ import torch
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 
-METHODS = ("source", "suta", "sdpl", "continual", "dsuta", "dsuta_reset")
-EPISODIC = ("source", "suta", "sdpl")
+METHODS = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "continual", "dsuta", "dsuta_reset")
+EPISODIC = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em")
+METHOD_HELP = {
+    "source": "no adaptation (the unadapted model, greedy decoding)",
+    "suta": "SUTA, faithful: entropy + MCC on LayerNorms + conv, 10 steps, episodic (Lin et al. 2022, arXiv 2203.14222)",
+    "sdpl": "pseudo-label baseline: cross-entropy on the model's own greedy transcript (SUTA paper's SDPL)",
+    "ln_topk_eos": "Whisper SUTA: enc+dec LayerNorms, top-k/T entropy on text tokens, EOS pseudo-label CE "
+                   "(public Whisper SUTA code; Lin et al. 2022)",
+    "seq_em": "sequence-level entropy: token entropies + policy gradient on sampled hypotheses, EOS guard "
+              "(Huang, Yu, Lin, Lee 2026, arXiv 2605.08186)",
+    "continual": "SUTA steps on every utterance, never reset: drifts/collapses (CSUTA, arXiv 2406.11064)",
+    "dsuta": "Dynamic-SUTA: fast per-utterance model from a slow model updated on a buffer (arXiv 2406.11064)",
+    "dsuta_reset": "Dynamic-SUTA + dynamic reset of the slow model on a detected domain shift (arXiv 2406.11064)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="speechllm adapt", description=__doc__,
+    epilog = "methods:\n" + "\n".join(f"  {k:<12} {v}" for k, v in METHOD_HELP.items())
+    ap = argparse.ArgumentParser(prog="speechllm adapt", description=__doc__, epilog=epilog,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--asr", required=True, help="pack name (whisper-tiny.en, whisper-base), HF id or local folder")
     ap.add_argument("--method", default="source,suta",
@@ -48,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--feature-repeat", type=int, default=1,
                    help="step the feature extractor N times per step (the reference code's duplicate listing)")
     g.add_argument("--class-num", type=int, default=None, help="MCC normaliser (default: vocabulary size)")
+    e = ap.add_argument_group("Whisper methods (ln_topk_eos, seq_em; defaults fixed on the dev split)")
+    e.add_argument("--w-steps", type=int, default=None, help="steps per utterance (default 3)")
+    e.add_argument("--w-lr", type=float, default=None, help="AdamW lr (default 1e-2, picked on dev)")
+    e.add_argument("--w-temp", type=float, default=None, help="ln_topk_eos: temperature on the top-k logits (1.0)")
+    e.add_argument("--topk", type=int, default=None, help="ln_topk_eos: k of the top-k entropy (5)")
+    e.add_argument("--eos-coef", type=float, default=None, help="weight of the EOS pseudo-label CE (1.0; 0 = off)")
+    e.add_argument("--params", default=None, help="adapted parameters: ln (enc+dec LayerNorms), ln+conv, enc_ln, dec_ln")
+    e.add_argument("--pg-coef", type=float, default=None, help="seq_em: weight of the policy-gradient term (1.0)")
+    e.add_argument("--n-samples", type=int, default=None, help="seq_em: sampled hypotheses per step (2; <2 = no PG)")
     d = ap.add_argument_group("continual / Dynamic-SUTA")
     d.add_argument("--continual-steps", type=int, default=1, help="steps per utterance for `continual` (CSUTA: 1)")
     d.add_argument("--fast-steps", type=int, default=5)
@@ -80,6 +102,16 @@ def make_method(name: str, args: argparse.Namespace):
         return SourceMethod(asr), cfg
     if name in ("suta", "sdpl"):
         return EpisodicMethod(asr, cfg, objective=name), cfg
+    if name in ("ln_topk_eos", "seq_em"):
+        from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod
+
+        wcfg = WhisperEMConfig()
+        for arg, field in (("w_steps", "steps"), ("w_lr", "lr"), ("w_temp", "temp"), ("topk", "topk"),
+                           ("eos_coef", "eos_coef"), ("params", "params"), ("pg_coef", "pg_coef"),
+                           ("n_samples", "n_samples")):
+            if getattr(args, arg) is not None:
+                setattr(wcfg, field, getattr(args, arg))
+        return WhisperEMMethod(asr, wcfg, objective=name), wcfg
     if name == "continual":
         cfg.steps = args.continual_steps
         return ContinualMethod(asr, cfg), cfg

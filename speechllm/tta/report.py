@@ -26,21 +26,41 @@ def row_errors(row: dict) -> tuple[int, int]:
 
 
 def wer_by_domain(rows: list[dict]) -> dict[str, float]:
-    """Corpus WER (%) per domain plus 'all'."""
+    """Corpus WER (%) per domain plus 'all' and 'noisy' (every domain but clean, pooled)."""
     err: dict[str, int] = defaultdict(int)
     n: dict[str, int] = defaultdict(int)
     for row in rows:
         if row.get("hyp") is None and row.get("error"):
             continue
         e, w = row_errors(row)
-        for d in (row.get("domain", "all"), "all"):
+        dom = row.get("domain", "all")
+        for d in (dom, "all") + (("noisy",) if dom != "clean" else ()):
             err[d] += e
             n[d] += w
     return {d: 100.0 * err[d] / n[d] for d in n if n[d]}
 
 
+def intervals(results: dict[str, list[dict]], B: int = 2000, seed: int = 0) -> dict:
+    """method -> domain (+ 'noisy', 'all') -> paired bootstrap of the relative reduction vs source."""
+    from speechllm.tta.bootstrap import paired_bootstrap, paired_rows
+
+    src = results.get("source")
+    if not src:
+        return {}
+    out: dict = {}
+    for m, rows in results.items():
+        if m == "source":
+            continue
+        out[m] = {}
+        for d, (e_s, e_m, w) in paired_rows(src, rows, row_errors).items():
+            if sum(e_s) > 0:
+                out[m][d] = paired_bootstrap(e_s, e_m, w, B=B, seed=seed)
+    return out
+
+
 def summarize(results: dict[str, list[dict]]) -> dict:
-    """results: method -> stream rows. Adds relative WER reduction vs 'source' and real-time factor."""
+    """results: method -> stream rows. Adds relative WER reduction vs 'source' (with its paired
+    bootstrap 95 % interval and verdict) and real-time factor."""
     out: dict = {"wer": {}, "rel_reduction": {}, "rtf": {}, "resets": {}}
     for m, rows in results.items():
         out["wer"][m] = wer_by_domain(rows)
@@ -53,12 +73,13 @@ def summarize(results: dict[str, list[dict]]) -> dict:
         for m, w in out["wer"].items():
             out["rel_reduction"][m] = {d: 100.0 * (src[d] - w[d]) / src[d] if src.get(d) else None
                                        for d in w if d in src}
+        out["intervals"] = intervals(results)
     return out
 
 
 def markdown_table(summary: dict) -> str:
     wer = summary["wer"]
-    domains = sorted({d for w in wer.values() for d in w} - {"all"}) + ["all"]
+    domains = sorted({d for w in wer.values() for d in w} - {"all", "noisy"}) + ["noisy", "all"]
     lines = ["| method | " + " | ".join(domains) + " | RTF |", "|---" * (len(domains) + 2) + "|"]
     for m, w in wer.items():
         rel = summary["rel_reduction"].get(m, {})
@@ -67,13 +88,19 @@ def markdown_table(summary: dict) -> str:
             if d not in w:
                 cells.append("–")
             elif m != "source" and rel.get(d) is not None:
-                cells.append(f"{w[d]:.1f} ({rel[d]:+.0f}%)")
+                ci = summary.get("intervals", {}).get(m, {}).get(d)
+                band = f" [{ci['lo']:+.0f}, {ci['hi']:+.0f}]{_MARK[ci['verdict']]}" if ci else ""
+                cells.append(f"{w[d]:.1f} ({rel[d]:+.0f}%{band})")
             else:
                 cells.append(f"{w[d]:.1f}")
         rtf = summary["rtf"].get(m)
         rtf_s = f"{rtf:.2f}" if rtf else "–"
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {rtf_s} |")
-    return "\n".join(lines) + "\n\nWER % (relative reduction vs source); RTF = processing seconds / audio seconds.\n"
+    return "\n".join(lines) + ("\n\nWER % (relative reduction vs source [paired bootstrap 95 % interval, utterances "
+                                "resampled]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n")
+
+
+_MARK = {"helps": " ▲", "hurts": " ▼", "noise": "", "n/a": ""}
 
 
 def plot_stream(results: dict[str, list[dict]], path: str | Path, window: int | None = None) -> None:

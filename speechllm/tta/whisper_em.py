@@ -1,0 +1,164 @@
+"""Entropy-minimisation TTA built for Whisper (encoder-decoder, autoregressive).
+
+`ln_topk_eos` (the SUTA-for-Whisper recipe of the public Whisper SUTA code, written from its
+description): adapt LayerNorms (encoder + decoder by default), entropy of the top-k logits / T at
+text positions only (special tokens skipped), plus a cross-entropy pseudo-label term at the
+end-of-text decisions — the last position is pulled towards EOT and any position whose argmax is
+EOT too early is pulled towards its pseudo-label — so adaptation can neither suppress nor force EOS.
+
+`seq_em` (sequence-level entropy minimisation, Huang, Yu, Lin, Lee 2026, arXiv 2605.08186): the
+entropy of the whole hypothesis H(Y) = E_y[−log p(y)] splits into Σ_t H(y_t | y<t) along the
+sequence plus a policy-gradient term; we use the token entropies along the greedy hypothesis, plus
+the REINFORCE term on `n_samples` sampled hypotheses with reward = −(sum of their token entropies)
+and a leave-one-out baseline over the samples; the same EOS guard.
+
+Both are episodic (reset after every utterance) and share the guarded AdamW adapter of SUTA.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from speechllm.tta.asr import Scores, WhisperTTA
+from speechllm.tta.suta import EpisodicMethod, ParamAdapter, SUTAConfig, softmax_entropy
+
+PARAM_SETS = ("ln", "ln+conv", "enc_ln", "dec_ln")
+
+
+@dataclass
+class WhisperEMConfig(SUTAConfig):
+    """SUTAConfig fields reused for the adapter (steps, lr, weight decay); the rest is Whisper's."""
+
+    steps: int = 3
+    lr: float = 1e-2  # dev sweep 1e-4 (no change at all), 1e-3, 3e-3, 1e-2: see README
+    temp: float = 1.0
+    topk: int = 5
+    eos_coef: float = 1.0  # weight of the EOS pseudo-label cross-entropy (0 = no guard)
+    params: str = "ln"  # which parameters: ln (enc+dec LayerNorms), ln+conv, enc_ln, dec_ln
+    pg_coef: float = 1.0  # seq_em: weight of the policy-gradient term
+    n_samples: int = 2  # seq_em: sampled hypotheses per step for the policy-gradient term (0 = off)
+    sample_temp: float = 1.0
+
+
+def restrict_params(ad: ParamAdapter, params: str) -> None:
+    """Re-select the adapted parameters of `ad` (and rebuild its optimizers)."""
+    if params not in PARAM_SETS:
+        raise ValueError(f"unknown parameter set {params!r}; choose from {PARAM_SETS}")
+    ln, feat = ad.asr.param_groups()
+    keep = {"ln": ("model.encoder.", "model.decoder."), "ln+conv": ("model.encoder.", "model.decoder."),
+            "enc_ln": ("model.encoder.",), "dec_ln": ("model.decoder.",)}[params]
+    ad.ln = [(n, p) for n, p in ln if n.startswith(keep)]
+    ad.feat = feat if params == "ln+conv" else []
+    ad.asr.model.requires_grad_(False)
+    for _, p in ad.ln + ad.feat:
+        p.requires_grad_(True)
+    ad.named = dict(ad.ln + ad.feat)
+    if not ad.named:
+        raise ValueError(f"parameter set {params!r} selects nothing in {ad.asr.name}")
+    ad.new_optimizer()
+
+
+def eos_guard_loss(s: Scores, eot: int) -> torch.Tensor:
+    """Mean cross-entropy to the pseudo-label at the EOS decisions: the final position (label EOT)
+    and every earlier position whose argmax is EOT (label = the hypothesis token)."""
+    pred = s.logits.detach().argmax(-1)
+    pos = (pred == eot) | (s.labels == eot)
+    return nn.functional.cross_entropy(s.logits[pos], s.labels[pos])
+
+
+def topk_entropy(s: Scores, k: int, temp: float, vocab_end: int) -> torch.Tensor | None:
+    """Mean entropy of softmax(top-k logits / T) over text positions (None if there are none)."""
+    if not bool(s.mask.any()):
+        return None
+    x = s.logits[s.mask, :vocab_end]
+    top = x.topk(min(k, x.shape[-1]), dim=-1).values / temp
+    return softmax_entropy(top).mean()
+
+
+def _generator(inputs: dict, step: int) -> torch.Generator:
+    """Seeded from the utterance's features: sampled hypotheses identical across reruns/resumes."""
+    x = inputs["input_features"].detach().numpy()
+    g = torch.Generator()
+    g.manual_seed(zlib.crc32(np.ascontiguousarray(x[..., ::7]).tobytes()) * 1000 + step)
+    return g
+
+
+def ln_topk_eos_objective(cfg: WhisperEMConfig):
+    def f(asr: WhisperTTA, inputs: dict):
+        s = asr.scores(inputs)
+        ent = topk_entropy(s, cfg.topk, cfg.temp, asr.eot + 1)
+        info: dict = {"hyp": asr.last_hypothesis}
+        loss = s.logits.new_zeros(())
+        if ent is not None:
+            loss = loss + ent
+            info["entropy"] = float(ent.detach())
+        if cfg.eos_coef > 0:
+            e = eos_guard_loss(s, asr.eot)
+            loss = loss + cfg.eos_coef * e
+            info["eos_ce"] = float(e.detach())
+        if ent is None and cfg.eos_coef <= 0:
+            return None, {**info, "skipped": "empty"}
+        info["loss"] = float(loss.detach())
+        return loss, info
+    return f
+
+
+def seq_em_objective(cfg: WhisperEMConfig):
+    def f(asr: WhisperTTA, inputs: dict):
+        step = inputs["_em_step"] = inputs.get("_em_step", -1) + 1  # per-utterance step counter
+        enc = asr.encode(inputs["input_features"])
+        limit = int(inputs["max_tokens"]) if "max_tokens" in inputs else None
+        if asr.redecode or "hyp" not in inputs:
+            inputs["hyp"] = asr.greedy(enc, limit)
+        hyp = inputs["hyp"]
+        asr.last_hypothesis = asr.decode_text(hyp)
+        s = asr.forced_scores(enc, hyp)
+        V = asr.eot + 1
+        ent_t = softmax_entropy(s.logits[:, :V])  # (N,) full-distribution token entropies
+        loss = ent_t.mean()
+        info: dict = {"hyp": asr.last_hypothesis, "entropy": float(loss.detach())}
+        if cfg.pg_coef > 0 and cfg.n_samples >= 2:
+            g = _generator(inputs, step)
+            logps, rewards = [], []
+            for _ in range(cfg.n_samples):
+                y = asr.greedy(enc, limit, temperature=cfg.sample_temp, generator=g)
+                sy = asr.forced_scores(enc, y)
+                lp = sy.logits[:, :V].log_softmax(-1)
+                logps.append(lp.gather(1, sy.labels[:, None]).sum())
+                rewards.append(float(softmax_entropy(sy.logits[:, :V].detach()).sum()))  # H-to-go at t=0
+            r = torch.tensor(rewards)
+            base = (r.sum() - r) / (len(r) - 1)  # leave-one-out baseline
+            n_tok = max(1, len(hyp) + 1)
+            pg = sum((r[i] - base[i]) * logps[i] for i in range(len(r))) / (len(r) * n_tok)
+            loss = loss + cfg.pg_coef * pg
+            info["pg"] = float(pg.detach())
+        if cfg.eos_coef > 0:
+            e = eos_guard_loss(s, asr.eot)
+            loss = loss + cfg.eos_coef * e
+            info["eos_ce"] = float(e.detach())
+        info["loss"] = float(loss.detach())
+        return loss, info
+    return f
+
+
+class WhisperEMMethod(EpisodicMethod):
+    """Episodic adaptation with a Whisper objective (`ln_topk_eos` or `seq_em`)."""
+
+    def __init__(self, asr: WhisperTTA, cfg: WhisperEMConfig, objective: str = "ln_topk_eos"):
+        if not isinstance(asr, WhisperTTA):
+            raise SystemExit(f"{objective} is a Whisper method; {asr.name} is not a Whisper model")
+        super().__init__(asr, cfg, objective="sdpl")
+        self.name = objective
+        restrict_params(self.ad, cfg.params)
+        self.source = self.ad.snapshot()
+        if objective == "ln_topk_eos":
+            self.objective = ln_topk_eos_objective(cfg)
+        elif objective == "seq_em":
+            self.objective = seq_em_objective(cfg)
+        else:
+            raise ValueError(f"unknown Whisper objective {objective!r}")

@@ -1,0 +1,168 @@
+"""Whisper TTA methods (ln_topk_eos, seq_em): EOS guard, parameter sets, resume, CLI help."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from tta_tiny import changed_keys, signal, state_copy, tiny_whisper
+
+from speechllm.io import AppendOnlyJsonl
+from speechllm.tta.stream import run_stream
+from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, eos_guard_loss, restrict_params
+
+
+HYP = [262, 1049, 318, 922, 13]  # a fixed 5-token hypothesis; the end-of-text decision follows it
+
+
+def _eos_prob(asr, inputs) -> float:
+    with torch.no_grad():
+        s = asr.forced_scores(asr.encode(inputs["input_features"]), inputs["hyp"])
+        return float(s.logits[-1].softmax(-1)[asr.eot])
+
+
+@functools.lru_cache(maxsize=1)
+def _fitted_state() -> dict:
+    asr, _ = _fit()
+    return {k: v.detach().clone() for k, v in asr.model.state_dict().items()}
+
+
+def _fitted_tiny():
+    asr = tiny_whisper(seed=3, redecode=False)
+    asr.model.load_state_dict(_fitted_state())
+    inputs = asr.prepare(signal(1))
+    inputs["hyp"] = list(HYP)
+    return asr, inputs
+
+
+def _fit():
+    """A tiny random Whisper fitted (all weights) to say HYP and then hesitate at the end:
+    p(EOT) ≈ 0.4 against a continuation token ≈ 0.6, the situation of noisy speech in which
+    entropy minimisation tips the decoder into running on."""
+    asr = tiny_whisper(seed=3, redecode=False)
+    inputs = asr.prepare(signal(1))
+    inputs["hyp"] = list(HYP)
+    target = torch.zeros(len(HYP) + 1, asr.model.config.vocab_size)
+    target[torch.arange(len(HYP)), torch.tensor(HYP)] = 1.0
+    target[-1, asr.eot], target[-1, 262] = 0.4, 0.6
+    opt = torch.optim.Adam(asr.model.parameters(), lr=3e-2)
+    for _ in range(25):
+        s = asr.forced_scores(asr.encode(inputs["input_features"]), inputs["hyp"])
+        loss = torch.nn.functional.cross_entropy(s.logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return asr, inputs
+
+
+def _adapt(eos_coef: float, objective: str, steps: int = 6) -> tuple[float, float]:
+    from speechllm.tta.suta import adapt_steps
+
+    asr, inputs = _fitted_tiny()
+    cfg = WhisperEMConfig(steps=steps, lr=2e-2, eos_coef=eos_coef, topk=50, n_samples=2)
+    m = WhisperEMMethod(asr, cfg, objective=objective)
+    before = _eos_prob(asr, inputs)
+    adapt_steps(m.ad, inputs, m.objective, steps)
+    return before, _eos_prob(asr, inputs)
+
+
+@pytest.mark.parametrize("objective", ["ln_topk_eos", "seq_em"])
+def test_eos_guard_keeps_eos_probability_from_collapsing(objective):
+    before, guarded = _adapt(1.0, objective)
+    _, unguarded = _adapt(0.0, objective)
+    assert 0.2 < before < 0.6
+    # guarded: the end-of-text decision gets *more* certain; unguarded it drifts down
+    assert guarded >= before and guarded > unguarded, (before, guarded, unguarded)
+
+
+def test_eos_guard_loss_targets_final_and_premature_eos():
+    from speechllm.tta.asr import Scores
+
+    logits = torch.zeros(4, 6)
+    logits[1, 5] = 5.0  # argmax EOT (id 5) at position 1 although the hypothesis continues
+    labels = torch.tensor([1, 2, 3, 5])
+    s = Scores(logits=logits.requires_grad_(), mask=labels < 5, labels=labels)
+    loss = eos_guard_loss(s, eot=5)
+    want = torch.nn.functional.cross_entropy(logits[[1, 3]], labels[[1, 3]])
+    assert torch.allclose(loss, want)
+
+
+def test_parameter_sets_select_what_they_say():
+    asr = tiny_whisper(seed=0)
+    m = WhisperEMMethod(asr, WhisperEMConfig(params="dec_ln"), objective="ln_topk_eos")
+    assert m.ad.named and all(k.startswith("model.decoder.") for k in m.ad.named)
+    restrict_params(m.ad, "ln+conv")
+    assert any("conv1" in k for k in m.ad.named) and any(k.startswith("model.encoder.layers") for k in m.ad.named)
+    with pytest.raises(ValueError, match="unknown parameter set"):
+        restrict_params(m.ad, "everything")
+
+
+@pytest.mark.parametrize("objective", ["ln_topk_eos", "seq_em"])
+def test_episodic_reset_and_only_chosen_params_move(objective):
+    asr = tiny_whisper(seed=1)
+    m = WhisperEMMethod(asr, WhisperEMConfig(steps=2, lr=1e-2, n_samples=2), objective=objective)
+    before = state_copy(asr.model)
+    seen = {}
+    real = m.ad.step
+
+    def spy():
+        out = real()
+        seen.update({k: 1 for k in changed_keys(asr.model, before)})
+        return out
+
+    m.ad.step = spy
+    row = m.process(signal(2))
+    assert isinstance(row["hyp"], str) and len(row["losses"]) == 2
+    assert seen and all("layer_norm" in k for k in seen)  # LayerNorms only (default `ln`)
+    assert not changed_keys(asr.model, before)  # episodic: weights restored after the utterance
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("objective", ["ln_topk_eos", "seq_em"])
+def test_kill_mid_stream_resumes_to_identical_rows(tmp_path, monkeypatch, objective):
+    from speechllm.data.audio import save_audio
+
+    rows = []
+    for i in range(4):
+        p = tmp_path / f"u{i}.wav"
+        save_audio(p, signal(i, seconds=0.5))
+        rows.append({"id": f"u{i}", "audio": str(p), "transcript": "w1 w2", "attributes": {"domain": "d"}})
+
+    def method():
+        return WhisperEMMethod(tiny_whisper(seed=2), WhisperEMConfig(steps=2, lr=1e-2, n_samples=2),
+                               objective=objective)
+
+    ref = run_stream(method(), rows, tmp_path / "ref", progress=False)
+    calls = {"n": 0}
+    real_append = AppendOnlyJsonl.append
+
+    def dying_append(self, row):  # the process dies after 2 rows reached the disk
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Killed
+        return real_append(self, row)
+
+    monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
+    with pytest.raises(_Killed):
+        run_stream(method(), rows, tmp_path / "resumed", progress=False)
+    monkeypatch.undo()
+    got = run_stream(method(), rows, tmp_path / "resumed", progress=False)
+    assert len((tmp_path / "resumed" / f"{objective}.jsonl").read_text().splitlines()) == 4
+    for a, b in zip(ref, got, strict=True):
+        assert (a["id"], a["hyp"], a["losses"]) == (b["id"], b["hyp"], b["losses"])
+
+
+def test_adapt_help_documents_every_method_with_reference(capsys):
+    from speechllm.tta.cli import METHODS, build_parser
+
+    text = build_parser().format_help()
+    for m in METHODS:
+        line = next((ln for ln in text.splitlines() if ln.strip().startswith(m + " ")), None)
+        assert line is not None, m
+    for m in ("suta", "ln_topk_eos", "seq_em", "dsuta"):
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(m + " "))
+        assert "arXiv" in line or "code" in line, line
