@@ -9,7 +9,7 @@ BIN=${BIN:-.venv/bin}
 DATA=${DEMO_DATA:-data/demo}
 RUN=${DEMO_RUN:-checkpoints/demo}
 N=${DEMO_CLIPS:-200}
-SUITE_N=${DEMO_SUITE_N:-10}
+SUITE_N=${DEMO_SUITE_N:-20}  # 20 per task: acoustic macro mean within about +-8 points (evaluation/README.md)
 say() { printf '\n\033[1m== %s\033[0m  (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 start=$(date +%s)
 
@@ -18,9 +18,9 @@ say "1/7 synthetic speech: $N labelled clips (espeak-ng, flite, festival; noise,
 say "2/7 attributes measured from the audio (+ Whisper transcripts)"
 "$BIN/speechllm" prepare attributes --manifest "$DATA/synth.jsonl"
 say "3/7 DeSTA2 seed captions + instructions"
-"$BIN/speechllm" prepare captions --manifest "$DATA/attributes.jsonl"
-say "4/7 self-output targets: smollm2-135m answers each caption"
-"$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl"
+"$BIN/speechllm" prepare captions --manifest "$DATA/attributes.jsonl" --per-clip 2 --attribute-share 0.7
+say "4/7 self-output targets: smollm2-135m answers each caption (verified; resampled, else a templated fallback)"
+"$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl" --resample 2 --max-new-tokens 48
 
 say "5/7 train the Q-Former adapter (recipes/demo.yaml)"
 resume=()
@@ -46,7 +46,7 @@ done
 
 say "7/7 offline Dynamic-SUPERB-format suite: trained model vs baselines"
 "$BIN/speechllm" evaluate build-suite --out data/suite --n "$SUITE_N"
-"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --ckpt "$RUN" --out "$RUN/eval"
+"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --ckpt "$RUN" --control shuffled,untrained --out "$RUN/eval"
 "$BIN/speechllm" evaluate dynamic-superb --suite data/suite --baseline majority,random,text-llm,transcript-llm,cascade \
   --out "$RUN/eval"
 "$BIN/speechllm" evaluate report --out "$RUN/eval" --title "Demo: offline suite"

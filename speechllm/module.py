@@ -23,6 +23,19 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+def adapter_health(audio_embeds: torch.Tensor, token_embeddings: torch.Tensor) -> tuple[float, float]:
+    """(mean adapter-output norm / mean LLM token-embedding norm, clip-to-clip spread).
+
+    The spread is the mean distance of each clip's outputs from the batch's mean output, relative to
+    the outputs' norm: near 0 means the adapter emits one constant soft prompt whatever the audio (a
+    collapse seen in practice, with a norm ratio of 15x), which the loss curve alone does not show."""
+    a = audio_embeds.float()
+    emb_norm = token_embeddings.detach().float().norm(dim=-1).mean()
+    norm = a.norm(dim=-1).mean()
+    spread = (a - a.mean(0, keepdim=True)).norm(dim=-1).mean() / norm.clamp(min=1e-12) if len(a) > 1 else a.new_zeros(())
+    return float(norm / emb_norm.clamp(min=1e-12)), float(spread)
+
+
 class SpeechLLMModule(L.LightningModule):
     def __init__(
         self,
@@ -133,6 +146,10 @@ class SpeechLLMModule(L.LightningModule):
         self.log("train/target_tokens", n_tok, reduce_fx="sum", batch_size=bs)
         if self.skipped:
             self.log("train/skipped", float(sum(self.skipped.values())), batch_size=bs)
+        if out.get("audio_embeds") is not None and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            ratio, spread = adapter_health(out["audio_embeds"].detach(), self.model.llm.get_input_embeddings().weight)
+            self.log("adapter/norm_ratio", ratio, batch_size=bs)
+            self.log("adapter/clip_spread", spread, batch_size=bs)
         return loss
 
     def _global_token_mean(self, loss: torch.Tensor, n_tok: torch.Tensor):

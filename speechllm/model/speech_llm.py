@@ -157,7 +157,7 @@ class SpeechLLM(nn.Module):
             hidden = out.hidden_states[-1][:, :-1][keep]  # final-norm states at target positions (N, D)
             pred = self.llm.get_output_embeddings()(hidden)
         loss = nn.functional.cross_entropy(pred.float(), shift_labels[keep], reduction="sum") / n_tok.clamp(min=1)
-        return {"loss": loss, "logits": logits, "n_target_tokens": n_tok}
+        return {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "audio_embeds": audio}
 
     # ------------------------------------------------------------------ generation
     def _examples(self, audios: Sequence, prompts: Sequence[str], transcripts=None) -> list[Example]:
