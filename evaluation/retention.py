@@ -12,7 +12,6 @@ frozen LLM, so Δ(text) must be exactly 0; with LoRA Δ measures what was forgot
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,18 +22,8 @@ from tqdm import tqdm
 
 from evaluation.constraints import check
 from evaluation.retention_prompts import build_prompts
+from evaluation.stats import wilson
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion k/n; (0, 1) when n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def row_passes(row: dict) -> bool:

@@ -36,7 +36,9 @@ def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
+    lo, hi = max(0.0, mid - half), min(1.0, mid + half)
+    # the exact endpoints at 0/n and n/n, which the formula reaches only up to rounding
+    return (0.0 if k <= 0 else lo), (1.0 if k >= n else hi)
 
 
 def bootstrap_macro(per_task: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0

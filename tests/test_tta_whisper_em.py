@@ -12,7 +12,6 @@ from speechllm.io import AppendOnlyJsonl
 from speechllm.tta.stream import run_stream
 from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, eos_guard_loss, restrict_params
 
-
 HYP = [262, 1049, 318, 922, 13]  # a fixed 5-token hypothesis; the end-of-text decision follows it
 
 
