@@ -67,7 +67,7 @@ def test_cli_controls_produce_rows_and_shuffled_rows_really_use_another_clip(ckp
 
     out = tmp_path / "eval"
     assert main(["dynamic-superb", "--ckpt", str(ckpt), "--control", "shuffled,untrained", "--suite", str(suite),
-                 "--tasks", TASKS[1], "--out", str(out), "--batch-size", "4", "--max-new-tokens", "2",
+                 "--tasks", TASKS[1], TASKS[0], "--out", str(out), "--batch-size", "4", "--max-new-tokens", "2",
                  "--limit", "4"]) == 0
     names = {json.loads(f.read_text())["model"] for f in (out / "scores").glob("*.json")}
     assert names == {"speechllm:tiny-run", "speechllm:tiny-run+shuffled-audio", "speechllm:tiny-run+untrained-adapter"}

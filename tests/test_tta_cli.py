@@ -23,8 +23,8 @@ def test_wer_uses_whisper_english_normalizer():
 
 
 def test_summary_relative_reduction_and_rtf():
-    src = [{"ref": "a b c d", "hyp": "a x y d", "domain": "n", "seconds": 1.0, "audio_seconds": 2.0}]
-    ada = [{"ref": "a b c d", "hyp": "a b y d", "domain": "n", "seconds": 4.0, "audio_seconds": 2.0}]
+    src = [{"id": "u1", "ref": "a b c d", "hyp": "a x y d", "domain": "n", "seconds": 1.0, "audio_seconds": 2.0}]
+    ada = [{"id": "u1", "ref": "a b c d", "hyp": "a b y d", "domain": "n", "seconds": 4.0, "audio_seconds": 2.0}]
     s = summarize({"source": src, "suta": ada})
     assert s["wer"]["suta"]["n"] == 25.0 and s["rel_reduction"]["suta"]["n"] == pytest.approx(50.0)
     assert s["rtf"] == {"source": 0.5, "suta": 2.0}
@@ -52,7 +52,7 @@ def test_adapt_cli_end_to_end_and_resume(tmp_path):
     assert main(argv) == 0
     rep = json.loads((out / "report.json").read_text())
     assert set(rep["wer"]) == {"source", "suta", "sdpl", "continual", "dsuta_reset"}
-    assert set(rep["wer"]["suta"]) == {"x", "y", "all"} and rep["rtf"]["suta"] > 0
+    assert set(rep["wer"]["suta"]) == {"x", "y", "noisy", "all"} and rep["rtf"]["suta"] > 0  # noisy: all but clean
     assert rep["configs"]["suta"]["lr"] == 2e-5 and rep["configs"]["suta"]["em_coef"] == 0.3
     assert (out / "wer_stream.png").stat().st_size > 1000
     before = {p.name: p.read_text() for p in out.glob("*.jsonl")}

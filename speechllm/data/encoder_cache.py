@@ -34,8 +34,11 @@ FORMAT_VERSION = 1
 
 def encoder_cache_key(model_name: str, layers: Sequence[int], real_length: bool, dtype: str | torch.dtype) -> str:
     """Short stable hash of the encoder settings that determine the cached states."""
+    from speechllm.model.encoder import FRONT_END_VERSION  # states change when the encoder forward does
+
     blob = json.dumps({"model": str(model_name), "layers": [int(i) for i in layers], "real_length": bool(real_length),
-                       "dtype": str(dtype).replace("torch.", ""), "v": FORMAT_VERSION}, sort_keys=True)
+                       "dtype": str(dtype).replace("torch.", ""), "v": FORMAT_VERSION, "front": FRONT_END_VERSION},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -85,7 +88,10 @@ class DiskEncoderCache:
                 self.misses += 1
                 n_feat = int(batch["feature_lengths"][i])
                 feats = batch["input_features"][i : i + 1]
-                feats = feats[..., :n_feat] if encoder.real_length else feats
+                if encoder.real_length:  # the clip alone, with the margin of its own padding the conv needs
+                    from speechllm.model.encoder import FRONT_MARGIN, MAX_FRAMES
+
+                    feats = feats[..., : min(MAX_FRAMES, n_feat + FRONT_MARGIN)]
                 hidden, enc_len = encoder(feats, batch["feature_lengths"][i : i + 1])
                 n = int(enc_len[0])
                 got = ([h[0, :n] for h in hidden], n)
