@@ -171,9 +171,13 @@ class LinearAdapter(nn.Module):
         self.proj = nn.Linear(enc_dim, llm_dim)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.stack(hidden_states, 0).mean(0).transpose(1, 2)  # (B, D, T)
-        h = nn.functional.avg_pool1d(h, self.pool, self.pool, ceil_mode=True).transpose(1, 2)
-        return self.proj(h), (lengths + self.pool - 1) // self.pool
+        h = torch.stack(hidden_states, 0).mean(0)  # (B, T, D)
+        b, t, d = h.shape
+        keep = (~_padding_mask(lengths, t)).to(h.dtype).unsqueeze(-1)  # the last window: real frames only
+        pad_t = (-t) % self.pool
+        h = nn.functional.pad(h * keep, (0, 0, 0, pad_t)).reshape(b, -1, self.pool, d).sum(2)
+        n = nn.functional.pad(keep, (0, 0, 0, pad_t)).reshape(b, -1, self.pool, 1).sum(2).clamp(min=1)
+        return self.proj(h / n), (lengths + self.pool - 1) // self.pool
 
 
 def build_adapter(spec: dict[str, Any], enc_dim: int, n_layers: int, llm_dim: int,
