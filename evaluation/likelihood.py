@@ -57,7 +57,7 @@ def likelihood_correct(row: dict) -> tuple[bool, bool]:
 
 
 class TextLLMScorer:
-    """Option scores of a frozen chat LLM (`evaluation.llm.ChatLM`) for text prompts."""
+    """Option scores of a frozen chat LLM (`speechllm.chat_lm.ChatLM`) for text prompts."""
 
     def __init__(self, llm: Any):
         self.llm = llm

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     from evaluation import predictors as P
     from evaluation.cli import _tasks_and_data
     from evaluation.dynamic_superb.runner import predict_task
-    from evaluation.llm import ChatLM
+    from speechllm.chat_lm import ChatLM
 
     data = _tasks_and_data(SimpleNamespace(suite=args.suite, tasks=None))
     n = sum(min(args.limit, len(ds)) for _, ds in data)

@@ -113,8 +113,8 @@ def _independent(llm, prompt, option):
 
 def test_text_baselines_score_options_and_their_calibration_contexts(tiny_llama):
     from evaluation.likelihood import scorer_for
-    from evaluation.llm import ChatLM
     from evaluation.predictors import TextOnlyLLMPredictor, TranscriptLLMPredictor
+    from speechllm.chat_lm import ChatLM
     from speechllm.prompts.baselines import transcript_prompt
 
     model, tok = tiny_llama

@@ -12,7 +12,7 @@ import string
 from collections.abc import Sequence
 
 from evaluation.dynamic_superb.registry import parse_options
-from evaluation.wer import normalize_text, wer
+from speechllm.metrics.wer import normalize_text, wer
 from speechllm.prompts.judge import parse_judge_verdict
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from evaluation.wer import edit_distance
+from speechllm.metrics.wer import edit_distance
 
 _NORM = None
 
