@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.stats import wilson
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text
+from speechllm.metrics.stats import paired_resamples, wilson
 from speechllm.prompts.constraints import check
 from speechllm.prompts.retention import build_prompts
 
@@ -70,8 +70,7 @@ def paired_delta(cond: dict, base: dict, n_boot: int = 2000, seed: int = 0) -> d
         return {"n_paired": 0, "base_rate": None, "delta": None, "delta_ci95": None, "diff": None, "diff_ci95": None}
     t = np.array([cond["outcomes"][i] for i in ids], dtype=float)
     b = np.array([base["outcomes"][i] for i in ids], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
-    tm, bm = t[idx].mean(1), b[idx].mean(1)
+    tm, bm = paired_resamples([t, b], n_boot, np.random.default_rng(seed))
     diff = tm - bm
     ok = bm > 0
     rel = diff[ok] / bm[ok]
