@@ -26,7 +26,7 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _tasks_and_data(args) -> list:
+def tasks_and_data(args) -> list:
     from evaluation.dynamic_superb.loader import open_task
     from evaluation.dynamic_superb.registry import load_suite_tasks, select_tasks
 
@@ -122,7 +122,7 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     from evaluation.report import write_report
 
     try:
-        data = _tasks_and_data(args)
+        data = tasks_and_data(args)
     except (TaskDataError, FileNotFoundError, KeyError) as e:
         print(f"speechllm evaluate: {e}", file=sys.stderr)
         return 2

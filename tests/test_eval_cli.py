@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from fakes import fake_speak, fake_voices
 
 from evaluation.cli import main
 from evaluation.dynamic_superb.runner import predictions_path
-from evaluation.fakes import fake_speak, fake_voices
 from evaluation.suite import build_suite
 from speechllm.data.audio import save_audio
 from speechllm.io import read_jsonl

@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from fakes import fake_speak, fake_voices
 
 from evaluation.dynamic_superb.judge import LocalJudge
 from evaluation.dynamic_superb.loader import TaskDataError, open_task
 from evaluation.dynamic_superb.registry import get_task, load_suite_tasks
 from evaluation.dynamic_superb.runner import predictions_path, run
 from evaluation.dynamic_superb.scoring import official_accuracy
-from evaluation.fakes import fake_speak, fake_voices
 from evaluation.predictors import MajorityPredictor, RandomPredictor
 from evaluation.report import write_report
 from evaluation.suite import build_suite

@@ -50,8 +50,8 @@ def _cli(recipe: Path, tmp_path: Path, *extra: str):
 
 @pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda p: p.stem)
 def test_recipe_parses_and_instantiates(recipe, tmp_path):
-    from speechllm.models.hub import PACKS, is_pulled
-    from speechllm.models.tiny import TINY_MODELS
+    from speechllm.packs.hub import PACKS, is_pulled
+    from speechllm.packs.tiny import TINY_MODELS
 
     cfg = yaml.safe_load(recipe.read_text())
     cli = _cli(recipe, tmp_path)
@@ -85,7 +85,7 @@ def test_desta2_recipes_build_and_train_with_tiny_stand_ins(recipe, tmp_path):
     from transformers import WhisperFeatureExtractor
 
     from speechllm.model.processor import Example
-    from speechllm.models.tiny import tiny_llama, tiny_tokenizer, tiny_whisper
+    from speechllm.packs.tiny import tiny_llama, tiny_tokenizer, tiny_whisper
 
     enc, llm = tmp_path / "whisper-small-standin", tmp_path / "llama-standin"
     tiny_whisper(encoder_layers=12, d_model=96, heads=12).save_pretrained(enc)

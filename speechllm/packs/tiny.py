@@ -23,7 +23,7 @@ def tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from speechllm.models.whisper_tokenizer import bytes_to_unicode
+    from speechllm.packs.whisper_tokenizer import bytes_to_unicode
 
     table = bytes_to_unicode()
     tok = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
@@ -71,7 +71,7 @@ def materialize(name: str, root: str | Path | None = None) -> Path:
     """Build (once) and return the folder of a tiny model."""
     from transformers import WhisperFeatureExtractor
 
-    from speechllm.models.hub import speechllm_home
+    from speechllm.packs.hub import speechllm_home
 
     if name not in TINY_MODELS:
         raise KeyError(f"unknown tiny model {name!r}; choose from {TINY_MODELS}")
