@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from speechllm.models.hub import resolve
+    from speechllm.packs.hub import resolve
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -203,9 +203,9 @@ def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
         raise ValueError(f"speed factor must be > 0, got {factor}")
     if abs(factor - 1.0) < 1e-6:
         return wav
-    from data_prep.synth import _sox_effects
+    from data_prep.synth import sox_effects
 
-    return _sox_effects(wav.astype(np.float32), None, factor)
+    return sox_effects(wav.astype(np.float32), None, factor)
 
 
 def change_gain(wav: np.ndarray, db: float) -> np.ndarray:

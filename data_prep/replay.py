@@ -7,7 +7,7 @@ answers it greedily under the same system prompt the SpeechLLM uses for training
 is exactly what the frozen text path would say. Rows: {id, instruction, target, task_type, topic,
 target_meta}, no audio. Append-only per id (resumable after kill -9); empty instructions/answers and
 instructions that copy a retention prompt are skipped and counted in the `.meta.json`, never silently.
-The topics are disjoint from the retention check's (evaluation/retention_prompts.py).
+The topics are disjoint from the retention check's (speechllm/prompts/retention.py).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def clean_instruction(text: str) -> str:
 
 def build_replay(llm, out: str | Path, n: int, system_prompt: str | None, max_new_tokens: int = 128,
                  batch_size: int = 8, forbidden: set[str] | None = None) -> dict:
-    """`llm`: an `evaluation.llm.ChatLM`-like object (`generate(prompts, max_new_tokens, system)`, `name`)."""
+    """`llm`: an `speechllm.chat_lm.ChatLM`-like object (`generate(prompts, max_new_tokens, system)`, `name`)."""
     cache = AppendOnlyJsonl(out)
     skips: dict[str, int] = {}
     todo = [s for s in seeds(n) if s[0] not in cache.done]
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from evaluation.llm import ChatLM
-    from evaluation.retention_prompts import TOPICS, build_prompts
+    from speechllm.chat_lm import ChatLM
+    from speechllm.prompts.retention import TOPICS, build_prompts
 
     t0 = time.time()
     llm = ChatLM(args.llm, batch_size=args.batch_size)

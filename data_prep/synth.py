@@ -131,7 +131,7 @@ def _engine_cmd(text: str, voice: Voice, out: str) -> tuple[list[str], str | Non
     raise TTSError(f"unknown engine {voice.engine!r}")
 
 
-def _sox_effects(wav: np.ndarray, pitch: float | None, rate: float | None) -> np.ndarray:
+def sox_effects(wav: np.ndarray, pitch: float | None, rate: float | None) -> np.ndarray:
     """Pitch shift (semitones) and tempo (factor, pitch kept) through one sox call on raw float32."""
     effects: list[str] = []
     if pitch:
@@ -169,7 +169,7 @@ def tts(text: str, voice: Voice, pitch: float | None = None, rate: float | None 
             raise TTSError(f"{voice.id} failed on {text!r}: {proc.stderr[-300:]}")
         data, sr = sf.read(out, dtype="float32", always_2d=True)
     wav = resample(np.ascontiguousarray(data.mean(axis=1)), int(sr), SAMPLE_RATE)
-    wav = _sox_effects(wav, pitch, rate)
+    wav = sox_effects(wav, pitch, rate)
     if volume_db:
         wav = wav * np.float32(10 ** (volume_db / 20))
     return wav.astype(np.float32, copy=False)

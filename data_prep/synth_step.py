@@ -25,8 +25,8 @@ import numpy as np
 
 from data_prep import augment, labels
 from data_prep.common import run_rows, skip
-from data_prep.synth import ENGINES, TTSError, Voice, _sox_effects, list_voices, sentence_pool, tts
-from evaluation.holdout import is_heldout_sentence, is_heldout_voice
+from data_prep.holdout import is_heldout_sentence, is_heldout_voice
+from data_prep.synth import ENGINES, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
 from speechllm.data.audio import SAMPLE_RATE, save_audio
 from speechllm.io import atomic_write_json
 
@@ -130,7 +130,7 @@ def render(design: dict, out_dir: str) -> dict:
     n_words = labels.count_words(design["text"])
     base_rate = n_words / _speech_span(base)  # approx. words per voiced second before tempo
     tempo = float(np.clip(_u(rng, labels.DESIGN["speed"][design["speed"]]) / base_rate, *TEMPO_RANGE))
-    wav = _sox_effects(base, shift, tempo)
+    wav = sox_effects(base, shift, tempo)
     st = labels.pitch_stats(wav, hop=labels.GT_HOP)  # the ground-truth measurement, on clean audio
     if not np.isfinite(st.f0_median) or st.voiced_span < 0.3:
         return skip(design["id"], "unvoiced", f"{voice.id} produced no usable voiced speech")

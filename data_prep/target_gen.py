@@ -208,7 +208,7 @@ def choose_backend(requested: str = "auto") -> str:
 
 
 def make_generator(model: str, backend: str = "auto", dtype: str | None = None):
-    from speechllm.models.hub import resolve
+    from speechllm.packs.hub import resolve
 
     model_dir = resolve(model)
     backend = choose_backend(backend)

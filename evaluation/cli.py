@@ -26,7 +26,7 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _tasks_and_data(args) -> list:
+def tasks_and_data(args) -> list:
     from evaluation.dynamic_superb.loader import open_task
     from evaluation.dynamic_superb.registry import load_suite_tasks, select_tasks
 
@@ -49,7 +49,7 @@ def _predictors(args) -> list:
         if b not in BASELINES:
             raise SystemExit(f"unknown baseline {b!r}; choose from {', '.join(BASELINES)}")
         if b in ("text-llm", "transcript-llm", "cascade") and llm is None:
-            from evaluation.llm import ChatLM
+            from speechllm.chat_lm import ChatLM
 
             llm = ChatLM(args.llm)
         if b in ("transcript-llm", "cascade") and asr is None:
@@ -122,14 +122,14 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     from evaluation.report import write_report
 
     try:
-        data = _tasks_and_data(args)
+        data = tasks_and_data(args)
     except (TaskDataError, FileNotFoundError, KeyError) as e:
         print(f"speechllm evaluate: {e}", file=sys.stderr)
         return 2
     judge = None
     if args.judge:
         from evaluation.dynamic_superb.judge import LocalJudge
-        from evaluation.llm import ChatLM
+        from speechllm.chat_lm import ChatLM
 
         llm = ChatLM(args.judge)
         judge = LocalJudge(llm, Path(args.out) / "judge" / f"{llm.name}.jsonl")
@@ -189,8 +189,8 @@ def cmd_retention(argv: list[str]) -> int:
     args = p.parse_args(argv)
     _set_threads(args.threads)
     from evaluation import retention as R
-    from evaluation.llm import ChatLM
-    from evaluation.retention_prompts import build_prompts
+    from speechllm.chat_lm import ChatLM
+    from speechllm.prompts.retention import build_prompts
 
     if not args.ckpt:
         base = ChatLM(args.base_llm or "smollm2-135m", batch_size=args.batch_size)

@@ -57,7 +57,7 @@ def likelihood_correct(row: dict) -> tuple[bool, bool]:
 
 
 class TextLLMScorer:
-    """Option scores of a frozen chat LLM (`evaluation.llm.ChatLM`) for text prompts."""
+    """Option scores of a frozen chat LLM (`speechllm.chat_lm.ChatLM`) for text prompts."""
 
     def __init__(self, llm: Any):
         self.llm = llm
@@ -118,14 +118,14 @@ class SpeechLLMScorer:
     def _prior_scores(self, instruction: str, options: Sequence[str]) -> list[float]:
         key = (instruction, tuple(options))
         if key not in self._prior:
-            exs = self.model._examples([None], [instruction])
+            exs = self.model.build_examples([None], [instruction])
             self._prior[key] = score_examples(self.model, exs, [list(options)])[0]
         return self._prior[key]
 
     def score_options(self, items: list[dict]) -> list[dict]:
         audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None
                   for it in items]
-        exs = self.model._examples(audios, [it["instruction"] for it in items])  # transcribes as generate does
+        exs = self.model.build_examples(audios, [it["instruction"] for it in items])  # transcribes as generate does
         scores = score_examples(self.model, exs, [it["options"] for it in items])
         out = []
         for it, ex, s in zip(items, exs, scores, strict=True):

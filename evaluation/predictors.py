@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.dynamic_superb.registry import Task, parse_options
-from evaluation.llm import ChatLM
+from speechllm.chat_lm import ChatLM
 from speechllm.prompts.baselines import transcript_prompt
 
 

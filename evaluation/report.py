@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.report_perception import SCORES, perception, render_perception, render_score_tables
-from evaluation.stats import wilson
 from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.metrics.stats import wilson
 
 PUBLISHED_ORDER = ("Whisper-LLM", "ImageBind-LLM", "Whisper", "BERT-GSLM", "ASR-ChatGPT")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from evaluation.controls import SHUFFLED_SUFFIX, UNTRAINED_SUFFIX
-from evaluation.stats import GROUPS, bootstrap_macro, task_group, wilson
+from evaluation.stats import GROUPS, task_group
+from speechllm.metrics.stats import bootstrap_macro, wilson
 
 SCORES = ("official", "lenient", "desta2-consecutive", "likelihood", "likelihood-PMI")
 SCORE_HELP = {

@@ -1,6 +1,6 @@
 """Retention (forgetting) check in the spirit of IFEval / Speech-IFEval: constraint prompts that code
-verifies (evaluation/constraints.py) and closed knowledge/arithmetic answers, built deterministically
-(evaluation/retention_prompts.py).
+verifies (speechllm/prompts/constraints.py) and closed knowledge/arithmetic answers, built deterministically
+(speechllm/prompts/retention.py).
 
 Conditions: the base LLM (text), the trained model on the same text prompts, and the trained model
 with an audio clip + the same constraint (a question about the audio). Pass rates carry 95 % Wilson
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.constraints import check
-from evaluation.retention_prompts import build_prompts
-from evaluation.stats import wilson
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text
+from speechllm.metrics.stats import paired_resamples, wilson
+from speechllm.prompts.constraints import check
+from speechllm.prompts.retention import build_prompts
 
 
 def row_passes(row: dict) -> bool:
@@ -70,8 +70,7 @@ def paired_delta(cond: dict, base: dict, n_boot: int = 2000, seed: int = 0) -> d
         return {"n_paired": 0, "base_rate": None, "delta": None, "delta_ci95": None, "diff": None, "diff_ci95": None}
     t = np.array([cond["outcomes"][i] for i in ids], dtype=float)
     b = np.array([base["outcomes"][i] for i in ids], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
-    tm, bm = t[idx].mean(1), b[idx].mean(1)
+    tm, bm = paired_resamples([t, b], n_boot, np.random.default_rng(seed))
     diff = tm - bm
     ok = bm > 0
     rel = diff[ok] / bm[ok]
@@ -117,8 +116,8 @@ def write_retention_report(out_dir: str | Path, results: list[dict], base_name: 
 
 def default_audio():
     """A held-out synthetic clip (voice and sentence never used for training)."""
+    from data_prep.holdout import is_heldout_voice
     from data_prep.synth import list_voices, tts
-    from evaluation.holdout import is_heldout_voice
     from evaluation.suite import heldout_sentences
 
     voice = next(v for v in list_voices() if is_heldout_voice(v.id))
@@ -130,7 +129,7 @@ def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics:
                    closed: bool = True) -> list[dict]:
     """Base (a ChatLM shown the model's own chat template) + trained text + trained audio conditions.
     `base=None` builds the base from the model's LLM name; `audio=None` skips the audio condition."""
-    from evaluation.llm import ChatLM
+    from speechllm.chat_lm import ChatLM
 
     if base is None:
         base = ChatLM(model.config.llm, render_fn=lambda q: model.render_prompt(q, 0))

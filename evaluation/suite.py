@@ -4,7 +4,7 @@ Layout of `<out>/`:
   suite.json                 task registry entries (dimension, track, options, mirrored phase-1 task)
   <Task>/                    `save_to_disk` dataset: audio, file, instruction, label (+ audio2, file2)
   meta/<Task>.jsonl          how each example was made (voices, sentence, SNR, …), for label checks
-Only held-out voices and sentences (evaluation.holdout) are used, so a model trained on the
+Only held-out voices and sentences (data_prep.holdout) are used, so a model trained on the
 data_prep synth corpus (which drops them) never heard these clips. Rebuilding with the same seed
 gives the same suite; tasks already on disk are skipped (delete the folder to rebuild one).
 """
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.dynamic_superb.registry import get_task
-from evaluation.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.suite_tasks import TASKS, Ctx
 from speechllm.data.audio import SAMPLE_RATE
 from speechllm.io import atomic_write_json, write_jsonl

@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from evaluation import controls as C
     from evaluation import predictors as P
-    from evaluation.cli import _tasks_and_data
+    from evaluation.cli import tasks_and_data
     from evaluation.dynamic_superb.runner import predict_task
-    from evaluation.llm import ChatLM
+    from speechllm.chat_lm import ChatLM
 
-    data = _tasks_and_data(SimpleNamespace(suite=args.suite, tasks=None))
+    data = tasks_and_data(SimpleNamespace(suite=args.suite, tasks=None))
     n = sum(min(args.limit, len(ds)) for _, ds in data)
     mnt = args.max_new_tokens
     trained = P.SpeechLLMPredictor(args.ckpt, max_new_tokens=mnt)

@@ -14,7 +14,7 @@ LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 
 # verb -> (module, function taking argv, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "models": ("speechllm.models.cli", "main", "list / pull offline model packs"),
+    "models": ("speechllm.packs.cli", "main", "list / pull offline model packs"),
     "generate": ("speechllm.generation", "cli_main", "answer a prompt about an audio file from a checkpoint"),
     "prepare": ("data_prep.cli", "main", "data preparation steps (synth, ingest, attributes, captions, targets, noisy)"),
     "evaluate": ("evaluation.cli", "main", "Dynamic-SUPERB and retention evaluation"),

@@ -13,7 +13,7 @@ import pytest
 
 
 def _pull_or_skip(name: str) -> Path:
-    from speechllm.models.hub import PackDownloadError, pull
+    from speechllm.packs.hub import PackDownloadError, pull
 
     try:
         return pull(name, progress=False)
@@ -36,8 +36,8 @@ def whisper_tiny_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_whisper_path(tmp_path_factory) -> Path:
     """Folder with a tiny random Whisper + preprocessor_config.json (WhisperFeatureExtractor)."""
-    from speechllm.models.tiny import tiny_whisper
-    from speechllm.models.whisper_tokenizer import write_feature_extractor
+    from speechllm.packs.tiny import tiny_whisper
+    from speechllm.packs.whisper_tokenizer import write_feature_extractor
 
     path = tmp_path_factory.mktemp("tiny_whisper")
     tiny_whisper(english_vocab=True).save_pretrained(path)
@@ -56,7 +56,7 @@ def tiny_whisper(tiny_whisper_path):
 @pytest.fixture(scope="session")
 def tiny_llama_path(tmp_path_factory) -> Path:
     """Folder with a tiny random LlamaForCausalLM + its chat-template tokenizer."""
-    from speechllm.models.tiny import tiny_llama, tiny_tokenizer  # byte-level BPE + ChatML, pad == eos
+    from speechllm.packs.tiny import tiny_llama, tiny_tokenizer  # byte-level BPE + ChatML, pad == eos
 
     path = tmp_path_factory.mktemp("tiny_llama")
     tok = tiny_tokenizer()

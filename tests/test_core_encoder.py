@@ -94,7 +94,7 @@ def test_settings_key_names_every_setting_that_changes_the_states():
     assert key != WhisperEncoder.from_pretrained("tiny-random-whisper", layers=[1]).settings_key()
     assert key != WhisperEncoder.from_pretrained("tiny-random-whisper", [1, 2], real_length=False).settings_key()
     assert key != WhisperEncoder.from_pretrained("tiny-random-whisper", [1, 2], dtype=torch.bfloat16).settings_key()
-    from speechllm.models.tiny import materialize
+    from speechllm.packs.tiny import materialize
 
     same = WhisperEncoder.from_pretrained(str(materialize("tiny-random-whisper")), layers=[1, 2])
     assert same.settings_key() == key  # a name and its folder are the same model

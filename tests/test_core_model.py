@@ -111,6 +111,16 @@ def test_loss_ignores_prompt_and_padding_tokens(model):
     fast = model(batch)
     assert fast["logits"] is None
     torch.testing.assert_close(fast["loss"], ref)
+    params = [p for p in model.adapter.parameters() if p.requires_grad]
+    g_fast = torch.autograd.grad(fast["loss"], params)
+    *g_ref, g_logits = torch.autograd.grad(ref, [*params, logits])
+    assert any(g.abs().sum() > 0 for g in g_fast)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    # only positions that predict a target token receive gradient; prompt, audio and padding get none
+    per_pos = g_logits[:, :-1].abs().sum(-1)
+    assert (~keep).any() and per_pos[~keep].abs().sum() == 0 and (per_pos[keep] > 0).all()
+    assert g_logits[:, -1].abs().sum() == 0
 
 
 def test_batched_generation_matches_one_at_a_time(model):

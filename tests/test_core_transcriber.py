@@ -58,7 +58,7 @@ def test_data_prep_baselines_and_inference_call_the_same_transcriber(tmp_path, f
     assert row["transcript"] == "the ground truth"  # ground truth kept
     assert WhisperASR("tiny-random-whisper")(wav) == heard  # transcript-llm / cascade baselines
     model = _tiny_model()
-    ex = model._examples([wav], ["What is said?"])[0]  # inference
+    ex = model.build_examples([wav], ["What is said?"])[0]  # inference
     assert ex.transcripts == [heard]
     # training interleaves the stored field: the prompt it trains on is the prompt inference builds
     batch = SpeechCollator(model.processor)([{**row, "instruction": "What is said?", "target": "x"}])
@@ -78,9 +78,9 @@ def test_non_speech_gets_what_inference_gives_even_empty(monkeypatch):
     monkeypatch.setattr(encoder_mod, "transcribe", silent)
     model = _tiny_model()
     wav = _voice(0.5)
-    ex = model._examples([wav], ["q"])[0]
+    ex = model.build_examples([wav], ["q"])[0]
     assert ex.transcripts == [""] and calls == [len(wav)]  # transcribed, not skipped
-    again = model._examples([wav], ["q"], transcripts=[[""]])[0]  # a given "" is a transcript: kept
+    again = model.build_examples([wav], ["q"], transcripts=[[""]])[0]  # a given "" is a transcript: kept
     assert again.transcripts == [""] and calls == [len(wav)]
     train_row = {"id": "n", "audio": "unused", "asr_transcript": "", "instruction": "q", "target": "t"}
     ex_train = model.processor.prompt_text(type(ex)(wavs=[wav], instruction="q", transcripts=[train_row["asr_transcript"]]))

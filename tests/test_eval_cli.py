@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from fakes import fake_speak, fake_voices
 
 from evaluation.cli import main
 from evaluation.dynamic_superb.runner import predictions_path
-from evaluation.fakes import fake_speak, fake_voices
 from evaluation.suite import build_suite
 from speechllm.data.audio import save_audio
 from speechllm.io import read_jsonl
@@ -62,7 +62,10 @@ def test_retention_text_path_without_lora_has_zero_delta(ckpt, tmp_path):
     res = json.loads((tmp_path / "retention.json").read_text())["results"]
     base, text = res[0], res[1]
     assert text["condition"].startswith("trained-text") and len(res) == 3
-    assert text["delta_vs_base"] in (0.0, None)  # None only when the base passes nothing
+    # the same pass/fail on every shared prompt, so zero difference in points (the relative Δ is
+    # undefined when the tiny base passes nothing, hence diff rather than delta)
+    assert text["n_paired"] == base["n"] > 0 and text["outcomes"] == base["outcomes"]
+    assert text["diff_vs_base"] == 0.0 and text["delta_vs_base"] in (0.0, None)
     b = read_jsonl(next((tmp_path / "retention").glob(f"{base['condition'].replace(':', '_')}__mnt4_*.jsonl")))
     t = read_jsonl(tmp_path / "retention" / f"{text['condition'].replace(':', '_')}__mnt4.jsonl")
     assert [r["response"] for r in b] == [r["response"] for r in t]  # frozen LLM: identical generations

@@ -4,7 +4,7 @@ variant 0, which the prompt builder uses for topic 0); the prompt set is big, va
 import pytest
 
 from evaluation import constraints as C
-from evaluation.retention_prompts import build_prompts, closed_prompts
+from speechllm.prompts.retention import build_prompts, closed_prompts
 
 # (passing, failing) for variant k=0 of each type
 CASES = {
@@ -103,7 +103,7 @@ def test_closed_answers_are_right():
 
 
 def test_default_set_leaves_out_types_the_small_base_never_passed_and_all_keeps_them():
-    from evaluation.retention_prompts import DEFAULT_KINDS, NEVER_PASSED_BY_SMOLLM2
+    from speechllm.prompts.retention import DEFAULT_KINDS, NEVER_PASSED_BY_SMOLLM2
 
     kinds = {r["kind"] for r in build_prompts()}
     assert not kinds & NEVER_PASSED_BY_SMOLLM2 and set(DEFAULT_KINDS) <= kinds

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
+from fakes import fake_speak, fake_voices
 
 from evaluation.cli import main
 from evaluation.controls import ShuffledAudioPredictor, build_untrained, derangement
 from evaluation.dynamic_superb.loader import open_task
 from evaluation.dynamic_superb.registry import load_suite_tasks
 from evaluation.dynamic_superb.runner import likelihood_path, run
-from evaluation.fakes import fake_speak, fake_voices
 from evaluation.report import write_report
 from evaluation.suite import build_suite
 from speechllm.io import read_jsonl

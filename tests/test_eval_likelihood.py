@@ -113,8 +113,8 @@ def _independent(llm, prompt, option):
 
 def test_text_baselines_score_options_and_their_calibration_contexts(tiny_llama):
     from evaluation.likelihood import scorer_for
-    from evaluation.llm import ChatLM
     from evaluation.predictors import TextOnlyLLMPredictor, TranscriptLLMPredictor
+    from speechllm.chat_lm import ChatLM
     from speechllm.prompts.baselines import transcript_prompt
 
     model, tok = tiny_llama
@@ -146,7 +146,8 @@ def test_desta2_consecutive_rule():
 
 
 def test_wilson_and_bootstrap_intervals():
-    from evaluation.stats import bootstrap_macro, macro_half_width, n_for_half_width, task_group, wilson
+    from evaluation.stats import task_group
+    from speechllm.metrics.stats import bootstrap_macro, macro_half_width, n_for_half_width, wilson
 
     lo, hi = wilson(7, 10)
     assert lo == pytest.approx(0.3968, abs=1e-3) and hi == pytest.approx(0.8922, abs=1e-3)

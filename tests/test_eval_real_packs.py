@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from evaluation.wer import wer
+from speechllm.metrics.wer import wer
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +20,8 @@ def clip():
 
 
 def test_transcript_and_cascade_baselines_hear_the_words(smollm_path, whisper_tiny_path, clip):
-    from evaluation.llm import ChatLM
     from evaluation.predictors import TranscriptLLMPredictor, WhisperASR
+    from speechllm.chat_lm import ChatLM
 
     text, wav = clip
     asr = WhisperASR(str(whisper_tiny_path / "whisper-openai.pt"))
@@ -38,11 +38,19 @@ def test_transcript_and_cascade_baselines_hear_the_words(smollm_path, whisper_ti
 
 def test_local_judge_runs_greedy_and_caches(smollm_path, tmp_path):
     from evaluation.dynamic_superb.judge import LocalJudge
-    from evaluation.llm import ChatLM
+    from speechllm.chat_lm import ChatLM
+    from speechllm.io import read_jsonl
+    from speechllm.prompts.judge import parse_judge_verdict
 
-    judge = LocalJudge(ChatLM(str(smollm_path)), tmp_path / "j.jsonl", max_new_tokens=24)
+    llm = ChatLM(str(smollm_path))
     items = [("1", "Is there speech? The answer could be yes or no.", "yes", "Yes, a man is speaking.")]
-    first = judge.judge(items)
-    assert first[0] in (True, False, None)  # smollm2-135m is a weak judge: only the protocol is checked
-    again = LocalJudge(ChatLM(str(smollm_path)), tmp_path / "j.jsonl").judge(items)
-    assert again == first and len((tmp_path / "j.jsonl").read_text().splitlines()) == 1
+    first = LocalJudge(llm, tmp_path / "a.jsonl", max_new_tokens=24).judge(items)
+    (row,) = read_jsonl(tmp_path / "a.jsonl")
+    assert row["output"].strip() and "Yes, a man is speaking." in row["prompt"]
+    assert first == [parse_judge_verdict(row["output"])] == [row["verdict"]]
+    # greedy: a fresh judge (own cache) writes the same output; a rerun reads the cache, adds no row
+    fresh = LocalJudge(llm, tmp_path / "b.jsonl", max_new_tokens=24).judge(items)
+    assert fresh == first and read_jsonl(tmp_path / "b.jsonl")[0]["output"] == row["output"]
+    llm.generate = lambda *a, **k: pytest.fail("a cached verdict must not run the judge again")
+    again = LocalJudge(llm, tmp_path / "a.jsonl").judge(items)
+    assert again == first and len((tmp_path / "a.jsonl").read_text().splitlines()) == 1

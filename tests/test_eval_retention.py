@@ -5,7 +5,7 @@ import json
 import pytest
 
 from evaluation import retention as R
-from evaluation.retention_prompts import build_prompts
+from speechllm.prompts.retention import build_prompts
 from tests.test_eval_constraints import CASES
 
 KINDS = ["max_words", "single_word", "all_lowercase", "no_commas"]  # good cases pass every variant
@@ -16,7 +16,7 @@ def _prompts():
 
 
 def _answer(row, good=True):
-    from evaluation.constraints import check
+    from speechllm.prompts.constraints import check
 
     for cand in CASES[row["kind"]]:  # a case answer that passes/fails for this row's own parameters
         if check(row["kind"], cand, row["params"]) == good:

@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from fakes import fake_speak, fake_voices
 
 from evaluation.dynamic_superb.judge import LocalJudge
 from evaluation.dynamic_superb.loader import TaskDataError, open_task
 from evaluation.dynamic_superb.registry import get_task, load_suite_tasks
-from evaluation.dynamic_superb.runner import Predictor, predictions_path, run
+from evaluation.dynamic_superb.runner import predictions_path, run
 from evaluation.dynamic_superb.scoring import official_accuracy
-from evaluation.fakes import fake_speak, fake_voices
 from evaluation.predictors import MajorityPredictor, RandomPredictor
 from evaluation.report import write_report
 from evaluation.suite import build_suite
@@ -58,8 +58,13 @@ def _scores(out):
     return {k: v["scores"] for k, v in json.loads((out / "scores" / "fake-model.json").read_text())["tasks"].items()}
 
 
-def test_fake_predictor_fits_the_protocol():
-    assert isinstance(LoudnessPredictor(), Predictor) and isinstance(MajorityPredictor(), Predictor)
+def test_predictor_that_drops_an_answer_fails_instead_of_shifting_the_cache(suite, tmp_path):
+    class DropsOne(LoudnessPredictor):
+        def predict(self, batch):
+            return super().predict(batch)[:-1]
+
+    with pytest.raises(RuntimeError, match="returned 3 answers for 4 items"):
+        run(DropsOne(), _data(suite), tmp_path, "fake-model", batch_size=4)
 
 
 def test_killed_run_resumes_to_identical_results(suite, tmp_path):

@@ -1,10 +1,9 @@
-"""Scorers: the official phase-1 rule exactly, the lenient variant, judge parsing, WER, AIR-Bench."""
+"""Scorers: the official phase-1 rule exactly, the lenient variant, judge parsing, WER."""
 
 import pytest
 
 from evaluation.dynamic_superb.registry import get_task, parse_options, select_tasks
 from evaluation.dynamic_superb.scoring import (
-    airbench_choice,
     judge_accuracy,
     lenient_accuracy,
     lenient_extract,
@@ -80,12 +79,6 @@ def test_wer_score_lowercases_and_removes_punctuation():
     assert res["wer"] == pytest.approx(1 / 6)  # one deletion ("on") over six reference words
     assert res["score"] == pytest.approx(5 / 6)
     assert wer_score(["a b c d e f"], ["x"])["score"] == 0.0  # clipped at zero
-
-
-@pytest.mark.parametrize("pred,choice", [("B", "B"), ("A. dog", "A"), ("The answer is (C).", None),
-                                         ("The answer is C.", "C"), ("hmm", None), ("", None)])
-def test_airbench_choice_extraction(pred, choice):
-    assert airbench_choice(pred) == choice
 
 
 def test_registry_has_the_55_phase1_instances_with_tracks_and_baselines():

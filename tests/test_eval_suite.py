@@ -5,12 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
+from fakes import fake_speak, fake_voices
 
 from data_prep.augment import measured_snr
+from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.dynamic_superb.loader import decode_audio, open_task
 from evaluation.dynamic_superb.registry import load_suite_tasks, parse_options
-from evaluation.fakes import fake_speak, fake_voices
-from evaluation.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.suite import build_suite
 from evaluation.suite_tasks import (
     ACCENTS,

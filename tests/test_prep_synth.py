@@ -110,9 +110,9 @@ def test_reverb_speed_gain():
 
 
 def test_training_corpus_never_uses_evaluation_voices_or_sentences():
+    from data_prep.holdout import is_heldout_sentence, is_heldout_voice
     from data_prep.synth import Voice
     from data_prep.synth_step import design_corpus
-    from evaluation.holdout import is_heldout_sentence, is_heldout_voice
 
     voices = [Voice("espeak-ng", f"en-us+{v}", g, "US") for v, g in (("m3", "male"), ("m7", "male"),
                                                                       ("f2", "female"), ("f4", "female"))]

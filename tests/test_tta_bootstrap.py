@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speechllm.tta.bootstrap import paired_bootstrap, paired_rows, verdict
+from speechllm.metrics.stats import paired_bootstrap, verdict
+from speechllm.tta.bootstrap import paired_rows
 
 
 def test_two_utterance_example_gives_the_hand_computed_interval():

@@ -11,7 +11,7 @@ from speechllm.data.audio import save_audio
 from speechllm.io import AppendOnlyJsonl
 from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA, ShiftDetector
 from speechllm.tta.stream import run_stream
-from speechllm.tta.suta import SUTAConfig
+from speechllm.tta.suta import Method, SUTAConfig
 
 
 def test_detector_fires_on_shift_and_not_on_stationary_stream():
@@ -130,9 +130,21 @@ def test_stateful_stream_refuses_to_resume_without_state(tmp_path):
         run_stream(_method("continual"), rows, tmp_path / "o", progress=False)
 
 
-def test_deterministic_given_seed(tmp_path):
+class _NoisyMethod(Method):
+    """Stateless method whose output is a draw from torch's global RNG: shows what run_stream seeds."""
+
+    name = "noisy"
+
+    def process(self, wav):
+        return {"hyp": f"{torch.rand(1).item():.6f}"}
+
+
+def test_stream_is_deterministic_given_its_seed_whatever_the_global_rng(tmp_path):
     rows = _manifest(tmp_path, n=3)
-    a = run_stream(_method("continual"), rows, tmp_path / "a", progress=False)
-    torch.manual_seed(123)  # global RNG state must not matter
-    b = run_stream(_method("continual"), rows, tmp_path / "b", progress=False)
-    assert [r["hyp"] for r in a] == [r["hyp"] for r in b]
+    a = run_stream(_NoisyMethod(), rows, tmp_path / "a", seed=5, progress=False)
+    torch.manual_seed(123)  # the caller's global RNG state must not matter
+    b = run_stream(_NoisyMethod(), rows, tmp_path / "b", seed=5, progress=False)
+    c = run_stream(_NoisyMethod(), rows, tmp_path / "c", seed=6, progress=False)
+    hyps = [[r["hyp"] for r in x] for x in (a, b, c)]
+    assert hyps[0] == hyps[1] and hyps[0] != hyps[2]
+    assert len(set(hyps[0])) == 3  # one draw per row, not a re-seed per row

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from evaluation.llm import ChatLM
+from speechllm.chat_lm import ChatLM
 from speechllm.io import AppendOnlyJsonl
 from speechllm.prompts.judge import JUDGE_SYSTEM, parse_judge_verdict, render_judge_prompt
 

@@ -1,5 +1,5 @@
 """Scorers as plain functions: official phase-1 accuracy (the headline), a clearly labelled lenient
-variant, phase-2 LLM-judge and WER scores, and AIR-Bench choice extraction.
+variant, phase-2 LLM-judge and WER scores.
 
 No scorer ever guesses: an answer that cannot be mapped to an option is wrong and is counted in
 `unparseable`, never replaced by a random option (which would inflate weak models towards chance).
@@ -12,12 +12,12 @@ import string
 from collections.abc import Sequence
 
 from evaluation.dynamic_superb.registry import parse_options
-from evaluation.wer import normalize_text, wer
+from speechllm.metrics.wer import normalize_text, wer
 from speechllm.prompts.judge import parse_judge_verdict
 
 __all__ = [
     "official_match", "official_accuracy", "lenient_extract", "lenient_accuracy", "judge_accuracy",
-    "parse_judge_verdict", "wer_score", "airbench_choice", "airbench_accuracy", "label_str",
+    "parse_judge_verdict", "wer_score", "label_str",
     "desta2_consecutive_match", "desta2_consecutive_accuracy",
 ]
 
@@ -119,21 +119,3 @@ def wer_score(predictions: list[str], references: list[str]) -> dict[str, float]
     """Phase-2 transcription score: max(0, 1 − WER) after lowercasing and removing punctuation."""
     w = wer([label_str(r) for r in references], [str(p) for p in predictions])
     return {"wer": w, "score": max(0.0, 1.0 - w)}
-
-
-def airbench_choice(prediction: str) -> str | None:
-    """AIR-Bench foundation rule: the first character if it is A–D, else the second-to-last
-    character (answers like "... (B)." or "... is C."), else None."""
-    s = str(prediction).strip()
-    if s and s[0] in "ABCD":
-        return s[0]
-    if len(s) >= 2 and s[-2] in "ABCD":
-        return s[-2]
-    return None
-
-
-def airbench_accuracy(predictions: list[str], answers: list[str]) -> dict[str, float]:
-    choices = [airbench_choice(p) for p in predictions]
-    n = max(len(answers), 1)
-    return {"accuracy": sum(c is not None and c == str(a).strip().upper()[:1] for c, a in zip(choices, answers, strict=False)) / n,
-            "unparseable_rate": sum(c is None for c in choices) / n}

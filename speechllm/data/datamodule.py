@@ -93,7 +93,7 @@ class SpeechDataModule(L.LightningDataModule):
         if not path.startswith("debug"):
             return path
         from speechllm.data.debug_data import make_debug_manifest
-        from speechllm.models.hub import speechllm_home
+        from speechllm.packs.hub import speechllm_home
 
         n = int(path.split(":")[1]) if ":" in path else 16
         return str(make_debug_manifest(speechllm_home() / "debug_data", n))

@@ -1,6 +1,6 @@
 """The manifest: one row per clip, as JSONL or a `datasets` dataset (save_to_disk folder / parquet).
 
-Fields (DESIGN.md): id, audio (path), sampling_rate, duration, transcript, attributes {…}, caption,
+Fields: id, audio (path), sampling_rate, duration, transcript, attributes {…}, caption,
 instruction, target, split. Only `id` and `audio` are needed to read audio; training also needs
 `target` (and an `instruction`, else the default one is used). `transcript` is the ground truth;
 `asr_transcript` is what the project's one transcriber (speechllm.model.encoder.transcribe) heard,
@@ -17,8 +17,6 @@ from typing import Any
 
 from speechllm.io import read_jsonl, write_jsonl
 
-FIELDS = ("id", "audio", "sampling_rate", "duration", "transcript", "asr_transcript", "attributes", "caption",
-          "instruction", "target", "split")
 ASR_FIELD = "asr_transcript"
 
 log = logging.getLogger(__name__)

@@ -65,8 +65,8 @@ def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[
 def canonical_model_name(name_or_path: str | Path) -> str:
     """A stable identity for a model name: an offline pack's name also for its folder, a tiny model's
     name also for its folder, a resolved folder path, else the string (hub id). Never downloads."""
-    from speechllm.models.hub import PACK_JSON, PACKS
-    from speechllm.models.tiny import TINY_MODELS
+    from speechllm.packs.hub import PACK_JSON, PACKS
+    from speechllm.packs.tiny import TINY_MODELS
 
     s = str(name_or_path)
     if s in PACKS or s in TINY_MODELS:
@@ -126,7 +126,7 @@ class WhisperEncoder(nn.Module):
                         dtype: torch.dtype = torch.float32) -> WhisperEncoder:
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-        from speechllm.models.hub import resolve
+        from speechllm.packs.hub import resolve
 
         path = Path(resolve(name_or_path))
         whisper = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)

@@ -91,5 +91,5 @@ def score_options(model, audios: Sequence, prompts: Sequence[str], options: Sequ
     """scores[i][k] = summed log-prob of options[i][k] as the answer to (audios[i], prompts[i]).
     audios[i]: a waveform, a list of them, or None (text only: the PMI prior). Transcripts are taken as
     given or, when the model interleaves them, produced exactly as `generate` does."""
-    exs = model._examples(audios, prompts, transcripts)
+    exs = model.build_examples(audios, prompts, transcripts)
     return score_examples(model, exs, options, batch_size)

@@ -66,7 +66,7 @@ class SpeechLLM(nn.Module):
     def from_config(cls, config: SpeechLLMConfig) -> SpeechLLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from speechllm.models.hub import resolve
+        from speechllm.packs.hub import resolve
 
         dtype = DTYPES[config.dtype]
         encoder = WhisperEncoder.from_pretrained(config.encoder, config.encoder_layers, config.real_length, dtype)
@@ -160,7 +160,9 @@ class SpeechLLM(nn.Module):
         return {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "audio_embeds": audio}
 
     # ------------------------------------------------------------------ generation
-    def _examples(self, audios: Sequence, prompts: Sequence[str], transcripts=None) -> list[Example]:
+    def build_examples(self, audios: Sequence, prompts: Sequence[str], transcripts=None) -> list[Example]:
+        """Inference examples as `generate` and likelihood scoring build them (Whisper transcripts
+        filled in when the model interleaves them and none are given)."""
         exs = []
         for i, (a, p) in enumerate(zip(audios, prompts)):
             wavs = [] if a is None else ([a] if isinstance(a, np.ndarray) else list(a))
@@ -190,7 +192,7 @@ class SpeechLLM(nn.Module):
                  batch_size: int = 8, **gen_kwargs) -> list[str]:
         """audios[i]: a 16 kHz waveform, a list of them, or None; prompts[i]: the instruction.
         Greedy by default; pass do_sample/temperature/top_p/repetition_penalty like HF generate."""
-        exs = self._examples(audios, prompts, transcripts)
+        exs = self.build_examples(audios, prompts, transcripts)
         out: list[str] = []
         for s in range(0, len(exs), batch_size):
             out.extend(self._generate_batch(exs[s : s + batch_size], max_new_tokens, **gen_kwargs))

@@ -11,7 +11,6 @@ ONE_TRANSCRIPT = 'Transcript of the audio: "{text}"'
 MANY_TRANSCRIPT = 'Transcript of audio {k}: "{text}"'
 ONE_CASCADE = "Audio attributes: {attributes}"
 MANY_CASCADE = "Audio {k} attributes: {attributes}"
-ANSWER_HINT = "\nAnswer with one of the listed options only."
 
 
 def transcript_prompt(instruction: str, transcripts: list[str], attributes: list[str] | None = None) -> str:

@@ -327,9 +327,9 @@ def _resolve(name: str) -> Path:
     if p.exists():
         return p
     try:
-        from speechllm.models.hub import resolve
+        from speechllm.packs.hub import resolve
     except ImportError as e:
         raise FileNotFoundError(
-            f"{name!r} is not a local folder and speechllm.models.hub is unavailable ({e}); "
+            f"{name!r} is not a local folder and speechllm.packs.hub is unavailable ({e}); "
             "pass a converted HF Whisper folder path instead") from e
     return Path(resolve(name))

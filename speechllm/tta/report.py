@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from evaluation.wer import edit_distance
+from speechllm.metrics.wer import edit_distance
 
 _NORM = None
 
@@ -42,7 +42,8 @@ def wer_by_domain(rows: list[dict]) -> dict[str, float]:
 
 def intervals(results: dict[str, list[dict]], B: int = 2000, seed: int = 0) -> dict:
     """method -> domain (+ 'noisy', 'all') -> paired bootstrap of the relative reduction vs source."""
-    from speechllm.tta.bootstrap import paired_bootstrap, paired_rows
+    from speechllm.metrics.stats import paired_bootstrap
+    from speechllm.tta.bootstrap import paired_rows
 
     src = results.get("source")
     if not src:

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from speechllm.io import atomic_write_json, atomic_write_text, read_jsonl
-from speechllm.tta.bootstrap import paired_bootstrap, paired_rows
+from speechllm.metrics.stats import paired_bootstrap
+from speechllm.tta.bootstrap import paired_rows
 from speechllm.tta.report import row_errors
 
 _MARK = {"helps": "▲", "hurts": "▼", "noise": "", "n/a": ""}

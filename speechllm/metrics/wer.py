@@ -1,5 +1,6 @@
 """Word error rate, the way Dynamic-SUPERB phase 2 scores transcription: lowercase, drop punctuation,
-then Levenshtein over words. Shared by the transcription scorer and test-time adaptation reports."""
+then Levenshtein over words (jiwer). Shared by the transcription scorer and test-time adaptation reports.
+The normaliser stays Dynamic-SUPERB's (not Whisper's English normaliser), so scores compare with theirs."""
 
 from __future__ import annotations
 
@@ -13,13 +14,11 @@ def normalize_text(text: str) -> str:
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
+    """Word-level Levenshtein distance (substitutions + deletions + insertions), computed by jiwer."""
+    import jiwer
+
+    o = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return o.substitutions + o.deletions + o.insertions
 
 
 def wer(references: list[str], hypotheses: list[str], normalize: bool = True) -> float:

@@ -1,7 +1,7 @@
 """Slow tests on the real offline packs: the converted Whisper agrees with CTranslate2 and
-openai-whisper token for token on the same features (speechllm/models/verify.py); SmolLM2 chats.
+openai-whisper token for token on the same features (speechllm/packs/verify.py); SmolLM2 chats.
 
-Run: .venv/bin/python -m pytest tests/test_models_packs.py -m slow -q -s   (-s prints the figures)
+Run: .venv/bin/python -m pytest tests/test_packs_real.py -m slow -q -s   (-s prints the figures)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechllm.models import hub
-from speechllm.models.verify import whisper_agreement
+from speechllm.packs import hub
+from speechllm.packs.verify import whisper_agreement
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def test_whisper_tiny_hf_openai_ct2_decode_identically(whisper_tiny_path):
 def test_whisper_tiny_pack_tokenizer_round_trips_text(whisper_tiny_path):
     from transformers import WhisperTokenizer, WhisperTokenizerFast
 
-    from speechllm.models.convert import derive_merges
+    from speechllm.packs.convert import derive_merges
 
     src = json.loads((whisper_tiny_path / hub.CT2_SUBDIR / "tokenizer.json").read_text())
     assert derive_merges(src["model"]["vocab"]) == src["model"]["merges"]  # tiny.en ships correct merges

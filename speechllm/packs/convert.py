@@ -6,8 +6,8 @@ and bumps whenever the output of a converter changes.
 
 from __future__ import annotations
 
-from speechllm.models.convert_gguf import gguf_to_hf
-from speechllm.models.convert_whisper import (
+from speechllm.packs.convert_gguf import gguf_to_hf
+from speechllm.packs.convert_whisper import (
     Ct2Model,
     ct2_to_hf,
     ct2_whisper_state_dict,
@@ -17,7 +17,7 @@ from speechllm.models.convert_whisper import (
     load_hf_state_dict,
     read_ct2,
 )
-from speechllm.models.whisper_tokenizer import derive_merges, write_whisper_tokenizer
+from speechllm.packs.whisper_tokenizer import derive_merges, write_whisper_tokenizer
 
 CONVERTER_VERSION = "1"
 

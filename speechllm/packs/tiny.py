@@ -23,7 +23,7 @@ def tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from speechllm.models.whisper_tokenizer import bytes_to_unicode
+    from speechllm.packs.whisper_tokenizer import bytes_to_unicode
 
     table = bytes_to_unicode()
     tok = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
@@ -36,21 +36,23 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_llama(vocab_size: int, seed: int = 0):
+def tiny_llama(vocab_size: int, seed: int = 0, **overrides):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      tie_word_embeddings=False)
+    cfg = LlamaConfig(**{**dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                                tie_word_embeddings=False), **overrides})
     return LlamaForCausalLM(cfg).eval()
 
 
-def tiny_whisper(seed: int = 0, english_vocab: bool = False):
+def tiny_whisper(seed: int = 0, english_vocab: bool = False, encoder_layers: int = 2, d_model: int = 64,
+                 heads: int = 2):
     """Random Whisper with the real front-end shape (80 mels, 1500 source positions) and ffn = 4 x d_model
     (openai-whisper's export assumes it). `english_vocab` uses tiny.en's vocabulary size and special ids,
-    so the real whisper-tiny.en tokenizer pairs with it."""
+    so the real whisper-tiny.en tokenizer pairs with it. Depth, width and heads can mimic a real size
+    (e.g. Whisper-small's 12 layers and 12 heads) at a tiny cost."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -58,8 +60,9 @@ def tiny_whisper(seed: int = 0, english_vocab: bool = False):
     ids = (dict(vocab_size=51864, pad_token_id=50256, bos_token_id=50257, eos_token_id=50256,
                 decoder_start_token_id=50257, begin_suppress_tokens=None, suppress_tokens=None) if english_vocab
            else dict(vocab_size=64, decoder_start_token_id=1, pad_token_id=2, eos_token_id=2, bos_token_id=1))
-    cfg = WhisperConfig(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=256, decoder_ffn_dim=256, num_mel_bins=80,
+    cfg = WhisperConfig(d_model=d_model, encoder_layers=encoder_layers, decoder_layers=2,
+                        encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * d_model,
+                        decoder_ffn_dim=4 * d_model, num_mel_bins=80,
                         max_source_positions=1500, max_target_positions=64, **ids)
     return WhisperForConditionalGeneration(cfg).eval()
 
@@ -68,7 +71,7 @@ def materialize(name: str, root: str | Path | None = None) -> Path:
     """Build (once) and return the folder of a tiny model."""
     from transformers import WhisperFeatureExtractor
 
-    from speechllm.models.hub import speechllm_home
+    from speechllm.packs.hub import speechllm_home
 
     if name not in TINY_MODELS:
         raise KeyError(f"unknown tiny model {name!r}; choose from {TINY_MODELS}")

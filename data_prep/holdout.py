@@ -2,7 +2,7 @@
 
 A rule that needs no coordination: a pure function of the voice id / sentence text. Training data
 preparation should drop anything for which `is_heldout_voice` or `is_heldout_sentence` is True;
-the offline suite uses only those. Import-light on purpose so data_prep can import it.
+the offline suite (evaluation/suite.py) uses only those. Lives in data_prep, the layer both import.
 """
 
 from __future__ import annotations

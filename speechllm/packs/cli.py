@@ -1,4 +1,4 @@
-"""`speechllm models list|pull|path`: manage the offline model packs (see speechllm/models/hub.py)."""
+"""`speechllm models list|pull|path`: manage the offline model packs (see speechllm/packs/hub.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from speechllm.models.hub import (
+from speechllm.packs.hub import (
     PACK_JSON,
     PACKS,
     PackDownloadError,
@@ -65,9 +65,9 @@ def cmd_pull(names: list[str], force: bool = False, quiet: bool = False) -> int:
 
 
 def cmd_check(name: str) -> int:
-    """Run speechllm.models.verify on one pack and print the figures as JSON."""
-    from speechllm.models import verify
-    from speechllm.models.hub import CT2_SUBDIR, resolve
+    """Run speechllm.packs.verify on one pack and print the figures as JSON."""
+    from speechllm.packs import verify
+    from speechllm.packs.hub import CT2_SUBDIR, resolve
 
     path = resolve(name)
     whisper_like = (path / CT2_SUBDIR).is_dir()

@@ -58,7 +58,7 @@ def whisper_agreement(name_or_path: str, sentences=DEFAULT_SENTENCES, max_new_to
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
     from transformers.modeling_outputs import BaseModelOutput
 
-    from speechllm.models.hub import CT2_SUBDIR, resolve, whisper_openai_checkpoint
+    from speechllm.packs.hub import CT2_SUBDIR, resolve, whisper_openai_checkpoint
 
     path = resolve(name_or_path)
     if not (path / CT2_SUBDIR / "model.bin").exists():
@@ -128,7 +128,7 @@ def llm_chat_check(name_or_path: str, question: str = "What is the capital of Fr
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from speechllm.models.hub import resolve
+    from speechllm.packs.hub import resolve
 
     path = resolve(name_or_path)
     t0 = time.time()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechllm.models.convert import (
+from speechllm.packs.convert import (
     ct2_to_hf,
     ct2_whisper_state_dict,
     derive_merges,
@@ -24,7 +24,7 @@ from speechllm.models.convert import (
     read_ct2,
     write_whisper_tokenizer,
 )
-from speechllm.models.whisper_tokenizer import bytes_to_unicode
+from speechllm.packs.whisper_tokenizer import bytes_to_unicode
 
 _TID = {np.float32: 0, np.int8: 1, np.int16: 2, np.int32: 3, np.float16: 4}
 

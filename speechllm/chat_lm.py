@@ -19,7 +19,7 @@ class ChatLM:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from speechllm.models.hub import resolve
+            from speechllm.packs.hub import resolve
 
             path = resolve(name_or_path or "smollm2-135m")
             tokenizer = AutoTokenizer.from_pretrained(path)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from speechllm.models.convert import gguf_to_hf
-from speechllm.models.tiny import CHATML, tiny_llama
-from speechllm.models.whisper_tokenizer import bytes_to_unicode
+from speechllm.packs.convert import gguf_to_hf
+from speechllm.packs.tiny import CHATML, tiny_llama
+from speechllm.packs.whisper_tokenizer import bytes_to_unicode
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is needed to write a GGUF file")
 

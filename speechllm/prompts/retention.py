@@ -8,7 +8,7 @@ Audio prompts use the same ids and parameters with questions about the audio (Sp
 
 from __future__ import annotations
 
-from evaluation.constraints import TYPES
+from speechllm.prompts.constraints import TYPES
 
 TOPICS = [
     "What is your favourite season and why?", "Describe a busy train station.",

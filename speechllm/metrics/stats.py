@@ -1,0 +1,112 @@
+"""Intervals for small evaluation samples; the one bootstrap the project uses.
+
+- Wilson score interval for one accuracy (k hits of n);
+- `paired_resamples`: B resamples of example indices, the same draw for every system (paired);
+- on it: the macro mean over tasks (each task resampled within itself, stratified), the paired
+  difference of two pass rates (retention) and the relative WER reduction of a method vs its source
+  (test-time adaptation; Efron & Tibshirani's percentile interval, Bisani & Ney 2004 for ASR).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n; (0, 1) for n == 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    lo, hi = max(0.0, mid - half), min(1.0, mid + half)
+    # the exact endpoints at 0/n and n/n, which the formula reaches only up to rounding
+    return (0.0 if k <= 0 else lo), (1.0 if k >= n else hi)
+
+
+def paired_resamples(arrays: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator,
+                     reduce: str = "mean") -> list[np.ndarray]:
+    """(n_boot,) per array: its mean (or sum) over each resample of the examples, drawn with
+    replacement; one index draw shared by all arrays, which must be aligned example by example."""
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"paired arrays differ in length: {[len(a) for a in arrays]}")
+    idx = rng.integers(0, n, size=(n_boot, n))
+    return [getattr(np.asarray(a, dtype=np.float64)[idx], reduce)(1) for a in arrays]
+
+
+def bootstrap_macro(per_task: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """(macro mean, 2.5 %, 97.5 %) of the mean over tasks of each task's mean, resampling the examples of
+    every task independently. Values may be hits (0/1) or paired differences (-1/0/1)."""
+    tasks = [np.asarray(v, dtype=np.float64) for v in per_task if len(v)]
+    if not tasks:
+        raise ValueError("no task has examples")
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n_boot)
+    for v in tasks:
+        boots += paired_resamples([v], n_boot, rng)[0]
+    boots /= len(tasks)
+    mean = float(np.mean([v.mean() for v in tasks]))
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return mean, float(lo), float(hi)
+
+
+def macro_half_width(n_per_task: int, n_tasks: int, p: float = 0.5, z: float = Z95) -> float:
+    """Normal-approximation half-width of a macro mean of n_tasks accuracies, each from n_per_task
+    examples at accuracy p (p = 0.5 is the worst case): z·sqrt(Σ p(1-p)/n) / n_tasks."""
+    return z * math.sqrt(n_tasks * p * (1 - p) / n_per_task) / n_tasks
+
+
+def n_for_half_width(target: float, n_tasks: int, p: float = 0.5) -> int:
+    """Smallest examples per task whose worst-case macro half-width is at most `target` (e.g. 0.08)."""
+    n = 1
+    while macro_half_width(n, n_tasks, p) > target:
+        n += 1
+    return n
+
+
+def rel_reduction(src_err: np.ndarray, m_err: np.ndarray) -> float:
+    """100·(E_src − E_m)/E_src: the words are the same for both, so the WER ratio is the error ratio."""
+    s = float(np.sum(src_err))
+    return 100.0 * (s - float(np.sum(m_err))) / s if s > 0 else float("nan")
+
+
+def paired_bootstrap(src_err, m_err, n_words=None, B: int = 2000, seed: int = 0,
+                     alpha: float = 0.05, min_utts: int = 5) -> dict:
+    """Relative WER reduction of a method vs the source with its percentile interval.
+
+    src_err, m_err: per-utterance word errors of the two systems on the same utterances, in the
+    same order; n_words: reference words per utterance (only for the WERs reported). On each
+    resample the corpus-level WER of both is computed (errors summed / words summed). Returns point
+    estimate, (lo, hi) and the verdict ("n/a" under `min_utts` utterances: a bootstrap of one or two
+    utterances has no width and would call anything significant)."""
+    src = np.asarray(src_err, dtype=np.float64)
+    m = np.asarray(m_err, dtype=np.float64)
+    if src.shape != m.shape or src.ndim != 1 or len(src) == 0:
+        raise ValueError(f"paired_bootstrap: need two equal-length non-empty 1-D arrays, got {src.shape} and {m.shape}")
+    n = len(src)
+    s_sum, m_sum = paired_resamples([src, m], B, np.random.default_rng(seed), reduce="sum")
+    ok = s_sum > 0  # a resample with no source error has no relative reduction: dropped, counted
+    rel = 100.0 * (s_sum[ok] - m_sum[ok]) / s_sum[ok]
+    lo, hi = (np.percentile(rel, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(rel) else (np.nan, np.nan))
+    out = {"rel": rel_reduction(src, m), "lo": float(lo), "hi": float(hi), "B": B, "n_utts": n,
+           "undefined_resamples": int((~ok).sum()),
+           "verdict": verdict(float(lo), float(hi)) if n >= min_utts else "n/a"}
+    if n_words is not None:
+        w = float(np.sum(n_words))
+        out.update(wer_src=100 * src.sum() / w, wer=100 * m.sum() / w, n_words=int(w))
+    return out
+
+
+def verdict(lo: float, hi: float) -> str:
+    """"helps" if the interval of an improvement lies above 0, "hurts" if below, otherwise "noise"."""
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        return "n/a"
+    return "helps" if lo > 0 else "hurts" if hi < 0 else "noise"
