@@ -6,6 +6,7 @@ before blaming the adapter.
 Each question lists its options in the suite's format ("... The answer could be male or female.") and
 is scored by option likelihood (summed log-prob of each option as the answer, end-of-turn included),
 the scoring the suite uses. Views: `caption` (the teacher's prompt: system prompt + true caption),
+`caption, PMI` (the same minus the prior's score of each option, as the suite's likelihood-PMI),
 `transcript` (the transcript-only LLM's prompt), `instruction` (no clip information: the prior).
 
     python benchmarks/teacher_bound.py --manifest data/demo/attributes.jsonl --llm smollm2-135m
@@ -23,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.likelihood import TextLLMScorer, best  # noqa: E402
-from evaluation.stats import wilson  # noqa: E402
 from speechllm.io import read_jsonl  # noqa: E402
+from speechllm.metrics.stats import wilson  # noqa: E402
 from speechllm.prompts.baselines import transcript_prompt  # noqa: E402
 from speechllm.prompts.captions import TARGET_SYSTEM_PROMPT, seed_caption, target_user_content  # noqa: E402
 
@@ -44,8 +45,7 @@ def question(attr: str) -> tuple[str, list[str]]:
 
 
 def run(rows: list[dict], llm_name: str) -> dict:
-    from evaluation.llm import ChatLM
-
+    from speechllm.chat_lm import ChatLM
     from speechllm.prompts.chat import render_prompt
 
     base = ChatLM(llm_name)  # as the suite's text baselines render
@@ -65,6 +65,8 @@ def run(rows: list[dict], llm_name: str) -> dict:
             views = {"caption": teacher.scores(target_user_content(caption, q), opts),
                      "transcript": plain.scores(transcript_prompt(q, [r["transcript"]]), opts),
                      "instruction": plain.scores(q, opts)}
+            # domain-conditional PMI (the suite's likelihood-PMI): minus the prior's score of each option
+            views["caption, PMI"] = [c - p for c, p in zip(views["caption"], views["instruction"])]
             n[attr] = n.get(attr, 0) + 1
             for view, sc in views.items():
                 hits.setdefault(view, {}).setdefault(attr, 0)
