@@ -14,8 +14,9 @@ from speechllm.data.datamodule import SpeechDataModule
 from speechllm.module import SpeechLLMModule
 
 
-def run_lightning_cli(args: list[str]) -> LightningCLI:
+def run_lightning_cli(args: list[str] | None, run: bool = True) -> LightningCLI:
+    """`run=False`: parse and instantiate only (no subcommand in `args`), as tests do."""
     if args == sys.argv[1:]:
         args = None  # called from the console script: let LightningCLI read sys.argv itself
-    return LightningCLI(SpeechLLMModule, SpeechDataModule, args=args, seed_everything_default=0,
+    return LightningCLI(SpeechLLMModule, SpeechDataModule, args=args, run=run, seed_everything_default=0,
                         save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})

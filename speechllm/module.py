@@ -7,13 +7,17 @@ megabytes, not gigabytes.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
@@ -21,6 +25,34 @@ from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+# What LightningCLI parses `model.adapter` into: an adapter class with its init_args bound, still to be
+# called with (encoder width, number of tapped layers, LLM width). Typing it so (not as a dict) gives the
+# usual `--model.adapter.class_path X --model.adapter.init_args.n_queries 32` and whole-dict overrides,
+# init_args checked against the class, and init_args dropped when the class changes.
+AdapterFactory = Callable[[int, int, int], nn.Module]
+DEFAULT_ADAPTER = {"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 64}}
+
+
+def adapter_spec(adapter: AdapterFactory | dict[str, Any] | None) -> dict[str, Any]:
+    """The {class_path, init_args} dict the model config stores, from what LightningCLI gives (a
+    `functools.partial` of the class), a class, a spec dict (Python callers), or None (the default)."""
+    if adapter is None:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_ADAPTER.items()}
+    if isinstance(adapter, dict):
+        return dict(adapter)
+    cls, kwargs = adapter, {}
+    if isinstance(adapter, functools.partial):  # jsonargparse: partial(instantiator, cls, **init_args)
+        cls = next((a for a in adapter.args if isinstance(a, type)), None)
+        kwargs = {k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in adapter.keywords.items()}
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"model.adapter must be an adapter class spec (class_path + init_args), got {adapter!r}")
+    # jsonargparse fills in every default; keep only what differs, as a recipe writes it (an explicit
+    # `embed_rms: None` would also stop build_adapter from passing the LLM's embedding scale)
+    params = inspect.signature(cls).parameters
+    kwargs = {k: v for k, v in kwargs.items() if k not in params or v != params[k].default}
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": kwargs}
 
 
 def adapter_health(audio_embeds: torch.Tensor, token_embeddings: torch.Tensor) -> tuple[float, float]:
@@ -43,7 +75,7 @@ class SpeechLLMModule(L.LightningModule):
         llm: str = "smollm2-135m",
         encoder_layers: list[int] = [-1],  # noqa: B006  (jsonargparse needs a literal default)
         real_length: bool = True,
-        adapter: dict[str, Any] | None = None,
+        adapter: AdapterFactory | None = None,
         lora: dict[str, Any] | None = None,
         interleave_transcript: bool = True,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
@@ -62,10 +94,15 @@ class SpeechLLMModule(L.LightningModule):
         `min_lr_ratio * lr`. `cache_encoder_outputs` keeps the frozen encoder's tapped states in memory
         by clip id (the encoder is frozen, so they never change): use it for multi-epoch runs on small data.
         `encoder_cache_dir` keeps them on disk instead (speechllm.data.encoder_cache), shared by ranks
-        and runs with the same encoder settings: for corpora too big to hold in memory."""
+        and runs with the same encoder settings: for corpora too big to hold in memory.
+        `adapter`: class_path + init_args of a `speechllm.model.adapters` class (or any nn.Module taking
+        `(enc_dim, n_layers, llm_dim, ...)`); Python callers may pass that spec as a dict."""
         super().__init__()
+        adapter = adapter_spec(adapter)
         self.save_hyperparameters()
-        adapter = adapter or {"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 64}}
+        # LightningCLI hands save_hyperparameters its parsed config (every default filled in): keep the
+        # same dict the model config holds, so hparams, checkpoints and config.yaml agree
+        self.hparams["adapter"] = adapter
         self.model_config = SpeechLLMConfig(
             encoder=encoder, llm=llm, encoder_layers=list(encoder_layers), real_length=real_length, adapter=adapter,
             lora=lora, interleave_transcript=interleave_transcript, system_prompt=system_prompt, dtype=dtype)

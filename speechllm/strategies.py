@@ -101,7 +101,11 @@ def gather_trainable_state(root: nn.Module, module: nn.Module, rank: int) -> dic
         own = [p for n, p in unit.named_parameters() if n.count("_fsdp_wrapped_module.") == 1 and p.requires_grad]
         if not own:
             continue
-        with FSDP.summon_full_params(unit, recurse=False, writeback=False, rank0_only=True, offload_to_cpu=True):
+        # Offloading from a CPU compute device frees the very storage it "copied" to (torch's
+        # FlatParamHandle.to_cpu moves nothing, then frees the unsharded flat parameter): reading the
+        # parameters afterwards is a use-after-free that killed rank 0 with SIGSEGV.
+        offload = own[0].device.type != "cpu"
+        with FSDP.summon_full_params(unit, recurse=False, writeback=False, rank0_only=True, offload_to_cpu=offload):
             if rank == 0:
                 out.update({names[id(p)]: p.detach().clone() for p in own})
     return out

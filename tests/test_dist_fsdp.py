@@ -78,35 +78,55 @@ PROBE = textwrap.dedent("""
     import lightning as L
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+    def _bytes(tensors):
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     class Probe(L.Callback):
-        '''Per rank, once training runs: FSDP units, local vs full LLM parameter counts, optimizer params.'''
+        '''Per rank: the logged (global) loss of every step; at the first step end (after the first
+        optimizer step), what this rank holds: FSDP units, parameter and optimizer-state bytes.
+        `stop_at`: end the run cleanly after that step (the LR schedule still spans max_steps).'''
+        def __init__(self, stop_at: int = -1):
+            self.stop_at = stop_at
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if batch_idx:
+            root = Path(trainer.default_root_dir)
+            with open(root / f"loss{trainer.global_rank}.jsonl", "a") as f:
+                f.write(json.dumps({"step": trainer.global_step,
+                                    "loss": float(trainer.callback_metrics["train/loss"])}) + "\\n")
+            if trainer.global_step == self.stop_at:
+                trainer.should_stop = True
+            probe = root / f"probe{trainer.global_rank}.json"
+            if probe.exists():
                 return
-            llm = module.model.llm
             opt = trainer.optimizers[0]
             info = {"units": len(FSDP.fsdp_modules(trainer.strategy.model)),
-                    "llm_local": sum(p.numel() for p in llm.parameters()),
+                    "llm_local": sum(p.numel() for p in module.model.llm.parameters()),
+                    "param_bytes": _bytes(module.parameters()),
+                    "trainable_bytes": _bytes(p for p in module.parameters() if p.requires_grad),
+                    "opt_state_bytes": _bytes(v for st in opt.state.values() for v in st.values()
+                                              if getattr(v, "dim", lambda: 0)() > 0),
                     "opt_params": sum(len(g["params"]) for g in opt.param_groups),
                     "opt_all_trainable": all(p.requires_grad for g in opt.param_groups for p in g["params"]),
                     "trainable": sum(p.requires_grad for p in module.parameters())}
-            Path(trainer.default_root_dir, f"probe{trainer.global_rank}.json").write_text(json.dumps(info))
+            probe.write_text(json.dumps(info))
 """)
 
 
-def _fit(tmp: Path, run_dir: Path, devices: int, batch_size: int, fsdp: bool):
+def _fit(tmp: Path, run_dir: Path, devices: int, batch_size: int, fsdp: bool, stop_at: int = -1,
+         resume: bool = False):
     (tmp / "probe.py").write_text(PROBE)
-    cfg = tmp / ("fsdp.yaml" if fsdp else "single.yaml")
+    cfg = tmp / f"cfg_{fsdp}_{stop_at}.yaml"
     strategy = "  strategy: {class_path: speechllm.strategies.SpeechFSDPStrategy}\n" if fsdp else ""
     cfg.write_text("trainer:\n" + strategy + "  callbacks:\n"
                    "    - {class_path: speechllm.callbacks.RunCheckpoint, init_args: {every_n_train_steps: 2}}\n"
                    "    - {class_path: speechllm.callbacks.ExportCallback}\n"
-                   "    - {class_path: probe.Probe}\n")
+                   f"    - {{class_path: probe.Probe, init_args: {{stop_at: {stop_at}}}}}\n")
     cmd = [sys.executable, "-m", "speechllm.cli", "fit", "-c", str(ROOT / "recipes/debug.yaml"), "-c", str(cfg),
-           "--data.train_manifest", "debug:24", "--model.real_length", "false", "--trainer.max_steps", "4",
+           "--data.train_manifest", "debug:24", "--model.real_length", "false", "--trainer.max_steps", "6",
            "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
            "--trainer.default_root_dir", str(run_dir), "--trainer.devices", str(devices),
            "--data.batch_size", str(batch_size)]
+    if resume:
+        cmd += ["--ckpt_path", str(run_dir / "last.ckpt")]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
@@ -114,7 +134,7 @@ def _fit(tmp: Path, run_dir: Path, devices: int, batch_size: int, fsdp: bool):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=900)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -123,25 +143,70 @@ def _fit(tmp: Path, run_dir: Path, devices: int, batch_size: int, fsdp: bool):
     assert proc.returncode == 0, err[-3000:]
 
 
+def _losses(run_dir: Path, rank: int = 0) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / f"loss{rank}.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """22 rows, global batch 8 (1 process x 8, or 2 FSDP ranks x 4): 3 steps per epoch, 6 steps. The
+    FSDP run stops after step 4 (epoch 1, 1 of its 3 batches; checkpoint at step 4), then resumes to 6."""
+    tmp = tmp_path_factory.mktemp("fsdp")
+    single, fsdp = tmp / "single", tmp / "fsdp"
+    _fit(tmp, single, 1, 8, fsdp=False)
+    _fit(tmp, fsdp, 2, 4, fsdp=True, stop_at=4)
+    (tmp / "at_step4").mkdir()
+    for name in ("last.ckpt", "adapter.safetensors", "config.yaml"):
+        (tmp / "at_step4" / name).write_bytes((fsdp / name).read_bytes())
+    _fit(tmp, fsdp, 2, 4, fsdp=True, resume=True)
+    return single, fsdp
+
+
 @pytest.mark.dist
-@pytest.mark.skip(reason="not yet passing: on 2 CPU/gloo processes rank 0 exits without a message at the first "
-                  "checkpoint while rank 1 gathers optimizer state (docs/scale_out.md, 'Limits')")
-def test_two_process_cpu_fsdp_shards_trains_like_one_process_and_saves_trainable_only(tmp_path):
-    _fit(tmp_path, tmp_path / "single", 1, 8, fsdp=False)
-    _fit(tmp_path, tmp_path / "fsdp", 2, 4, fsdp=True)
-    single = json.loads((tmp_path / "single" / "probe0.json").read_text())
-    probes = [json.loads((tmp_path / "fsdp" / f"probe{r}.json").read_text()) for r in (0, 1)]
+def test_two_process_cpu_fsdp_shards_trains_like_one_process_saves_trainable_only_and_resumes(fsdp_runs):
+    single, fsdp = fsdp_runs
+    at4 = fsdp.parent / "at_step4"
+    ckpt = torch.load(at4 / "last.ckpt", map_location="cpu", weights_only=True)
+    ref = torch.load(single / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert ckpt["state_dict"].keys() == ref["state_dict"].keys()  # trainable only, clean names
+    assert ckpt["state_dict"] and all(k.startswith("model.adapter.") for k in ckpt["state_dict"])
+    for k, v in ref["state_dict"].items():
+        assert ckpt["state_dict"][k].shape == v.shape, k  # gathered, not a shard
+    exported = load_file(str(at4 / "adapter.safetensors"))  # the run folder's trainable-only export
+    assert exported.keys() == {k[len("model.adapter."):] for k in ref["state_dict"]}
+    torch.testing.assert_close(exported["queries"], ckpt["state_dict"]["model.adapter.queries"])
+    assert yaml.safe_load((at4 / "config.yaml").read_text())["training"]["global_step"] == 4
+
+    one = json.loads((single / "probe0.json").read_text())
+    probes = [json.loads((fsdp / f"probe{r}.json").read_text()) for r in (0, 1)]
     for p in probes:
         # 2 LLM decoder layers + 2 Whisper encoder + 2 Whisper decoder layers + adapter + root
         assert p["units"] >= 2 + 1 + 1
-        assert p["llm_local"] < 0.6 * single["llm_local"]  # each rank holds about half of the frozen LLM
-        assert p["opt_all_trainable"] and p["opt_params"] == single["opt_params"] == single["trainable"]
-    ckpt = torch.load(tmp_path / "fsdp" / "last.ckpt", map_location="cpu", weights_only=True)
-    ref = torch.load(tmp_path / "single" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["state_dict"].keys() == ref["state_dict"].keys()  # trainable only, clean names
-    for k, v in ref["state_dict"].items():
-        assert ckpt["state_dict"][k].shape == v.shape, k  # gathered, not a shard
-        torch.testing.assert_close(ckpt["state_dict"][k], v, atol=1e-5, rtol=0, msg=k)
-    a, b = load_file(str(tmp_path / "single" / "adapter.safetensors")), load_file(str(tmp_path / "fsdp" / "adapter.safetensors"))
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
+        assert 0.4 < p["param_bytes"] / one["param_bytes"] < 0.6  # each rank holds half of all parameters
+        assert p["llm_local"] < 0.8 * one["llm_local"]  # (shards split flat parameters, not modules)
+        assert 0.4 < p["opt_state_bytes"] / one["opt_state_bytes"] < 0.6  # AdamW state: half per rank
+        assert p["opt_all_trainable"] and p["opt_params"] == one["opt_params"] == one["trainable"]
+    for key in ("param_bytes", "llm_local", "opt_state_bytes"):
+        assert sum(p[key] for p in probes) == one[key], key  # shards, no copies
+    assert one["opt_state_bytes"] == 2 * one["trainable_bytes"]  # exp_avg + exp_avg_sq; none for frozen
+
+    assert torch.load(fsdp / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 6
+    a, b = _losses(single), _losses(fsdp)
+    assert sorted(b) == list(range(1, 7))  # steps 1-4, then 5-6 after the resume
+    for step in range(1, 6):  # step 5 runs on the restored weights: they are the one-process ones
+        assert abs(b[step] - a[step]) < 1e-5, (step, a[step], b[step])
+
+
+@pytest.mark.dist
+@pytest.mark.xfail(strict=True, reason="the first update after an FSDP resume differs from one process (step-6 "
+                   "loss off by ~1e-3, adapter by ~5e-4): weights restore exactly, the AdamW state apparently "
+                   "not; DDP resumes bit-identically (docs/scale_out.md, section 8)")
+def test_fsdp_resume_continues_exactly_like_one_process(fsdp_runs):
+    single, fsdp = fsdp_runs
+    a, b = _losses(single), _losses(fsdp)
+    assert abs(b[6] - a[6]) < 1e-5
+    x, y = load_file(str(single / "adapter.safetensors")), load_file(str(fsdp / "adapter.safetensors"))
+    for k in x:
+        torch.testing.assert_close(y[k], x[k], atol=1e-5, rtol=0, msg=k)

@@ -7,17 +7,24 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from speechllm.data.replay import ReplayMixBatchSampler, replay_count
+from speechllm.data.replay import ReplayMixSampler, replay_count
 from speechllm.io import read_jsonl, write_jsonl
+
+
+def _batches(n_main, n_rep, bs, share, epoch=0, skip=0, world=1, rank=0):
+    s = ReplayMixSampler(n_main, n_rep, bs, share, seed=1, num_replicas=world, rank=rank)
+    s.set_epoch(epoch)
+    s.skip_batches = skip
+    dl = DataLoader(list(range(n_main + n_rep)), batch_size=bs, sampler=s)
+    return [b.tolist() for b in dl], len(dl)
 
 
 @pytest.mark.parametrize("n_main,n_rep,bs,share", [(30, 7, 8, 0.25), (50, 100, 6, 0.3), (13, 3, 4, 0.5)])
 def test_mix_gives_the_configured_share_per_epoch_and_every_main_row_once(n_main, n_rep, bs, share):
-    s = ReplayMixBatchSampler(n_main, n_rep, bs, share, seed=1)
     for epoch in range(2):
-        s.set_epoch(epoch)
-        batches = list(s)
+        batches, length = _batches(n_main, n_rep, bs, share, epoch)
         flat = [i for b in batches for i in b]
         main = [i for i in flat if i < n_main]
         rep = [i for i in flat if i >= n_main]
@@ -27,14 +34,30 @@ def test_mix_gives_the_configured_share_per_epoch_and_every_main_row_once(n_main
         assert abs(len(rep) / len(flat) - share) <= 1 / len(flat)  # the share, up to one row of rounding
         per_batch = [sum(i >= n_main for i in b) for b in batches[:-1]]  # full batches: share spread evenly
         assert max(per_batch) - min(per_batch) <= 1
-        assert len(batches) == len(s) and all(len(b) == bs for b in batches[:-1])
-    s.set_epoch(0)
-    first = list(s)
-    s.set_epoch(1)
-    assert list(s) != first  # reshuffled per epoch
-    s.set_epoch(0)
-    s.skip_batches = 2
-    assert list(s) == first[2:]  # mid-epoch resume drops the batches already trained on
+        assert len(batches) == length and all(len(b) == bs for b in batches[:-1])
+    first = _batches(n_main, n_rep, bs, share, 0)[0]
+    assert _batches(n_main, n_rep, bs, share, 1)[0] != first  # reshuffled per epoch
+    assert _batches(n_main, n_rep, bs, share, 0, skip=2)[0] == first[2:]  # resume drops the trained batches
+
+
+@pytest.mark.parametrize("n_main,n_rep,bs,share,world", [(30, 7, 4, 0.25, 2), (50, 100, 3, 0.3, 2),
+                                                         (13, 3, 2, 0.5, 2), (41, 9, 2, 0.2, 3), (1, 4, 2, 0.5, 2)])
+def test_ranks_get_disjoint_complete_shares_with_the_same_replay_share(n_main, n_rep, bs, share, world):
+    runs = [_batches(n_main, n_rep, bs, share, 1, world=world, rank=r) for r in range(world)]
+    assert len({len(b) for b, _ in runs}) == 1 and all(len(b) == n for b, n in runs)  # ranks step together
+    rank_rows = [[i for b in bs_ for i in b] for bs_, _ in runs]
+    mains = [i for rows in rank_rows for i in rows if i < n_main]
+    assert sorted(mains) == list(range(n_main))  # main rows: every one once, on exactly one rank
+    reps = [[i for i in rows if i >= n_main] for rows in rank_rows]
+    n_rows = sum(len(r) for r in rank_rows)
+    if n_rows == n_main + replay_count(n_main, share):  # no padding: exactly the epoch's replay rows
+        assert sum(len(r) for r in reps) == replay_count(n_main, share)
+    for (batches, _), rows, rep in zip(runs, rank_rows, reps):
+        assert abs(len(rep) - share * len(rows)) <= 1  # each rank: the share, up to one row
+        per_batch = [sum(i >= n_main for i in b) for b in batches[:-1]]
+        assert not per_batch or max(per_batch) - min(per_batch) <= 1  # spread evenly over its batches
+    s = ReplayMixSampler(n_main, n_rep, bs, share, seed=1, num_replicas=world, rank=0)
+    assert len(s) == len(rank_rows[0])
 
 
 def test_share_zero_means_no_replay_and_bad_share_is_refused():
@@ -42,7 +65,7 @@ def test_share_zero_means_no_replay_and_bad_share_is_refused():
     with pytest.raises(ValueError):
         replay_count(10, 1.0)
     with pytest.raises(ValueError, match="no rows"):
-        ReplayMixBatchSampler(10, 0, 4, 0.25)
+        ReplayMixSampler(10, 0, 4, 0.25)
 
 
 def _replay_manifest(path, n=6):
@@ -64,7 +87,8 @@ def test_datamodule_mixes_text_only_rows_that_train_through_the_model(tmp_path):
                           replay_share=0.5, batch_size=4)
     dm.setup("fit")
     progress = SimpleNamespace(current=SimpleNamespace(ready=0))
-    dm.trainer = SimpleNamespace(current_epoch=0, lightning_module=SimpleNamespace(processor=model.processor),
+    dm.trainer = SimpleNamespace(current_epoch=0, world_size=1, global_rank=0,
+                                 lightning_module=SimpleNamespace(processor=model.processor),
                                  fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
     batches = list(dm.train_dataloader())
     ids = [i for b in batches for i in b["ids"]]

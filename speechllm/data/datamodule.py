@@ -42,7 +42,7 @@ class SpeechDataModule(L.LightningDataModule):
         `streaming`: read the (JSONL) training manifest line by line each epoch instead of loading it,
         for manifests larger than memory (speechllm.data.streaming; `shuffle_buffer` rows are mixed).
         `replay_manifest` + `replay_share`: that share of every training batch is text-only pseudo-replay
-        rows (`speechllm prepare replay`; speechllm/data/replay.py; single process)."""
+        rows (`speechllm prepare replay`; speechllm/data/replay.py; sharded across ranks like the plain sampler)."""
         super().__init__()
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)

@@ -5,21 +5,22 @@ The original instruction-tuning data of the LLM is not available; its own answer
 instructions are the next best thing to rehearse. Replay rows have no audio: the collator turns them
 into `Example(wavs=[])`, which the processor and `SpeechLLM.forward` already handle (no audio slot).
 
-Batch composition is deterministic given (seed, epoch): over an epoch of N = n_main + R rows with
-R = round(n_main · share / (1 − share)), the replay positions are spread evenly (Bresenham), so each
-batch holds ≈ share · batch_size replay rows and the epoch holds exactly R. On a mid-epoch resume
-the first `skip_batches` batches are dropped, like the plain sampler.
+Batch composition is deterministic given (seed, epoch): an epoch has N = n_main + R rows with
+R = round(n_main · share / (1 − share)). The epoch is cut into global batches and rank slices exactly
+like `ShardedEpochSampler` (DDP/FSDP-aware, Lightning leaves it in place); R is apportioned to the
+ranks by their number of rows, and within each rank the replay slots are spread evenly (Bresenham),
+so every rank's every batch holds ≈ share · batch_size replay rows and the epoch holds exactly R.
+On a mid-epoch resume the first `skip_batches` batches are dropped, like the plain sampler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from speechllm.data.collate import SpeechCollator
 from speechllm.data.manifest import ManifestError, check_fields, load_manifest
+from speechllm.data.sampler import ShardedEpochSampler
 from speechllm.model.processor import Example
 
 REPLAY_REQUIRED = ("id", "instruction", "target")
@@ -31,19 +32,28 @@ def replay_count(n_main: int, share: float) -> int:
     return round(n_main * share / (1.0 - share))
 
 
-class ReplayMixBatchSampler(Sampler[list[int]]):
-    """Index batches over `main rows + replay rows` (replay indices offset by n_main)."""
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """Integers proportional to `weights` summing to `total` (largest remainder, ties to lower index)."""
+    s = sum(weights)
+    base = [total * w // s for w in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % s), i))
+    for i in by_remainder[: total - sum(base)]:
+        base[i] += 1
+    return base
+
+
+class ReplayMixSampler(ShardedEpochSampler):
+    """Row indices over `main rows + replay rows` (replay indices offset by n_main), this rank's share.
+
+    Batches are cut from the indices with the DataLoader's `batch_size` (= `batch_size` here)."""
 
     def __init__(self, n_main: int, n_replay: int, batch_size: int, share: float, seed: int = 0,
-                 shuffle: bool = True):
+                 shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
         if n_replay == 0 and share > 0:
             raise ValueError("replay_share > 0 but the replay manifest has no rows")
-        self.n_main, self.n_replay, self.bs, self.share = n_main, n_replay, batch_size, share
-        self.seed, self.shuffle, self.epoch, self.skip_batches = seed, shuffle, 0, 0
+        self.n_main, self.n_replay, self.share = n_main, n_replay, share
         self.r_total = replay_count(n_main, share)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(n_main + self.r_total, batch_size, seed, shuffle, num_replicas, rank)
 
     def _perm(self, n: int, salt: int) -> list[int]:
         if not self.shuffle:
@@ -51,8 +61,23 @@ class ReplayMixBatchSampler(Sampler[list[int]]):
         g = torch.Generator().manual_seed(self.seed + self.epoch + salt)
         return torch.randperm(n, generator=g).tolist()
 
-    def batches(self) -> list[list[int]]:
-        n_total = self.n_main + self.r_total
+    def _replay_slots(self) -> list[bool]:
+        """Which global positions of the epoch hold a replay row: each rank's positions (found by
+        cutting the identity order like the rows) get their apportioned count, spread evenly."""
+        w, n = self.num_replicas, self.n
+        last_start = (self.num_batches() - 1) * self.batch_size * w
+        own = []
+        for r in range(w):
+            cut = ShardedEpochSampler(n, self.batch_size, shuffle=False, num_replicas=w, rank=r).rank_batches()
+            # positions repeated to pad a short last global batch are not the rank's own rows
+            own.append([p for k, b in enumerate(cut) for p in b if k < len(cut) - 1 or p >= last_start])
+        slots = [False] * n
+        for pos, r_count in zip(own, _apportion(self.r_total, [len(p) for p in own])):
+            for i, p in enumerate(pos):
+                slots[p] = (i + 1) * r_count // len(pos) > i * r_count // len(pos)
+        return slots
+
+    def order(self) -> list[int]:
         main = iter(self._perm(self.n_main, 0))
         # the replay pool is cycled (a fresh permutation each pass) when the epoch needs more than it holds
         rep: list[int] = []
@@ -61,16 +86,7 @@ class ReplayMixBatchSampler(Sampler[list[int]]):
             rep += self._perm(self.n_replay, 1_000_003 * (k + 1))
             k += 1
         rep_it = iter(rep)
-        order = [self.n_main + next(rep_it) if (p + 1) * self.r_total // n_total > p * self.r_total // n_total
-                 else next(main) for p in range(n_total)]
-        return [order[i:i + self.bs] for i in range(0, n_total, self.bs)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        skip, self.skip_batches = self.skip_batches, 0
-        return iter(self.batches()[skip:])
-
-    def __len__(self) -> int:
-        return -(-(self.n_main + self.r_total) // self.bs)
+        return [self.n_main + next(rep_it) if is_rep else next(main) for is_rep in self._replay_slots()]
 
 
 class ReplayCollator(SpeechCollator):
@@ -96,16 +112,17 @@ def load_replay_rows(path: str) -> list[dict]:
 
 def replay_train_loader(dm) -> DataLoader:
     """The training DataLoader of `SpeechDataModule` when `replay_manifest` is set."""
-    hp = dm.hparams
+    hp, trainer = dm.hparams, dm.trainer
     main_rows = dm.rows["train"]
     if "replay" not in dm.rows:
         dm.rows["replay"] = load_replay_rows(hp.replay_manifest)
     rows = main_rows + dm.rows["replay"]
-    bs = ReplayMixBatchSampler(len(main_rows), len(dm.rows["replay"]), hp.batch_size, hp.replay_share, hp.seed,
-                               shuffle=hp.shuffle)
-    if dm.trainer is not None:
-        bs.set_epoch(dm.trainer.current_epoch)
-        done = dm.trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        bs.skip_batches = done if done < len(bs) else 0
-    collate = ReplayCollator(dm.trainer.lightning_module.processor, dm.policy, hp.skip_bad_audio)
-    return DataLoader(rows, batch_sampler=bs, num_workers=hp.num_workers, collate_fn=collate)
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    sampler = ReplayMixSampler(len(main_rows), len(dm.rows["replay"]), hp.batch_size, hp.replay_share, hp.seed,
+                               hp.shuffle, world, rank)
+    if trainer is not None:
+        epoch, sampler.skip_batches = dm._position(sampler.num_batches())
+        sampler.set_epoch(epoch)
+    collate = ReplayCollator(trainer.lightning_module.processor, dm.policy, hp.skip_bad_audio)
+    return DataLoader(rows, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
+                      collate_fn=collate)
