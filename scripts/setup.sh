@@ -4,7 +4,7 @@
 set -euo pipefail
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
-EXTRAS=${EXTRAS:-test}
+EXTRAS=${EXTRAS:-test,serve}
 
 # 1. System tools for synthetic speech and audio processing (only where we can install them).
 need=()
