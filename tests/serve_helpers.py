@@ -52,3 +52,16 @@ def running_server(app, timeout: float = 60.0):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def tiny_speechllm():
+    """A tiny random SpeechLLM (no transcript interleaving: the tiny Whisper has no tokenizer)."""
+    import torch
+
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    torch.manual_seed(0)
+    cfg = SpeechLLMConfig(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 3}},
+                          interleave_transcript=False)
+    return SpeechLLM.from_config(cfg)

@@ -11,7 +11,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 openai = pytest.importorskip("openai", reason="the openai client is not installed (pip install -e '.[serve]')")
@@ -20,9 +19,9 @@ try:  # the openai client's own HTTP library: httpx2 for openai>=3, httpx before
 except ImportError:
     httpx = pytest.importorskip("httpx")
 
-from serve_helpers import audio_part, running_server, wav_b64  # noqa: E402
+from serve_helpers import audio_part, running_server, tiny_speechllm, wav_b64  # noqa: E402
 
-from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig  # noqa: E402
+from speechllm.model.speech_llm import SpeechLLM  # noqa: E402
 from speechllm.serve.app import ServeSettings, create_app  # noqa: E402
 
 KEY = "test-key"
@@ -37,11 +36,7 @@ def _wav(seconds: float, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model() -> SpeechLLM:
-    torch.manual_seed(0)
-    cfg = SpeechLLMConfig(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
-                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 3}},
-                          interleave_transcript=False)
-    return SpeechLLM.from_config(cfg)
+    return tiny_speechllm()
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from speechllm.serve import protocol
@@ -24,6 +25,7 @@ from speechllm.serve.engine import BatchingEngine, Result
 from speechllm.serve.protocol import ApiError
 
 log = logging.getLogger("speechllm.serve")
+DEMO_PAGE = Path(__file__).parent / "static" / "demo.html"
 
 
 @dataclass
@@ -38,6 +40,7 @@ class ServeSettings:
     max_batch: int = 8
     batch_window_ms: float = 10.0
     max_waiting: int = 64
+    demo_page: bool = True  # GET /demo: upload or record a clip, ask, see answer + transcript + prompt
 
 
 def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -97,6 +100,15 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"request body is not valid JSON ({e})") from None
+
+    if s.demo_page:
+        @app.get("/", include_in_schema=False)
+        async def root():
+            return RedirectResponse("/demo")
+
+        @app.get("/demo", include_in_schema=False)
+        async def demo():  # static page; it calls /v1/* with the key the user types in
+            return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
 
     @app.get("/health")
     async def health():

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-clips", type=int, default=d.max_clips, help="audio clips per request")
     ap.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
     ap.add_argument("--max-tokens-limit", type=int, default=d.max_tokens_limit)
+    ap.add_argument("--no-demo-page", action="store_true", help="do not serve the web page at /demo")
     ap.add_argument("--log-level", default="info")
     return ap
 
@@ -75,9 +76,11 @@ def cli_main(argv: list[str]) -> int:
         model_name=args.model_name or Path(args.ckpt).resolve().name, api_key=args.api_key,
         max_request_bytes=int(args.max_request_mb * 2**20), max_audio_seconds=args.max_audio_seconds,
         max_clips=args.max_clips, default_max_tokens=args.default_max_tokens, max_tokens_limit=args.max_tokens_limit,
-        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_waiting=args.max_waiting)
+        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_waiting=args.max_waiting,
+        demo_page=not args.no_demo_page)
     app = create_app(model, settings)
     print(f"speechllm serve: {settings.model_name} on http://{args.host}:{args.port}/v1 "
+          f"{'(page: /demo) ' if settings.demo_page else ''}"
           f"(max batch {settings.max_batch}, {'API key required' if args.api_key else 'no API key'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
