@@ -21,6 +21,17 @@ if ((${#need[@]})); then
   fi
 fi
 
+# 1b. A headless browser for the /demo page test (optional: the test skips, with the reason, without one).
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium + chromium-driver (browser test of the demo page)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null \
+      || echo "[setup] WARNING: chromium could not be installed; the browser test will be skipped" >&2
+  else
+    echo "[setup] note: no chromium/chromedriver; the demo page's browser test will be skipped" >&2
+  fi
+fi
+
 # 2. Virtual environment, torch first (CPU wheel without a GPU), then the project.
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"

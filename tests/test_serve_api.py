@@ -185,3 +185,17 @@ def test_bad_requests_get_a_4xx_json_error_naming_the_problem(server, body, stat
 def test_unknown_route_is_a_json_404(server):
     r = httpx.get(server + "/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 404 and "error" in r.json()
+
+
+def test_serve_command_is_wired_and_refuses_a_directory_without_a_checkpoint(tmp_path, capsys):
+    from speechllm.cli import main
+
+    assert main(["--help"]) == 0
+    assert "serve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--ckpt", str(tmp_path)])
+    assert e.value.code == 2 and "no config.yaml" in capsys.readouterr().err
+    from speechllm.serve.cli import _is_loopback, build_parser
+
+    assert build_parser().parse_args(["--ckpt", "x"]).host == "127.0.0.1"  # loopback unless told otherwise
+    assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and not _is_loopback("0.0.0.0")

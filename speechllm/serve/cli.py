@@ -48,8 +48,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def cli_main(argv: list[str]) -> int:
+def demo_main(argv: list[str]) -> int:
+    """`speechllm demo --ckpt ...`: the same server, announced by its web page (GET /demo)."""
+    return cli_main(argv, prog="speechllm demo")
+
+
+def cli_main(argv: list[str], prog: str = "speechllm serve") -> int:
     ap = build_parser()
+    ap.prog = prog
+    if prog.endswith("demo"):
+        ap.description = "Serve a checkpoint and its web demo page: open http://HOST:PORT/demo in a browser."
     args = ap.parse_args(argv)
     if not Path(args.ckpt, "config.yaml").exists():
         ap.error(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
@@ -82,5 +90,7 @@ def cli_main(argv: list[str]) -> int:
     print(f"speechllm serve: {settings.model_name} on http://{args.host}:{args.port}/v1 "
           f"{'(page: /demo) ' if settings.demo_page else ''}"
           f"(max batch {settings.max_batch}, {'API key required' if args.api_key else 'no API key'})", flush=True)
+    if prog.endswith("demo"):
+        print(f"open http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/demo", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
