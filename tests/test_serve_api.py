@@ -199,3 +199,12 @@ def test_serve_command_is_wired_and_refuses_a_directory_without_a_checkpoint(tmp
 
     assert build_parser().parse_args(["--ckpt", "x"]).host == "127.0.0.1"  # loopback unless told otherwise
     assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and not _is_loopback("0.0.0.0")
+
+
+def test_batching_keys_group_greedy_and_unseeded_sampling_but_isolate_seeded_requests():
+    from speechllm.serve.protocol import Sampling
+
+    assert Sampling().key == Sampling(seed=3).key  # greedy ignores the seed
+    assert Sampling(True, 0.7, 0.9).key == Sampling(True, 0.7, 0.9).key
+    assert Sampling(True, 0.7, 0.9).key != Sampling(True, 0.8, 0.9).key
+    assert Sampling(True, 0.7, 0.9, seed=1).key != Sampling(True, 0.7, 0.9, seed=1).key

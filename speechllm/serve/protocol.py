@@ -73,8 +73,10 @@ class Sampling:
     def key(self) -> tuple:
         if not self.do_sample:
             return ("greedy",)  # greedy rows do not depend on batch-mates: batch them all together
-        # a seeded sampled request runs alone so the same seed gives the same answer
-        return ("sample", self.temperature, self.top_p, self.seed if self.seed is not None else uuid.uuid4().hex)
+        if self.seed is None:
+            return ("sample", self.temperature, self.top_p)
+        # a seeded sampled request runs alone, so the same seed gives the same answer whatever else is waiting
+        return ("sample", self.temperature, self.top_p, self.seed, uuid.uuid4().hex)
 
     def generate_kwargs(self) -> dict:
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}
