@@ -4,7 +4,7 @@
 set -euo pipefail
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
-EXTRAS=${EXTRAS:-test}
+EXTRAS=${EXTRAS:-test,serve}
 
 # 1. System tools for synthetic speech and audio processing (only where we can install them).
 need=()
@@ -18,6 +18,17 @@ if ((${#need[@]})); then
       festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts ffmpeg pocketsphinx-testdata >/dev/null
   else
     echo "[setup] WARNING: missing ${need[*]}; install them (e.g. apt-get install espeak-ng sox flite festival ffmpeg)." >&2
+  fi
+fi
+
+# 1b. A headless browser for the /demo page test (optional: the test skips, with the reason, without one).
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium + chromium-driver (browser test of the demo page)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null \
+      || echo "[setup] WARNING: chromium could not be installed; the browser test will be skipped" >&2
+  else
+    echo "[setup] note: no chromium/chromedriver; the demo page's browser test will be skipped" >&2
   fi
 fi
 

@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("evaluation.cli", "main", "Dynamic-SUPERB and retention evaluation"),
     "merge": ("speechllm.model.merge", "cli_main", "scale a run's LoRA delta by alpha (task arithmetic), optionally merge"),
     "adapt": ("speechllm.tta.cli", "main", "continual test-time ASR adaptation (SUTA and variants)"),
+    "serve": ("speechllm.serve.cli", "cli_main", "OpenAI-compatible audio chat server for a checkpoint"),
+    "demo": ("speechllm.serve.cli", "demo_main", "the same server, opened at its web page (/demo)"),
 }
 
 
