@@ -3,7 +3,7 @@ variant 0, which the prompt builder uses for topic 0); the prompt set is big, va
 
 import pytest
 
-from evaluation import constraints as C
+from speechllm.prompts import constraints as C
 from speechllm.prompts.retention import build_prompts, closed_prompts
 
 # (passing, failing) for variant k=0 of each type
