@@ -92,16 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     res = run(rows, a.llm)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"teacher_bound_{a.llm}"
+    stem = f"teacher_bound_{a.llm}"  # not Path.with_suffix: pack names hold dots ("qwen2.5-0.5b")
     meta = {"manifest": a.manifest, "llm": a.llm, "clips": len(rows), "seconds": round(time.time() - t0)}
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "views": res}, indent=1))
+    (out / f"{stem}.json").write_text(json.dumps({**meta, "views": res}, indent=1))
     lines = [f"# Teacher bound: {a.llm} reading the true caption ({len(rows)} clips of {a.manifest})", "",
              "Option-likelihood accuracy % [95 % Wilson] on suite-format questions.", "",
              "| view | " + " | ".join(QUESTIONS) + " |", "|---|" + "---|" * len(QUESTIONS)]
     for view, per in res.items():
         cells = [f"{per[x]['acc']} [{per[x]['ci95'][0]}, {per[x]['ci95'][1]}]" if x in per else "–" for x in QUESTIONS]
         lines.append(f"| {view} | " + " | ".join(cells) + " |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
