@@ -56,7 +56,10 @@ def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[
     for s in range(0, len(wavs), ASR_BATCH_SIZE):
         chunk = [np.asarray(w, dtype=np.float32) for w in wavs[s : s + ASR_BATCH_SIZE]]
         feats = feature_extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
-        ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_new_tokens=ASR_MAX_NEW_TOKENS,
+        # Whisper's generate reads `max_length` as new tokens after its start tokens (capped at the decoder's
+        # positions): the same budget as `max_new_tokens`, without HF's per-call warning that the pack's
+        # generation_config.max_length (448) is also set.
+        ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_length=ASR_MAX_NEW_TOKENS,
                                do_sample=False, num_beams=1, return_timestamps=False, **lang)
         out.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
     return out
