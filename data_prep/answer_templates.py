@@ -42,9 +42,9 @@ def _pick(row_id: str, n: int, salt: str = "") -> int:
 
 
 def _values(row: dict) -> dict[str, str]:
-    from data_prep.verify import _known
+    from data_prep.verify_lexicon import known_attributes
 
-    return _known(row.get("attributes") or {})
+    return known_attributes(row.get("attributes") or {})
 
 
 def attribute_sentence(attr: str, value: str, variant: int) -> str:

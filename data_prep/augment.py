@@ -119,7 +119,7 @@ def babble_bed(n_talkers: int = 6) -> np.ndarray:
     npy = cache_dir() / f"babble{n_talkers}.npy"
     if npy.exists():
         return np.load(npy)
-    from data_prep.synth import list_voices, sentence_pool, tts
+    from data_prep.tts_engines import list_voices, sentence_pool, tts
 
     voices = list_voices(["espeak-ng"]) or list_voices()
     if not voices:
@@ -203,7 +203,7 @@ def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
         raise ValueError(f"speed factor must be > 0, got {factor}")
     if abs(factor - 1.0) < 1e-6:
         return wav
-    from data_prep.synth import sox_effects
+    from data_prep.tts_engines import sox_effects
 
     return sox_effects(wav.astype(np.float32), None, factor)
 

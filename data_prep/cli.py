@@ -14,7 +14,7 @@ import importlib
 import sys
 
 STEPS: dict[str, tuple[str, str]] = {
-    "synth": ("data_prep.synth_step", "labelled synthetic speech (TTS engines + sox, known attributes)"),
+    "synth": ("data_prep.synth_corpus", "labelled synthetic speech (TTS engines + sox, known attributes)"),
     "ingest": ("data_prep.ingest", "a real corpus (LibriSpeech folder / CSV / JSONL / datasets) into a manifest"),
     "attributes": ("data_prep.attributes", "measure pitch/speed/volume/SNR (+ Whisper transcript when missing)"),
     "captions": ("data_prep.captions", "DeSTA2 seed captions + instructions"),

@@ -16,7 +16,7 @@ SENTENCE_MODULO = 10  # 1 sentence in 10 (by hash) is evaluation-only
 
 
 def is_heldout_voice(voice_id: str) -> bool:
-    """`voice_id` as in `data_prep.synth.Voice.id`, e.g. "espeak-ng:en-gb+f4"."""
+    """`voice_id` as in `data_prep.tts_engines.Voice.id`, e.g. "espeak-ng:en-gb+f4"."""
     if voice_id in HELDOUT_VOICE_IDS:
         return True
     return voice_id.startswith("espeak-ng:") and voice_id.endswith(HELDOUT_ESPEAK_VARIANTS)

@@ -127,7 +127,7 @@ def build_clean(out_dir: Path, n_tts: int, seed: int = 0, n_real: int = 5, n_voi
                 other_real: bool = True) -> list[dict]:
     """`n_tts` TTS clips from `n_voices` distinct voices (engines round robin: espeak-ng, flite,
     festival), + the real clips (LibriVox `n_real`, then the card-game and ALSA clips)."""
-    from data_prep.synth import list_voices, sentence_pool, tts
+    from data_prep.tts_engines import list_voices, sentence_pool, tts
 
     voices = list_voices()
     if not voices:

@@ -13,6 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from speechllm.chat_lm import generate_batch
+
 
 @dataclass
 class GenSettings:
@@ -108,30 +110,18 @@ class HFGenerator:
         torch = self.torch
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}  # input_ids/attention_mask: (B, T)
-        kw = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, repetition_penalty=s.repetition_penalty,
-                  pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
+        kw = dict(do_sample=s.do_sample, repetition_penalty=s.repetition_penalty)
         if s.do_sample and row_seeds is not None:  # greedy over logits the RowSampler has already sampled
             from transformers import LogitsProcessorList
 
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+            kw.update(do_sample=False,
                       logits_processor=LogitsProcessorList([RowSampler(row_seeds, s.temperature, s.top_p)]))
         elif s.do_sample:
             kw.update(temperature=s.temperature, top_p=s.top_p)
-        else:
-            kw.update(temperature=None, top_p=None, top_k=None)
         torch.manual_seed(seed)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kw)  # (B, T + new)
-        new = out[:, enc["input_ids"].shape[1]:]
-        res = []
-        for row in new:
-            ids = row.tolist()
-            eos = self.tok.eos_token_id
-            finished = eos in ids
-            ids = ids[: ids.index(eos)] if finished else ids
-            res.append({"text": self.tok.decode(ids, skip_special_tokens=True).strip(),
-                        "n_tokens": len(ids), "finish_reason": "stop" if finished else "length"})
-        return res
+        gens = generate_batch(self.model, self.tok, enc["attention_mask"], s.max_new_tokens,
+                              input_ids=enc["input_ids"], eos_token_id=self.tok.eos_token_id, **kw)
+        return [{"text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason} for g in gens]
 
 
 class RowSampler:

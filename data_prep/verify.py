@@ -24,7 +24,16 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from data_prep.verify_lexicon import COMPATIBLE, CUE_WINDOW, CUES, LEXICON, MUSIC, NEGATIONS, STOPWORDS
+from data_prep.verify_lexicon import (
+    COMPATIBLE,
+    CUE_WINDOW,
+    CUES,
+    LEXICON,
+    MUSIC,
+    NEGATIONS,
+    STOPWORDS,
+    known_attributes,
+)
 from speechllm.prompts.captions import INSTRUCTION_BY_ID, INSTRUCTION_BY_TEXT, Instruction
 
 VERIFIER_VERSION = "verify-v1"
@@ -132,15 +141,6 @@ def _resolve(cands: list[tuple[str, str]], toks: list[str], i: int, n: int,
     return None
 
 
-def _known(attrs: dict) -> dict[str, str]:
-    """Captioned attributes the verifier knows, values spelled as in `LEXICON` (case-insensitive)."""
-    out = {}
-    for k, v in attrs.items():
-        if k in LEXICON and v not in (None, "", "unknown"):
-            out[k] = next((key for key in LEXICON[k] if key.lower() == str(v).lower()), str(v))
-    return out
-
-
 def _accepts(attr: str, value: str) -> set[str]:
     return {value} | COMPATIBLE.get((attr, value), set())
 
@@ -227,7 +227,7 @@ def verify(row: dict, answer: str) -> Verdict:
 def _verify(ins: Instruction, row: dict, answer: str) -> Verdict:
     if not answer.strip():
         return Verdict(False, "empty answer")
-    attrs = _known(row.get("attributes") or {})
+    attrs = known_attributes(row.get("attributes") or {})
     transcript = str(row.get("transcript") or "")
     asked = ins.asks or ((ins.yes_if[0],) if ins.yes_if else ())
     content = ins.form in ("transcript", "summary", "topic", "json") and not ins.asks

@@ -83,3 +83,12 @@ this that these those i you he she we they me him her us them my your his our th
 do does did done have has had not no so than then there here very just also too can could will would shall
 should may might must about into over under again out up down off all any some such only own same other
 """.split())
+
+def known_attributes(attrs: dict) -> dict[str, str]:
+    """Captioned attributes the verifier knows, values spelled as in `LEXICON` (case-insensitive)."""
+    out = {}
+    for k, v in attrs.items():
+        if k in LEXICON and v not in (None, "", "unknown"):
+            out[k] = next((key for key in LEXICON[k] if key.lower() == str(v).lower()), str(v))
+    return out
+

@@ -117,7 +117,7 @@ def write_retention_report(out_dir: str | Path, results: list[dict], base_name: 
 def default_audio():
     """A held-out synthetic clip (voice and sentence never used for training)."""
     from data_prep.holdout import is_heldout_voice
-    from data_prep.synth import list_voices, tts
+    from data_prep.tts_engines import list_voices, tts
     from evaluation.suite import heldout_sentences
 
     voice = next(v for v in list_voices() if is_heldout_voice(v.id))

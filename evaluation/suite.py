@@ -30,7 +30,7 @@ DEFAULT_N = 20
 
 
 def heldout_voices(voices: list[Any] | None = None) -> list[Any]:
-    from data_prep.synth import list_voices
+    from data_prep.tts_engines import list_voices
 
     vs = [v for v in (voices if voices is not None else list_voices()) if is_heldout_voice(v.id)]
     if len(vs) < 6:
@@ -40,7 +40,7 @@ def heldout_voices(voices: list[Any] | None = None) -> list[Any]:
 
 
 def heldout_sentences(n: int = 600, seed: int = 777) -> list[str]:
-    from data_prep.synth import sentence_pool
+    from data_prep.tts_engines import sentence_pool
 
     pool = sentence_pool(min(20 * n, 50_000), seed=seed)
     out = [s for s in pool if is_heldout_sentence(s)][:n]
@@ -84,10 +84,10 @@ def _save_task(path: Path, rows: list[dict], n_audio: int) -> None:
 def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: list[str] | None = None,
                 speak: Callable[..., np.ndarray] | None = None, voices: list[Any] | None = None,
                 sentences: list[str] | None = None) -> dict[str, Any]:
-    """Generate `n` balanced examples per task; `speak`/`voices`/`sentences` default to data_prep.synth
+    """Generate `n` balanced examples per task; `speak`/`voices`/`sentences` default to data_prep.tts_engines
     (tests inject a fast fake synthesiser). Returns the suite.json content."""
     if speak is None:
-        from data_prep.synth import tts as speak
+        from data_prep.tts_engines import tts as speak
     voices = heldout_voices(voices) if voices is None else voices
     sentences = sentences or heldout_sentences()
     out_dir = Path(out_dir)

@@ -1,13 +1,61 @@
-"""A frozen chat LLM for text-side jobs (judge, text-only/transcript/cascade baselines, retention).
+"""Chat generation: the one left-padded batched decoding loop (`generate_batch`), and a frozen chat LLM
+for text-side jobs on top of it (judge, text-only/transcript/cascade baselines, retention).
 
-Greedy (temperature 0) batched generation with left padding and masks from `attention_mask`
-(SmolLM2's pad token equals EOS, so `input_ids == pad_id` would mask real tokens).
+`generate_batch` serves `ChatLM`, `SpeechLLM.generate` (prompt as spliced embeddings) and the target
+generator's HF back-end. Masks come from `attention_mask` (SmolLM2's pad token equals EOS, so
+`input_ids == pad_id` would mask real tokens).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str  # "stop" (a stop token ended it) or "length" (the token budget did)
+    n_prompt_tokens: int
+    n_tokens: int  # generated tokens before the stop token
+
+
+def stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The tokenizer's EOS and every EOS of the model's generation config (chat models often have two)."""
+    ids = {tokenizer.eos_token_id}
+    gc = getattr(model, "generation_config", None)
+    if gc is not None and gc.eos_token_id is not None:
+        ids |= set(gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id])
+    return sorted(i for i in ids if i is not None)
+
+
+def generate_batch(model: Any, tokenizer: Any, attention_mask: Any, max_new_tokens: int, *, input_ids: Any = None,
+                   inputs_embeds: Any = None, eos_token_id: int | list[int] | None = None,
+                   **gen_kwargs) -> list[Generation]:
+    """Decode one left-padded batch (prompt as `input_ids` or `inputs_embeds`, (B, T[, D])); greedy unless
+    `gen_kwargs` says `do_sample=True`. A row's text ends at its first `eos_token_id` (default: the
+    model's generation config's)."""
+    import torch
+
+    if eos_token_id is None:
+        eos_token_id = model.generation_config.eos_token_id
+    stops = set(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]) - {None}
+    kw = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, **gen_kwargs}
+    if not kw["do_sample"]:
+        kw.update(temperature=None, top_p=None, top_k=None)
+    prompt = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+    with torch.inference_mode():
+        seqs = model.generate(**prompt, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                              eos_token_id=eos_token_id, **kw)
+    new = seqs[:, input_ids.shape[1]:] if input_ids is not None else seqs  # embeds in: only new tokens out
+    out = []
+    for row, n_prompt in zip(new.tolist(), attention_mask.sum(1).tolist(), strict=True):
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        ids = row if end is None else row[:end]
+        out.append(Generation(tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                              "length" if end is None else "stop", int(n_prompt), len(ids)))
+    return out
 
 
 class ChatLM:
@@ -39,8 +87,6 @@ class ChatLM:
 
     def generate(self, prompts: list[str], max_new_tokens: int = 128, system: str | None = None,
                  repetition_penalty: float | None = None) -> list[str]:
-        import torch
-
         tok = self.tokenizer
         tok.padding_side = "left"
         if tok.pad_token is None:
@@ -49,9 +95,7 @@ class ChatLM:
         for i in range(0, len(prompts), self.batch_size):
             texts = [self.render(p, system or self.system) for p in prompts[i:i + self.batch_size]]  # (B,) strings
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.no_grad():
-                gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                          pad_token_id=tok.pad_token_id, repetition_penalty=repetition_penalty)
-            new = gen[:, enc["input_ids"].shape[1]:]  # (B, T_new)
-            out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+            out += [g.text for g in generate_batch(self.model, tok, enc["attention_mask"], max_new_tokens,
+                                                   input_ids=enc["input_ids"],
+                                                   repetition_penalty=repetition_penalty)]
         return out

@@ -152,11 +152,9 @@ class SpeechLLMModule(L.LightningModule):
             if getattr(self, "_disk_cache", None) is None:
                 from speechllm.data.encoder_cache import DiskEncoderCache, encoder_cache_key
 
-                c = self.model_config
-                settings = {"model": c.encoder, "layers": list(c.encoder_layers), "real_length": c.real_length,
-                            "dtype": c.dtype}
+                settings = self.model.encoder.settings()
                 self._disk_cache = DiskEncoderCache(self.hparams.encoder_cache_dir,
-                                                    encoder_cache_key(**settings), settings)
+                                                    encoder_cache_key(settings), settings)
             states = self._disk_cache.batch_states(self.model.encoder, batch)
             if states is not None:
                 return states

@@ -12,7 +12,7 @@ from speechllm.data.audio import SAMPLE_RATE
 
 
 def fake_voices() -> list:
-    from data_prep.synth import Voice
+    from data_prep.tts_engines import Voice
 
     return [Voice("fake", f"{acc.lower()}-{g}{k}", g, acc)
             for acc in ("US", "British", "Scottish", "Caribbean") for g in ("male", "female") for k in range(2)]

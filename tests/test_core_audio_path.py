@@ -3,6 +3,8 @@ batch-independent encoder, and the in-memory encoder cache (keyed by the encoder
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +70,25 @@ def test_encoder_cache_is_keyed_by_settings_and_holds_batch_independent_states()
     # another encoder setting never reads these entries
     enc.real_length = False
     assert enc.settings_key() not in {key for key, _ in module._encoder_cache}
+
+
+def test_disk_and_memory_caches_share_the_encoders_settings(tmp_path):
+    """One definition of "the settings that determine the states": the disk cache's folder is the hash
+    of the same `WhisperEncoder.settings()` the in-memory key spells out."""
+    from speechllm.data.encoder_cache import encoder_cache_key
+    from speechllm.module import SpeechLLMModule
+
+    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[-1, 1],
+                             interleave_transcript=False, encoder_cache_dir=str(tmp_path),
+                             adapter={"class_path": "speechllm.model.adapters.QFormerAdapter",
+                                      "init_args": {"n_queries": 2, "depth": 1}})
+    module.configure_model()
+    enc = module.model.encoder
+    batch = module.model.processor([Example(wavs=[_wav(1.5, 0)], instruction="q", target="a", id="c")])
+    hidden, _ = module._batch_encoder_states(batch)
+    s = enc.settings()
+    assert s["layers"] == list(enc.layers) and s["layers"][0] == 1  # -1 resolved, as the states are
+    assert [p.name for p in tmp_path.iterdir()] == [encoder_cache_key(s)]
+    assert json.loads((tmp_path / encoder_cache_key(s) / "settings.json").read_text()) == s
+    assert enc.settings_key().startswith(f"{s['model']}|layers=1,{s['layers'][1]}|")
+    assert len(hidden) == 2

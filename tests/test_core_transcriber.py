@@ -139,3 +139,53 @@ def test_asr_only_adds_the_field_in_place_and_keeps_everything_else(tmp_path, fa
     n = len(load_audio(tmp_path / "a.wav"))
     assert [r["asr_transcript"] for r in out] == [f"heard {n}"] * 3 and len(fake_transcriber) == 1  # once per clip
     assert [{k: r[k] for k in ("id", "audio", "target", "transcript")} for r in out] == rows
+
+
+class _IdsAsText:
+    """Stand-in tokenizer (the tiny random Whisper has none): a transcript is its token ids, so equal
+    transcripts mean equal decodes."""
+
+    def batch_decode(self, ids, skip_special_tokens=True):
+        return [" ".join(map(str, row.tolist())) for row in ids]
+
+
+def _transformers_log(run):
+    """What transformers logs while `run()` runs (its loggers do not propagate to the root)."""
+    import logging
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    log = logging.getLogger("transformers")
+    log.addHandler(handler)
+    try:
+        return run(), records
+    finally:
+        log.removeHandler(handler)
+
+
+def test_transcribe_is_quiet_and_keeps_the_greedy_budget(tiny_whisper, tiny_whisper_path, monkeypatch):
+    """No per-clip "Both `max_new_tokens` and `max_length`" warning, and the same greedy decode as the
+    old `max_new_tokens` call, budget hit included (random weights never stop before it)."""
+    import torch
+    from transformers import WhisperFeatureExtractor
+
+    monkeypatch.setattr(encoder_mod, "ASR_MAX_NEW_TOKENS", 6)
+    fe = WhisperFeatureExtractor.from_pretrained(tiny_whisper_path)
+    wavs = [_voice(1.0), _voice(2.0, 210.0)]
+    got, log = _transformers_log(lambda: encoder_mod.transcribe(tiny_whisper, fe, _IdsAsText(), wavs))
+    assert not [m for m in log if "seem to have been set" in m], log
+
+    def old_call():
+        out = []
+        for w in wavs:
+            feats = fe([w], sampling_rate=16000, return_tensors="pt").input_features
+            with torch.no_grad():
+                ids = tiny_whisper.generate(feats, max_new_tokens=6, do_sample=False, num_beams=1,
+                                            return_timestamps=False)
+            out.extend(_IdsAsText().batch_decode(ids))
+        return out
+
+    want, old_log = _transformers_log(old_call)
+    assert [m for m in old_log if "seem to have been set" in m]  # the capture does see the warning
+    assert got == want and all(len(t.split()) == 6 for t in got)

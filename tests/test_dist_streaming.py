@@ -140,9 +140,11 @@ def test_disk_encoder_cache_is_per_clip_canonical_and_keyed_by_settings(tmp_path
     wavs = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 20000)]
     feats, lens = enc.featurize(wavs)
     batch = {"ids": ["a", "b"], "input_features": feats, "feature_lengths": lens, "audio_counts": torch.tensor([1, 1])}
-    key = encoder_cache_key("tiny-random-whisper", [1, 2], True, "float32")
-    assert key != encoder_cache_key("tiny-random-whisper", [1, 2], False, "float32")
-    assert key != encoder_cache_key("tiny-random-whisper", [2], True, "float32")
+    key = encoder_cache_key(enc.settings())  # the encoder's own settings, as the in-memory cache's key
+    assert key == encoder_cache_key(WhisperEncoder.from_pretrained("tiny-random-whisper", [2, 1]).settings())
+    assert key != encoder_cache_key(WhisperEncoder.from_pretrained("tiny-random-whisper", [1, 2], False).settings())
+    assert key != encoder_cache_key(WhisperEncoder.from_pretrained("tiny-random-whisper", [2]).settings())
+    assert key != encoder_cache_key({**enc.settings(), "front": enc.settings()["front"] + 1})
     cache = DiskEncoderCache(tmp_path, key, {"model": "tiny-random-whisper"})
     hidden, n = cache.batch_states(enc, batch)
     assert (cache.misses, cache.hits) == (2, 0)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def clip():
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
-    from data_prep.synth import Voice, tts
+    from data_prep.tts_engines import Voice, tts
 
     text = "The old farmer found a red bicycle near the river."
     return text, tts(text, Voice("espeak-ng", "en-us", "male", "US"))

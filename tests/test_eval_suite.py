@@ -133,7 +133,7 @@ def test_build_is_deterministic_and_skips_existing_tasks(suite, tmp_path):
 def test_heldout_rule_is_a_pure_function_of_ids():
     assert is_heldout_voice("espeak-ng:en-gb+f4") and is_heldout_voice("flite:rms")
     assert not is_heldout_voice("espeak-ng:en-gb+f1") and not is_heldout_voice("flite:slt")
-    from data_prep.synth import sentence_pool
+    from data_prep.tts_engines import sentence_pool
 
     pool = sentence_pool(2000, seed=0)
     frac = sum(map(is_heldout_sentence, pool)) / len(pool)

@@ -90,8 +90,8 @@ def test_agreement_report_counts_errors():
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng + sox")
 def test_extraction_agrees_with_rendered_synthetic_clips(tmp_path, monkeypatch):
     """End to end on real TTS: designed buckets survive rendering and are measured back."""
-    from data_prep.synth import list_voices
-    from data_prep.synth_step import design_corpus, render
+    from data_prep.synth_corpus import design_corpus, render
+    from data_prep.tts_engines import list_voices
     from speechllm.data.audio import load_audio
 
     monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path / "home"))
@@ -108,7 +108,7 @@ def test_extraction_agrees_with_rendered_synthetic_clips(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_whisper_transcript_when_missing(whisper_tiny_path, tmp_path):
-    from data_prep.synth import list_voices, tts
+    from data_prep.tts_engines import list_voices, tts
     from speechllm.data.audio import save_audio
 
     voices = list_voices(["espeak-ng"])

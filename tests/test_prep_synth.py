@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from data_prep import augment
-from data_prep.synth import Voice, list_voices, sentence_pool, tts
-from data_prep.synth_step import design_corpus
-from data_prep.synth_step import main as synth_main
+from data_prep.synth_corpus import design_corpus
+from data_prep.synth_corpus import main as synth_main
+from data_prep.tts_engines import Voice, list_voices, sentence_pool, tts
 from speechllm.data.audio import load_audio
 from speechllm.io import read_jsonl
 
@@ -111,8 +111,8 @@ def test_reverb_speed_gain():
 
 def test_training_corpus_never_uses_evaluation_voices_or_sentences():
     from data_prep.holdout import is_heldout_sentence, is_heldout_voice
-    from data_prep.synth import Voice
-    from data_prep.synth_step import design_corpus
+    from data_prep.synth_corpus import design_corpus
+    from data_prep.tts_engines import Voice
 
     voices = [Voice("espeak-ng", f"en-us+{v}", g, "US") for v, g in (("m3", "male"), ("m7", "male"),
                                                                       ("f2", "female"), ("f4", "female"))]

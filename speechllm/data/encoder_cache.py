@@ -5,8 +5,9 @@ computes them once and reads them back afterwards (`model.encoder_cache_dir`). O
 per clip under `<root>/<settings key>/<hash[:2]>/<hash>.safetensors`, written atomically (temp file +
 rename), so several ranks can share one cache folder and a killed run leaves no torn file.
 
-The settings key covers everything that changes the states (encoder name, tapped layers, real-length
-cropping, dtype): a run with other settings uses another sub-folder, never stale states.
+The settings key hashes `WhisperEncoder.settings()`, everything that changes the states (encoder name,
+tapped layers, real-length cropping, dtype, front-end version): a run with other settings uses another
+sub-folder, never stale states.
 
 States are computed clip by clip, each cropped to its own length: Whisper's encoder has no attention
 mask, so with real-length cropping a clip's states would otherwise depend on the longest clip of the
@@ -23,7 +24,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -32,13 +32,10 @@ from safetensors.torch import load_file, save_file
 FORMAT_VERSION = 1
 
 
-def encoder_cache_key(model_name: str, layers: Sequence[int], real_length: bool, dtype: str | torch.dtype) -> str:
-    """Short stable hash of the encoder settings that determine the cached states."""
-    from speechllm.model.encoder import FRONT_END_VERSION  # states change when the encoder forward does
-
-    blob = json.dumps({"model": str(model_name), "layers": [int(i) for i in layers], "real_length": bool(real_length),
-                       "dtype": str(dtype).replace("torch.", ""), "v": FORMAT_VERSION, "front": FRONT_END_VERSION},
-                      sort_keys=True)
+def encoder_cache_key(settings: dict) -> str:
+    """Short stable hash of `WhisperEncoder.settings()` (the settings that determine the states),
+    the cache's sub-folder name."""
+    blob = json.dumps({**settings, "v": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

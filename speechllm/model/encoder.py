@@ -56,7 +56,10 @@ def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[
     for s in range(0, len(wavs), ASR_BATCH_SIZE):
         chunk = [np.asarray(w, dtype=np.float32) for w in wavs[s : s + ASR_BATCH_SIZE]]
         feats = feature_extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
-        ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_new_tokens=ASR_MAX_NEW_TOKENS,
+        # Whisper's generate reads `max_length` as new tokens after its start tokens (capped at the decoder's
+        # positions): the same budget as `max_new_tokens`, without HF's per-call warning that the pack's
+        # generation_config.max_length (448) is also set.
+        ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_length=ASR_MAX_NEW_TOKENS,
                                do_sample=False, num_beams=1, return_timestamps=False, **lang)
         out.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
     return out
@@ -135,13 +138,18 @@ class WhisperEncoder(nn.Module):
         tok = WhisperTokenizer.from_pretrained(path) if has_vocab else None  # tiny test models have none
         return cls(whisper, fe, layers=layers, real_length=real_length, tokenizer=tok, name_or_path=str(name_or_path))
 
-    def settings_key(self) -> str:
-        """Everything that determines `forward`'s output for a clip, as one stable string: the key of
-        any encoder-output cache (in memory now, on disk later). Readable; hash it for file names."""
+    def settings(self) -> dict:
+        """Everything that determines `forward`'s output for a clip: the one definition behind both
+        encoder-output caches (`settings_key` in memory, `encoder_cache.encoder_cache_key` on disk)."""
         dtype = str(next(self.whisper.parameters()).dtype).removeprefix("torch.")
-        layers = ",".join(map(str, self.layers))
-        return (f"{self.name_or_path}|layers={layers}|real_length={int(self.real_length)}|dtype={dtype}"
-                f"|front=v{FRONT_END_VERSION}")
+        return {"model": self.name_or_path, "layers": list(self.layers), "real_length": bool(self.real_length),
+                "dtype": dtype, "front": FRONT_END_VERSION}
+
+    def settings_key(self) -> str:
+        """`settings()` as one readable, stable string (the in-memory cache's key)."""
+        s = self.settings()
+        return (f"{s['model']}|layers={','.join(map(str, s['layers']))}|real_length={int(s['real_length'])}"
+                f"|dtype={s['dtype']}|front=v{s['front']}")
 
     def train(self, mode: bool = True) -> WhisperEncoder:  # frozen: stays in eval mode (no dropout)
         return super().train(False)

@@ -205,20 +205,12 @@ class SpeechLLM(nn.Module):
         audio, alen = self.encode_audio(batch) if "input_features" in batch else (None, None)
         inp = self.embed(batch, audio, alen, padding_side="left")
         inp.pop("labels")
-        eos = self._stop_ids()
-        kwargs = {"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": eos, **gen_kwargs}
-        if not kwargs["do_sample"]:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        seqs = self.llm.generate(inputs_embeds=inp["inputs_embeds"], attention_mask=inp["attention_mask"],
-                                 max_new_tokens=max_new_tokens, **kwargs)
-        return [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        from speechllm.chat_lm import generate_batch, stop_ids
 
-    def _stop_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
-        gc = getattr(self.llm, "generation_config", None)
-        if gc is not None and gc.eos_token_id is not None:
-            ids |= set(gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id])
-        return sorted(i for i in ids if i is not None)
+        gens = generate_batch(self.llm, self.tokenizer, inp["attention_mask"], max_new_tokens,
+                              inputs_embeds=inp["inputs_embeds"], eos_token_id=stop_ids(self.llm, self.tokenizer),
+                              **gen_kwargs)
+        return [g.text for g in gens]
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, out_dir: str | Path, extra_config: dict | None = None,

@@ -26,7 +26,7 @@ import numpy as np
 from data_prep import augment, labels
 from data_prep.common import run_rows, skip
 from data_prep.holdout import is_heldout_sentence, is_heldout_voice
-from data_prep.synth import ENGINES, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
+from data_prep.tts_engines import ENGINES, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
 from speechllm.data.audio import SAMPLE_RATE, save_audio
 from speechllm.io import atomic_write_json
 

@@ -7,7 +7,7 @@ festival) give far more speaker variety than one.
 
 `tts()` is the low-level call (one subprocess for the engine, one `sox` call for pitch/tempo);
 `synthesize_clip()` turns a design (target pitch bucket, speed bucket, volume, SNR) into a labelled
-clip; the `synth` step (data_prep/synth_step.py) runs it in a process pool.
+clip; the `synth` step (data_prep/synth_corpus.py) runs it in a process pool.
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""The one chat-generation loop (`speechllm.chat_lm.generate_batch`): left padding does not change a
+row's output, and the finish reason and token counts say where and why a row ended."""
+
+from __future__ import annotations
+
+import torch
+
+from speechllm.chat_lm import ChatLM, generate_batch
+
+
+def _enc(tok, texts):
+    tok.padding_side = "left"
+    return tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def test_batch_rows_equal_rows_alone_with_counts_and_finish_reasons(tiny_llama):
+    model, tok = tiny_llama
+    texts = ["hello there, how are you today?", "hi"]
+    enc = _enc(tok, texts)
+    batch = generate_batch(model, tok, enc["attention_mask"], 7, input_ids=enc["input_ids"])
+    for text, g in zip(texts, batch, strict=True):
+        one = _enc(tok, [text])
+        alone = generate_batch(model, tok, one["attention_mask"], 7, input_ids=one["input_ids"])[0]
+        assert (g.text, g.n_tokens, g.finish_reason) == (alone.text, alone.n_tokens, alone.finish_reason)
+        assert g.n_prompt_tokens == one["input_ids"].shape[1]
+        assert (g.finish_reason, g.n_tokens) in {("length", 7)} | {("stop", n) for n in range(7)}
+    assert batch[0].n_prompt_tokens == enc["input_ids"].shape[1]  # the longest prompt: no padding
+
+
+def test_a_stop_token_ends_the_text_and_is_reported(tiny_llama):
+    model, tok = tiny_llama
+    enc = _enc(tok, ["tell me a story"])
+    with torch.no_grad():  # 6 greedy tokens, EOS suppressed
+        ids = model.generate(**enc, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                             pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:].tolist()
+    k = next(i for i in range(1, 6) if ids[i] not in ids[:i])  # first token not seen before it
+    stopped = generate_batch(model, tok, enc["attention_mask"], 6, input_ids=enc["input_ids"], eos_token_id=[ids[k]])[0]
+    assert (stopped.finish_reason, stopped.n_tokens) == ("stop", k)
+    assert stopped.text == tok.decode(ids[:k], skip_special_tokens=True).strip()
+    unused = next(t for t in range(len(tok)) if t not in ids and t != tok.pad_token_id)
+    free = generate_batch(model, tok, enc["attention_mask"], 6, input_ids=enc["input_ids"], eos_token_id=[unused])[0]
+    assert (free.finish_reason, free.n_tokens) == ("length", 6)
+    assert free.text == tok.decode(ids, skip_special_tokens=True).strip()
+
+
+def test_chat_lm_returns_the_loops_texts(tiny_llama):
+    model, tok = tiny_llama
+    lm = ChatLM(model=model, tokenizer=tok, batch_size=2)
+    prompts = ["what is this?", "say something longer please", "ok"]
+    enc = _enc(tok, [lm.render(p) for p in prompts[:2]])
+    want = [g.text for g in generate_batch(model, tok, enc["attention_mask"], 5, input_ids=enc["input_ids"])]
+    assert lm.generate(prompts, max_new_tokens=5)[:2] == want
