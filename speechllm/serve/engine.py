@@ -22,6 +22,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from speechllm.chat_lm import stop_ids
 from speechllm.model.processor import AUDIO_SLOT
 from speechllm.serve.protocol import ApiError, ParsedRequest
 
@@ -188,13 +189,13 @@ class BatchingEngine:
     def _run_batch(self, jobs: list[Job]) -> None:
         m = self.model
         try:
-            exs = m._examples([j.req.wavs or None for j in jobs], [j.req.instruction for j in jobs])
+            exs = m.build_examples([j.req.wavs or None for j in jobs], [j.req.instruction for j in jobs])
             prompts, prompt_tokens = [], []
             for ex in exs:
                 ids, _, text = m.processor.encode_text(ex)
                 prompts.append(text)
                 prompt_tokens.append(sum(1 for i in ids if i != AUDIO_SLOT))
-            tracker = BatchTracker(jobs, m.tokenizer, m._stop_ids())
+            tracker = BatchTracker(jobs, m.tokenizer, stop_ids(m.llm, m.tokenizer))
             sampling = jobs[0].req.sampling
             if sampling.do_sample and sampling.seed is not None:
                 torch.manual_seed(sampling.seed)

@@ -76,7 +76,8 @@ class Sampling:
         if self.seed is None:
             return ("sample", self.temperature, self.top_p)
         # a seeded sampled request runs alone, so the same seed gives the same answer whatever else is waiting
-        return ("sample", self.temperature, self.top_p, self.seed, uuid.uuid4().hex)
+        # (the object's id, not a fresh uuid: the key must equal itself on every read, or the request never runs)
+        return ("sample", self.temperature, self.top_p, self.seed, id(self))
 
     def generate_kwargs(self) -> dict:
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}
