@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.likelihood import TextLLMScorer, best  # noqa: E402
+from evaluation.suite_tasks import answer_sentence  # noqa: E402
 from speechllm.io import read_jsonl  # noqa: E402
 from speechllm.metrics.stats import wilson  # noqa: E402
 from speechllm.prompts.baselines import transcript_prompt  # noqa: E402
@@ -40,8 +41,7 @@ QUESTIONS = {
 
 def question(attr: str) -> tuple[str, list[str]]:
     q, opts, _ = QUESTIONS[attr]
-    listed = " or ".join(opts) if len(opts) == 2 else ", ".join(opts[:-1]) + ", or " + opts[-1]
-    return f"{q} The answer could be {listed}.", opts
+    return f"{q} {answer_sentence(opts)}", opts
 
 
 def run(rows: list[dict], llm_name: str) -> dict:

@@ -52,9 +52,14 @@ class Ctx:
         return [self.voices[int(i)] for i in idx]
 
 
-def _ins(ctx: Ctx, phrasings: list[str], options: list[str], prefix: str = "") -> str:
+def answer_sentence(options: list[str]) -> str:
+    """The suite's options sentence: "The answer could be a or b." / "... a, b, or c." """
     opts = options[0] + " or " + options[1] if len(options) == 2 else ", ".join(options[:-1]) + ", or " + options[-1]
-    return f"{prefix}{phrasings[int(ctx.rng.integers(len(phrasings)))]} The answer could be {opts}."
+    return f"The answer could be {opts}."
+
+
+def _ins(ctx: Ctx, phrasings: list[str], options: list[str], prefix: str = "") -> str:
+    return f"{prefix}{phrasings[int(ctx.rng.integers(len(phrasings)))]} {answer_sentence(options)}"
 
 
 def words(text: str) -> list[str]:
