@@ -76,3 +76,24 @@ class ExportCallback(L.Callback):
         self._export(trainer, module)
         if getattr(module, "skipped", None):
             print(f"[speechllm] skipped rows with unusable audio: {module.skipped} (see metrics.json)")
+
+
+class SnapshotExport(L.Callback):
+    """Every `every_n_train_steps`, exports a loadable model (config + trainable weights) into
+    `<run>/snapshots/step-NNNNNN/`, so accuracy can be measured against steps after the run
+    (`speechllm evaluate ... --ckpt <run>/snapshots/step-000100`). Unsharded runs only."""
+
+    def __init__(self, every_n_train_steps: int = 100, dirname: str = "snapshots"):
+        if every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}")
+        self.every = every_n_train_steps
+        self.dirname = dirname
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every or not trainer.is_global_zero or module.model is None:
+            return
+        out = Path(trainer.default_root_dir) / self.dirname / f"step-{step:06d}"
+        if (out / "config.yaml").exists():  # a resumed run passes the same step again
+            return
+        module.model.save_pretrained(out, extra_config={"training": {"global_step": step}})
