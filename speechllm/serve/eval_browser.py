@@ -125,7 +125,7 @@ class EvalRun:
     def audio(self, task: str, example_id: str) -> tuple[bytes, str]:
         """-> (file bytes, media type) of one example's first clip, from the suite or DIR/audio only."""
         self._check_task(task)
-        rows = {**self._rows_any(task)}
+        rows = self._rows_any(task)
         if example_id not in rows:
             raise ApiError(404, f"example {example_id!r} is not in task {task!r} of this run", "id", code="not_found")
         if self.suite is not None:
