@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -94,13 +95,37 @@ def run_phase(client, requests: list[dict], concurrency: int) -> tuple[float, li
             r = client.chat.completions.create(**requests[i])
             latencies[i] = time.perf_counter() - t
             answers[i] = {"text": r.choices[0].message.content, "tokens": r.usage.completion_tokens,
-                          "batch": r.model_extra["speechllm"]["batch_size"]}
+                          "prompt_tokens": r.usage.prompt_tokens, "batch": r.model_extra["speechllm"]["batch_size"]}
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     return time.perf_counter() - t0, latencies, answers
+
+
+@torch.no_grad()
+def stage_times(model, wavs: list[np.ndarray], questions: list[str], max_tokens: int, batch: int) -> dict:
+    """Seconds per stage for these clips in batches of `batch`, outside the server: Whisper transcripts
+    (its standard 30-s window per clip), Whisper encoder + adapter (real length), LLM decoding (the rest
+    of the generate call). Shows which stage batching speeds up on this machine."""
+    from speechllm.chat_lm import generate_batch, stop_ids
+
+    t = {"transcripts": 0.0, "encoder_adapter": 0.0, "llm_generate": 0.0}
+    for s in range(0, len(wavs), batch):
+        t0 = time.perf_counter()
+        exs = model.build_examples(wavs[s:s + batch], questions[s:s + batch])
+        t1 = time.perf_counter()
+        inputs = model.processor(exs)  # the steps of SpeechLLM._generate_batch, timed one by one
+        audio, lengths = model.encode_audio(inputs)
+        t2 = time.perf_counter()
+        emb = model.embed(inputs, audio, lengths, padding_side="left")
+        generate_batch(model.llm, model.tokenizer, emb["attention_mask"], max_tokens, inputs_embeds=emb["inputs_embeds"],
+                       eos_token_id=stop_ids(model.llm, model.tokenizer))
+        t3 = time.perf_counter()
+        for k, d in zip(t, (t1 - t0, t2 - t1, t3 - t2)):
+            t[k] += d
+    return t
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -118,6 +143,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--batch-window-ms", type=float, default=10.0)
+    ap.add_argument("--breakdown", type=int, default=8,
+                    help="after the two phases, time each stage for this many clips alone vs as one batch (0: skip)")
     ap.add_argument("--out", default=str(OUT / "serve_throughput"))
     args = ap.parse_args()
 
@@ -135,12 +162,20 @@ def main() -> None:
         parts = [audio_part(b64), {"type": "text", "text": QUESTIONS[i % len(QUESTIONS)]}]
         reqs.append({"model": "bench", "messages": [{"role": "user", "content": parts}], "temperature": 0,
                      "max_tokens": args.max_tokens})
+    load_before = os.getloadavg()
     settings = ServeSettings(model_name="bench", max_batch=args.max_batch, batch_window_ms=args.batch_window_ms)
     with running_server(create_app(model, settings)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
         run_phase(client, reqs[:2], 1)  # warm-up (first-call allocations, lazy imports)
         seq_s, seq_lat, seq_ans = run_phase(client, reqs, 1)
         con_s, con_lat, con_ans = run_phase(client, reqs, args.concurrency)
+    breakdown = None
+    if args.breakdown:
+        k = min(args.breakdown, len(wavs))
+        qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(k)]
+        alone = stage_times(model, wavs[:k], qs, args.max_tokens, 1)
+        together = stage_times(model, wavs[:k], qs, args.max_tokens, k)
+        breakdown = {"clips": k, "alone_s": alone, "one_batch_s": together}
     n = len(reqs)
     seq_rps, con_rps = n / seq_s, n / con_s
     same = sum(a["text"] == b["text"] for a, b in zip(seq_ans, con_ans))
@@ -153,7 +188,10 @@ def main() -> None:
                        "batch_sizes": sorted({a["batch"] for a in con_ans})},
         "speedup_rps": con_rps / seq_rps, "goal_speedup": 3.0,
         "completion_tokens_mean": statistics.mean(a["tokens"] for a in con_ans),
-        "same_answers": f"{same}/{n}",
+        "prompt_tokens_mean": statistics.mean(a["prompt_tokens"] for a in con_ans),
+        "cpu_cores": os.cpu_count(), "niceness": os.nice(0),
+        "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "same_answers": f"{same}/{n}", "stage_breakdown": breakdown,
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -163,7 +201,11 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     md = [f"# serve throughput ({res['date']})", "",
           f"Model: {described}; transcript interleaving {'on' if res['transcript_interleaving'] else 'off'}; "
-          f"{n} requests per phase, max_tokens {args.max_tokens}, greedy; torch threads {res['torch_threads']}.", "",
+          f"{n} requests per phase, max_tokens {args.max_tokens}, greedy; torch threads {res['torch_threads']}; "
+          f"{res['cpu_cores']} CPU cores, nice {res['niceness']}, 1-min load average "
+          f"{res['load_average_1m_before_after'][0]} before / {res['load_average_1m_before_after'][1]} after "
+          f"(other jobs share the cores). Mean tokens per request: {res['prompt_tokens_mean']:.0f} prompt "
+          f"(audio positions included), {res['completion_tokens_mean']:.1f} completion.", "",
           "| phase | requests/s | p50 latency (s) | p95 latency (s) | wall (s) |", "|---|---|---|---|---|",
           f"| 1 client, sequential | {seq_rps:.3f} | {res['sequential']['p50_s']:.2f} | "
           f"{res['sequential']['p95_s']:.2f} | {seq_s:.1f} |",
@@ -171,6 +213,15 @@ def main() -> None:
           f"{res['concurrent']['p95_s']:.2f} | {con_s:.1f} |", "",
           f"Speed-up: **{res['speedup_rps']:.2f}x** requests/s (goal >= 3x); batch sizes formed: "
           f"{res['concurrent']['batch_sizes']}; same answers in both phases: {res['same_answers']}.", ""]
+    if breakdown:
+        k = breakdown["clips"]
+        md += [f"Where the time goes ({k} of the same clips, outside the server, same process right after):", "",
+               f"| stage | {k} requests one at a time (s) | one batch of {k} (s) | speed-up |", "|---|---|---|---|"]
+        for stage in breakdown["alone_s"]:
+            a, b = breakdown["alone_s"][stage], breakdown["one_batch_s"][stage]
+            md.append(f"| {stage} | {a:.1f} | {b:.1f} | {a / b if b else float('nan'):.2f}x |")
+        a, b = sum(breakdown["alone_s"].values()), sum(breakdown["one_batch_s"].values())
+        md += [f"| total | {a:.1f} | {b:.1f} | {a / b:.2f}x |", ""]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import socket
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -65,3 +67,55 @@ def tiny_speechllm():
                           adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 3}},
                           interleave_transcript=False)
     return SpeechLLM.from_config(cfg)
+
+
+# ---------------------------------------------------------------------- a fake evaluation run
+PNG = b"\x89PNG\r\n\x1a\n" + b"0" * 32
+MODEL, SHUF = "speechllm:tiny", "speechllm:tiny+shuffled-audio"
+
+
+def _wav_bytes(freq: float) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    t = np.arange(8000) / 16000
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _row(i: int, model: str, task: str = "TaskA", **kw) -> dict:
+    return {"id": f"{i:05d}:{task}_{i}.wav", "task": task, "model": model, "file": f"{task}_{i}.wav",
+            "instruction": "Male or female?", "label": ["male", "female"][i % 2],
+            "prompt": f"<|audio|> Male or female? #{i}", **kw}
+
+
+def fake_eval_run(tmp_path: Path) -> Path:
+    """A tiny evaluation folder as `speechllm evaluate dynamic-superb` writes one: a trained model with a
+    shuffled-audio control and a baseline on TaskA (free-form + likelihood), TaskB by likelihood only,
+    report.json/png, clips under audio/TaskA/, and a file beside the run that no client may read."""
+    run = tmp_path / "run"
+    _jsonl(run / "predictions/speechllm_tiny/TaskA.jsonl", [_row(i, MODEL, prediction=f"answer {i}") for i in range(3)])
+    _jsonl(run / "predictions/speechllm_tiny+shuffled-audio/TaskA.jsonl",
+           [_row(i, SHUF, prediction=f"shuffled {i}", audio_from=_row((i + 1) % 3, MODEL)["id"]) for i in range(3)])
+    _jsonl(run / "predictions/majority/TaskA.jsonl", [_row(i, "majority", prediction="male") for i in range(3)])
+    _jsonl(run / "likelihood/speechllm_tiny/TaskA.jsonl",
+           [_row(i, MODEL, options=["male", "female"], option_scores=[-1.0, -0.5 - i]) for i in range(3)])
+    _jsonl(run / "likelihood/speechllm_tiny/TaskB.jsonl",  # a task scored by likelihood only
+           [_row(0, MODEL, "TaskB", options=["yes", "no"], option_scores=[-2.0, -1.0])])
+    report = {"tasks": {"TaskA": {"task": {"dimension": "Paralinguistics", "random_baseline_pct": 50.0},
+                                  "models": {MODEL: {"n": 3, "likelihood_accuracy": 2 / 3, "per_example": {}},
+                                             "majority": {"n": 3, "official_accuracy": 1 / 3}}}}}
+    (run / "report.json").write_text(json.dumps(report))
+    (run / "report.png").write_bytes(PNG)
+    for i, f in enumerate((220, 330, 440)):
+        (run / "audio/TaskA").mkdir(parents=True, exist_ok=True)
+        (run / f"audio/TaskA/TaskA_{i}.wav").write_bytes(_wav_bytes(f))
+    (tmp_path / "secret.txt").write_text("not for clients")
+    return run
+
+

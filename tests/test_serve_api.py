@@ -88,6 +88,41 @@ def test_two_audio_question_answer_equals_speechllm_generate(client, model, clip
     assert r.model_extra["speechllm"]["prompt"].count("<|audio|>") == 2
 
 
+def _positions_the_llm_sees(model, wavs, q) -> int:
+    """Independent of the server: the prompt's length after the audio embeddings are spliced in."""
+    import torch
+
+    with torch.no_grad():
+        batch = model.processor(model.build_examples([wavs or None], [q]))
+        audio, alen = model.encode_audio(batch) if "input_features" in batch else (None, None)
+        return int(model.embed(batch, audio, alen)["attention_mask"].sum())
+
+
+def _text_tokens(model, n_clips, q) -> int:
+    """Tokens of the rendered prompt's text alone (the audio placeholders excluded)."""
+    from speechllm.model.processor import AUDIO_SLOT, Example
+
+    ids, _, _ = model.processor.encode_text(Example(wavs=[np.zeros(1600, np.float32)] * n_clips, instruction=q))
+    return sum(1 for i in ids if i != AUDIO_SLOT)
+
+
+def test_prompt_tokens_count_the_audio_positions_spliced_into_the_prompt(client, model, clips):
+    n_queries = model.config.adapter["init_args"]["n_queries"]  # the QFormer's fixed output length per clip
+    (b1, w1), (b2, w2) = clips[0], clips[1]
+    q = "Describe the clip."
+    text_only = ask(client, [{"type": "text", "text": q}], max_tokens=2).usage.prompt_tokens
+    one = ask(client, [audio_part(b1), {"type": "text", "text": q}], max_tokens=2).usage
+    two = ask(client, [audio_part(b1), audio_part(b2), {"type": "text", "text": q}], max_tokens=2).usage
+    assert text_only == _text_tokens(model, 0, q)
+    # the audio prompt's text ("<|audio|>\n", "Audio 1: ...") plus exactly n_queries positions per clip
+    assert one.prompt_tokens == _text_tokens(model, 1, q) + n_queries > text_only + n_queries
+    assert two.prompt_tokens == _text_tokens(model, 2, q) + 2 * n_queries
+    assert one.total_tokens == one.prompt_tokens + one.completion_tokens
+    assert text_only == _positions_the_llm_sees(model, [], q)
+    assert one.prompt_tokens == _positions_the_llm_sees(model, [w1], q)
+    assert two.prompt_tokens == _positions_the_llm_sees(model, [w1, w2], q)
+
+
 def test_streamed_chunks_concatenate_to_the_non_streamed_answer(client, clips):
     b64, _ = clips[2]
     parts = [audio_part(b64), {"type": "text", "text": Q}]

@@ -64,3 +64,31 @@ def test_demo_page_uploads_a_clip_and_shows_the_answer_transcript_and_prompt(bro
         prompt = browser.find_element(By.ID, "prompt").text
         assert "<|audio|>" in prompt and "Is this a pure tone?" in prompt
         assert "tokens" in browser.find_element(By.ID, "meta").text
+
+
+def test_eval_page_shows_the_task_table_chart_and_examples_with_playable_audio(browser, tmp_path):
+    from types import SimpleNamespace
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from serve_helpers import fake_eval_run
+
+    stub = SimpleNamespace(config=SimpleNamespace(system_prompt=None))  # the eval page never asks the model
+    app = create_app(stub, ServeSettings(model_name="tiny", eval_run=str(fake_eval_run(tmp_path))))
+    with running_server(app) as url:
+        browser.get(url + "/demo")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: d.find_element(By.ID, "nav").is_displayed())  # the second page is announced
+        browser.find_element(By.LINK_TEXT, "Evaluation run").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#examples tr.example")) == 3
+                   or d.find_element(By.ID, "error").text)
+        assert browser.find_element(By.ID, "error").text == ""
+        assert browser.find_element(By.ID, "run").text == "run"
+        assert "66.7" in browser.find_element(By.ID, "table").text  # TaskA likelihood accuracy, in percent
+        rows = browser.find_elements(By.CSS_SELECTOR, "#examples tr.example")
+        assert "answer 1" in rows[1].text and "shuffled 1" in rows[1].text and "female" in rows[1].text
+        audio = rows[0].find_element(By.TAG_NAME, "audio")
+        browser.execute_script("arguments[0].load()", audio)
+        wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 1 || arguments[0].error", audio))
+        assert browser.execute_script("return arguments[0].error", audio) is None
+        assert browser.execute_script("return arguments[0].duration", audio) == pytest.approx(0.5, abs=0.05)

@@ -41,6 +41,8 @@ class ServeSettings:
     batch_window_ms: float = 10.0
     max_waiting: int = 64
     demo_page: bool = True  # GET /demo: upload or record a clip, ask, see answer + transcript + prompt
+    eval_run: str | None = None  # GET /eval: browse this `speechllm evaluate --out` folder (read-only)
+    eval_suite: str | None = None  # the offline suite folder its clips come from (else <run>/audio/<task>/)
 
 
 def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -110,9 +112,17 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
         async def demo():  # static page; it calls /v1/* with the key the user types in
             return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
 
+    eval_run = None
+    if s.eval_run:
+        from speechllm.serve.eval_browser import EvalRun, add_eval_routes
+
+        eval_run = EvalRun(s.eval_run, s.eval_suite)
+        add_eval_routes(app, eval_run, s.api_key)
+
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": s.model_name, "waiting": len(engine.waiting), **engine.stats}
+        return {"status": "ok", "model": s.model_name, "eval_run": eval_run.dir.name if eval_run else None,
+                "waiting": len(engine.waiting), **engine.stats}
 
     @app.get("/v1/models")
     async def models(request: Request):

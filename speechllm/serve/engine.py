@@ -121,6 +121,34 @@ class RowStop(StoppingCriteria):
         return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
 
+class AudioTokenCounter:
+    """How many LLM positions each clip became: the adapter's valid output counts, read by a forward
+    hook during one generate call (they depend on the adapter and, for some, on the clip's length)."""
+
+    def __init__(self, adapter: torch.nn.Module):
+        self.adapter, self.counts, self._handle = adapter, [], None
+
+    def _hook(self, module, args, output) -> None:
+        self.counts.extend(int(n) for n in output[1].reshape(-1).tolist())  # (embeddings, lengths)
+
+    def __enter__(self) -> AudioTokenCounter:
+        self._handle = self.adapter.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    def per_example(self, clips_per_example: list[int], text_tokens: list[int]) -> list[int]:
+        """Prompt tokens per example = its text tokens + its clips' audio positions (clips are example-major)."""
+        if len(self.counts) != sum(clips_per_example):
+            raise RuntimeError(f"adapter produced {len(self.counts)} clip lengths for {sum(clips_per_example)} clips")
+        out, a = [], 0
+        for k, n_text in zip(clips_per_example, text_tokens):
+            out.append(n_text + sum(self.counts[a:a + k]))
+            a += k
+        return out
+
+
 class BatchingEngine:
     def __init__(self, model, max_batch: int = 8, batch_window_s: float = 0.01, max_waiting: int = 64):
         self.model, self.max_batch, self.window, self.max_waiting = model, max_batch, batch_window_s, max_waiting
@@ -190,18 +218,20 @@ class BatchingEngine:
         m = self.model
         try:
             exs = m.build_examples([j.req.wavs or None for j in jobs], [j.req.instruction for j in jobs])
-            prompts, prompt_tokens = [], []
+            prompts, text_tokens = [], []
             for ex in exs:
                 ids, _, text = m.processor.encode_text(ex)
                 prompts.append(text)
-                prompt_tokens.append(sum(1 for i in ids if i != AUDIO_SLOT))
+                text_tokens.append(sum(1 for i in ids if i != AUDIO_SLOT))
             tracker = BatchTracker(jobs, m.tokenizer, stop_ids(m.llm, m.tokenizer))
             sampling = jobs[0].req.sampling
             if sampling.do_sample and sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            texts = m._generate_batch(exs, max(j.req.max_tokens for j in jobs), streamer=tracker,
-                                      stopping_criteria=StoppingCriteriaList([RowStop(tracker)]),
-                                      **sampling.generate_kwargs())
+            with AudioTokenCounter(m.adapter) as audio_counts:
+                texts = m._generate_batch(exs, max(j.req.max_tokens for j in jobs), streamer=tracker,
+                                          stopping_criteria=StoppingCriteriaList([RowStop(tracker)]),
+                                          **sampling.generate_kwargs())
+            prompt_tokens = audio_counts.per_example([len(ex.wavs) for ex in exs], text_tokens)
         except Exception as e:  # noqa: BLE001 - reported to each client as JSON, traceback to the log only
             log.exception("generation failed for a batch of %d", len(jobs))
             err = ApiError(500, f"generation failed ({type(e).__name__}); see the server log", code="generation_failed")
