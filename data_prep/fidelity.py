@@ -1,18 +1,20 @@
 """The fidelity report of `prepare targets`: how many targets are the LLM's own verified words.
 
 Per instruction (and per instruction kind, and overall): n, the greedy answer's pass rate, the pass
-rate after resampling (rows whose final target is the model's own verified answer), the fallback
+rate after resampling (rows whose final target is the model's own verified answer: its answer, or
+its rewrite of a foreign answer for `--source paraphrase`), the fallback
 share and the final pass rate of the targets as written, with 95 % Wilson intervals overall.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from data_prep.verify import instruction_of, verify
 
-SELF_SOURCES = ("self", "self-resampled")
+SELF_SOURCES = ("self", "self-resampled", "paraphrase")  # the model's own words
+FALLBACK_SOURCES = ("fallback", "paraphrase-fallback")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -32,7 +34,7 @@ def _row_stats(r: dict) -> dict:
     first = log[0] if log and log[0]["by"] != "template" else None
     own = m.get("source", "self") in SELF_SOURCES
     return {"greedy": None if first is None else bool(first["ok"]),
-            "self_ok": own and bool(verdict["ok"]), "fallback": m.get("source") == "fallback",
+            "self_ok": own and bool(verdict["ok"]), "fallback": m.get("source") in FALLBACK_SOURCES,
             "final": bool(verdict["ok"]), "attempts": int(m.get("attempts", len(log)))}
 
 
@@ -61,7 +63,8 @@ def fidelity_report(rows: list[dict]) -> dict:
         by_ins[ins.id].append(s)
         by_kind[ins.kind].append(s)
         allstats.append(s)
-    return {"all": _summ(allstats), "by_kind": {k: _summ(v) for k, v in sorted(by_kind.items())},
+    sources = Counter(str((r.get("target_meta") or {}).get("source", "self")) for r in rows)
+    return {"all": _summ(allstats), "sources": dict(sorted(sources.items())), "by_kind": {k: _summ(v) for k, v in sorted(by_kind.items())},
             "by_instruction": {k: _summ(v) for k, v in sorted(by_ins.items())}}
 
 
@@ -75,8 +78,9 @@ def fidelity_markdown(rep: dict, title: str = "Target fidelity") -> str:
     slo, shi = a["self_share_ci95"]
     lines = [f"## {title}", "",
              f"{a['n']} targets: **{_pct(a['final_pass'])} pass the verifier** (95 % CI {_pct(lo)}–{_pct(hi)}); "
-             f"{_pct(a['self_pass_after_resampling'])} are the model's own verified answers "
+             f"{_pct(a['self_pass_after_resampling'])} are the model's own verified words "
              f"(CI {_pct(slo)}–{_pct(shi)}), greedy {_pct(a['greedy_pass'])}, fallback {_pct(a['fallback_share'])}.",
+             "", "Sources: " + ", ".join(f"{k} {v}" for k, v in rep.get("sources", {}).items()) + ".",
              "", "| instruction | kind | n | greedy pass | own answer after resampling | fallback | final pass | "
              "mean attempts |", "|---|---|---|---|---|---|---|---|"]
 
