@@ -193,3 +193,40 @@ def test_cli_paraphrase_source_end_to_end(tmp_path):
     assert json.loads((tmp_path / "para.meta.json").read_text())["source"] == "paraphrase"
     # the rewrites are this LLM's words: training it on them needs no allow_foreign_targets
     assert check_target_generator(para, "tiny-random-llama", "para.jsonl") == []
+
+
+class _Foreign(_Rewriter):
+    """Another LLM answering caption + instruction: right about slow rows, wrong about fast ones."""
+
+    name = "foreign"
+
+    def generate(self, prompts, s, seed, row_seeds=None):
+        self.prompts += prompts
+        return [{"text": "She speaks slowly." if "Speed: Slow" in p else "I cannot tell.", "n_tokens": 3,
+                 "finish_reason": "stop"} for p in prompts]
+
+
+def test_foreign_llm_answers_are_rewritten_and_template_covers_its_failures(tmp_path):
+    from argparse import Namespace
+
+    from data_prep.paraphrase import paraphrase_pipeline
+    from data_prep.target_sources import LLMSource
+
+    other = _Foreign("pass")
+    foreign = [LLMSource(other, SETTINGS, 1, 0.8, name="llm:other", label="foreign", resampled_label="foreign"),
+               TemplateSource(label="template")]
+    gen = _Rewriter("pass")
+    rows = generate_targets(_rows(4), tmp_path / "t.jsonl", gen, SETTINGS, {}, progress=False,
+                            sources=[ParaphraseSource(gen, SETTINGS, foreign, k=1)])
+    for r in rows:
+        f = r["target_meta"]["foreign"]
+        if r["attributes"]["speed"] == "slow":
+            assert f["by"] == "llm:other" and f["text"] == "She speaks slowly."
+        else:  # the other LLM failed (greedy + 1 sample): the template is the foreign answer
+            assert f["by"] == "template" and f["text"] == template_answer(r)
+        assert r["target"] == "Put simply: " + f["text"][:1].lower() + f["text"][1:]
+        assert all(e["by"].startswith("paraphrase") for e in r["target_meta"]["attempt_log"])  # foreign tries apart
+    args = Namespace(foreign_llm="tiny-random-llama", backend="hf", dtype=None, resample=2, resample_temperature=0.7)
+    (src,) = paraphrase_pipeline(args, gen, SETTINGS)
+    assert [type(s).__name__ for s in src.foreign_sources] == ["LLMSource", "TemplateSource"]
+    assert src.foreign_sources[0].name == "llm:tiny-random-llama" and src.k == 2
