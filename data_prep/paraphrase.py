@@ -8,14 +8,16 @@ rewrite goes through the same verifier and seeded resampling as self-output targ
 `LLMSource`, only its prompt differs); a row whose rewrites all fail keeps the foreign answer.
 
 `target_meta`: `source` paraphrase | paraphrase-fallback, `attempts`, `verdict`, the `attempt_log`
-(rewrites, then the foreign answer's verdict on fallback) and `foreign` (who wrote the answer that was
-rewritten, its verdict and text).
+(rewrites, then the foreign answer's verdict on fallback), `foreign` (who wrote the answer that was
+rewritten, its verdict and text) and `copied` when the verified rewrite has the foreign answer's words
+(small LLMs often copy a short answer; the fidelity report gives that share).
 """
 
 from __future__ import annotations
 
 from data_prep.target_gen import GenSettings
 from data_prep.target_sources import LLMSource, Source, TemplateSource
+from data_prep.verify import tokens
 from speechllm.prompts.captions import PARAPHRASE_USER_TEMPLATE, paraphrase_messages
 
 
@@ -62,8 +64,14 @@ class ParaphraseSource(LLMSource):
                 log.setdefault(i, []).append({"by": f"foreign:{f['by']}", "seed": None, "ok": f["ok"],
                                               "reason": f["reason"], "text": f["text"]})
                 done[i] = {"text": f["text"], "source": "paraphrase-fallback", "meta": {}}
+            elif _words(done[i]["text"]) == _words(f["text"]):  # verified, but not in other words
+                done[i]["meta"]["copied"] = True
             done[i]["meta"]["foreign"] = dict(f)
         return done
+
+
+def _words(text: str) -> list[str]:
+    return tokens(text, breaks=False)
 
 
 def paraphrase_pipeline(args, gen, settings: GenSettings) -> list[Source]:

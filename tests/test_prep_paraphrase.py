@@ -32,7 +32,8 @@ def _rows(n: int) -> list[dict]:
 
 
 class _Rewriter:
-    """A scripted LLM. mode "pass": rephrases the answer it is given (verified); "fail": its greedy
+    """A scripted LLM. mode "pass": rephrases the answer it is given (verified); "copy": repeats it;
+    "fail": its greedy
     rewrite contradicts the caption and its samples say nothing; "seeded": samples with row seed
     s % 3 == 0 rephrase the answer. Records every prompt."""
 
@@ -56,6 +57,8 @@ class _Rewriter:
             good = "Put simply: " + answer[:1].lower() + answer[1:]
             if self.mode == "pass":
                 text = good
+            elif self.mode == "copy":  # the same words, other spacing and case
+                text = "  " + answer.upper()
             elif row_seeds is None:
                 text = "The speaker talks at a normal pace."
             else:
@@ -78,7 +81,9 @@ def test_a_passing_rewrite_is_the_target(tmp_path):
         assert r["target"].startswith("Put simply: ") and r["target"] != foreign and verify(r, r["target"]).ok
         assert m["attempt_log"][0]["by"] == "paraphrase-greedy"
         assert m["foreign"] == {"by": "template", "ok": True, "reason": m["foreign"]["reason"], "text": foreign}
-        assert "Rewrite the answer" in m["paraphrase_template"]
+        assert "Rewrite the answer" in m["paraphrase_template"] and "copied" not in m
+    copies = _run(_Rewriter("copy"), tmp_path, "copy.jsonl")
+    assert all(r["target_meta"]["copied"] and r["target_meta"]["source"] == "paraphrase" for r in copies)
 
 
 def test_failing_rewrites_fall_back_to_the_foreign_answer_with_every_attempt_recorded(tmp_path):
@@ -143,6 +148,10 @@ def test_fidelity_report_covers_paraphrase_per_kind(tmp_path):
     assert bad["by_kind"]["attribute"]["fallback_share"] == 1.0 and bad["by_kind"]["attribute"]["final_pass"] == 1.0
     assert bad["by_kind"]["attribute"]["greedy_pass"] == 0.0
     assert "Sources: paraphrase-fallback 6." in fidelity_markdown(bad)
+    assert ok["all"]["paraphrase_copy_share"] == 0.0 and "paraphrase_copy_share" not in bad["all"]
+    copy = fidelity_report(_run(_Rewriter("copy"), tmp_path, "c.jsonl"))
+    assert copy["by_kind"]["attribute"]["paraphrase_copy_share"] == 1.0
+    assert "100 % copy the foreign answer" in fidelity_markdown(copy)
 
 
 class _Killer:
