@@ -2,8 +2,9 @@
 
     nice -n 10 python benchmarks/forgetting.py --out benchmarks/results/forgetting --eval-dir checkpoints/eval \
         --run adapter=checkpoints/forget_adapter --run lora-self=checkpoints/forget_lora_self \
-        --run lora-foreign=checkpoints/forget_lora_foreign --run lora-self-a0.5=checkpoints/forget_lora_self-a0.5 \
-        --compare lora-self lora-foreign
+        --run lora-foreign=checkpoints/forget_lora_foreign --run lora-paraphrase=checkpoints/forget_lora_paraphrase \
+        --run lora-self-a0.5=checkpoints/forget_lora_self-a0.5 \
+        --compare lora-self lora-foreign --compare lora-paraphrase lora-foreign --compare lora-self lora-paraphrase
 
 Audio accuracy comes from the offline-suite report each run was evaluated into
 (`speechllm evaluate dynamic-superb --ckpt RUN --out EVAL` → EVAL/report.json, model `speechllm:<run folder>`),

@@ -1,18 +1,20 @@
 """The fidelity report of `prepare targets`: how many targets are the LLM's own verified words.
 
 Per instruction (and per instruction kind, and overall): n, the greedy answer's pass rate, the pass
-rate after resampling (rows whose final target is the model's own verified answer), the fallback
-share and the final pass rate of the targets as written, with 95 % Wilson intervals overall.
+rate after resampling (rows whose final target is the model's own verified words: its answer, or its
+rewrite of a foreign answer with `--source paraphrase`), the fallback share and the final pass rate of
+the targets as written, with 95 % Wilson intervals overall, and how many rows each source wrote.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from data_prep.verify import instruction_of, verify
 
-SELF_SOURCES = ("self", "self-resampled")
+SELF_SOURCES = ("self", "self-resampled", "paraphrase")  # the model's own words
+FALLBACK_SOURCES = ("fallback", "paraphrase-fallback")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -32,8 +34,9 @@ def _row_stats(r: dict) -> dict:
     first = log[0] if log and log[0]["by"] != "template" else None
     own = m.get("source", "self") in SELF_SOURCES
     return {"greedy": None if first is None else bool(first["ok"]),
-            "self_ok": own and bool(verdict["ok"]), "fallback": m.get("source") == "fallback",
-            "final": bool(verdict["ok"]), "attempts": int(m.get("attempts", len(log)))}
+            "self_ok": own and bool(verdict["ok"]), "fallback": m.get("source") in FALLBACK_SOURCES,
+            "final": bool(verdict["ok"]), "attempts": int(m.get("attempts", len(log))),
+            "paraphrase": m.get("source") == "paraphrase", "copied": bool(m.get("copied"))}
 
 
 def _summ(stats: list[dict]) -> dict:
@@ -44,6 +47,9 @@ def _summ(stats: list[dict]) -> dict:
            "fallback_share": sum(s["fallback"] for s in stats) / n if n else None,
            "final_pass": sum(s["final"] for s in stats) / n if n else None,
            "mean_attempts": sum(s["attempts"] for s in stats) / n if n else None}
+    para = [s for s in stats if s["paraphrase"]]
+    if para:  # verified rewrites that kept the foreign answer's words
+        out["paraphrase_copy_share"] = sum(s["copied"] for s in para) / len(para)
     out["final_pass_ci95"] = wilson(sum(s["final"] for s in stats), n)
     out["self_share_ci95"] = wilson(sum(s["self_ok"] for s in stats), n)
     if g:
@@ -61,7 +67,9 @@ def fidelity_report(rows: list[dict]) -> dict:
         by_ins[ins.id].append(s)
         by_kind[ins.kind].append(s)
         allstats.append(s)
-    return {"all": _summ(allstats), "by_kind": {k: _summ(v) for k, v in sorted(by_kind.items())},
+    sources = Counter(str((r.get("target_meta") or {}).get("source", "self")) for r in rows)
+    return {"all": _summ(allstats), "sources": dict(sorted(sources.items())),
+            "by_kind": {k: _summ(v) for k, v in sorted(by_kind.items())},
             "by_instruction": {k: _summ(v) for k, v in sorted(by_ins.items())}}
 
 
@@ -75,9 +83,12 @@ def fidelity_markdown(rep: dict, title: str = "Target fidelity") -> str:
     slo, shi = a["self_share_ci95"]
     lines = [f"## {title}", "",
              f"{a['n']} targets: **{_pct(a['final_pass'])} pass the verifier** (95 % CI {_pct(lo)}–{_pct(hi)}); "
-             f"{_pct(a['self_pass_after_resampling'])} are the model's own verified answers "
+             f"{_pct(a['self_pass_after_resampling'])} are the model's own verified words "
              f"(CI {_pct(slo)}–{_pct(shi)}), greedy {_pct(a['greedy_pass'])}, fallback {_pct(a['fallback_share'])}.",
-             "", "| instruction | kind | n | greedy pass | own answer after resampling | fallback | final pass | "
+             "", "Sources: " + ", ".join(f"{k} {v}" for k, v in rep.get("sources", {}).items()) + ".",
+             *(["", f"Of the verified rewrites, {_pct(a['paraphrase_copy_share'])} copy the foreign answer's "
+                 "words (`target_meta.copied`)."] if "paraphrase_copy_share" in a else []),
+             "", "| instruction | kind | n | greedy pass | own words after resampling | fallback | final pass | "
              "mean attempts |", "|---|---|---|---|---|---|---|---|"]
 
     def line(name: str, kind: str, s: dict) -> str:

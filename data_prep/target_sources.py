@@ -10,9 +10,10 @@ source sees the rest. `prepare targets --source self` runs
 and records in `target_meta`: `source` (self | self-resampled | fallback, or the source's own label),
 `fallback` (template | llm:NAME), `attempts`, the `attempt_log` and the final `verdict`.
 
-To add a source (e.g. a foreign LLM's or paraphrased targets): subclass `Source`, implement `run`,
-and register a factory in `SOURCES` (name -> callable(args, gen) -> list[Source]); `--source NAME`
-then selects that pipeline.
+`--source template` writes templated answers only; `--source paraphrase` has the LLM rewrite them
+(`data_prep.paraphrase`). To add a source: subclass `Source`, implement `run` (optionally a class
+attribute `row_meta`: extra keys for every row's `target_meta`), and register a factory in `SOURCES`
+(name -> callable(args, gen, settings) -> list[Source]); `--source NAME` then selects that pipeline.
 """
 
 from __future__ import annotations
@@ -138,9 +139,15 @@ def template_pipeline(args, gen, settings: GenSettings) -> list[Source]:
     return [TemplateSource(label="template")]
 
 
+def paraphrase_pipeline(args, gen, settings: GenSettings) -> list[Source]:
+    from data_prep.paraphrase import paraphrase_pipeline as build
+
+    return build(args, gen, settings)
+
+
 # --source NAME -> factory(args, generator, settings) -> sources tried in order
-SOURCES = {"self": self_pipeline, "template": template_pipeline}
-NEEDS_GENERATOR = {"self"}
+SOURCES = {"self": self_pipeline, "template": template_pipeline, "paraphrase": paraphrase_pipeline}
+NEEDS_GENERATOR = {"self", "paraphrase"}
 
 
 def fallback_name(log: list[dict]) -> str | None:

@@ -86,6 +86,8 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     row_meta = {**meta, "backend": getattr(gen, "name", None), "settings": settings.sampling(),
                 "caption_version": CAPTION_VERSION, "user_template": TARGET_USER_TEMPLATE,
                 "system_prompt": TARGET_SYSTEM_PROMPT, "verifier": VERIFIER_VERSION}
+    for src in sources:
+        row_meta.update(getattr(src, "row_meta", {}))
     for b in todo:
         log: dict[int, list[dict]] = {}
         resolved: dict[int, dict] = {}
@@ -148,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source", default="self", choices=sorted(SOURCES),
                    help="where targets come from: self = the LLM's own verified answers (resampled, then the "
-                        "fallback); template = answers written from the caption only")
+                        "fallback); template = answers written from the caption only; paraphrase = the LLM "
+                        "rewrites the foreign answer (template, or --foreign-llm) in its own words, verified "
+                        "and resampled like self, else the foreign answer")
     p.add_argument("--resample", type=int, default=8, metavar="K",
                    help="samples per row whose answer fails the verifier (seeded per row; 0 = none)")
     p.add_argument("--resample-temperature", type=float, default=0.8)
@@ -157,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "failing greedy answer, flagged in target_meta.verdict)")
     p.add_argument("--fallback-llm", default=None, metavar="NAME",
                    help="before the template, try another pack's verified answer (greedy, then --resample samples)")
+    p.add_argument("--foreign-llm", default=None, metavar="NAME",
+                   help="--source paraphrase: the answer to rewrite is this pack's verified answer (greedy, then "
+                        "--resample samples), else the template")
     p.add_argument("--no-trim", action="store_true",
                    help="keep answers cut by --max-new-tokens as they are (default: trim to the last full sentence)")
     p.add_argument("--threads", type=int, default=None,
@@ -202,7 +209,8 @@ def main(argv: list[str]) -> int:
     atomic_write_json(out.with_name(out.stem + ".meta.json"), {
         **meta, "backend": getattr(gen, "name", None), "settings": asdict(settings), "source": args.source,
         "resample": args.resample, "resample_temperature": args.resample_temperature, "fallback": args.fallback,
-        "fallback_llm": args.fallback_llm, "verifier": VERIFIER_VERSION, "rows": len(done), "seconds": seconds})
+        "fallback_llm": args.fallback_llm, "foreign_llm": args.foreign_llm, "verifier": VERIFIER_VERSION,
+        "rows": len(done), "seconds": seconds})
     print(md)
     print(f"wrote {len(done)} rows with targets to {out} in {seconds:.1f}s "
           f"(fidelity report: {out.with_name(out.stem + '.fidelity.md')})")

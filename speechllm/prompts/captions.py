@@ -22,6 +22,11 @@ LOWERCASE_VALUES = ("noise",)
 # the self-output user turn: caption in place of "<|audio|> Transcript: ...", then the instruction
 TARGET_USER_TEMPLATE = "{caption}\n{instruction}"
 TARGET_SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT
+# the paraphrase target source: the frozen LLM rewrites a foreign answer; it sees the question and that
+# answer only (never the caption), so any caption fact in its rewrite comes from the foreign answer
+PARAPHRASE_USER_TEMPLATE = ("Rewrite the answer below in your own words. Keep every fact it states and its form "
+                            "(one word, yes or no first, JSON, bullet points) if it has one. Reply with the "
+                            "rewritten answer only.\nQuestion: {instruction}\nAnswer: {answer}")
 
 
 def _ts(seconds: float) -> str:
@@ -165,6 +170,13 @@ def target_messages(caption: str, instruction: str, system_prompt: str | None = 
     """Chat messages the frozen LLM answers to produce the self-output target."""
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return msgs + [{"role": "user", "content": target_user_content(caption, instruction)}]
+
+
+def paraphrase_messages(instruction: str, answer: str,
+                        system_prompt: str | None = TARGET_SYSTEM_PROMPT) -> list[dict]:
+    """Chat messages the frozen LLM answers to rewrite a foreign answer in its own words."""
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": PARAPHRASE_USER_TEMPLATE.format(instruction=instruction, answer=answer)}]
 
 
 def templates_record() -> dict:
