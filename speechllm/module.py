@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from speechllm.errors import SpeechLLMError
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(SpeechLLMError, FloatingPointError):
     pass
 
 
@@ -148,6 +149,8 @@ class SpeechLLMModule(L.LightningModule):
 
     def _batch_encoder_states(self, batch: dict):
         """Disk cache if configured (else the in-memory one, else None: the model runs the encoder)."""
+        if "windows_per_audio" in batch:  # caches are keyed per clip; a > 30-s clip has several windows
+            return None
         if self.hparams.encoder_cache_dir:
             if getattr(self, "_disk_cache", None) is None:
                 from speechllm.data.encoder_cache import DiskEncoderCache, encoder_cache_key
