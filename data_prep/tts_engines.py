@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from speechllm.data.audio import SAMPLE_RATE, resample
+from speechllm.errors import SpeechLLMError
 
 __all__ = ["Voice", "list_voices", "tts", "sentence_pool", "ENGINES"]
 
@@ -68,7 +69,7 @@ FESTIVAL_VOICES = [("cmu_us_slt_arctic_hts", "female", "US"), ("kal_diphone", "m
 FESTIVAL_DIRS = ("/usr/share/festival/voices", "/usr/lib/festival/voices")
 
 
-class TTSError(RuntimeError):
+class TTSError(SpeechLLMError, RuntimeError):
     pass
 
 

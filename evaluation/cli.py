@@ -208,9 +208,9 @@ def cmd_retention(argv: list[str]) -> int:
                       batch_size=args.batch_size)
         audio = None
         if not args.no_audio:
-            from speechllm.data.audio import load_audio
+            from speechllm.data.audio import INFERENCE_POLICY, load_audio
 
-            audio = load_audio(args.audio) if args.audio else R.default_audio()
+            audio = load_audio(args.audio, INFERENCE_POLICY) if args.audio else R.default_audio()
         results = R.evaluate_model(model, args.out, tag=Path(args.ckpt).name, base=base, n_topics=args.topics,
                                    max_new_tokens=args.max_new_tokens, audio=audio, kinds=args.kinds,
                                    batch_size=args.batch_size, closed=not args.no_closed)

@@ -24,6 +24,7 @@ from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.dynamic_superb.registry import get_task
 from evaluation.suite_tasks import TASKS, Ctx
 from speechllm.data.audio import SAMPLE_RATE
+from speechllm.errors import UnknownNameError
 from speechllm.io import atomic_write_json, write_jsonl
 
 DEFAULT_N = 20
@@ -94,7 +95,7 @@ def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: l
     names = tasks or list(TASKS)
     unknown = [t for t in names if t not in TASKS]
     if unknown:
-        raise KeyError(f"unknown suite task(s) {unknown}; choose from {list(TASKS)}")
+        raise UnknownNameError(f"unknown suite task(s) {unknown}; choose from {list(TASKS)}")
     entries = []
     for name in names:
         gen, labels, dim, mirror = TASKS[name]

@@ -1,4 +1,5 @@
-"""Callbacks that give a run directory its documented layout (checkpoints/README.md)."""
+"""Callbacks that give a run directory its documented layout (checkpoints/README.md), and a progress
+bar that stays right after a mid-epoch resume."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 
 from speechllm.io import atomic_write_json
 
@@ -97,3 +98,59 @@ class SnapshotExport(L.Callback):
         if (out / "config.yaml").exists():  # a resumed run passes the same step again
             return
         module.model.save_pretrained(out, extra_config={"training": {"global_step": step}})
+
+
+def epoch_total_batches(trainer: L.Trainer, batches_done: int) -> int | float:
+    """Batches the current epoch will run, counted from its first batch: `batches_done` (restored
+    ones included) plus what `max_steps` leaves, capped by the loader's length."""
+    total = trainer.num_training_batches
+    if trainer.max_epochs == -1 and trainer.max_steps is not None and trainer.max_steps > 0:
+        left = (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches
+        total = min(total, batches_done + left)
+    return total
+
+
+class _ResumeTotalMixin:
+    """After a mid-epoch resume Lightning skips `on_train_epoch_start`, so its bar never gets the
+    epoch's total (TQDM: none; Rich: made after the first step as min(batches, max_steps - global_step),
+    which omits the restored batches), while the count resumes at the restored batch index: a
+    resumed run showed "4/1" (or "20/19"). The data side agrees with the uninterrupted run; this
+    sets the bar's total once, from the same count the bar shows."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._epoch_started = False
+        super().on_train_start(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_started = True
+        super().on_train_epoch_start(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not self._epoch_started:  # resumed mid-epoch
+            self._epoch_started = True
+            self._set_train_total(trainer, epoch_total_batches(trainer, batch_idx + 1))
+
+
+class ResumeAwareRichProgressBar(_ResumeTotalMixin, RichProgressBar):
+    def _set_train_total(self, trainer, total: int | float) -> None:
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, total=total)
+            self.refresh()
+
+
+class ResumeAwareTQDMProgressBar(_ResumeTotalMixin, TQDMProgressBar):
+    def _set_train_total(self, trainer, total: int | float) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            bar.total = None if total == float("inf") else int(total)
+            bar.set_description(f"Epoch {trainer.current_epoch}")
+            bar.refresh()
+
+
+def use_resume_aware_progress_bar(trainer: L.Trainer) -> None:
+    """Give the trainer's Lightning progress bar the resume-aware total, keeping its settings."""
+    swap = {RichProgressBar: ResumeAwareRichProgressBar, TQDMProgressBar: ResumeAwareTQDMProgressBar}
+    for cb in trainer.callbacks:
+        if type(cb) in swap:
+            cb.__class__ = swap[type(cb)]  # same state and arguments, one hook more

@@ -8,7 +8,10 @@ importing Lightning.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from speechllm.errors import SpeechLLMError, one_line
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 
@@ -26,7 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: speechllm <command> [args]", "", "training (LightningCLI, use -c recipes/<name>.yaml):"]
+    lines = ["usage: speechllm [--debug] <command> [args]", "",
+             "A problem with your input (audio, manifest, model name, checkpoint) is reported as one line and",
+             "exit code 2; --debug (or SPEECHLLM_DEBUG=1) shows the traceback instead.", "",
+             "training (LightningCLI, use -c recipes/<name>.yaml):"]
     lines += [f"  {v}" for v in LIGHTNING_VERBS]
     lines += ["", "other commands:"]
     lines += [f"  {k:<10} {h}" for k, (_, _, h) in SUBCOMMANDS.items()]
@@ -35,18 +41,35 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("SPEECHLLM_DEBUG", "") not in ("", "0") or "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # no subcommand has its own --debug
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     verb, rest = argv[0], argv[1:]
+    if verb not in LIGHTNING_VERBS and verb not in SUBCOMMANDS:
+        print(f"speechllm: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        return _dispatch(verb, rest)
+    except SpeechLLMError as e:
+        if debug:
+            raise
+        print(f"speechllm {verb}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # verbs that stop with a message (`raise SystemExit("...")`): same format
+        if debug or not isinstance(e.code, str):
+            raise
+        print(f"speechllm {verb}: error: {one_line(e.code)}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(verb: str, rest: list[str]) -> int:
     if verb in LIGHTNING_VERBS:
         from speechllm.lightning_cli import run_lightning_cli
 
         run_lightning_cli([verb, *rest])
         return 0
-    if verb not in SUBCOMMANDS:
-        print(f"speechllm: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
     module, func, _ = SUBCOMMANDS[verb]
     result = getattr(importlib.import_module(module), func)(rest)
     return int(result or 0)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from speechllm.data.audio import load_audio
+from speechllm.data.audio import INFERENCE_POLICY, load_audio
+from speechllm.errors import CheckpointError
 from speechllm.model.checkpoint import load_speechllm
 from speechllm.model.speech_llm import SpeechLLM
 
@@ -45,10 +46,10 @@ def cli_main(argv: list[str]) -> int:
     transformers.utils.logging.set_verbosity_error()  # a CLI answer, not loading chatter
     transformers.utils.logging.disable_progress_bar()
     if not Path(args.ckpt, "config.yaml").exists():
-        ap.error(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
+        raise CheckpointError(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
+    wavs = [load_audio(p, INFERENCE_POLICY) for p in args.audio]  # bad input fails before loading a model
     torch.manual_seed(args.seed)
     model = load_speechllm(args.ckpt, _device(args.device))
-    wavs = [load_audio(p) for p in args.audio]
     audio = None if not wavs else (wavs[0] if len(wavs) == 1 else wavs)
     gen = {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p} if args.sample else {}
     transcripts = [[args.transcript] * max(1, len(wavs))] if args.transcript else None

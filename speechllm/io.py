@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from speechllm.errors import ManifestError
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
@@ -52,7 +54,7 @@ def iter_jsonl(path: str | Path, strict: bool = True) -> Iterator[dict]:
             is_last_partial = i == len(lines) - 1 and not line.endswith("\n")
             if is_last_partial or not strict:
                 continue
-            raise ValueError(f"{path}:{i + 1}: invalid JSON ({e}); fix or delete this line") from e
+            raise ManifestError(f"{path}:{i + 1}: invalid JSON ({e}); fix or delete this line") from e
 
 
 def read_jsonl(path: str | Path, strict: bool = True) -> list[dict]:

@@ -14,9 +14,18 @@ from speechllm.data.datamodule import SpeechDataModule
 from speechllm.module import SpeechLLMModule
 
 
-def run_lightning_cli(args: list[str] | None, run: bool = True) -> LightningCLI:
+class SpeechLLMCLI(LightningCLI):
+    def instantiate_trainer(self, **kwargs):
+        from speechllm.callbacks import use_resume_aware_progress_bar
+
+        trainer = super().instantiate_trainer(**kwargs)
+        use_resume_aware_progress_bar(trainer)
+        return trainer
+
+
+def run_lightning_cli(args: list[str] | None, run: bool = True) -> SpeechLLMCLI:
     """`run=False`: parse and instantiate only (no subcommand in `args`), as tests do."""
     if args == sys.argv[1:]:
         args = None  # called from the console script: let LightningCLI read sys.argv itself
-    return LightningCLI(SpeechLLMModule, SpeechDataModule, args=args, run=run, seed_everything_default=0,
+    return SpeechLLMCLI(SpeechLLMModule, SpeechDataModule, args=args, run=run, seed_everything_default=0,
                         save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})

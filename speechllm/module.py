@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -18,12 +17,14 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from speechllm.errors import SpeechLLMError
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(SpeechLLMError, FloatingPointError):
     pass
 
 
@@ -148,6 +149,8 @@ class SpeechLLMModule(L.LightningModule):
 
     def _batch_encoder_states(self, batch: dict):
         """Disk cache if configured (else the in-memory one, else None: the model runs the encoder)."""
+        if "windows_per_audio" in batch:  # caches are keyed per clip; a > 30-s clip has several windows
+            return None
         if self.hparams.encoder_cache_dir:
             if getattr(self, "_disk_cache", None) is None:
                 from speechllm.data.encoder_cache import DiskEncoderCache, encoder_cache_key
@@ -253,15 +256,15 @@ class SpeechLLMModule(L.LightningModule):
         opt = torch.optim.AdamW(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
                                 weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm, floor = self.hparams.warmup_steps, self.hparams.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        # transformers' warm-up + cosine (to min_lr_ratio * lr), one step ahead: its first step has
+        # lr 0 (a wasted batch); ours starts at lr/(warmup+1) and reaches lr at step `warmup_steps`.
+        # last_epoch=0 (with initial_lr set) starts its step counter at 1, so optimizer step s uses
+        # factor(s + 1) of a schedule with warmup + 1 and total + 1 steps.
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        sched = get_cosine_with_min_lr_schedule_with_warmup(
+            opt, num_warmup_steps=self.hparams.warmup_steps + 1, num_training_steps=total + 1,
+            min_lr_rate=self.hparams.min_lr_ratio, last_epoch=0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints

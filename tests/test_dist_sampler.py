@@ -34,6 +34,13 @@ def test_rows_fewer_than_ranks_in_the_last_batch_are_padded_and_warned():
     assert sorted(set(seen)) == list(range(9)) and len(seen) == 10
 
 
+def test_one_row_over_three_ranks_still_gives_every_rank_a_batch():
+    with pytest.warns(UserWarning, match="2 row"):
+        per_rank = [_batches(1, 2, 3, r) for r in range(3)]
+    assert [bs for bs, _ in per_rank] == [[[0]], [[0]], [[0]]]  # the one row, repeated; no rank idles
+    assert all(length == 1 for _, length in per_rank)
+
+
 def test_resume_skips_the_same_batches_on_every_rank_and_epochs_reshuffle():
     for r in range(2):
         full, length = _batches(22, 4, 2, r, epoch=1)

@@ -15,10 +15,18 @@ from typing import Any
 import numpy as np
 
 from evaluation.dynamic_superb.registry import Task
-from speechllm.data.audio import SAMPLE_RATE, AudioError, load_audio, resample, validate_waveform
+from speechllm.data.audio import (
+    INFERENCE_POLICY,
+    SAMPLE_RATE,
+    AudioError,
+    load_audio,
+    resample,
+    validate_waveform,
+)
+from speechllm.errors import SpeechLLMError
 
 
-class TaskDataError(FileNotFoundError):
+class TaskDataError(SpeechLLMError, FileNotFoundError):
     pass
 
 
@@ -91,9 +99,10 @@ def _how_to_provide(task: Task, tried: list[Path]) -> str:
 
 
 def decode_audio(value: Any, where: str = "audio") -> np.ndarray:
-    """A mono float32 16 kHz waveform (T,) from a datasets audio cell (bytes/path dict, array dict or path)."""
+    """A mono float32 16 kHz waveform (T,) from a datasets audio cell (bytes/path dict, array dict or path).
+    Evaluation is inference: silent and > 30-s clips are valid questions (speechllm.data.audio.INFERENCE_POLICY)."""
     if isinstance(value, str):
-        return load_audio(value)
+        return load_audio(value, INFERENCE_POLICY)
     if not isinstance(value, dict):
         raise AudioError(where, "corrupt", f"unsupported audio cell of type {type(value).__name__}")
     if value.get("array") is not None:
@@ -107,13 +116,13 @@ def decode_audio(value: Any, where: str = "audio") -> np.ndarray:
             raise AudioError(value.get("path") or where, "corrupt", f"cannot decode audio bytes ({e})") from e
         wav = data.mean(axis=1)
     elif value.get("path"):
-        return load_audio(value["path"])
+        return load_audio(value["path"], INFERENCE_POLICY)
     else:
         raise AudioError(where, "empty", "audio cell has neither bytes, array nor path")
     if wav.ndim > 1:
         wav = wav.mean(axis=-1)
     wav = resample(np.ascontiguousarray(wav), sr, SAMPLE_RATE)
-    validate_waveform(wav, value.get("path") or where)
+    validate_waveform(wav, value.get("path") or where, INFERENCE_POLICY)
     return wav.astype(np.float32, copy=False)
 
 

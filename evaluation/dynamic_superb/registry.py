@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from speechllm.errors import UnknownNameError
+
 DIMENSIONS = ("Audio", "Content", "Degradation", "Paralinguistics", "Semantics", "Speaker")
 
 
@@ -134,7 +136,7 @@ def get_task(name: str) -> Task:
     if name in tasks:
         return tasks[name]
     close = [k for k in tasks if name.lower() in k.lower()][:5]
-    raise KeyError(f"unknown Dynamic-SUPERB task {name!r}; did you mean {close}? "
+    raise UnknownNameError(f"unknown Dynamic-SUPERB task {name!r}; did you mean {close}? "
                    "(`speechllm evaluate list` shows all)")
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from speechllm.errors import SpeechLLMError
+
 SAMPLE_RATE = 16_000
 
 
-class AudioError(ValueError):
+class AudioError(SpeechLLMError, ValueError):
     """A clip that cannot be used. `reason` is a short machine-readable tag for skip reports."""
 
     def __init__(self, path: str | Path, reason: str, detail: str):
@@ -30,13 +32,16 @@ class AudioPolicy:
 
     sample_rate: int = SAMPLE_RATE
     min_duration: float = 0.1  # seconds
-    max_duration: float = 30.0  # Whisper's window; longer clips would be silently cut by the encoder
+    max_duration: float = 30.0  # for training rows; longer clips are encoded in 30-s windows when allowed
     silence_rms: float = 1e-4  # peak-normalised RMS below this is treated as silence
     allow_resample: bool = True
     allow_downmix: bool = True
 
 
 DEFAULT_POLICY = AudioPolicy()
+# Inference answers about any decodable clip: silence is a valid question (speech detection), and a
+# clip longer than 30 s is encoded in 30-s windows; only training refuses or skips them.
+INFERENCE_POLICY = AudioPolicy(max_duration=float("inf"), silence_rms=0.0)
 
 
 def _read(path: Path) -> tuple[np.ndarray, int]:
@@ -47,9 +52,13 @@ def _read(path: Path) -> tuple[np.ndarray, int]:
         return data, int(sr)
     except Exception as sf_err:  # formats libsndfile cannot read (mp3/m4a…) fall back to librosa
         try:
+            import warnings
+
             import librosa
 
-            data, sr = librosa.load(str(path), sr=None, mono=False)
+            with warnings.catch_warnings():  # its "PySoundFile failed"/audioread notices: we report below
+                warnings.simplefilter("ignore")
+                data, sr = librosa.load(str(path), sr=None, mono=False)
             data = np.atleast_2d(data).T.astype(np.float32)
             return data, int(sr)
         except Exception:
@@ -69,7 +78,7 @@ def validate_waveform(wav: np.ndarray, path: str | Path, policy: AudioPolicy = D
         raise AudioError(
             path, "too_long",
             f"clip is {dur:.1f}s, longer than max_duration={policy.max_duration}s; split it into segments "
-            "(Whisper sees at most 30 s) or raise max_duration",
+            "or raise max_duration (longer clips are encoded in 30-s windows)",
         )
     if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < policy.silence_rms:
         raise AudioError(path, "silent", "clip is silent (RMS below threshold); remove it or check the recording")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from speechllm.data.audio import AudioPolicy
+from speechllm.data.audio import INFERENCE_POLICY, AudioPolicy
 from speechllm.data.collate import SpeechCollator
 from speechllm.data.manifest import (
     ASR_FIELD,
@@ -100,7 +100,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _collator(self, require_target: bool = True) -> SpeechCollator:
         processor = self.trainer.lightning_module.processor
-        return SpeechCollator(processor, self.policy, self.hparams.skip_bad_audio, require_target,
+        policy = self.policy if require_target else INFERENCE_POLICY  # predict answers any decodable clip
+        return SpeechCollator(processor, policy, self.hparams.skip_bad_audio, require_target,
                               self.hparams.transcript_field, str(self.hparams.train_manifest or "manifest"))
 
     def _loader(self, key: str, require_target: bool = True) -> DataLoader:

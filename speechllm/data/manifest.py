@@ -15,16 +15,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from speechllm.errors import ManifestError
 from speechllm.io import read_jsonl, write_jsonl
 
 ASR_FIELD = "asr_transcript"
 
 log = logging.getLogger(__name__)
 TRAIN_REQUIRED = ("id", "audio", "target")
-
-
-class ManifestError(ValueError):
-    pass
 
 
 def load_manifest(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ class ShardedEpochSampler(DistributedSampler):
             if len(chunk) < b * w:  # last global batch: split evenly, pad only if rows < ranks
                 if len(chunk) < w:
                     self.padded = w - len(chunk)
-                    chunk = chunk + order[: self.padded]
+                    chunk = chunk + (order * w)[: self.padded]  # cycles when rows < ranks - 1
                 q, rem = divmod(len(chunk), w)
                 lo = self.rank * q + min(self.rank, rem)
                 out.append(chunk[lo : lo + q + (self.rank < rem)])

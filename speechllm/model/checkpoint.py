@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from speechllm.errors import CheckpointError
+
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "config.yaml"
 LORA_DIR = "lora"
@@ -52,7 +54,7 @@ def save_speechllm(model, out_dir: str | Path, extra_config: dict | None = None,
 def read_config(ckpt_dir: str | Path) -> dict:
     path = Path(ckpt_dir) / CONFIG_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {ckpt_dir} a speechllm run directory (checkpoints/<run>/)?")
+        raise CheckpointError(f"{path} not found: is {ckpt_dir} a speechllm run directory (checkpoints/<run>/)?")
     return yaml.safe_load(path.read_text())
 
 

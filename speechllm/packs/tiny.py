@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from speechllm.errors import UnknownNameError
+
 TINY_MODELS = ("tiny-random-whisper", "tiny-random-llama")
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -74,7 +76,7 @@ def materialize(name: str, root: str | Path | None = None) -> Path:
     from speechllm.packs.hub import speechllm_home
 
     if name not in TINY_MODELS:
-        raise KeyError(f"unknown tiny model {name!r}; choose from {TINY_MODELS}")
+        raise UnknownNameError(f"unknown tiny model {name!r}; choose from {TINY_MODELS}")
     out = Path(root or speechllm_home() / "tiny") / name
     if (out / "config.json").exists():
         return out

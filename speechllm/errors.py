@@ -1,0 +1,38 @@
+"""The project's own errors: things a user can fix, each message naming the file (row, name) and
+what to do. The `speechllm` command prints them as one line and exits 2, without a traceback
+(`--debug` or SPEECHLLM_DEBUG=1 shows it). Each also keeps the built-in base callers already catch
+(ValueError, FileNotFoundError, KeyError …)."""
+
+from __future__ import annotations
+
+
+class SpeechLLMError(Exception):
+    """Base of every error the `speechllm` command reports as one line (exit code 2)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class ManifestError(SpeechLLMError, ValueError):
+    """A manifest (or other JSONL/data file) that cannot be used as it is."""
+
+
+class CheckpointError(SpeechLLMError, FileNotFoundError):
+    """A path that should be a run directory (`checkpoints/<run>/`) or checkpoint file is not one."""
+
+
+class ModelNotFoundError(SpeechLLMError, FileNotFoundError):
+    """A model name or path that resolves to no usable model folder."""
+
+
+class ModelUnavailableError(SpeechLLMError, RuntimeError):
+    """A model that is neither local nor an offline pack, and the hub cannot provide it."""
+
+
+class UnknownNameError(SpeechLLMError, KeyError):
+    """A name (pack, task, method …) that is not among the known ones; the message lists them."""
+
+
+def one_line(err: BaseException | str) -> str:
+    """The message on one line (multi-line how-tos joined), for the CLI's error report."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())

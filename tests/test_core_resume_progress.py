@@ -1,0 +1,65 @@
+"""A mid-epoch resume: the resumed run trains exactly the batches the killed one had not, and the
+progress bar's total matches its count (it showed "4/1", "20/19" before)."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+from speechllm.callbacks import RunCheckpoint, use_resume_aware_progress_bar
+from speechllm.data.datamodule import SpeechDataModule
+
+
+class IdsOnly:
+    """Stands in for the processor: the batch is just the row ids (no model needed here)."""
+
+    interleave_transcript = False
+
+    def __call__(self, examples):
+        return {"ids": [e.id for e in examples]}
+
+
+class CountingModule(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.processor = IdsOnly()
+        self.seen: list[tuple[int, int, tuple[str, ...]]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append((self.current_epoch, batch_idx, tuple(batch["ids"])))
+        return (self.w - 1).pow(2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class BarAtEnd(L.Callback):
+    def on_train_end(self, trainer, module):
+        pb = trainer.progress_bar_callback
+        if isinstance(pb, RichProgressBar):
+            task = pb.progress.tasks[pb.train_progress_bar_id]
+            module.bar = (int(task.completed), task.total)
+        else:
+            module.bar = (pb.train_progress_bar.n, pb.train_progress_bar.total)
+
+
+def _fit(root, max_steps: int, bar, ckpt=None) -> CountingModule:
+    module = CountingModule()
+    trainer = L.Trainer(max_steps=max_steps, default_root_dir=str(root), logger=False, enable_model_summary=False,
+                        callbacks=[RunCheckpoint(every_n_train_steps=2), BarAtEnd(), bar()])
+    use_resume_aware_progress_bar(trainer)
+    trainer.fit(module, SpeechDataModule("debug:16", batch_size=4), ckpt_path=ckpt)  # 14 rows: 4 batches/epoch
+    return module
+
+
+@pytest.mark.parametrize("bar", [RichProgressBar, TQDMProgressBar])
+def test_mid_epoch_resume_continues_the_epoch_and_the_bar_total_matches(tmp_path, bar):
+    whole = _fit(tmp_path / "whole", 8, bar)
+    _fit(tmp_path / "run", 6, bar)  # stops at epoch 1, batch 2 (last.ckpt at step 6)
+    resumed = _fit(tmp_path / "run", 8, bar, ckpt=str(tmp_path / "run" / "last.ckpt"))
+    assert resumed.seen == whole.seen[6:]  # same epochs, batch indices and rows
+    assert [s[:2] for s in resumed.seen] == [(1, 2), (1, 3)]
+    assert resumed.bar == (4, 4)  # batch 4 of the epoch's 4, not 4/1
