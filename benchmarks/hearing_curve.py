@@ -16,27 +16,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evaluation.stats import task_group
+from evaluation.stats import ACOUSTIC_FAMILIES, CONTENT_FAMILIES, task_group
 from speechllm.io import atomic_write_json
 from speechllm.metrics.stats import bootstrap_macro
 
 SCORES = ("likelihood", "likelihood-PMI")
 
 
-def evaluate(ckpt: Path, suite: Path, out: Path, control: str | None, threads: int) -> None:
+def evaluate(ckpt: Path, suite: Path, out: Path, control: str | None, threads: int, tasks: list[str]) -> None:
     cmd = [sys.executable, "-m", "speechllm.cli", "evaluate", "dynamic-superb", "--suite", str(suite),
-           "--ckpt", str(ckpt), "--scoring", "likelihood", "--out", str(out), "--threads", str(threads)]
+           "--ckpt", str(ckpt), "--scoring", "likelihood", "--out", str(out), "--threads", str(threads),
+           "--tasks", *tasks]
     if control:
         cmd += ["--control", control]
     subprocess.run(cmd, check=True)
 
 
-def macro(score_file: Path, score: str) -> dict:
-    """Acoustic-task macro mean (%) with a 95 % bootstrap interval (examples resampled within tasks)."""
+def macro(score_file: Path, score: str, group: str = "acoustic") -> dict | None:
+    """A task group's macro mean (%) with a 95 % bootstrap interval (examples resampled within tasks)."""
     tasks = json.loads(score_file.read_text())["tasks"]
     per_task = [list(t["scores"]["per_example"][score].values()) for name, t in tasks.items()
-                if task_group(name, t["task"].get("multi_audio", False)) == "acoustic"
+                if task_group(name, t["task"].get("multi_audio", False)) == group
                 and score in t["scores"].get("per_example", {})]
+    if not per_task:
+        return None
     mean, lo, hi = bootstrap_macro(per_task)
     return {"mean": round(100 * mean, 1), "ci": [round(100 * lo, 1), round(100 * hi, 1)], "tasks": len(per_task)}
 
@@ -77,18 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", type=Path, default=Path("data/suite"))
     ap.add_argument("--out", type=Path, default=None, help="default: <run>/curve")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tasks", nargs="+", default=[*ACOUSTIC_FAMILIES, *CONTENT_FAMILIES],
+                    help="task families to score (default: the report's acoustic and content groups)")
     a = ap.parse_args(argv)
     out = a.out or a.run / "curve"
+    tasks = sorted(d.name for d in a.suite.iterdir() if d.is_dir() and d.name.split("_")[0] in a.tasks)
+    if not tasks:
+        raise SystemExit(f"{a.suite}: no task of the families {a.tasks}; build it with `speechllm evaluate build-suite`")
     rows = []
     for step, ckpt in points(a.run):
         ev = out / f"step-{step:06d}"
         evaluate(ckpt, a.suite, ev, "shuffled,untrained" if step == points(a.run)[-1][0] else "shuffled",
-                 a.threads)
+                 a.threads, tasks)
         files = sorted((ev / "scores").glob("*.json"))
         own = next(f for f in files if "+" not in f.stem)
         shuf = next(f for f in files if f.stem.endswith("+shuffled-audio"))
         row = {"step": step, "own": {s: macro(own, s) for s in SCORES},
-               "shuffled": {s: macro(shuf, s) for s in SCORES}}
+               "shuffled": {s: macro(shuf, s) for s in SCORES},
+               "content": {"own": macro(own, "likelihood", "content"), "shuffled": macro(shuf, "likelihood", "content")}}
         unt = [f for f in files if f.stem.endswith("+untrained-adapter")]
         if unt:
             row["untrained"] = {s: macro(unt[0], s) for s in SCORES}
