@@ -66,6 +66,11 @@ def plot(rows: list[dict], path: Path) -> None:
         hi = [r[key]["likelihood"]["ci"][1] for r in rows]
         ax.plot(xs, ys, marker="o", label=label)
         ax.fill_between(xs, lo, hi, alpha=0.2)
+    unt = [r for r in rows if "untrained" in r]
+    if unt:  # a fresh adapter is the step-0 model
+        u = unt[-1]["untrained"]["likelihood"]
+        ax.errorbar([0], [u["mean"]], yerr=[[u["mean"] - u["ci"][0]], [u["ci"][1] - u["mean"]]], fmt="s",
+                    color="gray", label="untrained adapter")
     ax.set_xlabel("training step")
     ax.set_ylabel("acoustic macro accuracy (%), likelihood")
     ax.set_title("Offline suite, acoustic tasks (95 % bootstrap)")
