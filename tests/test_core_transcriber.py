@@ -157,11 +157,14 @@ def _transformers_log(run):
     handler = logging.Handler()
     handler.emit = lambda r: records.append(r.getMessage())
     log = logging.getLogger("transformers")
+    level = log.level  # a CLI main run earlier in the session may have set transformers to errors only
+    log.setLevel(logging.WARNING)
     log.addHandler(handler)
     try:
         return run(), records
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def test_transcribe_is_quiet_and_keeps_the_greedy_budget(tiny_whisper, tiny_whisper_path, monkeypatch):
