@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if not tasks:
         raise SystemExit(f"{a.suite}: no task of the families {a.tasks}; build it with `speechllm evaluate build-suite`")
     rows = []
-    for step, ckpt in points(a.run):
+    pts = points(a.run)
+    for step, ckpt in pts:
         ev = out / f"step-{step:06d}"
-        evaluate(ckpt, a.suite, ev, "shuffled,untrained" if step == points(a.run)[-1][0] else "shuffled",
+        evaluate(ckpt, a.suite, ev, "shuffled,untrained" if step == pts[-1][0] else "shuffled",
                  a.threads, tasks)
         files = sorted((ev / "scores").glob("*.json"))
         own = next(f for f in files if "+" not in f.stem)

@@ -29,3 +29,19 @@ def fake_speak(text: str, voice, pitch: float | None = None, rate: float | None 
     gap = np.zeros(int(0.06 * SAMPLE_RATE))
     words = text.split() or ["x"]
     return np.concatenate([np.concatenate([tone, gap]) for _ in words]).astype(np.float32)
+
+
+class KillingGenerator:
+    """Wraps a target generator and dies (like kill -9) after `n` `generate` calls."""
+
+    def __init__(self, gen, n):
+        self.gen, self.n, self.name = gen, n, gen.name
+
+    def __getattr__(self, k):
+        return getattr(self.gen, k)
+
+    def generate(self, prompts, s, seed, **kw):
+        if self.n == 0:
+            raise KeyboardInterrupt("killed")
+        self.n -= 1
+        return self.gen.generate(prompts, s, seed, **kw)

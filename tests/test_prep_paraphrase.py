@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import KillingGenerator
 
 from data_prep.answer_templates import template_answer
 from data_prep.paraphrase import ParaphraseSource
@@ -154,18 +155,6 @@ def test_fidelity_report_covers_paraphrase_per_kind(tmp_path):
     assert "100 % copy the foreign answer" in fidelity_markdown(copy)
 
 
-class _Killer:
-    def __init__(self, gen, n):
-        self.gen, self.n, self.name = gen, n, gen.name
-
-    def __getattr__(self, k):
-        return getattr(self.gen, k)
-
-    def generate(self, prompts, s, seed, **kw):
-        if self.n == 0:
-            raise KeyboardInterrupt("killed")
-        self.n -= 1
-        return self.gen.generate(prompts, s, seed, **kw)
 
 
 def test_tiny_llama_paraphrase_is_seeded_and_resumes_exactly(tiny_llama_path, tmp_path):
@@ -177,7 +166,7 @@ def test_tiny_llama_paraphrase_is_seeded_and_resumes_exactly(tiny_llama_path, tm
     assert len(set(samples)) > 1  # a random model: seeds give different rewrites
     out = tmp_path / "run.jsonl"
     with pytest.raises(KeyboardInterrupt):  # 3 calls per batch (greedy + 2 samples): dies in the second batch
-        _run(_Killer(gen, 4), tmp_path, "run.jsonl", _rows(5), k=2, settings=s)
+        _run(KillingGenerator(gen, 4), tmp_path, "run.jsonl", _rows(5), k=2, settings=s)
     assert len(read_jsonl(out.with_name(out.name + ".partial"))) == 2 and not out.exists()
     assert _run(gen, tmp_path, "run.jsonl", _rows(5), k=2, settings=s) == ref
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import KillingGenerator
 
 from data_prep.targets import (
     GenSettings,
@@ -62,20 +63,6 @@ def test_batched_left_padding_equals_one_at_a_time(gen, tmp_path):
     assert gen.tok.padding_side == "left"
 
 
-class _Killer:
-    """Wraps a generator and dies (like kill -9) after `n` batches."""
-
-    def __init__(self, gen, n):
-        self.gen, self.n, self.name = gen, n, gen.name
-
-    def __getattr__(self, k):
-        return getattr(self.gen, k)
-
-    def generate(self, prompts, s, seed, **kw):
-        if self.n == 0:
-            raise KeyboardInterrupt("killed")
-        self.n -= 1
-        return self.gen.generate(prompts, s, seed, **kw)
 
 
 @pytest.mark.parametrize("sample", [False, True])
@@ -84,7 +71,7 @@ def test_resume_after_kill_gives_identical_rows(gen, tmp_path, sample):
     ref = generate_targets(_rows(7), tmp_path / "ref.jsonl", gen, s, {}, progress=False)
     out = tmp_path / "run.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        generate_targets(_rows(7), out, _Killer(gen, 2), s, {}, progress=False)
+        generate_targets(_rows(7), out, KillingGenerator(gen, 2), s, {}, progress=False)
     part = out.with_name(out.name + ".partial")
     assert len(read_jsonl(part)) == 4 and not out.exists()
     with open(part, "a") as f:  # a torn last line, as a kill during the write leaves
@@ -97,7 +84,7 @@ def test_resume_after_kill_gives_identical_rows(gen, tmp_path, sample):
 def test_finished_output_is_reused(gen, tmp_path):
     out = tmp_path / "t.jsonl"
     first = generate_targets(_rows(3), out, gen, SETTINGS, {}, progress=False)
-    again = generate_targets(_rows(3), out, _Killer(gen, 0), SETTINGS, {}, progress=False)  # would die if it ran
+    again = generate_targets(_rows(3), out, KillingGenerator(gen, 0), SETTINGS, {}, progress=False)  # would die if it ran
     assert again == first
 
 
@@ -272,7 +259,7 @@ def test_resume_after_kill_with_resampling_gives_identical_rows(gen, tmp_path):
                            sources=[LLMSource(gen, s, k=2), TemplateSource()])
     assert all(r["target_meta"]["attempts"] >= 1 for r in ref)
     out = tmp_path / "run.jsonl"
-    killer = _Killer(gen, 5)  # 3 calls per batch (greedy + 2 samples): dies in the second batch's resampling
+    killer = KillingGenerator(gen, 5)  # 3 calls per batch (greedy + 2 samples): dies in the second batch's resampling
     with pytest.raises(KeyboardInterrupt):
         generate_targets(rows, out, killer, s, {}, progress=False,
                          sources=[LLMSource(killer, s, k=2), TemplateSource()])
