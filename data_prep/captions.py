@@ -4,7 +4,8 @@ Pure and fast (no audio is read), so it simply rewrites the manifest; the same s
 instructions whatever the row order. With `--per-clip K` each clip gets K rows (K distinct
 instructions, ids `<clip id>#<k>`, same audio path, `clip_id` keeps the clip): several questions
 from one encoding. `--attribute-share` sets how many questions are attribute-focused (gender, pitch,
-speed, volume, noise, accent, … including the questions that list their options).
+speed, volume, noise, accent, … including the questions that list their options), and
+`--one-word-share` how many are one-word choices among the caption's value words.
 All templates come from `speechllm.prompts.captions` and are written verbatim to `templates.json`.
 """
 
@@ -20,7 +21,7 @@ from speechllm.prompts.captions import CAPTION_VERSION, pick_instructions, seed_
 
 
 def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.2,
-                 attribute_share: float = 0.5) -> list[dict]:
+                 attribute_share: float = 0.5, one_word_share: float = 0.0) -> list[dict]:
     """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`."""
     out = []
     for i, r in enumerate(rows):
@@ -31,7 +32,8 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
         cap = seed_caption(r["transcript"], attrs, float(r.get("duration") or 0.0))
         if per_clip < 1:
             raise ValueError(f"--per-clip must be >= 1, got {per_clip}")
-        for k, ins in enumerate(pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share)):
+        picks = pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share, one_word_share)
+        for k, ins in enumerate(picks):
             row = {**r, "caption": cap, "instruction": ins.text, "instruction_id": ins.id,
                    "caption_version": CAPTION_VERSION}
             if per_clip > 1:
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of rows with the default 'What can you hear from the audio?'")
     p.add_argument("--attribute-share", type=float, default=0.5,
                    help="fraction of rows with an attribute-focused question (the rest: open/content/format)")
+    p.add_argument("--one-word-share", type=float, default=0.0,
+                   help="fraction of rows with a one-word choice among the caption's value words ('Is the "
+                        "pitch low, normal or high? Answer in one word.'): the whole answer is the attribute")
     return p
 
 
@@ -68,7 +73,8 @@ def main(argv: list[str]) -> int:
         a = Path(r["audio"])
         if out.parent.resolve() == base and a.is_absolute() and a.is_relative_to(base):
             r["audio"] = str(a.relative_to(base))
-    done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share)
+    done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share,
+                        args.one_word_share)
     save_manifest(out, done)
     atomic_write_json(out.with_name("templates.json"), templates_record())
     print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")

@@ -2,7 +2,7 @@
 
 import torch
 
-from speechllm.model.adapters import QFormerAdapter
+from speechllm.model.adapters import ClipStatsAdapter, QFormerAdapter
 from speechllm.module import adapter_health
 
 
@@ -35,3 +35,23 @@ def test_qformer_output_of_a_clip_does_not_depend_on_batch_mates_in_eval_mode():
     both, _ = ad(h, torch.tensor([12, 20]))
     alone, _ = ad([x[:1, :12] for x in h], torch.tensor([12]))
     assert torch.allclose(both[0], alone[0], atol=1e-5)
+
+
+def test_clip_stats_adapter_reads_only_real_frames_and_loads_old_qformer_checkpoints():
+    torch.manual_seed(0)
+    ad = ClipStatsAdapter(enc_dim=32, n_layers=2, llm_dim=24, tokens=3, hidden=16, embed_rms=0.1)
+    h = [torch.randn(4, 20, 32) + 3 for _ in range(2)]
+    ad.train()
+    ad(h, torch.tensor([20, 15, 10, 8]))  # one training batch moves the running statistics
+    ad.eval()
+    out, n = ad(h, torch.tensor([20, 15, 10, 8]))
+    assert out.shape == (4, 3, 24) and n.tolist() == [3, 3, 3, 3]
+    padded = [torch.cat([x[2:3, :10], torch.full((1, 10, 32), 1e3)], 1) for x in h]  # padding is ignored
+    alone, _ = ad(padded, torch.tensor([10]))
+    assert torch.allclose(out[2], alone[0], atol=1e-5)
+    assert 0.05 < out.pow(2).mean().sqrt().item() < 0.2
+    # a Q-Former checkpoint written before ClipStatsTokens existed kept `global_*` keys on itself
+    q = QFormerAdapter(enc_dim=32, n_layers=2, llm_dim=24, n_queries=2, depth=1, global_tokens=2)
+    old = {k.replace("clip_stats.", ""): v for k, v in q.state_dict().items()}
+    assert any(k.startswith("global_mlp.") for k in old)
+    QFormerAdapter(enc_dim=32, n_layers=2, llm_dim=24, n_queries=2, depth=1, global_tokens=2).load_state_dict(old)

@@ -112,3 +112,19 @@ def test_option_questions_use_the_pools_own_words_not_the_suites():
     for ins in with_options:  # every listed option word appears in the question itself
         first = [w.split()[-1] for _, w in ins.options]
         assert all(w in ins.text.lower() for w in first), ins.id
+
+
+def test_one_word_share_sets_the_share_of_one_word_choices_and_zero_keeps_earlier_picks():
+    attrs = {"gender": "male", "pitch": "low", "speed": "fast", "volume": "normal", "noise": "clean"}
+    rows = [{"id": f"r{i}", "audio": "x.wav", "transcript": "w", "duration": 2.0, "attributes": attrs}
+            for i in range(600)]
+    base = caption_rows(rows, per_clip=2, attribute_share=0.5, default_share=0.1)
+    assert not any(INSTRUCTION_BY_ID[r["instruction_id"]].form == "one_word" and
+                   INSTRUCTION_BY_ID[r["instruction_id"]].options for r in base)
+    got = caption_rows(rows, per_clip=2, attribute_share=0.2, default_share=0.1, one_word_share=0.6)
+    words = [r for r in got if r["instruction_id"].endswith("_words")]
+    assert abs(len(words) / len(got) - 0.6) < 0.07
+    assert {r["instruction_id"] for r in words} == {"gender_words", "pitch_words", "speed_words", "volume_words",
+                                                   "noise_words"}
+    with pytest.raises(ValueError, match="must be in"):
+        caption_rows(rows[:1], attribute_share=0.5, default_share=0.1, one_word_share=0.5)

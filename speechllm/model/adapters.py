@@ -36,6 +36,62 @@ class EmbeddingScaleNorm(nn.Module):
         return self.norm(x)
 
 
+class ClipStatsTokens(nn.Module):
+    """`tokens` LLM-width vectors from each tapped layer's time mean and std over the real frames.
+
+    The statistics are standardised across clips (BatchNorm's running estimates, no affine), as a
+    linear probe's scaler does: clips differ by a few percent of these statistics' size, which a
+    per-clip LayerNorm cannot bring out. A batch of one cannot give batch statistics: it uses the
+    running ones."""
+
+    def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.tokens, self.dropout = tokens, dropout
+        self.global_norm = nn.BatchNorm1d(2 * n_layers * enc_dim, affine=False)
+        self.global_mlp = nn.Sequential(nn.Linear(2 * n_layers * enc_dim, hidden), nn.GELU(),
+                                        nn.Linear(hidden, tokens * llm_dim))
+
+    def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
+        keep = (~pad).unsqueeze(-1).to(hidden_states[0].dtype)  # (B, T, 1)
+        n = keep.sum(1).clamp(min=1)
+        stats = []
+        for h in hidden_states:
+            mean = (h * keep).sum(1) / n
+            stats += [mean, (((h - mean[:, None]) ** 2 * keep).sum(1) / n).sqrt()]
+        x = torch.cat(stats, -1)
+        bn = self.global_norm
+        x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=self.training and len(x) > 1,
+                                     momentum=bn.momentum, eps=bn.eps)
+        x = nn.functional.dropout(x, self.dropout, self.training)
+        return self.global_mlp(x).reshape(len(pad), self.tokens, -1)  # (B, tokens, D_llm)
+
+
+def _rename_pre_clip_stats_keys(state_dict, prefix, *_):
+    """Checkpoints written before `ClipStatsTokens` existed kept its weights on the Q-Former itself."""
+    for old in [k for k in state_dict if k.startswith(prefix + "global_")]:
+        state_dict[prefix + "clip_stats." + old[len(prefix):]] = state_dict.pop(old)
+
+
+class ClipStatsAdapter(nn.Module):
+    """A clip-level soft prompt and nothing else: `tokens` vectors from the tapped layers' time mean
+    and std (`ClipStatsTokens`), at the LLM's embedding scale. It carries who speaks and how (gender,
+    pitch, rate, noise), not the words, which the interleaved transcript gives. On 398 training clips
+    (benchmarks/soft_prompt_probe.py) this bottleneck generalises to held-out clips, where a
+    Q-Former's per-clip queries fit the training clips and carry nothing to new ones."""
+
+    def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
+                 dropout: float = 0.0, embed_rms: float | None = None):
+        super().__init__()
+        self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout)
+        self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms)
+
+    def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = _padding_mask(lengths, hidden_states[0].shape[1])
+        out = self.out_norm(self.stats(hidden_states, pad))
+        return out, torch.full((len(out),), out.shape[1], device=out.device, dtype=torch.long)
+
+
 class QFormerAdapter(nn.Module):
     """DeSTA2 connector: `n_queries` learned queries per tapped layer cross-attend (through a shared
     small transformer) to that layer; per-query softmax weights mix the layers; LayerNorm + Linear
@@ -67,24 +123,8 @@ class QFormerAdapter(nn.Module):
         # depends on the clip by construction (the queries' residual stream does not).
         self.global_tokens = global_tokens
         if global_tokens:
-            # Standardised across clips (as a linear probe's scaler does): clips differ by a few percent
-            # of these statistics' size, which a per-clip LayerNorm cannot bring out.
-            self.global_norm = nn.BatchNorm1d(2 * n_layers * enc_dim, affine=False)
-            self.global_mlp = nn.Sequential(nn.Linear(2 * n_layers * enc_dim, llm_dim), nn.GELU(),
-                                            nn.Linear(llm_dim, global_tokens * llm_dim))
-
-    def _global(self, normed: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
-        keep = (~pad).unsqueeze(-1).to(normed[0].dtype)  # (B, T, 1)
-        n = keep.sum(1).clamp(min=1)
-        stats = []
-        for h in normed:
-            mean = (h * keep).sum(1) / n
-            stats += [mean, (((h - mean[:, None]) ** 2 * keep).sum(1) / n).sqrt()]
-        x = torch.cat(stats, -1)
-        bn = self.global_norm  # a batch of one cannot give batch statistics: use the running ones
-        x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=self.training and len(x) > 1,
-                                     momentum=bn.momentum, eps=bn.eps)
-        return self.global_mlp(x).reshape(len(pad), self.global_tokens, -1)
+            self.clip_stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, global_tokens, hidden=llm_dim)
+        self._register_load_state_dict_pre_hook(_rename_pre_clip_stats_keys)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, _ = hidden_states[0].shape
@@ -100,7 +140,7 @@ class QFormerAdapter(nn.Module):
         mixed = (stacked * w).sum(dim=2)  # (B, Q, D_enc)
         out = self.proj(mixed)
         if self.global_tokens:
-            out = torch.cat([self._global(hidden_states, pad), out], dim=1)
+            out = torch.cat([self.clip_stats(hidden_states, pad), out], dim=1)
         n = torch.full((b,), out.shape[1], device=out.device, dtype=torch.long)
         return (self.out_norm(out) if self.out_norm is not None else out), n  # (B, Q, D_llm)
 

@@ -72,6 +72,10 @@ def _attr(id: str, text: str, key: str, options: tuple[tuple[str, str], ...] = (
     return Instruction(id, text, (key,), "attribute", (key,), options=options)
 
 
+def _values(id: str, text: str, key: str, values: tuple[str, ...]) -> Instruction:
+    return Instruction(id, text, (key,), "attribute", (key,), "one_word", options=tuple((v, v) for v in values))
+
+
 INSTRUCTIONS: tuple[Instruction, ...] = (
     Instruction("default", DEFAULT_INSTRUCTION),
     Instruction("describe", "Describe the audio in detail.", kind="open"),
@@ -102,6 +106,18 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
           (("low", "quiet"), ("high", "loud"), ("normal", "at an ordinary level"))),
     _attr("noise_options", "Which describes the background best: silent, a little noise, or a lot of noise?", "noise",
           (("clean", "silent"), ("slightly noisy", "a little noise"), ("noisy", "a lot of noise"))),
+    # the same, listing the caption's own value words and asking for one of them: a bare answer
+    # ("Female.") puts the whole loss on the attribute, the case where a soft prompt learned fastest
+    _values("gender_words", "Male or female: which is the speaker? Answer in one word.", "gender",
+            ("male", "female")),
+    _values("pitch_words", "Is the voice's pitch low, normal or high? Answer in one word.", "pitch",
+            ("low", "normal", "high")),
+    _values("speed_words", "Is the speaking rate slow, normal or fast? One word, please.", "speed",
+            ("slow", "normal", "fast")),
+    _values("volume_words", "Is the volume low, normal or high? Answer in one word.", "volume",
+            ("low", "normal", "high")),
+    _values("noise_words", "Clean, slightly noisy or noisy: how is the recording? Reply with the option only.",
+            "noise", ("clean", "slightly noisy", "noisy")),
     Instruction("json_answer", 'What does the speaker say? Answer in JSON with key "answer".', kind="format",
                 form="json"),
     Instruction("json_attrs", 'Answer in JSON with keys "gender" and "speed": who is speaking, and how fast?',
@@ -131,24 +147,38 @@ def _known(attributes: dict, ins: Instruction) -> bool:
     return all(attributes.get(k) not in (None, "", "unknown") for k in ins.needs)
 
 
+def _one_word_choice(i: Instruction) -> bool:
+    return i.form == "one_word" and bool(i.options)
+
+
 def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, default_share: float = 0.2,
-                      attribute_share: float = 0.5) -> list[Instruction]:
-    """`k` distinct instructions for one clip. Each slot draws a category — attribute-focused with
-    probability `attribute_share`, the default question with `default_share`, else another open,
-    content or format question — then a question of that category not used yet (another category
-    when it is used up). Deterministic for (seed, row_id): the order of rows does not matter."""
-    if not (0 <= default_share and 0 <= attribute_share and default_share + attribute_share <= 1 + 1e-9):
-        raise ValueError(f"default_share ({default_share}) + attribute_share ({attribute_share}) must be in [0, 1]")
+                      attribute_share: float = 0.5, one_word_share: float = 0.0) -> list[Instruction]:
+    """`k` distinct instructions for one clip. Each slot draws a category — a one-word choice among
+    the caption's value words ("Is the pitch low, normal or high? Answer in one word.") with
+    probability `one_word_share`, another attribute-focused question with `attribute_share`, the
+    default question with `default_share`, else another open, content or format question — then a
+    question of that category not used yet (another category when it is used up). Deterministic for
+    (seed, row_id): the order of rows does not matter."""
+    shares = (one_word_share, attribute_share, default_share)
+    if min(shares) < 0 or sum(shares) > 1 + 1e-9:
+        raise ValueError(f"one_word_share ({one_word_share}) + attribute_share ({attribute_share}) + "
+                         f"default_share ({default_share}) must be in [0, 1]")
     known = [i for i in INSTRUCTIONS if _known(attributes, i)]
-    pools = {"attribute": [i for i in known if i.attribute_focused],
+    pools = {"one_word": [i for i in known if _one_word_choice(i)],
+             "attribute": [i for i in known if i.attribute_focused and not _one_word_choice(i)],
              "default": [i for i in known if i.id == "default"],
              "other": [i for i in known if not i.attribute_focused and i.id != "default"]}
     k = min(k, len(known))
     chosen: list[Instruction] = []
     for slot in range(k):
-        u = _unit(seed, row_id, slot, "category")
-        first = "attribute" if u < attribute_share else "default" if u < attribute_share + default_share else "other"
-        for cat in (first, "attribute", "other", "default"):
+        # the one-word draw comes from its own stream, so one_word_share=0 keeps earlier captions unchanged
+        if _unit(seed, row_id, slot, "one_word") < one_word_share:
+            first = "one_word"
+        else:
+            u = _unit(seed, row_id, slot, "category") * (1 - one_word_share)
+            first = ("attribute" if u < attribute_share else "default" if u < attribute_share + default_share
+                     else "other")
+        for cat in (first, "attribute", "other", "default", "one_word"):
             pool = [i for i in pools[cat] if i not in chosen]
             if pool:
                 chosen.append(pool[int(_unit(seed, row_id, slot, "pick") * len(pool))])
