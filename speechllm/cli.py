@@ -2,7 +2,8 @@
 
 `fit/validate/test/predict` go to LightningCLI (recipes in recipes/*.yaml); every other verb is a
 plain function in its own module, imported lazily so `speechllm models list` does not pay for
-importing Lightning.
+importing Lightning. Modules of the higher packages (data_prep, evaluation) are named here as strings
+only: the core never imports them (the import-layer contract in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "adapt": ("speechllm.tta.cli", "main", "continual test-time ASR adaptation (SUTA and variants)"),
     "serve": ("speechllm.serve.cli", "cli_main", "OpenAI-compatible audio chat server for a checkpoint"),
     "demo": ("speechllm.serve.cli", "demo_main", "the same server, opened at its web page (/demo)"),
+}
+
+# verb -> options a higher package adds to it ("module:attribute"), passed as `extensions=`
+VERB_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "serve": ("evaluation.browser.options:SERVER_OPTIONS",),  # --eval-run: the /eval page
+    "demo": ("evaluation.browser.options:SERVER_OPTIONS",),
 }
 
 
@@ -71,8 +78,15 @@ def _dispatch(verb: str, rest: list[str]) -> int:
         run_lightning_cli([verb, *rest])
         return 0
     module, func, _ = SUBCOMMANDS[verb]
-    result = getattr(importlib.import_module(module), func)(rest)
-    return int(result or 0)
+    run = getattr(importlib.import_module(module), func)
+    if verb in VERB_EXTENSIONS:
+        return int(run(rest, extensions=[_load(name) for name in VERB_EXTENSIONS[verb]]) or 0)
+    return int(run(rest) or 0)
+
+
+def _load(name: str):
+    module, attr = name.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,11 @@ def test_eval_page_shows_the_task_table_chart_and_examples_with_playable_audio(b
     from selenium.webdriver.support.ui import WebDriverWait
     from serve_helpers import fake_eval_run
 
+    from evaluation.browser.routes import eval_mount
+    from evaluation.browser.run import EvalRun
+
     stub = SimpleNamespace(config=SimpleNamespace(system_prompt=None))  # the eval page never asks the model
-    app = create_app(stub, ServeSettings(model_name="tiny", eval_run=str(fake_eval_run(tmp_path))))
+    app = create_app(stub, ServeSettings(model_name="tiny"), [eval_mount(EvalRun(fake_eval_run(tmp_path)))])
     with running_server(app) as url:
         browser.get(url + "/demo")
         wait = WebDriverWait(browser, 60)

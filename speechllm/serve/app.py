@@ -11,8 +11,9 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -41,15 +42,26 @@ class ServeSettings:
     batch_window_ms: float = 10.0
     max_waiting: int = 64
     demo_page: bool = True  # GET /demo: upload or record a clip, ask, see answer + transcript + prompt
-    eval_run: str | None = None  # GET /eval: browse this `speechllm evaluate --out` folder (read-only)
-    eval_suite: str | None = None  # the offline suite folder its clips come from (else <run>/audio/<task>/)
+
+
+@dataclass
+class Mount:
+    """Routes a caller adds to the app, e.g. evaluation's /eval page (the core never imports that layer).
+
+    add_routes(app, settings) registers them (settings.api_key: the key they should ask for); `page`
+    (path, title) is linked from /demo and announced by `speechllm demo`; `health` is merged into GET /health.
+    """
+
+    add_routes: Callable[[FastAPI, ServeSettings], None]
+    page: tuple[str, str] | None = None
+    health: dict = field(default_factory=dict)
 
 
 def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
     return JSONResponse(ApiError(status, message, param, code).body(), status_code=status)
 
 
-def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(model, settings: ServeSettings | None = None, mounts: Sequence[Mount] = ()) -> FastAPI:
     s = settings or ServeSettings()
     engine = BatchingEngine(model, s.max_batch, s.batch_window_ms / 1000, s.max_waiting)
 
@@ -112,16 +124,15 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
         async def demo():  # static page; it calls /v1/* with the key the user types in
             return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
 
-    eval_run = None
-    if s.eval_run:
-        from speechllm.serve.eval_browser import EvalRun, add_eval_routes
-
-        eval_run = EvalRun(s.eval_run, s.eval_suite)
-        add_eval_routes(app, eval_run, s.api_key)
+    extra_health: dict = {}
+    for m in mounts:
+        m.add_routes(app, s)
+        extra_health.update(m.health)
+    pages = [{"path": m.page[0], "title": m.page[1]} for m in mounts if m.page]
 
     @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": s.model_name, "eval_run": eval_run.dir.name if eval_run else None,
+    async def health():  # `pages`: the mounted pages /demo links to
+        return {"status": "ok", "model": s.model_name, **extra_health, "pages": pages,
                 "waiting": len(engine.waiting), **engine.stats}
 
     @app.get("/v1/models")
@@ -197,4 +208,4 @@ async def _sse(job):
             job.cancelled.set()  # client went away: free its row in the running batch
 
 
-__all__ = ["create_app", "ServeSettings"]
+__all__ = ["create_app", "Mount", "ServeSettings"]

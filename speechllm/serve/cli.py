@@ -1,4 +1,8 @@
-"""`speechllm serve --ckpt checkpoints/<run>`: the OpenAI-compatible audio chat server."""
+"""`speechllm serve --ckpt checkpoints/<run>`: the OpenAI-compatible audio chat server.
+
+Higher layers add options and pages through `ServerOptions` (evaluation's `--eval-run` and /eval page);
+speechllm/cli.py passes them in by module name, so this package never imports those layers.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,23 @@ import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from speechllm.serve.app import Mount
+
+
+class ServerOptions(Protocol):
+    """Command-line options that mount extra routes on the server."""
+
+    def add_arguments(self, ap: argparse.ArgumentParser) -> None: ...
+
+    def mount(self, args: argparse.Namespace, ap: argparse.ArgumentParser) -> Mount | None:
+        """The routes these options ask for (None: not asked). Runs before the model loads, so a wrong
+        option stops the command early (ap.error)."""
+        ...
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,11 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
     ap.add_argument("--max-tokens-limit", type=int, default=d.max_tokens_limit)
     ap.add_argument("--no-demo-page", action="store_true", help="do not serve the web page at /demo")
-    ap.add_argument("--eval-run", help="an evaluation folder (`speechllm evaluate dynamic-superb --out DIR`) to "
-                                       "browse at /eval: per-task table, report.png, each example's audio, prompt, "
-                                       "answer, label and shuffled-audio answer (read-only)")
-    ap.add_argument("--eval-suite", help="the offline suite folder (build-suite --out) the run's clips come from; "
-                                         "without it clips are read only from <eval-run>/audio/<task>/")
     ap.add_argument("--log-level", default="info")
     return ap
 
@@ -53,33 +68,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def demo_main(argv: list[str]) -> int:
+def demo_main(argv: list[str], extensions: Sequence[ServerOptions] = ()) -> int:
     """`speechllm demo --ckpt ...`: the same server, announced by its web page (GET /demo)."""
-    return cli_main(argv, prog="speechllm demo")
+    return cli_main(argv, prog="speechllm demo", extensions=extensions)
 
 
-def cli_main(argv: list[str], prog: str = "speechllm serve") -> int:
+def cli_main(argv: list[str], prog: str = "speechllm serve", extensions: Sequence[ServerOptions] = ()) -> int:
     ap = build_parser()
     ap.prog = prog
+    for ext in extensions:
+        ext.add_arguments(ap)
     if prog.endswith("demo"):
         ap.description = "Serve a checkpoint and its web demo page: open http://HOST:PORT/demo in a browser."
     args = ap.parse_args(argv)
     if not Path(args.ckpt, "config.yaml").exists():
         ap.error(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
-    if args.eval_suite and not args.eval_run:
-        ap.error("--eval-suite needs --eval-run")
-    if args.eval_run:
-        from speechllm.serve.eval_browser import EvalRun
-
-        try:
-            EvalRun(args.eval_run, args.eval_suite)  # refuse a wrong folder before loading the model
-        except FileNotFoundError as e:
-            ap.error(str(e))
     try:
         import uvicorn
     except ImportError:
         print("speechllm serve needs FastAPI and uvicorn: pip install -e '.[serve]'", file=sys.stderr)
         return 2
+    mounts = [m for m in (ext.mount(args, ap) for ext in extensions) if m is not None]
     import torch
     import transformers
 
@@ -99,13 +108,14 @@ def cli_main(argv: list[str], prog: str = "speechllm serve") -> int:
         max_request_bytes=int(args.max_request_mb * 2**20), max_audio_seconds=args.max_audio_seconds,
         max_clips=args.max_clips, default_max_tokens=args.default_max_tokens, max_tokens_limit=args.max_tokens_limit,
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_waiting=args.max_waiting,
-        demo_page=not args.no_demo_page, eval_run=args.eval_run, eval_suite=args.eval_suite)
-    app = create_app(model, settings)
+        demo_page=not args.no_demo_page)
+    app = create_app(model, settings, mounts)
     print(f"speechllm serve: {settings.model_name} on http://{args.host}:{args.port}/v1 "
           f"{'(page: /demo) ' if settings.demo_page else ''}"
           f"(max batch {settings.max_batch}, {'API key required' if args.api_key else 'no API key'})", flush=True)
     if prog.endswith("demo"):
         where = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-        print(f"open {where}/demo" + (f" (evaluation run: {where}/eval)" if args.eval_run else ""), flush=True)
+        pages = ", ".join(f"{title.lower()}: {where}{path}" for path, title in (m.page for m in mounts if m.page))
+        print(f"open {where}/demo" + (f" ({pages})" if pages else ""), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0

@@ -1,5 +1,6 @@
-"""The /eval page's routes on a real server over a tiny fake evaluation run: tasks, examples (prompt,
-prediction, label, shuffled-audio answer), the PNG, audio by example id only, and refused traversal."""
+"""The /eval page (evaluation/browser) mounted on a real server over a tiny fake evaluation run: tasks,
+examples (prompt, prediction, label, shuffled-audio answer), the PNG, audio by example id only, refused
+traversal, and `speechllm demo --eval-run` wiring it in through the top-level command."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 
 from serve_helpers import MODEL, PNG, SHUF, _jsonl, _row, _wav_bytes, fake_eval_run, running_server  # noqa: E402
 
+from evaluation.browser.routes import eval_mount  # noqa: E402
+from evaluation.browser.run import EvalRun  # noqa: E402
+from speechllm.cli import main as speechllm_main  # noqa: E402
 from speechllm.serve.app import ServeSettings, create_app  # noqa: E402
 
 
@@ -24,9 +28,9 @@ def run_dir(tmp_path) -> Path:
     return fake_eval_run(tmp_path)
 
 
-def _app(run_dir: Path, **kw):
+def _app(run_dir: Path, eval_suite: str | None = None, **kw):
     stub = SimpleNamespace(config=SimpleNamespace(system_prompt=None))  # the eval routes never touch the model
-    return create_app(stub, ServeSettings(model_name="tiny", eval_run=str(run_dir), **kw))
+    return create_app(stub, ServeSettings(model_name="tiny", **kw), [eval_mount(EvalRun(run_dir, eval_suite))])
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes, str]:
@@ -67,7 +71,16 @@ def test_summary_and_examples_list_the_runs_tasks_with_prompt_prediction_label_a
         assert not base["has_shuffled"] and base["examples"][0]["prediction"] == "male"
         status, png, ctype = get(url + "/eval/report.png")
         assert status == 200 and png == PNG and ctype == "image/png"
-        assert json.loads(get(url + "/health")[1])["eval_run"] == "run"
+        health = json.loads(get(url + "/health")[1])
+        assert health["eval_run"] == "run" and health["pages"] == [{"path": "/eval", "title": "Evaluation run"}]
+
+
+def test_without_the_mount_there_is_no_eval_page(run_dir):
+    stub = SimpleNamespace(config=SimpleNamespace(system_prompt=None))
+    with running_server(create_app(stub, ServeSettings(model_name="tiny"))) as url:
+        assert get(url + "/eval")[0] == 404 and get(url + "/eval/api/summary")[0] == 404
+        health = json.loads(get(url + "/health")[1])
+        assert health["pages"] == [] and "eval_run" not in health
 
 
 def test_audio_is_served_by_example_id_from_the_run_directory(run_dir):
@@ -124,10 +137,44 @@ def test_audio_comes_from_the_suite_dataset_by_example_id(run_dir, tmp_path):
     assert status == 200 and data == clips[1] != (run_dir / "audio/TaskA/TaskA_1.wav").read_bytes()
 
 
-def test_demo_command_refuses_a_folder_that_is_not_an_evaluation_run(tmp_path, capsys):
-    from speechllm.serve.cli import demo_main
-
+@pytest.mark.parametrize("verb", ["demo", "serve"])
+def test_the_command_offers_eval_run_and_refuses_a_folder_that_is_not_an_evaluation_run(tmp_path, capsys, verb):
+    with pytest.raises(SystemExit) as e:
+        speechllm_main([verb, "--help"])
+    assert e.value.code == 0 and "--eval-run" in capsys.readouterr().out
     (tmp_path / "config.yaml").write_text("model: {}\n")
-    with pytest.raises(SystemExit):
-        demo_main(["--ckpt", str(tmp_path), "--eval-run", str(tmp_path / "nope")])
-    assert "not an evaluation run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # before any model is loaded (config.yaml names none)
+        speechllm_main([verb, "--ckpt", str(tmp_path), "--eval-run", str(tmp_path / "nope")])
+    assert e.value.code == 2 and "not an evaluation run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        speechllm_main([verb, "--ckpt", str(tmp_path), "--eval-suite", str(tmp_path)])
+    assert e.value.code == 2 and "--eval-suite needs --eval-run" in capsys.readouterr().err
+
+
+def test_the_core_server_command_alone_has_no_eval_options(capsys):
+    from speechllm.serve.cli import build_parser
+
+    assert "--eval-run" not in build_parser().format_help()
+
+
+def test_demo_eval_run_mounts_the_page_and_announces_it(run_dir, tmp_path, monkeypatch, capsys):
+    """`speechllm demo --ckpt C --eval-run DIR` end to end, with the model load and uvicorn.run stubbed."""
+    import uvicorn
+
+    import speechllm.model.checkpoint as checkpoint
+
+    stub = SimpleNamespace(config=SimpleNamespace(system_prompt=None))
+    monkeypatch.setattr(checkpoint, "load_speechllm", lambda ckpt, device: stub)
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append((app, kw)))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.yaml").write_text("model: {}\n")
+    assert speechllm_main(["demo", "--ckpt", str(ckpt), "--eval-run", str(run_dir), "--port", "8123",
+                           "--device", "cpu"]) == 0
+    assert "open http://127.0.0.1:8123/demo (evaluation run: http://127.0.0.1:8123/eval)" in capsys.readouterr().out
+    (app, kw), = served
+    assert kw["port"] == 8123
+    with running_server(app) as url:
+        assert json.loads(get(url + "/eval/api/summary")[1])["tasks"] == ["TaskA", "TaskB"]
+        assert json.loads(get(url + "/health")[1])["eval_run"] == "run"

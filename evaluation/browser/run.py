@@ -1,4 +1,4 @@
-"""Browse an evaluation run (`speechllm evaluate dynamic-superb --out DIR`) from the demo server.
+"""What the /eval page shows of an evaluation run (`speechllm evaluate dynamic-superb --out DIR`).
 
 Reads what the runner and the report wrote under DIR: report.json (else scores/*.json) for the per-task
 table, report.png, predictions/<model>/<task>.jsonl and likelihood/<model>/<task>.jsonl for each
@@ -19,9 +19,6 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-
-from fastapi import Request
-from fastapi.responses import HTMLResponse, Response
 
 from evaluation.controls import SHUFFLED_SUFFIX
 from speechllm.io import read_jsonl
@@ -203,51 +200,3 @@ def _suite_clip(suite: str, task: str, example_id: str) -> tuple[bytes, str] | N
     buf = io.BytesIO()  # array- or path-backed cells: decoded by the suite loader, sent as WAV
     sf.write(buf, decode_audio(cell, f"{task}[{head}]"), 16000, format="WAV", subtype="PCM_16")
     return buf.getvalue(), "audio/wav"
-
-
-# ---------------------------------------------------------------------- routes
-def add_eval_routes(app, run: EvalRun, api_key: str | None) -> None:
-    """GET /eval (the page), /eval/api/summary, /eval/api/examples?task=&model=, /eval/report.png,
-    /eval/audio?task=&id=. With an API key set they need it, as a Bearer header or `?key=` (an <audio>
-    or <img> element cannot send headers). Plain `def` routes: FastAPI runs them in its thread pool, so
-    reading caches or a suite Dataset never blocks the event loop that streams answers."""
-    import hmac
-
-    page = Path(__file__).parent / "static" / "eval.html"
-
-    def check(request: Request) -> None:
-        if not api_key:
-            return
-        auth = request.headers.get("authorization", "")
-        given = auth[7:] if auth.lower().startswith("bearer ") else request.query_params.get("key", "")
-        if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or ?key=<key>",
-                           code="invalid_api_key")
-
-    @app.get("/eval", include_in_schema=False)
-    async def eval_page():  # static; it asks the routes below, with the key the user types in
-        return HTMLResponse(page.read_text(encoding="utf-8"))
-
-    @app.get("/eval/api/summary")
-    def eval_summary(request: Request):
-        check(request)
-        return run.summary()
-
-    @app.get("/eval/api/examples")
-    def eval_examples(request: Request, task: str, model: str | None = None):
-        check(request)
-        return run.examples(task, model)
-
-    @app.get("/eval/report.png")
-    def eval_png(request: Request):
-        check(request)
-        png = run.dir / "report.png"
-        if not png.is_file():
-            raise ApiError(404, "this evaluation run has no report.png", code="not_found")
-        return Response(png.read_bytes(), media_type="image/png")
-
-    @app.get("/eval/audio")
-    def eval_audio(request: Request, task: str, id: str):  # noqa: A002 - the query parameter's name
-        check(request)
-        data, media = run.audio(task, id)
-        return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
