@@ -133,7 +133,7 @@ class SpeechLLMModule(L.LightningModule):
         # The states of a clip do not depend on its batch-mates (WhisperEncoder), so a cache filled by
         # any batch order (first epoch, or a resumed run) holds the same values.
         settings = self.model.encoder.settings_key()
-        keys = [(settings, str(k)) for k in batch["ids"]]
+        keys = [(settings, str(k)) for k in batch.get("clip_ids", batch["ids"])]
         missing = [i for i, k in enumerate(keys) if k not in self._encoder_cache]
         if missing:
             feats, lens = batch["input_features"][missing], batch["feature_lengths"][missing]

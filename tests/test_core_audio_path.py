@@ -23,6 +23,7 @@ ADAPTERS = [
     ("WindowQFormerAdapter", {"window": 17, "depth": 1}),
     ("StackingMLPAdapter", {"stack": 8}),
     ("LinearAdapter", {"pool": 4}),  # the last window averages its real frames only
+    ("ClipStatsAdapter", {"tokens": 2, "hidden": 16}),  # statistics over real frames only
 ]
 
 
@@ -92,3 +93,23 @@ def test_disk_and_memory_caches_share_the_encoders_settings(tmp_path):
     assert json.loads((tmp_path / encoder_cache_key(s) / "settings.json").read_text()) == s
     assert enc.settings_key().startswith(f"{s['model']}|layers=1,{s['layers'][1]}|")
     assert len(hidden) == 2
+
+
+def test_rows_of_one_clip_share_one_cache_entry(tmp_path):
+    """`prepare captions --per-clip K` writes K rows per clip (ids `<clip>#k`): one encoding serves them all."""
+    import soundfile as sf
+
+    from speechllm.data.collate import SpeechCollator
+    from speechllm.module import SpeechLLMModule
+
+    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1],
+                             interleave_transcript=False, cache_encoder_outputs=True,
+                             adapter={"class_path": "speechllm.model.adapters.LinearAdapter"})
+    module.configure_model()
+    sf.write(tmp_path / "c.wav", _wav(1.0, 0), 16000)
+    rows = [{"id": f"c#{k}", "clip_id": "c", "audio": str(tmp_path / "c.wav"), "instruction": "q", "target": "a"}
+            for k in range(3)] + [{"id": "d", "audio": str(tmp_path / "c.wav"), "instruction": "q", "target": "a"}]
+    batch = SpeechCollator(module.model.processor)(rows)
+    assert batch["clip_ids"] == ["c", "c", "c", "d"] and batch["ids"] == ["c#0", "c#1", "c#2", "d"]
+    module._encoder_states(batch)
+    assert sorted(k for _, k in module._encoder_cache) == ["c", "d"]

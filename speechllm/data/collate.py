@@ -54,10 +54,11 @@ class SpeechCollator:
                        target=row.get("target") if self.require_target else None, id=str(row["id"]))
 
     def __call__(self, rows: list[dict]) -> dict[str, Any]:
-        examples, skipped = [], []
+        examples, skipped, clips = [], [], []
         for row in rows:
             try:
                 examples.append(self._example(row))
+                clips.append(str(row.get("clip_id") or row["id"]))  # `--per-clip K` rows share one clip
             except AudioError as e:
                 if not self.skip_bad_audio:
                     raise AudioError(e.path, e.reason, f"{e.detail} (row {row.get('id')!r}; set "
@@ -67,6 +68,7 @@ class SpeechCollator:
             return {"empty": True, "skipped": skipped, "ids": []}
         batch = self.processor(examples)
         batch["skipped"] = skipped
+        batch["clip_ids"] = clips  # encoder caches are keyed per clip, not per row
         batch["wavs"] = [ex.wavs[0] if len(ex.wavs) == 1 else ex.wavs for ex in examples]
         batch["instructions"] = [ex.instruction for ex in examples]
         batch["transcripts"] = [ex.transcripts for ex in examples]

@@ -79,7 +79,7 @@ class DiskEncoderCache:
         if "input_features" not in batch or int(batch["audio_counts"].sum()) != len(batch["ids"]):
             return None
         items = []
-        for i, clip_id in enumerate(batch["ids"]):
+        for i, clip_id in enumerate(batch.get("clip_ids", batch["ids"])):
             got = self.get(clip_id)
             if got is None:
                 self.misses += 1
