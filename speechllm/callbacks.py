@@ -133,6 +133,11 @@ class _ResumeTotalMixin:
 
 
 class ResumeAwareRichProgressBar(_ResumeTotalMixin, RichProgressBar):
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs == -1:  # a max_steps run: Lightning would print "Epoch 1/-2"
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)
+
     def _set_train_total(self, trainer, total: int | float) -> None:
         if self.progress is not None and self.train_progress_bar_id is not None:
             self.progress.update(self.train_progress_bar_id, total=total)

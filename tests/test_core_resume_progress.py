@@ -63,3 +63,15 @@ def test_mid_epoch_resume_continues_the_epoch_and_the_bar_total_matches(tmp_path
     assert resumed.seen == whole.seen[6:]  # same epochs, batch indices and rows
     assert [s[:2] for s in resumed.seen] == [(1, 2), (1, 3)]
     assert resumed.bar == (4, 4)  # batch 4 of the epoch's 4, not 4/1
+
+
+def test_rich_bar_of_a_max_steps_run_names_the_epoch_without_a_negative_total():
+    from types import SimpleNamespace
+
+    from speechllm.callbacks import ResumeAwareRichProgressBar
+
+    bar = ResumeAwareRichProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=-1)
+    assert bar._get_train_description(1).strip() == "Epoch 1"
+    bar._trainer = SimpleNamespace(max_epochs=3)
+    assert bar._get_train_description(1).strip() == "Epoch 1/2"
