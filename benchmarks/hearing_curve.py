@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tasks", nargs="+", default=[*ACOUSTIC_FAMILIES, *CONTENT_FAMILIES],
                     help="task families to score (default: the report's acoustic and content groups)")
+    ap.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="score only these points (default: every snapshot and the final model)")
     a = ap.parse_args(argv)
     out = a.out or a.run / "curve"
     tasks = sorted(d.name for d in a.suite.iterdir() if d.is_dir() and d.name.split("_")[0] in a.tasks)
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{a.suite}: no task of the families {a.tasks}; build it with `speechllm evaluate build-suite`")
     rows = []
     pts = points(a.run)
+    if a.steps:
+        pts = [p for p in pts if p[0] in a.steps]
     for step, ckpt in pts:
         ev = out / f"step-{step:06d}"
         evaluate(ckpt, a.suite, ev, "shuffled,untrained" if step == pts[-1][0] else "shuffled",
