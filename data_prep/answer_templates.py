@@ -82,10 +82,11 @@ def template_answer(row: dict) -> str:
     v = _pick(str(row.get("id")), 3, ins.id)
     if ins.options and ins.asks and ins.asks[0] in vals:
         word = dict(ins.options).get(vals[ins.asks[0]])
-        if word and ins.form == "one_word":
-            return word[:1].upper() + word[1:] + "."
         if word:
-            return ("{W}.", "I'd say {w}.", "{W}, I think.")[v].format(w=word, W=word[:1].upper() + word[1:])
+            cap = word[:1].upper() + word[1:]
+            if ins.form == "one_word":
+                return cap + "."
+            return ("{W}.", "I'd say {w}.", "{W}, I think.")[v].format(w=word, W=cap)
     if ins.form == "yes_no":
         attr, yes = ins.yes_if
         if attr in vals:

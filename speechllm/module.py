@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from speechllm.data.encoder_cache import batch_clip_ids
 from speechllm.errors import SpeechLLMError
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
@@ -133,7 +134,7 @@ class SpeechLLMModule(L.LightningModule):
         # The states of a clip do not depend on its batch-mates (WhisperEncoder), so a cache filled by
         # any batch order (first epoch, or a resumed run) holds the same values.
         settings = self.model.encoder.settings_key()
-        keys = [(settings, str(k)) for k in batch.get("clip_ids", batch["ids"])]
+        keys = [(settings, k) for k in batch_clip_ids(batch)]
         missing = [i for i, k in enumerate(keys) if k not in self._encoder_cache]
         if missing:
             feats, lens = batch["input_features"][missing], batch["feature_lengths"][missing]

@@ -32,6 +32,11 @@ from safetensors.torch import load_file, save_file
 FORMAT_VERSION = 1
 
 
+def batch_clip_ids(batch: dict) -> list[str]:
+    """The cache key of each row's clip: `clip_id` (rows of one clip share it), else the row id."""
+    return [str(k) for k in batch.get("clip_ids", batch["ids"])]
+
+
 def encoder_cache_key(settings: dict) -> str:
     """Short stable hash of `WhisperEncoder.settings()` (the settings that determine the states),
     the cache's sub-folder name."""
@@ -79,7 +84,7 @@ class DiskEncoderCache:
         if "input_features" not in batch or int(batch["audio_counts"].sum()) != len(batch["ids"]):
             return None
         items = []
-        for i, clip_id in enumerate(batch.get("clip_ids", batch["ids"])):
+        for i, clip_id in enumerate(batch_clip_ids(batch)):
             got = self.get(clip_id)
             if got is None:
                 self.misses += 1
