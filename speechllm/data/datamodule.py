@@ -22,7 +22,7 @@ from speechllm.data.manifest import (
     check_transcript_field,
     load_manifest,
 )
-from speechllm.data.sampler import ShardedEpochSampler
+from speechllm.data.sampler import ShardedEpochSampler, row_length
 
 VAL_SPLITS = ("validation", "val", "dev")
 
@@ -33,7 +33,8 @@ class SpeechDataModule(L.LightningDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, skip_bad_audio: bool = False,
                  max_duration: float = 30.0, shuffle: bool = True, seed: int = 0,
                  transcript_field: str = ASR_FIELD, allow_foreign_targets: bool = False, streaming: bool = False,
-                 shuffle_buffer: int = 10_000, replay_manifest: str | None = None, replay_share: float = 0.0):
+                 shuffle_buffer: int = 10_000, replay_manifest: str | None = None, replay_share: float = 0.0,
+                 group_by_length: bool = False):
         """Rows need `id`, `audio`, `target` (training); `instruction` defaults to the DeSTA2 one.
         `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping.
         `transcript_field`: what training interleaves after the audio (default: the transcriber's output,
@@ -42,8 +43,12 @@ class SpeechDataModule(L.LightningDataModule):
         `streaming`: read the (JSONL) training manifest line by line each epoch instead of loading it,
         for manifests larger than memory (speechllm.data.streaming; `shuffle_buffer` rows are mixed).
         `replay_manifest` + `replay_share`: that share of every training batch is text-only pseudo-replay
-        rows (`speechllm prepare replay`; speechllm/data/replay.py; sharded across ranks like the plain sampler)."""
+        rows (`speechllm prepare replay`; speechllm/data/replay.py; sharded across ranks like the plain sampler).
+        `group_by_length`: batch rows of similar length (less padding; speechllm.data.sampler)."""
         super().__init__()
+        if group_by_length and (streaming or (replay_manifest and replay_share > 0)):
+            raise ValueError("data.group_by_length works with a loaded training manifest only: turn off "
+                             "data.streaming and data.replay_share, or data.group_by_length")
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
         self.rows: dict[str, list[dict]] = {}
@@ -130,7 +135,8 @@ class SpeechDataModule(L.LightningDataModule):
             return self._stream_dataloader()
         rows, hp, trainer = self.rows["train"], self.hparams, self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = ShardedEpochSampler(len(rows), hp.batch_size, hp.seed, hp.shuffle, world, rank)
+        lengths = [row_length(r, hp.transcript_field) for r in rows] if hp.group_by_length else None
+        sampler = ShardedEpochSampler(len(rows), hp.batch_size, hp.seed, hp.shuffle, world, rank, lengths)
         if trainer is not None:
             epoch, sampler.skip_batches = self._position(sampler.num_batches())
             sampler.set_epoch(epoch)

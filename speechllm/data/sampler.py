@@ -7,6 +7,12 @@ skips the same number of batches on every rank. The last, short global batch is 
 when it has fewer rows than ranks are a few rows of the epoch repeated so every rank steps (counted
 in `padded`, warned once).
 
+With `lengths` (a cost estimate per row, `row_length`), rows are grouped by length as in Hugging Face's
+`group_by_length`: each run of GROUP_BATCHES global batches of the permutation is sorted by length,
+cut into global batches, and the full global batches of the epoch are shuffled. A batch then pads
+to rows of its own size instead of to the one long answer a random batch of 16 almost always holds
+(a 1,494-row caption corpus: 1.66x padded tokens per real token at random, 1.06x grouped).
+
 It subclasses `DistributedSampler` only so Lightning (`use_distributed_sampler=True`) recognises
 it as already distributed and leaves it in place instead of wrapping it in its own.
 """
@@ -19,15 +25,25 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DistributedSampler
 
+GROUP_BATCHES = 16  # global batches sorted together: big enough to find like-sized rows, small enough to mix
+
+
+def row_length(row: dict, transcript_field: str = "transcript") -> int:
+    """A cheap cost estimate of a training row (characters of what it tokenises), for `lengths`."""
+    return sum(len(str(row.get(k) or "")) for k in ("instruction", transcript_field, "target"))
+
 
 class ShardedEpochSampler(DistributedSampler):
     def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1,
-                 rank: int = 0):
+                 rank: int = 0, lengths: list[int] | None = None):
         # No super().__init__: it would query torch.distributed; this sampler is told its rank.
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"lengths has {len(lengths)} entries for {n} rows")
+        self.lengths = lengths
         self.skip_batches = 0  # set before iterating to resume mid-epoch; consumed once
         self.padded = 0
 
@@ -38,7 +54,17 @@ class ShardedEpochSampler(DistributedSampler):
         if not self.shuffle:
             return list(range(self.n))
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.n, generator=g).tolist()
+        order = torch.randperm(self.n, generator=g).tolist()
+        return order if self.lengths is None else self._grouped(order, g)
+
+    def _grouped(self, order: list[int], g: torch.Generator) -> list[int]:
+        gb = self.batch_size * self.num_replicas
+        out: list[int] = []
+        for s in range(0, self.n, gb * GROUP_BATCHES):  # longest first inside a group (stable sort: seeded ties)
+            out += sorted(order[s : s + gb * GROUP_BATCHES], key=lambda i: -self.lengths[i])
+        full = self.n // gb * gb  # the short last global batch stays last (rank_batches splits it)
+        perm = torch.randperm(full // gb, generator=g).tolist()
+        return [i for k in perm for i in out[k * gb : (k + 1) * gb]] + out[full:]
 
     def rank_batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch (row indices), before any resume skip."""
