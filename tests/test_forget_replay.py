@@ -3,6 +3,7 @@ and `prepare replay` writes resumable, counted rows (tiny models and fakes, seco
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -58,6 +59,18 @@ def test_ranks_get_disjoint_complete_shares_with_the_same_replay_share(n_main, n
         assert not per_batch or max(per_batch) - min(per_batch) <= 1  # spread evenly over its batches
     s = ReplayMixSampler(n_main, n_rep, bs, share, seed=1, num_replicas=world, rank=0)
     assert len(s) == len(rank_rows[0])
+
+
+def test_tiny_epochs_padded_over_ranks_still_hold_every_main_row():
+    # rows < ranks in the last global batch: the repeated padding position must not steal a replay slot
+    for n_main in range(1, 6):
+        for world in (2, 3):
+            for share in (0.3, 0.5, 0.8):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the padding warning
+                    runs = [_batches(n_main, 2, 2, share, world=world, rank=r)[0] for r in range(world)]
+                seen = {i for bs_ in runs for b in bs_ for i in b}
+                assert set(range(n_main)) <= seen, (n_main, world, share)
 
 
 def test_share_zero_means_no_replay_and_bad_share_is_refused():

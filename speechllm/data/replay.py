@@ -65,12 +65,16 @@ class ReplayMixSampler(ShardedEpochSampler):
         """Which global positions of the epoch hold a replay row: each rank's positions (found by
         cutting the identity order like the rows) get their apportioned count, spread evenly."""
         w, n = self.num_replicas, self.n
-        last_start = (self.num_batches() - 1) * self.batch_size * w
-        own = []
+        own, seen = [], set()
         for r in range(w):
             cut = ShardedEpochSampler(n, self.batch_size, shuffle=False, num_replicas=w, rank=r).rank_batches()
-            # positions repeated to pad a short last global batch are not the rank's own rows
-            own.append([p for k, b in enumerate(cut) for p in b if k < len(cut) - 1 or p >= last_start])
+            # a position repeated to pad a short last global batch belongs to the first rank that holds
+            # it; counting it twice let a later rank overwrite its slot and the main rows run out
+            mine = []
+            for p in (p for b in cut for p in b if p not in seen):
+                seen.add(p)
+                mine.append(p)
+            own.append(mine)
         slots = [False] * n
         for pos, r_count in zip(own, _apportion(self.r_total, [len(p) for p in own])):
             for i, p in enumerate(pos):
