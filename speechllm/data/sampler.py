@@ -11,7 +11,8 @@ With `lengths` (a cost estimate per row, `row_length`), rows are grouped by leng
 `group_by_length`: each run of GROUP_BATCHES global batches of the permutation is sorted by length,
 cut into global batches, and the full global batches of the epoch are shuffled. A batch then pads
 to rows of its own size instead of to the one long answer a random batch of 16 almost always holds
-(a 1,494-row caption corpus: 1.66x padded tokens per real token at random, 1.06x grouped).
+(on the 3,184 training rows of a caption corpus, batch 16: 1.58 padded tokens per real token at random,
+1.13 grouped, with this character estimate).
 
 It subclasses `DistributedSampler` only so Lightning (`use_distributed_sampler=True`) recognises
 it as already distributed and leaves it in place instead of wrapping it in its own.
