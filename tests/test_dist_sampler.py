@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 from speechllm.data.sampler import ShardedEpochSampler
 
 
-def _batches(n, b, w, rank, epoch=0, skip=0):
-    s = ShardedEpochSampler(n, b, seed=3, num_replicas=w, rank=rank)
+def _batches(n, b, w, rank, epoch=0, skip=0, lengths=None):
+    s = ShardedEpochSampler(n, b, seed=3, num_replicas=w, rank=rank, lengths=lengths)
     s.set_epoch(epoch)
     s.skip_batches = skip
     dl = DataLoader(list(range(n)), batch_size=b, sampler=s)
@@ -52,10 +52,7 @@ def test_resume_skips_the_same_batches_on_every_rank_and_epochs_reshuffle():
 
 
 def _grouped(n, b, w, rank, lengths, epoch=0, skip=0):
-    s = ShardedEpochSampler(n, b, seed=3, num_replicas=w, rank=rank, lengths=lengths)
-    s.set_epoch(epoch)
-    s.skip_batches = skip
-    return [x.tolist() for x in DataLoader(list(range(n)), batch_size=b, sampler=s)]
+    return _batches(n, b, w, rank, epoch, skip, lengths)[0]
 
 
 def _padded_cost(batches, lengths):
