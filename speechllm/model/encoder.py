@@ -117,6 +117,49 @@ def load_asr(name_or_path: str = "whisper-tiny.en") -> WhisperEncoder:
     return WhisperEncoder.from_pretrained(name_or_path, layers=(-1,))
 
 
+@functools.cache
+def _takes_head_mask(layer_type: type) -> bool:
+    return "layer_head_mask" in inspect.signature(layer_type.forward).parameters  # transformers 4.x signature
+
+
+def encoder_states(enc: nn.Module, input_features: torch.Tensor, layers: Sequence[int],
+                   enc_lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Whisper's encoder on any number of mel frames up to 3000: the conv front end, the positional
+    table sliced to the frames there are, every block, the final LayerNorm after the last. `layers`:
+    HF `hidden_states` indices to return, each (B, T, D).
+
+    `enc_lengths` (B,) given: T is their maximum (extra conv frames only fed the convs), every block
+    gets a key-padding mask, and frames at or past a clip's count come out as zeros (as in a clip
+    encoded alone and padded later). Not under no_grad: test-time adaptation differentiates it."""
+    x = input_features.to(enc.conv1.weight.dtype)
+    x = nn.functional.gelu(enc.conv1(x))
+    x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)  # (B, T_enc, D)
+    t = x.shape[1]
+    if t > enc.embed_positions.weight.shape[0]:
+        raise ValueError(f"{t} encoder frames exceed Whisper's {enc.embed_positions.weight.shape[0]}: clip > 30 s")
+    mask = keep = None
+    if enc_lengths is not None:
+        enc_lengths = torch.clamp(enc_lengths.to(x.device), max=t)
+        t = int(enc_lengths.max())
+        x = x[:, :t]
+        if bool((enc_lengths < t).any()):  # additive key-padding mask (B, 1, T, T), as HF layers take it
+            pad = torch.arange(t, device=x.device)[None, :] >= enc_lengths[:, None]
+            mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device)
+            mask = mask.masked_fill(pad, torch.finfo(x.dtype).min)[:, None, None, :].expand(-1, 1, t, t)
+            keep = (~pad).unsqueeze(-1)
+    n = len(enc.layers)
+    h = x + enc.embed_positions.weight[:t]
+    taps: dict[int, torch.Tensor] = {0: h} if 0 in layers else {}
+    for i, layer in enumerate(enc.layers[: min(max(layers), n)], start=1):
+        out = layer(h, mask, layer_head_mask=None) if _takes_head_mask(type(layer)) else layer(h, mask)
+        h = out[0] if isinstance(out, tuple) else out
+        if i in layers and i != n:
+            taps[i] = h
+    if n in layers:
+        taps[n] = enc.layer_norm(h)
+    return [taps[i] if keep is None else taps[i] * keep.to(h.dtype) for i in layers]
+
+
 class WhisperEncoder(nn.Module):
     """Wraps a (frozen) HF Whisper model; `forward` returns the tapped hidden states."""
 
@@ -135,8 +178,6 @@ class WhisperEncoder(nn.Module):
         self.name_or_path = canonical_model_name(name_or_path or getattr(whisper.config, "_name_or_path", "") or "?")
         self.dim = enc.config.d_model
         self.n_layers = n
-        params = inspect.signature(enc.layers[0].forward).parameters
-        self._needs_head_mask = "layer_head_mask" in params  # transformers 4.x layer signature
         self.requires_grad_(False)
         self.eval()
 
@@ -202,37 +243,9 @@ class WhisperEncoder(nn.Module):
                 raise ValueError(f"real-length features need {FRONT_MARGIN} frames of Whisper's 30-s padding after "
                                  f"the longest clip ({need} frames, got {input_features.shape[-1]}): build them "
                                  "with WhisperEncoder.featurize")
-        x = input_features.to(enc.conv1.weight.dtype)
-        x = nn.functional.gelu(enc.conv1(x))
-        x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)  # (B, T_enc, D)
-        t = x.shape[1]
-        if t > enc.embed_positions.weight.shape[0]:
-            raise ValueError(f"{t} encoder frames exceed Whisper's {enc.embed_positions.weight.shape[0]}: clip > 30 s")
-        enc_lengths = torch.clamp((lengths + 1) // 2, max=t)
-        mask = None
-        if self.real_length:
-            t = int(enc_lengths.max())
-            x = x[:, :t]  # the margin only fed the convs
-            if bool((enc_lengths < t).any()):  # additive key-padding mask (B, 1, T, T), as HF layers take it
-                pad = torch.arange(t, device=x.device)[None, :] >= enc_lengths[:, None]
-                mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device)
-                mask = mask.masked_fill(pad, torch.finfo(x.dtype).min)[:, None, None, :].expand(-1, 1, t, t)
-        h = x + enc.embed_positions.weight[:t]
-        taps: dict[int, torch.Tensor] = {}
-        if 0 in self.layers:
-            taps[0] = h
-        last = max(self.layers)
-        for i, layer in enumerate(enc.layers[: min(last, self.n_layers)], start=1):
-            out = layer(h, mask, layer_head_mask=None) if self._needs_head_mask else layer(h, mask)
-            h = out[0] if isinstance(out, tuple) else out
-            if i in self.layers and i != self.n_layers:
-                taps[i] = h
-        if self.n_layers in self.layers:
-            taps[self.n_layers] = enc.layer_norm(h)
-        out = [taps[i] for i in self.layers]
-        if mask is not None:  # padding frames are zeros, as in a clip encoded alone and padded later (cache)
-            keep = (torch.arange(t, device=x.device)[None, :] < enc_lengths[:, None]).unsqueeze(-1)
-            out = [o * keep.to(o.dtype) for o in out]
+        enc_lengths = torch.clamp((lengths + 1) // 2, max=MAX_FRAMES // 2)
+        out = encoder_states(enc, input_features, self.layers, enc_lengths if self.real_length else None)
+        enc_lengths = torch.clamp(enc_lengths, max=out[0].shape[1])
         return out, enc_lengths
 
     def encode(self, wavs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechllm.model.encoder import encoder_states
+
 SAMPLE_RATE = 16_000
 
 
@@ -144,17 +146,9 @@ class WhisperTTA(TTAModel):
         return {"input_features": x, "max_tokens": torch.tensor(limit)}
 
     def encode(self, input_features: torch.Tensor) -> torch.Tensor:
-        """(1, n_mels, F) -> (1, F/2, D); any F ≤ 3000 (positional embeddings sliced)."""
+        """(1, n_mels, F) -> (1, F/2, D); any F ≤ 3000 (the project's one Whisper forward, with grad)."""
         enc = self.model.model.encoder
-        if input_features.shape[-1] == 2 * enc.embed_positions.weight.shape[0]:
-            return enc(input_features).last_hidden_state
-        h = nn.functional.gelu(enc.conv1(input_features))
-        h = nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1)  # (1, F/2, D)
-        h = h + enc.embed_positions.weight[: h.shape[1]]
-        for layer in enc.layers:
-            h = layer(h, attention_mask=None)
-            h = h[0] if isinstance(h, tuple) else h
-        return enc.layer_norm(h)
+        return encoder_states(enc, input_features, (len(enc.layers),))[0]
 
     def _decoder_logits(self, enc_out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         out = self.model(encoder_outputs=(enc_out,), decoder_input_ids=tokens.unsqueeze(0), use_cache=False)
