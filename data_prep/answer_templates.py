@@ -83,6 +83,8 @@ def template_answer(row: dict) -> str:
     if ins.options and ins.asks and ins.asks[0] in vals:
         word = dict(ins.options).get(vals[ins.asks[0]])
         if word:
+            if ins.form == "option":  # the option exactly as the question lists it
+                return word
             cap = word[:1].upper() + word[1:]
             if ins.form == "one_word":
                 return cap + "."

@@ -343,5 +343,5 @@ def _bullets(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> Ver
     return Verdict(n >= 2, "ok" if n >= 2 else f"{n} bullet points, asked for three")
 
 
-FORMS = {"yes_no": _yes_no, "one_word": _one_word, "json": _json_check, "transcript": _transcript,
+FORMS = {"yes_no": _yes_no, "one_word": _one_word, "option": _one_word, "json": _json_check, "transcript": _transcript,
          "summary": _summary, "topic": _summary, "duration": _duration, "bullets": _bullets}

@@ -66,7 +66,8 @@ LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 # a caption value also accepts these (more general) values without counting them as contradictions
-COMPATIBLE = {("noise", "slightly noisy"): {"present"}, ("noise", "noisy"): {"present"},
+# "noisy" for a slightly noisy clip: a two-option question (clean or noisy) counts any noise as noisy
+COMPATIBLE = {("noise", "slightly noisy"): {"present", "noisy"}, ("noise", "noisy"): {"present"},
               ("accent", "British RP"): {"British"}, ("accent", "Lancastrian"): {"British"},
               ("accent", "West Midlands"): {"British"}, ("accent", "Scottish"): {"British"},
               ("accent", "New York"): {"US"}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from data_prep.captions import caption_rows
@@ -119,12 +121,14 @@ def test_one_word_share_sets_the_share_of_one_word_choices_and_zero_keeps_earlie
     rows = [{"id": f"r{i}", "audio": "x.wav", "transcript": "w", "duration": 2.0, "attributes": attrs}
             for i in range(600)]
     base = caption_rows(rows, per_clip=2, attribute_share=0.5, default_share=0.1)
-    assert not any(INSTRUCTION_BY_ID[r["instruction_id"]].form == "one_word" and
+    assert not any(INSTRUCTION_BY_ID[r["instruction_id"]].form in ("one_word", "option") and
                    INSTRUCTION_BY_ID[r["instruction_id"]].options for r in base)
     got = caption_rows(rows, per_clip=2, attribute_share=0.2, default_share=0.1, one_word_share=0.6)
-    words = [r for r in got if r["instruction_id"].endswith("_words")]
+    words = [r for r in got if r["instruction_id"].endswith("_words") or "_choice_" in r["instruction_id"]]
     assert abs(len(words) / len(got) - 0.6) < 0.07
-    assert {r["instruction_id"] for r in words} == {"gender_words", "pitch_words", "speed_words", "volume_words",
-                                                   "noise_words"}
+    assert {r["instruction_id"] for r in words} >= {"gender_words", "pitch_words", "speed_words", "noise_words"}
+    per_attr = Counter(INSTRUCTION_BY_ID[r["instruction_id"]].asks[0] for r in words)
+    assert set(per_attr) == {"gender", "pitch", "speed", "volume", "noise"}
+    assert max(per_attr.values()) < 1.4 * min(per_attr.values()), per_attr  # each attribute gets its share
     with pytest.raises(ValueError, match="must be in"):
         caption_rows(rows[:1], attribute_share=0.5, default_share=0.1, one_word_share=0.5)

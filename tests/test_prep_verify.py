@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from data_prep.answer_templates import template_answer
-from data_prep.verify import mentions, verify, word_errors
+from data_prep.verify import _accepts, mentions, verify, word_errors
 from speechllm.prompts.captions import INSTRUCTIONS
 
 ATTRS = {"gender": "female", "accent": "US", "pitch": "high", "speed": "slow", "volume": "normal",
@@ -114,6 +114,20 @@ CASES = [
 ]
 
 
+# the generated one-word choice questions (speechllm/prompts/choice_questions.py): the caption's option
+# word is accepted, another listed option rejected; a slightly noisy clip is "noisy" when the
+# question lists only clean and noisy
+for _ins in INSTRUCTIONS:
+    if "_choice_" in _ins.id:
+        _attr, _opts = _ins.asks[0], dict(_ins.options)
+        _val = next(v for v in _opts if v != "slightly noisy" and v != ATTRS.get(_attr)) if _attr == "noise" else \
+            next(v for v in _opts if v != ATTRS[_attr])
+        _wrong = next(w for v, w in _opts.items() if w != _opts[_val])
+        CASES += [(_ins.id, {_attr: _val}, _opts[_val], True), (_ins.id, {_attr: _val}, _wrong, False)]
+CASES += [("noise_choice_00", {"noise": "slightly noisy"}, "noisy", True),
+          ("noise_choice_00", {"noise": "slightly noisy"}, "Clean.", False)]
+
+
 @pytest.mark.parametrize("ins_id,attrs,answer,ok", CASES)
 def test_verifier_on_hand_written_answers(ins_id, attrs, answer, ok):
     v = verify(_row(ins_id, **attrs), answer)
@@ -166,8 +180,8 @@ def test_option_words_are_understood_as_their_values():
     for ins in INSTRUCTIONS:
         for value, word in ins.options:
             attr = ins.asks[0]
-            got = {(m.attr, m.value) for m in mentions(word, asked=(attr,)) if not m.negated}
-            assert (attr, value) in got, f"{ins.id}: {word!r} is not read as {attr}={value}"
+            got = {m.value for m in mentions(word, asked=(attr,)) if not m.negated and m.attr == attr}
+            assert got & _accepts(attr, value), f"{ins.id}: {word!r} is not read as {attr}={value}"
         if ins.options:
             assert {v for v, _ in ins.options} == set(OPTION_VALUES[ins.asks[0]]), ins.id
 

@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 
 from speechllm.prompts.chat import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT
+from speechllm.prompts.choice_questions import choice_questions
 
 CAPTION_VERSION = "desta2-seed-v1"
 # attribute key -> caption label, in caption order; values are capitalised, noise stays lower-case
@@ -59,7 +60,9 @@ class Instruction:
     needs: tuple[str, ...] = ()  # attribute keys that must be known for the question to make sense
     kind: str = "open"  # open | content | attribute | format
     asks: tuple[str, ...] = ()  # attributes whose caption value the answer must state
-    form: str = "free"  # free | one_word | yes_no | json | bullets | transcript | summary | topic | duration
+    # free | one_word | option (the listed option word, as listed) | yes_no | json | bullets | transcript
+    # | summary | topic | duration
+    form: str = "free"
     yes_if: tuple[str, tuple[str, ...]] | None = None  # yes_no: (attribute, values that make the answer "yes")
     options: tuple[tuple[str, str], ...] = ()  # listed options: (attribute value, the question's word for it)
 
@@ -132,7 +135,9 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
                 form="yes_no", yes_if=("speed", ("fast",))),
     Instruction("list_attrs", "List three things you notice about the speaker's voice, as bullet points.",
                 ("pitch", "speed"), "format", form="bullets"),
-)
+) + tuple(  # 25 more wordings of each one-word choice (stems x ways of listing the options)
+    Instruction(id, text, (attr,), "attribute", (attr,), "option", options=opts)
+    for id, text, attr, opts in choice_questions())
 INSTRUCTION_BY_ID = {i.id: i for i in INSTRUCTIONS}
 INSTRUCTION_BY_TEXT = {i.text: i for i in INSTRUCTIONS}
 
@@ -148,7 +153,7 @@ def _known(attributes: dict, ins: Instruction) -> bool:
 
 
 def _one_word_choice(i: Instruction) -> bool:
-    return i.form == "one_word" and bool(i.options)
+    return i.form in ("one_word", "option") and bool(i.options)
 
 
 def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, default_share: float = 0.2,

@@ -1,0 +1,84 @@
+"""Many phrasings of one attribute question that lists its options, answered with one option word.
+
+Why: a soft prompt trained on one wording per attribute ("Male or female: which is the speaker?
+Answer in one word.") carries the attribute into that wording only; scored on a question worded
+otherwise it fell back to the LLM's option prior (README, "Does the trained model hear?"). So each
+attribute gets several question stems, several ways of listing the options and the options in
+varied order, all in this pool's own words (none is a Dynamic-SUPERB sentence). The templated answer
+is the caption's option word exactly as listed ("female"): correct by construction, and the whole
+loss falls on the attribute.
+
+`choice_questions()` returns (id, text, attribute, ((caption value, option word), ...)) tuples;
+`speechllm.prompts.captions` turns them into `Instruction`s.
+"""
+
+from __future__ import annotations
+
+from itertools import permutations
+
+# attribute -> (option words as listed, caption value -> option word, question stems)
+ATTRIBUTES: dict[str, tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] = {
+    "gender": (("male", "female"), {"male": "male", "female": "female"}, (
+        "What is the gender of the person talking?",
+        "Tell me whether this voice is male or female.",
+        "Which gender does the voice in this clip have?",
+        "Who is talking here, judging by the voice?",
+        "Decide the speaker's gender from how they sound.",
+    )),
+    "pitch": (("low", "normal", "high"), {"low": "low", "normal": "normal", "high": "high"}, (
+        "How would you rate the pitch of this voice?",
+        "Where does the speaker's voice sit in pitch?",
+        "What pitch level does the talker have?",
+        "Judge how high the voice is pitched.",
+        "Describe the voice's pitch.",
+    )),
+    "speed": (("slow", "normal", "fast"), {"slow": "slow", "normal": "normal", "fast": "fast"}, (
+        "How fast does this person talk?",
+        "What is the pace of the speech?",
+        "Rate the speaker's tempo.",
+        "How quick is the delivery in this clip?",
+        "Judge the speaking rate of the talker.",
+    )),
+    "volume": (("low", "normal", "high"), {"low": "low", "normal": "normal", "high": "high"}, (
+        "How loud is the speaker?",
+        "Rate the loudness of the voice.",
+        "What is the volume of the speech?",
+        "Judge how loudly the person talks.",
+        "Describe the level of the voice.",
+    )),
+    # two options, as a detector is asked: any measurable noise counts as noisy
+    "noise": (("clean", "noisy"), {"clean": "clean", "slightly noisy": "noisy", "noisy": "noisy"}, (
+        "Is there noise behind the voice, or is the recording clean?",
+        "How would you describe the recording's background?",
+        "Judge whether the audio has background noise.",
+        "What is the condition of this recording?",
+        "Does the speech come with noise?",
+    )),
+}
+
+
+def _or(words: tuple[str, ...]) -> str:
+    return words[0] + " or " + words[1] if len(words) == 2 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+# how the options are listed after the stem
+LISTINGS = (
+    lambda w: f"Choose from: {', '.join(w)}. One word.",
+    lambda w: f"Options: {' / '.join(w)}. Reply with the option only.",
+    lambda w: f"Pick one of {_or(w)}.",
+    lambda w: f"Reply {_or(w)}, in one word.",
+    lambda w: f"({'/'.join(w)})",
+)
+
+
+def choice_questions() -> list[tuple[str, str, str, tuple[tuple[str, str], ...]]]:
+    """Every stem of every attribute with every listing, the options in an order that rotates with
+    the pair (so no option is always first), as (id, text, attribute, options)."""
+    out = []
+    for attr, (words, value_word, stems) in ATTRIBUTES.items():
+        orders = list(permutations(words))
+        for i, stem in enumerate(stems):
+            for j, listing in enumerate(LISTINGS):
+                listed = orders[(i + 2 * j) % len(orders)]
+                out.append((f"{attr}_choice_{i}{j}", f"{stem} {listing(listed)}", attr, tuple(value_word.items())))
+    return out
