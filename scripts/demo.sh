@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 DATA=${DEMO_DATA:-data/demo}
 RUN=${DEMO_RUN:-checkpoints/demo}
-N=${DEMO_CLIPS:-200}
+N=${DEMO_CLIPS:-300}
 SUITE_N=${DEMO_SUITE_N:-20}  # 20 per task: acoustic macro mean within about +-8 points (evaluation/README.md)
 say() { printf '\n\033[1m== %s\033[0m  (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 start=$(date +%s)
@@ -18,11 +18,14 @@ say "1/7 synthetic speech: $N labelled clips (espeak-ng, flite, festival; noise,
 say "2/7 attributes measured from the audio (+ Whisper transcripts)"
 "$BIN/speechllm" prepare attributes --manifest "$DATA/synth.jsonl"
 say "3/7 DeSTA2 seed captions + instructions"
-"$BIN/speechllm" prepare captions --manifest "$DATA/attributes.jsonl" --per-clip 2 --attribute-share 0.7
+# 4 questions per clip, mostly attribute questions that list their options (one-word answers put the
+# whole loss on what the audio says); the rest are open, content and format questions
+"$BIN/speechllm" prepare captions --manifest "$DATA/attributes.jsonl" --per-clip 4 --one-word-share 0.7 \
+  --attribute-share 0.15 --default-share 0.05
 say "4/7 self-output targets: smollm2-135m answers each caption (verified; resampled, else a templated fallback)"
-"$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl" --resample 2 --max-new-tokens 48
+"$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl" --resample 2 --max-new-tokens 32
 
-say "5/7 train the Q-Former adapter (recipes/demo.yaml)"
+say "5/7 train the adapter: a clip-level soft prompt (recipes/demo.yaml)"
 resume=()
 [ -f "$RUN/last.ckpt" ] && resume=(--ckpt_path "$RUN/last.ckpt")
 "$BIN/speechllm" fit -c recipes/demo.yaml --data.train_manifest "$DATA/targets.jsonl" \
@@ -46,8 +49,14 @@ done
 
 say "7/7 offline Dynamic-SUPERB-format suite: trained model vs baselines"
 "$BIN/speechllm" evaluate build-suite --out data/suite --n "$SUITE_N"
-"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --ckpt "$RUN" --control shuffled,untrained --out "$RUN/eval"
-"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --baseline majority,random,text-llm,transcript-llm,cascade \
+# the trained model: free-form answers (official, lenient, DeSTA2 scores) and option likelihoods; its
+# controls (another example's audio, a fresh adapter) and the transcript-only LLM by likelihood, the
+# scoring that measures perception. More baselines: --baseline text-llm,cascade (slower on CPU).
+"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --ckpt "$RUN" --out "$RUN/eval"
+"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --ckpt "$RUN" --control shuffled,untrained \
+  --scoring likelihood --out "$RUN/eval"
+"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --baseline majority,random --out "$RUN/eval"
+"$BIN/speechllm" evaluate dynamic-superb --suite data/suite --baseline transcript-llm --scoring likelihood \
   --out "$RUN/eval"
 "$BIN/speechllm" evaluate report --out "$RUN/eval" --title "Demo: offline suite"
 cat "$RUN/eval/report.md"

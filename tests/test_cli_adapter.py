@@ -14,7 +14,7 @@ QFORMER = "speechllm.model.adapters.QFormerAdapter"
 def _adapter(*args: str) -> dict:
     from speechllm.lightning_cli import run_lightning_cli
 
-    cli = run_lightning_cli(["-c", str(ROOT / "recipes/demo.yaml"), "--trainer.logger", "false", *args], run=False)
+    cli = run_lightning_cli(["-c", str(ROOT / "recipes/debug.yaml"), "--trainer.logger", "false", *args], run=False)
     spec = cli.model.hparams.adapter
     assert spec == cli.model.model_config.adapter  # what hparams/checkpoints keep is what the model builds
     return spec
@@ -27,13 +27,13 @@ def _build(spec: dict):
 
 
 def test_recipe_spec_reaches_the_model_without_the_filled_in_defaults():
-    spec = _adapter()  # demo.yaml: {n_queries: 16, depth: 2, global_tokens: 4}; depth 2 is the default
-    assert spec == {"class_path": QFORMER, "init_args": {"n_queries": 16, "global_tokens": 4}}
+    spec = _adapter("--model.adapter.init_args.depth", "2")  # debug.yaml: {n_queries: 4, depth: 1}; 2 is the default
+    assert spec == {"class_path": QFORMER, "init_args": {"n_queries": 4}}
 
 
 def test_dotted_overrides_change_one_init_arg_and_keep_the_others():
     spec = _adapter("--model.adapter.class_path", QFORMER, "--model.adapter.init_args.n_queries", "32")
-    assert spec == {"class_path": QFORMER, "init_args": {"n_queries": 32, "global_tokens": 4}}
+    assert spec == {"class_path": QFORMER, "init_args": {"n_queries": 32, "depth": 1}}
     assert _build(spec).queries.shape[1] == 32
 
 
