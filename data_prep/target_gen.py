@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from speechllm.chat_lm import generate_batch
@@ -26,6 +26,9 @@ class GenSettings:
     seed: int = 0
     batch_size: int = 16
     trim_truncated: bool = True  # cut a max_new_tokens-truncated answer back to its last full sentence
+    # budget for questions answered with one word or one listed option: a longer answer fails the
+    # verifier anyway, and on CPU the budget, not the prompt, sets a batch's cost
+    short_answer_tokens: int = 8
 
     def sampling(self) -> dict:
         """The settings that change the text (batch size does not, by design)."""
@@ -58,10 +61,16 @@ def row_seed(seed: int, row_id: str, attempt: int, source: str = "self") -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\x1f{source}\x1f{row_id}\x1f{attempt}".encode()).digest()[:4], "big")
 
 
-def plan_batches(ids: list[str], lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar prompt length (less padding), deterministic."""
-    order = sorted(range(len(ids)), key=lambda i: (lengths[i], ids[i]))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+def plan_batches(ids: list[str], lengths: list[int], batch_size: int,
+                 short: list[bool] | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar prompt length (less padding), deterministic. With
+    `short` (rows answered in one word), short rows batch only with short rows."""
+    short = short or [False] * len(ids)
+    plan = []
+    for group in (False, True):
+        order = sorted((i for i in range(len(ids)) if short[i] == group), key=lambda i: (lengths[i], ids[i]))
+        plan += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return plan
 
 
 def model_meta(model_dir: Path, name: str) -> dict:
@@ -79,6 +88,20 @@ def model_meta(model_dir: Path, name: str) -> dict:
         if cfg.exists():
             meta["checksum"] = "config-sha256:" + hashlib.sha256(cfg.read_bytes()).hexdigest()[:16]
     return meta
+
+
+SHORT_FORMS = ("one_word", "option")
+
+
+def short_answer(row: dict) -> bool:
+    """The row's question asks for one word or one listed option."""
+    from data_prep.verify import instruction_of
+
+    return instruction_of(row).form in SHORT_FORMS
+
+
+def settings_for(s: GenSettings, short: bool) -> GenSettings:
+    return replace(s, max_new_tokens=min(s.max_new_tokens, s.short_answer_tokens)) if short else s
 
 
 class HFGenerator:

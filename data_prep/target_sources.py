@@ -21,7 +21,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from data_prep.answer_templates import template_answer
-from data_prep.target_gen import GenSettings, batch_seed, row_seed, trim_to_sentence
+from data_prep.target_gen import (
+    GenSettings,
+    batch_seed,
+    row_seed,
+    settings_for,
+    short_answer,
+    trim_to_sentence,
+)
 from data_prep.verify import verify
 from speechllm.prompts.captions import target_messages
 
@@ -75,21 +82,23 @@ class LLMSource(Source):
         done: dict[int, dict] = {}
         seed = batch_seed(self.s.seed, str(rows[idx[0]]["id"]))
         first = "sample" if self.s.do_sample else "greedy"
-        outs = self.gen.generate([self.prompt(rows[i]) for i in idx], self.s, seed)
+        short = all(short_answer(rows[i]) for i in idx)  # batches are planned so that this is all or none
+        s, sample_s = settings_for(self.s, short), settings_for(self.sample_s, short)
+        outs = self.gen.generate([self.prompt(rows[i]) for i in idx], s, seed)
         for i, o in zip(idx, outs):
-            self._take(rows[i], i, o, f"{self.name}-{first}", None, self.label, log, done)
+            self._take(rows[i], i, o, f"{self.name}-{first}", None, self.label, log, done, s)
         for attempt in range(1, self.k + 1):
             failing = [i for i in idx if i not in done]
             if not failing:
                 break
             seeds = [row_seed(self.s.seed, str(rows[i]["id"]), attempt, self.name) for i in failing]
-            outs = self.gen.generate([self.prompt(rows[i]) for i in failing], self.sample_s, seeds[0], row_seeds=seeds)
+            outs = self.gen.generate([self.prompt(rows[i]) for i in failing], sample_s, seeds[0], row_seeds=seeds)
             for i, o, rs in zip(failing, outs, seeds):
-                self._take(rows[i], i, o, f"{self.name}-sample", rs, self.resampled_label, log, done)
+                self._take(rows[i], i, o, f"{self.name}-sample", rs, self.resampled_label, log, done, sample_s)
         return done
 
-    def _take(self, row, i, out, by, seed, label, log, done):
-        text, entry = _attempt(row, out, by, seed, self.s if seed is None else self.sample_s)
+    def _take(self, row, i, out, by, seed, label, log, done, settings=None):
+        text, entry = _attempt(row, out, by, seed, settings or (self.s if seed is None else self.sample_s))
         log.setdefault(i, []).append(entry)
         if entry["ok"]:
             meta = {"n_tokens": out.get("n_tokens"), "finish_reason": out.get("finish_reason")}

@@ -37,6 +37,7 @@ from data_prep.target_gen import (  # noqa: F401  (re-exported: the public names
     model_meta,
     plan_batches,
     row_seed,
+    short_answer,
     trim_to_sentence,
     vllm_request,
 )
@@ -79,7 +80,7 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
         lengths = [gen.n_tokens(p) for p in prompts]
     else:  # no LLM in the pipeline: plan by caption length
         lengths = [len(r["caption"]) + len(r["instruction"]) for r in rows]
-    plan = plan_batches(ids, lengths, settings.batch_size)
+    plan = plan_batches(ids, lengths, settings.batch_size, [short_answer(r) for r in rows])
     todo = [b for b in plan if any(ids[i] not in partial.done for i in b)]
     bar = tqdm(total=len(rows), initial=len(rows) - sum(ids[i] not in partial.done for b in todo for i in b),
                desc=f"targets ({getattr(gen, 'name', 'template')})", disable=not progress, unit="row")

@@ -93,6 +93,30 @@ def test_plan_batches_groups_similar_lengths():
     assert plan == [[1, 3], [2, 0]]
 
 
+def test_one_word_questions_batch_together_with_a_short_token_budget(tmp_path):
+    """Rows asking for one word or one listed option never share a batch with open questions, and
+    their batches are generated with `short_answer_tokens`; the others keep `max_new_tokens`."""
+    from data_prep.target_sources import LLMSource
+
+    assert plan_batches(["a", "b", "c", "d"], [50, 3, 48, 5], 2, short=[True, False, True, False]) == [[1, 3], [2, 0]]
+
+    class Recording(_Scripted):
+        def generate(self, prompts, s, seed, row_seeds=None):
+            self.calls.append((tuple(prompts), s.max_new_tokens))
+            return [{"text": "Slow.", "n_tokens": 2, "finish_reason": "stop"} for _ in prompts]
+
+    rows = _attr_rows(4)
+    one_word = "Is the speaking rate slow, normal or fast? One word, please."
+    for r in rows[:2]:
+        r.update(instruction=one_word, instruction_id="speed_words")
+    gen = Recording()
+    settings = GenSettings(max_new_tokens=40, batch_size=4)
+    generate_targets(rows, tmp_path / "t.jsonl", gen, settings, {}, progress=False,
+                     sources=[LLMSource(gen, settings, k=0)])
+    budgets = sorted((len(p), n) for p, n in gen.calls)
+    assert budgets == [(2, 8), (2, 40)], gen.calls  # two batches despite batch_size 4
+
+
 def test_vllm_request_building_without_gpu():
     prompts, greedy = vllm_request(["p1", "p2"], GenSettings(max_new_tokens=12, repetition_penalty=1.15), seed=7)
     assert prompts == ["p1", "p2"]
