@@ -2,9 +2,8 @@
 batch, and a killed 2-process run resumed from last.ckpt. Tiny in-process models, toy corpus.
 
 22 training rows (debug:24), per-rank batch 4 x 2 ranks = global batch 8: 3 global batches per epoch
-(8, 8, 6: the last one split 3 + 3). max_steps 6 = 2 epochs. `real_length: false` because Whisper's
-encoder has no attention mask: with real-length cropping a clip's encoding depends on the longest
-clip in its batch, so per-rank batches could not match the global batch exactly.
+(8, 8, 6: the last one split 3 + 3). max_steps 6 = 2 epochs. Real-length encoding (the default): the
+encoder masks padding, so a clip's states do not depend on which rank's batch it lands in.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ HELPERS = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)  # every rank, no clean-up: like a node loss
 """)
 
-COMMON = ("--data.train_manifest", "debug:24", "--model.real_length", "false", "--trainer.max_steps", "6",
+COMMON = ("--data.train_manifest", "debug:24", "--trainer.max_steps", "6",
           "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0")
 
 
