@@ -97,8 +97,8 @@ class LLMSource(Source):
                 self._take(rows[i], i, o, f"{self.name}-sample", rs, self.resampled_label, log, done, sample_s)
         return done
 
-    def _take(self, row, i, out, by, seed, label, log, done, settings=None):
-        text, entry = _attempt(row, out, by, seed, settings or (self.s if seed is None else self.sample_s))
+    def _take(self, row, i, out, by, seed, label, log, done, settings):
+        text, entry = _attempt(row, out, by, seed, settings)
         log.setdefault(i, []).append(entry)
         if entry["ok"]:
             meta = {"n_tokens": out.get("n_tokens"), "finish_reason": out.get("finish_reason")}
