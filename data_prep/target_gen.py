@@ -13,7 +13,9 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from data_prep.verify import instruction_of
 from speechllm.chat_lm import generate_batch
+from speechllm.prompts.captions import ONE_WORD_FORMS
 
 
 @dataclass
@@ -90,14 +92,9 @@ def model_meta(model_dir: Path, name: str) -> dict:
     return meta
 
 
-SHORT_FORMS = ("one_word", "option")
-
-
 def short_answer(row: dict) -> bool:
     """The row's question asks for one word or one listed option."""
-    from data_prep.verify import instruction_of
-
-    return instruction_of(row).form in SHORT_FORMS
+    return instruction_of(row).form in ONE_WORD_FORMS
 
 
 def settings_for(s: GenSettings, short: bool) -> GenSettings:

@@ -12,6 +12,7 @@ from speechllm.data.manifest import ManifestError
 from speechllm.io import read_jsonl, write_jsonl
 from speechllm.prompts.captions import (
     INSTRUCTION_BY_ID,
+    ONE_WORD_FORMS,
     pick_instruction,
     seed_caption,
     target_messages,
@@ -121,7 +122,7 @@ def test_one_word_share_sets_the_share_of_one_word_choices_and_zero_keeps_earlie
     rows = [{"id": f"r{i}", "audio": "x.wav", "transcript": "w", "duration": 2.0, "attributes": attrs}
             for i in range(600)]
     base = caption_rows(rows, per_clip=2, attribute_share=0.5, default_share=0.1)
-    assert not any(INSTRUCTION_BY_ID[r["instruction_id"]].form in ("one_word", "option") and
+    assert not any(INSTRUCTION_BY_ID[r["instruction_id"]].form in ONE_WORD_FORMS and
                    INSTRUCTION_BY_ID[r["instruction_id"]].options for r in base)
     got = caption_rows(rows, per_clip=2, attribute_share=0.2, default_share=0.1, one_word_share=0.6)
     words = [r for r in got if r["instruction_id"].endswith("_words") or "_choice_" in r["instruction_id"]]

@@ -120,8 +120,7 @@ CASES = [
 for _ins in INSTRUCTIONS:
     if "_choice_" in _ins.id:
         _attr, _opts = _ins.asks[0], dict(_ins.options)
-        _val = next(v for v in _opts if v != "slightly noisy" and v != ATTRS.get(_attr)) if _attr == "noise" else \
-            next(v for v in _opts if v != ATTRS[_attr])
+        _val = next(v for v in _opts if v not in ("slightly noisy", ATTRS[_attr]))
         _wrong = next(w for v, w in _opts.items() if w != _opts[_val])
         CASES += [(_ins.id, {_attr: _val}, _opts[_val], True), (_ins.id, {_attr: _val}, _wrong, False)]
 CASES += [("noise_choice_00", {"noise": "slightly noisy"}, "noisy", True),

@@ -243,10 +243,9 @@ class WhisperEncoder(nn.Module):
                 raise ValueError(f"real-length features need {FRONT_MARGIN} frames of Whisper's 30-s padding after "
                                  f"the longest clip ({need} frames, got {input_features.shape[-1]}): build them "
                                  "with WhisperEncoder.featurize")
-        enc_lengths = torch.clamp((lengths + 1) // 2, max=MAX_FRAMES // 2)
+        enc_lengths = (lengths + 1) // 2
         out = encoder_states(enc, input_features, self.layers, enc_lengths if self.real_length else None)
-        enc_lengths = torch.clamp(enc_lengths, max=out[0].shape[1])
-        return out, enc_lengths
+        return out, torch.clamp(enc_lengths, max=out[0].shape[1])
 
     def encode(self, wavs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
         feats, lengths = self.featurize(wavs)

@@ -20,6 +20,7 @@ CAPTION_VERSION = "desta2-seed-v1"
 CAPTION_FIELDS = (("gender", "Gender"), ("accent", "Accent"), ("emotion", "Emotion"), ("pitch", "Pitch"),
                   ("speed", "Speed"), ("volume", "Volume"), ("noise", "Noise"))
 LOWERCASE_VALUES = ("noise",)
+ONE_WORD_FORMS = ("one_word", "option")  # answer forms of one word (or one listed option)
 # the self-output user turn: caption in place of "<|audio|> Transcript: ...", then the instruction
 TARGET_USER_TEMPLATE = "{caption}\n{instruction}"
 TARGET_SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT
@@ -153,7 +154,7 @@ def _known(attributes: dict, ins: Instruction) -> bool:
 
 
 def _one_word_choice(i: Instruction) -> bool:
-    return i.form in ("one_word", "option") and bool(i.options)
+    return i.form in ONE_WORD_FORMS and bool(i.options)
 
 
 def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, default_share: float = 0.2,
