@@ -41,6 +41,12 @@ def tasks_and_data(args) -> list:
     return [(t, open_task(t, args.data_dir)) for t in tasks]
 
 
+def _transcript_dir(args) -> Path:
+    """Where the one transcriber's outputs are kept: beside the offline suite (every run over it reuses
+    them), else in the output folder."""
+    return Path(args.suite) / "transcripts" if args.suite else Path(args.out) / "transcripts"
+
+
 def _predictors(args) -> list:
     from evaluation import predictors as P
 
@@ -53,7 +59,7 @@ def _predictors(args) -> list:
 
             llm = ChatLM(args.llm)
         if b in ("transcript-llm", "cascade") and asr is None:
-            asr = P.WhisperASR(args.asr)
+            asr = P.WhisperASR(args.asr, _transcript_dir(args))
         if b == "majority":
             out.append(P.MajorityPredictor())
         elif b == "random":
@@ -72,12 +78,13 @@ def _predictors(args) -> list:
         if bad:
             raise SystemExit(f"unknown control(s) {bad}; choose from {', '.join(C.CONTROLS)}")
         trained = P.SpeechLLMPredictor(args.ckpt, name=args.name, max_new_tokens=args.max_new_tokens)
-        C.share_transcripts(trained.model)  # model, controls, free-form and likelihood passes: one ASR per clip
+        C.share_transcripts(trained.model, _transcript_dir(args))  # model, controls, free-form and likelihood passes: one ASR per clip
         out.append(trained)
         if "shuffled" in controls:
             out.append(C.ShuffledAudioPredictor(trained, seed=args.seed))
         if "untrained" in controls:
-            model = C.share_transcripts(C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model))
+            model = C.share_transcripts(C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model),
+                                        _transcript_dir(args))
             out.append(P.SpeechLLMPredictor(args.ckpt, name=trained.name + C.UNTRAINED_SUFFIX, model=model,
                                             max_new_tokens=args.max_new_tokens))
     return out

@@ -10,12 +10,12 @@ Both are ordinary predictors, cached and scored like any other row (free-form an
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from evaluation.transcripts import CachedTranscripts, store_path
 
 CONTROLS = ("shuffled", "untrained")
 SHUFFLED_SUFFIX, UNTRAINED_SUFFIX = "+shuffled-audio", "+untrained-adapter"
@@ -88,25 +88,13 @@ def build_untrained(ckpt: str, seed: int = 0, trained: Any = None, build: Callab
     return model.eval()
 
 
-class CachedTranscripts:
-    """Memoises a `transcribe(wavs) -> list[str]` by waveform hash: the trained model and its shuffled
-    control (and free-form and likelihood passes) transcribe each clip once."""
-
-    def __init__(self, fn: Callable[[list], list[str]]):
-        self.fn, self.memo = fn, {}
-
-    def __call__(self, wavs, *args, **kwargs) -> list[str]:
-        keys = [hashlib.sha1(np.ascontiguousarray(w, dtype=np.float32).tobytes()).hexdigest() for w in wavs]
-        todo = [i for i, k in enumerate(keys) if k not in self.memo]
-        if todo:
-            for i, t in zip(todo, self.fn([wavs[i] for i in todo], *args, **kwargs), strict=True):
-                self.memo[keys[i]] = t
-        return [self.memo[k] for k in keys]
-
-
-def share_transcripts(model: Any) -> Any:
-    """Wrap the model's encoder.transcribe with a memo (no-op when it has none)."""
+def share_transcripts(model: Any, store_dir: str | Path | None = None) -> Any:
+    """Wrap the model's encoder.transcribe with a memo (no-op when it has none); with `store_dir`, the
+    memo is the on-disk one for this encoder and dtype (evaluation/transcripts.py)."""
     enc = getattr(model, "encoder", None)
     if enc is not None and hasattr(enc, "transcribe") and not isinstance(enc.transcribe, CachedTranscripts):
-        enc.transcribe = CachedTranscripts(enc.transcribe)
+        cfg = getattr(model, "config", None)
+        path = (store_path(store_dir, cfg.encoder, cfg.dtype) if store_dir is not None and cfg is not None
+                else None)
+        enc.transcribe = CachedTranscripts(enc.transcribe, path)
     return model

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evaluation.dynamic_superb.registry import Task, parse_options
+from evaluation.transcripts import CachedTranscripts, store_path
 from speechllm.chat_lm import ChatLM
 from speechllm.prompts.baselines import transcript_prompt
 
@@ -73,9 +75,7 @@ class WhisperASR:
     model interleaves with and `prepare attributes` stores) on an offline pack name or HF folder; an
     openai-whisper `.pt` inside a pack folder means that pack."""
 
-    def __init__(self, name_or_path: str = "whisper-tiny.en"):
-        from pathlib import Path
-
+    def __init__(self, name_or_path: str = "whisper-tiny.en", store_dir: str | Path | None = None):
         from speechllm.model.encoder import load_asr
 
         src = name_or_path
@@ -86,15 +86,12 @@ class WhisperASR:
                                  "HF Whisper that speechllm uses everywhere), not a bare openai-whisper .pt")
             src = str(folder)
         self.model, self.name = load_asr(src), name_or_path
-        self._cache: dict[str, str] = {}  # transcript-llm and cascade share one ASR: transcribe each clip once
+        # transcript-llm and cascade share one ASR, and (same pack, same dtype) the trained model's store
+        path = store_path(store_dir, name_or_path, "float32") if store_dir is not None else None
+        self._memo = CachedTranscripts(self.model.transcribe, path)
 
     def __call__(self, wav: np.ndarray) -> str:
-        import hashlib
-
-        key = hashlib.sha1(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()
-        if key not in self._cache:
-            self._cache[key] = self.model.transcribe([wav])[0]
-        return self._cache[key]
+        return self._memo([wav])[0]
 
 
 def describe_attributes(wav: np.ndarray, transcript: str) -> str:

@@ -1,0 +1,44 @@
+"""The evaluation transcript store: each clip is transcribed once per transcriber, across processes."""
+
+import numpy as np
+
+from evaluation.transcripts import CachedTranscripts, store_path
+
+
+class CountingASR:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, wavs):
+        self.seen += [float(w[0]) for w in wavs]
+        return [f"clip {w[0]:.0f}" for w in wavs]
+
+
+def wavs(*vals):
+    return [np.full(160, v, dtype=np.float32) for v in vals]
+
+
+def test_store_is_read_back_by_a_later_process(tmp_path):
+    path = store_path(tmp_path, "whisper-tiny.en", "float32")
+    first = CountingASR()
+    assert CachedTranscripts(first, path)(wavs(1, 2, 1)) == ["clip 1", "clip 2", "clip 1"]
+    assert first.seen == [1.0, 2.0]  # a clip twice in one call is transcribed once
+    later = CountingASR()
+    assert CachedTranscripts(later, path)(wavs(2, 3)) == ["clip 2", "clip 3"]
+    assert later.seen == [3.0]
+
+
+def test_torn_last_line_is_transcribed_again(tmp_path):
+    path = store_path(tmp_path, "whisper-tiny.en", "float32")
+    CachedTranscripts(CountingASR(), path)(wavs(1, 2))
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])  # kill -9 in the middle of the second row
+    again = CountingASR()
+    assert CachedTranscripts(again, path)(wavs(1, 2)) == ["clip 1", "clip 2"]
+    assert again.seen == [2.0]
+
+
+def test_transcribers_and_precisions_do_not_share_a_store(tmp_path):
+    names = {store_path(tmp_path, "whisper-tiny.en", "float32"), store_path(tmp_path, "whisper-tiny.en", "bfloat16"),
+             store_path(tmp_path, "whisper-base.en", "float32"), store_path(tmp_path, "/a/b:c", "float32")}
+    assert len(names) == 4 and all(p.parent == tmp_path for p in names)
