@@ -113,3 +113,17 @@ def test_rows_of_one_clip_share_one_cache_entry(tmp_path):
     assert batch["clip_ids"] == ["c", "c", "c", "d"] and batch["ids"] == ["c#0", "c#1", "c#2", "d"]
     module._encoder_states(batch)
     assert sorted(k for _, k in module._encoder_cache) == ["c", "d"]
+
+
+def test_frozen_encoder_ignores_the_trainers_autocast():
+    """A bf16-mixed run must train on the states it is evaluated on (float32 model.dtype), so the frozen
+    encoder computes in its own dtype under autocast (measured: without this, noise detection fell to
+    chance after bf16-mixed training: the adapter's standardised clip statistics shift between the two)."""
+    enc = WhisperEncoder.from_pretrained("tiny-random-whisper", layers=[1, 2])
+    wavs = [_wav(1.5, 0), _wav(2.5, 1)]
+    with torch.no_grad():
+        ref, _ = enc.encode(wavs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            states, _ = enc.encode(wavs)
+    for a, b in zip(ref, states, strict=True):
+        assert b.dtype == torch.float32 and torch.equal(a, b)

@@ -53,17 +53,23 @@ class ClipStatsTokens(nn.Module):
                                         nn.Linear(hidden, tokens * llm_dim))
 
     def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
-        keep = (~pad).unsqueeze(-1).to(hidden_states[0].dtype)  # (B, T, 1)
-        n = keep.sum(1).clamp(min=1)
-        stats = []
-        for h in hidden_states:
-            mean = (h * keep).sum(1) / n
-            stats += [mean, (((h - mean[:, None]) ** 2 * keep).sum(1) / n).sqrt()]
-        x = torch.cat(stats, -1)
-        bn = self.global_norm
-        x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=self.training and len(x) > 1,
-                                     momentum=bn.momentum, eps=bn.eps)
-        x = nn.functional.dropout(x, self.dropout, self.training)
+        # In float32 whatever the run's precision: clips differ by a few percent of these statistics,
+        # about what bfloat16's 8-bit mantissa resolves, so a bf16 mean/std/standardisation would
+        # round away much of what tells one voice from another.
+        with torch.autocast(pad.device.type, enabled=False):
+            keep = (~pad).unsqueeze(-1).float()  # (B, T, 1)
+            n = keep.sum(1).clamp(min=1)
+            stats = []
+            for h in hidden_states:
+                h = h.float()
+                mean = (h * keep).sum(1) / n
+                stats += [mean, (((h - mean[:, None]) ** 2 * keep).sum(1) / n).sqrt()]
+            x = torch.cat(stats, -1)
+            bn = self.global_norm
+            x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=self.training and len(x) > 1,
+                                         momentum=bn.momentum, eps=bn.eps)
+            x = nn.functional.dropout(x, self.dropout, self.training)
+            x = x.to(self.global_mlp[0].weight.dtype)
         return self.global_mlp(x).reshape(len(pad), self.tokens, -1)  # (B, tokens, D_llm)
 
 

@@ -222,7 +222,8 @@ class WhisperEncoder(nn.Module):
         Features are always computed as if padded to 30 s (so the real frames are bit-identical
         to Whisper's front end) and then, when `real_length` is on, cut to the longest clip plus
         `FRONT_MARGIN` frames (each clip's own padding: what its last conv windows must see)."""
-        feats = self.feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
+        with torch.autocast("cpu", enabled=False):  # the log-mel STFT is float32 (numpy) by design
+            feats = self.feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
         lengths = torch.tensor([min(MAX_FRAMES, 2 * math.ceil(len(w) / HOP_LENGTH / 2)) for w in wavs])
         if self.real_length:
             feats = feats[..., : min(MAX_FRAMES, int(lengths.max()) + FRONT_MARGIN)]
@@ -244,7 +245,13 @@ class WhisperEncoder(nn.Module):
                                  f"the longest clip ({need} frames, got {input_features.shape[-1]}): build them "
                                  "with WhisperEncoder.featurize")
         enc_lengths = (lengths + 1) // 2
-        out = encoder_states(enc, input_features, self.layers, enc_lengths if self.real_length else None)
+        # The frozen encoder computes in its own dtype (model.dtype), never in the trainer's autocast: a
+        # bf16-mixed run otherwise trains on bf16-rounded states and is evaluated on float32 ones, and
+        # the adapter's standardised clip statistics (a few percent apart) shift between the two
+        # (measured: noise detection 85 % in float32 training, chance with bf16-mixed).
+        with torch.autocast(input_features.device.type, enabled=False):
+            out = encoder_states(enc, input_features.to(next(enc.parameters()).dtype), self.layers,
+                                 enc_lengths if self.real_length else None)
         return out, torch.clamp(enc_lengths, max=out[0].shape[1])
 
     def encode(self, wavs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
