@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 DATA=${DEMO_DATA:-data/demo}
 RUN=${DEMO_RUN:-checkpoints/demo}
-N=${DEMO_CLIPS:-300}
+N=${DEMO_CLIPS:-360}
 SUITE_N=${DEMO_SUITE_N:-20}  # 20 per task: acoustic macro mean within about +-8 points (evaluation/README.md)
 say() { printf '\n\033[1m== %s\033[0m  (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 start=$(date +%s)
@@ -18,14 +18,15 @@ say "1/7 synthetic speech: $N labelled clips (espeak-ng, flite, festival; noise,
 say "2/7 attributes measured from the audio (+ Whisper transcripts)"
 "$BIN/speechllm" prepare attributes --manifest "$DATA/synth.jsonl"
 say "3/7 DeSTA2 seed captions + instructions"
-# 4 questions per clip, mostly attribute questions that list their options (one-word answers put the
+# 7 questions per clip, mostly attribute questions that list their options (one-word answers put the
 # whole loss on what the audio says); the rest are open, content and format questions
-"$BIN/speechllm" prepare captions --manifest "$DATA/attributes.jsonl" --per-clip 4 --one-word-share 0.7 \
+"$BIN/speechllm" prepare captions --manifest "$DATA/attributes.jsonl" --per-clip 7 --one-word-share 0.8 \
   --attribute-share 0.15 --default-share 0.05
 say "4/7 self-output targets: smollm2-135m answers each caption (verified; resampled, else a templated fallback)"
-# one resample: smollm2-135m rarely names a listed option right (see targets.fidelity.md); answers to
-# one-word questions get an 8-token budget
-"$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl" --resample 1 --max-new-tokens 32
+# greedy only, in bfloat16 (0.18 s a row against 0.29): smollm2-135m rarely names a listed option right
+# and a resample rarely rescues it (see targets.fidelity.md); one-word answers get an 8-token budget
+"$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl" --resample 0 --max-new-tokens 32 \
+  --dtype bfloat16
 
 say "5/7 train the adapter: a clip-level soft prompt (recipes/demo.yaml)"
 resume=()
