@@ -117,8 +117,8 @@ def test_rows_of_one_clip_share_one_cache_entry(tmp_path):
 
 def test_frozen_encoder_ignores_the_trainers_autocast():
     """A bf16-mixed run must train on the states it is evaluated on (float32 model.dtype), so the frozen
-    encoder computes in its own dtype under autocast (measured: without this, noise detection fell to
-    chance after bf16-mixed training: the adapter's standardised clip statistics shift between the two)."""
+    encoder computes in its own dtype under autocast (the adapter's standardised clip statistics would
+    otherwise shift between training and evaluation)."""
     enc = WhisperEncoder.from_pretrained("tiny-random-whisper", layers=[1, 2])
     wavs = [_wav(1.5, 0), _wav(2.5, 1)]
     with torch.no_grad():

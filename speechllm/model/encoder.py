@@ -248,7 +248,7 @@ class WhisperEncoder(nn.Module):
         # The frozen encoder computes in its own dtype (model.dtype), never in the trainer's autocast: a
         # bf16-mixed run otherwise trains on bf16-rounded states and is evaluated on float32 ones, and
         # the adapter's standardised clip statistics (a few percent apart) shift between the two
-        # (measured: noise detection 85 % in float32 training, chance with bf16-mixed).
+        # (before this: noise detection 85 % after float32 training, chance after bf16-mixed; suspected cause).
         with torch.autocast(input_features.device.type, enabled=False):
             out = encoder_states(enc, input_features.to(next(enc.parameters()).dtype), self.layers,
                                  enc_lengths if self.real_length else None)
