@@ -50,6 +50,8 @@ def _transcript_dir(args) -> Path:
 def _predictors(args) -> list:
     from evaluation import predictors as P
 
+    transcripts = _transcript_dir(args)
+
     out, llm, asr = [], None, None
     for b in [x for x in (args.baseline or "").split(",") if x]:
         if b not in BASELINES:
@@ -59,7 +61,7 @@ def _predictors(args) -> list:
 
             llm = ChatLM(args.llm)
         if b in ("transcript-llm", "cascade") and asr is None:
-            asr = P.WhisperASR(args.asr, _transcript_dir(args))
+            asr = P.WhisperASR(args.asr, transcripts)
         if b == "majority":
             out.append(P.MajorityPredictor())
         elif b == "random":
@@ -78,13 +80,13 @@ def _predictors(args) -> list:
         if bad:
             raise SystemExit(f"unknown control(s) {bad}; choose from {', '.join(C.CONTROLS)}")
         trained = P.SpeechLLMPredictor(args.ckpt, name=args.name, max_new_tokens=args.max_new_tokens)
-        C.share_transcripts(trained.model, _transcript_dir(args))  # model, controls, free-form and likelihood passes: one ASR per clip
+        C.share_transcripts(trained.model, transcripts)  # model, controls, free-form and likelihood passes: one ASR per clip
         out.append(trained)
         if "shuffled" in controls:
             out.append(C.ShuffledAudioPredictor(trained, seed=args.seed))
         if "untrained" in controls:
             model = C.share_transcripts(C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model),
-                                        _transcript_dir(args))
+                                        transcripts)
             out.append(P.SpeechLLMPredictor(args.ckpt, name=trained.name + C.UNTRAINED_SUFFIX, model=model,
                                             max_new_tokens=args.max_new_tokens))
     return out

@@ -11,12 +11,12 @@ A torn last line (kill -9) is dropped on load and that clip is transcribed again
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from evaluation.dynamic_superb.runner import safe_name
 from speechllm.io import AppendOnlyJsonl
 
 
@@ -26,7 +26,7 @@ def wav_key(wav: np.ndarray) -> str:
 
 def store_path(folder: str | Path, transcriber: str, dtype: str = "float32") -> Path:
     """One file per transcriber: the same clip gives different text from another model or precision."""
-    return Path(folder) / f"{re.sub(r'[^A-Za-z0-9._+-]', '_', transcriber)}__{dtype}.jsonl"
+    return Path(folder) / f"{safe_name(transcriber)}__{dtype}.jsonl"
 
 
 class CachedTranscripts:
