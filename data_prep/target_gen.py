@@ -115,6 +115,7 @@ class HFGenerator:
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
+        self.dtype = dtype
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
         if torch.cuda.is_available():
             self.model.cuda()
@@ -192,6 +193,7 @@ class VLLMGenerator(HFGenerator):
         from vllm import LLM
 
         self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.dtype = dtype
         self.llm = LLM(model=str(model_dir), dtype=dtype, seed=0)
 
     def generate(self, prompts: list[str], s: GenSettings, seed: int,
@@ -223,7 +225,13 @@ def make_generator(model: str, backend: str = "auto", dtype: str | None = None):
     model_dir = resolve(model)
     backend = choose_backend(backend)
     if backend == "vllm":
-        return VLLMGenerator(model_dir, dtype or "bfloat16"), model_dir
-    return HFGenerator(model_dir, dtype or "float32"), model_dir
+        return VLLMGenerator(model_dir, dtype if dtype not in (None, "auto") else "bfloat16"), model_dir
+    if dtype in (None, "auto"):
+        import torch
+
+        from speechllm.hardware import auto_dtype
+
+        dtype = auto_dtype("cuda" if torch.cuda.is_available() else "cpu")
+    return HFGenerator(model_dir, dtype), model_dir
 
 

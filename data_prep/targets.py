@@ -87,8 +87,11 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     row_meta = {**meta, "backend": getattr(gen, "name", None), "settings": settings.sampling(),
                 "caption_version": CAPTION_VERSION, "user_template": TARGET_USER_TEMPLATE,
                 "system_prompt": TARGET_SYSTEM_PROMPT, "verifier": VERIFIER_VERSION}
+    if getattr(gen, "dtype", None):
+        row_meta["dtype"] = gen.dtype
     for src in sources:
         row_meta.update(getattr(src, "row_meta", {}))
+    check_same_recipe(partial.rows.values(), row_meta, out)
     for b in todo:
         log: dict[int, list[dict]] = {}
         resolved: dict[int, dict] = {}
@@ -109,6 +112,19 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     save_manifest(out, done)
     partial.path.unlink(missing_ok=True)
     return done
+
+
+def check_same_recipe(done, row_meta: dict, out: Path) -> None:
+    """Refuse to resume (or reuse) targets written under other settings: a run killed with one
+    `--dtype`/`--max-new-tokens`/model and resumed with another would silently mix two recipes in one
+    file. Keys an older row lacks are not compared. The pack's path may differ between machines."""
+    for r in done:
+        m = r.get("target_meta") or {}
+        diff = {k: (m[k], v) for k, v in row_meta.items() if k != "path" and k in m and m[k] != v}
+        if diff:
+            what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"{out} (or its .partial) holds row {r.get('id')!r} made with other settings "
+                             f"({what}). Rerun with the same flags, or pass --force to start over.")
 
 
 def _finish(row: dict, res: dict | None, log: list[dict], row_meta: dict) -> dict:
@@ -141,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m", help="offline pack, HF folder or hub id (the frozen LLM)")
     p.add_argument("--backend", default="auto", choices=("auto", "hf", "vllm"),
                    help="auto = vLLM when installed and a GPU is visible, else transformers")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default) / bfloat16 (vLLM default)")
+    p.add_argument("--dtype", default="auto", help="auto = bfloat16 where the hardware computes it natively "
+                   "(a recent GPU, a CPU with AVX512-BF16/AMX; always with vLLM), else float32")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")

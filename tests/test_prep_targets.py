@@ -88,6 +88,21 @@ def test_finished_output_is_reused(gen, tmp_path):
     assert again == first
 
 
+def test_a_run_resumed_or_reused_with_other_settings_is_refused(gen, tmp_path):
+    """Killed with one token budget and resumed with another, the file would mix two recipes."""
+    out = tmp_path / "run.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        generate_targets(_rows(7), out, KillingGenerator(gen, 2), SETTINGS, {}, progress=False)
+    other = GenSettings(max_new_tokens=5, repetition_penalty=1.1, batch_size=3)
+    with pytest.raises(ValueError, match=r"run\.jsonl.*max_new_tokens.*--force"):
+        generate_targets(_rows(7), out, gen, other, {}, progress=False)
+    done = generate_targets(_rows(7), out, gen, SETTINGS, {}, progress=False)  # same settings: resumes
+    assert done[0]["target_meta"]["dtype"] == "float32"
+    gen.dtype = "bfloat16"  # a finished file is not reused under another dtype either
+    with pytest.raises(ValueError, match="dtype: 'float32' there, 'bfloat16' now"):
+        generate_targets(_rows(7), out, gen, SETTINGS, {}, progress=False)
+
+
 def test_plan_batches_groups_similar_lengths():
     plan = plan_batches(["a", "b", "c", "d"], [50, 3, 48, 5], 2)
     assert plan == [[1, 3], [2, 0]]
