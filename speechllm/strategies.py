@@ -82,6 +82,29 @@ class SpeechFSDPStrategy(FSDPStrategy):
         _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
         return model
 
+    def optimizer_state(self, optimizer) -> dict[str, Any]:
+        if self._state_dict_type != "full":
+            return super().optimizer_state(optimizer)
+        # Lightning's full-state context offloads to CPU. On a CPU compute device torch's gather then
+        # skips its per-state copy (`.cpu()` is a no-op) and every state of a parameter stays a view
+        # of one reused buffer: each saved exp_avg was its exp_avg_sq, so the first update after a
+        # resume differed (tests/test_dist_fsdp.py). Offload only from a GPU, as for the weights.
+        from lightning.pytorch.core.optimizer import LightningOptimizer
+        from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, OptimStateKeyType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import StateDictType
+
+        if isinstance(optimizer, LightningOptimizer):
+            optimizer = optimizer._optimizer
+        offload = self.root_device.type != "cpu"
+        with FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT,
+                                  FullStateDictConfig(offload_to_cpu=offload, rank0_only=True),
+                                  FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=True)):
+            state = FSDP.optim_state_dict(self.model, optimizer)
+        if self.global_rank == 0:  # Lightning's on-disk form: keyed by parameter position
+            state = FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
+        return state
+
     def lightning_module_state_dict(self) -> dict[str, Any]:
         if self._state_dict_type != "full":
             return super().lightning_module_state_dict()
