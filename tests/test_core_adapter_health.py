@@ -55,3 +55,19 @@ def test_clip_stats_adapter_reads_only_real_frames_and_loads_old_qformer_checkpo
     old = {k.replace("clip_stats.", ""): v for k, v in q.state_dict().items()}
     assert any(k.startswith("global_mlp.") for k in old)
     QFormerAdapter(enc_dim=32, n_layers=2, llm_dim=24, n_queries=2, depth=1, global_tokens=2).load_state_dict(old)
+
+
+def test_a_zero_initialised_clip_stats_adapter_starts_as_one_prompt_and_learns_clip_dependence():
+    torch.manual_seed(0)
+    ad = ClipStatsAdapter(enc_dim=32, n_layers=2, llm_dim=24, tokens=3, hidden=16, embed_rms=0.1, zero_init=True)
+    h = [torch.randn(4, 20, 32) + 3 for _ in range(2)]
+    lengths = torch.tensor([20, 15, 10, 8])
+    out, _ = ad(h, lengths)
+    assert adapter_health(out, torch.full((5, 24), 0.1))[1] == 0.0  # every clip gets the same prompt
+    target = torch.randn(4, 3, 24) * 0.1  # a clip-dependent goal: the gradient reaches the zeroed layer
+    opt = torch.optim.Adam(ad.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        (ad(h, lengths)[0] - target).pow(2).mean().backward()
+        opt.step()
+    assert adapter_health(ad(h, lengths)[0], torch.full((5, 24), 0.1))[1] > 0.01

@@ -45,12 +45,14 @@ class ClipStatsTokens(nn.Module):
     running ones."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, zero_init: bool = False):
         super().__init__()
         self.tokens, self.dropout = tokens, dropout
         self.global_norm = nn.BatchNorm1d(2 * n_layers * enc_dim, affine=False)
         self.global_mlp = nn.Sequential(nn.Linear(2 * n_layers * enc_dim, hidden), nn.GELU(),
                                         nn.Linear(hidden, tokens * llm_dim))
+        if zero_init:  # start as one constant prompt: clip-dependence grows only where the loss asks for it
+            nn.init.zeros_(self.global_mlp[2].weight)
 
     def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
         # In float32 whatever the run's precision: clips differ by a few percent of these statistics,
@@ -87,9 +89,9 @@ class ClipStatsAdapter(nn.Module):
     Q-Former's per-clip queries fit the training clips and carry nothing to new ones."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
-                 dropout: float = 0.0, embed_rms: float | None = None):
+                 dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False):
         super().__init__()
-        self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout)
+        self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout, zero_init)
         self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
