@@ -1,0 +1,86 @@
+"""Two trained runs on the same suite, paired example by example: is A better than B? (issue 9)
+
+Reads the score files `speechllm evaluate dynamic-superb` wrote for each run (same suite, same
+scoring) and reports, per task group, both macro means and the paired difference A − B with a 95 %
+bootstrap interval (examples resampled within each task), so "better" is decided by the interval.
+
+    python benchmarks/compare_runs.py --a checkpoints/x_zero/curve/step-000200/scores/speechllm_x_zero.json \
+        --b checkpoints/x_base/curve/step-000200/scores/speechllm_x_base.json --names zero-init default-init \
+        --out benchmarks/results/demo_init_ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from evaluation.stats import task_group
+from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.metrics.stats import bootstrap_macro
+
+
+def per_task(path: Path, score: str) -> dict[str, dict[str, float]]:
+    tasks = json.loads(path.read_text())["tasks"]
+    return {name: t["scores"]["per_example"][score] for name, t in tasks.items()
+            if score in t["scores"].get("per_example", {})}
+
+
+def compare(a: Path, b: Path, score: str = "likelihood") -> dict:
+    pa, pb = per_task(a, score), per_task(b, score)
+    meta = json.loads(a.read_text())["tasks"]
+    out = {}
+    for group in ("acoustic", "content"):
+        names = sorted(n for n in pa if n in pb and task_group(n, meta[n]["task"].get("multi_audio", False)) == group)
+        if not names:
+            continue
+        for n in names:
+            if pa[n].keys() != pb[n].keys():
+                raise SystemExit(f"{n}: the two runs scored different examples; compare runs on the same suite")
+        ids = {n: sorted(pa[n]) for n in names}
+        row = {}
+        for key, per in (("a", [[pa[n][i] for i in ids[n]] for n in names]),
+                         ("b", [[pb[n][i] for i in ids[n]] for n in names]),
+                         ("a_minus_b", [[pa[n][i] - pb[n][i] for i in ids[n]] for n in names])):
+            mean, lo, hi = bootstrap_macro(per)
+            row[key] = {"mean": round(100 * mean, 1) + 0.0, "ci": [round(100 * lo, 1) + 0.0, round(100 * hi, 1) + 0.0]}
+        row["tasks"] = {n: [round(100 * sum(pa[n].values()) / len(pa[n]), 1),
+                            round(100 * sum(pb[n].values()) / len(pb[n]), 1)] for n in names}
+        out[group] = row
+    return out
+
+
+def markdown(res: dict, names: tuple[str, str], score: str) -> str:
+    a, b = names
+    lines = [f"# {a} vs {b} ({score} scoring, paired per example)", "",
+             f"| group | {a} | {b} | {a} − {b} (95 % bootstrap) |", "|---|---|---|---|"]
+    for group, r in res.items():
+        f = lambda d: f"{d['mean']} [{d['ci'][0]}, {d['ci'][1]}]"  # noqa: E731
+        d = r["a_minus_b"]
+        lines.append(f"| {group} | {f(r['a'])} | {f(r['b'])} | **{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]** |")
+    lines += ["", f"| task | {a} | {b} |", "|---|---|---|"]
+    for r in res.values():
+        lines += [f"| {n} | {x} | {y} |" for n, (x, y) in r["tasks"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--a", type=Path, required=True, help="score file of run A (<eval out>/scores/<model>.json)")
+    ap.add_argument("--b", type=Path, required=True, help="score file of run B, same suite")
+    ap.add_argument("--names", nargs=2, default=("A", "B"))
+    ap.add_argument("--score", default="likelihood")
+    ap.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")
+    args = ap.parse_args(argv)
+    res = compare(args.a, args.b, args.score)
+    md = markdown(res, tuple(args.names), args.score)
+    if args.out:
+        atomic_write_json(args.out.with_suffix(".json"), {"a": str(args.a), "b": str(args.b), "names": args.names,
+                                                          "score": args.score, "groups": res})
+        atomic_write_text(args.out.with_suffix(".md"), md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
