@@ -1,6 +1,6 @@
 """The whole chain a user runs, shortened, on the smallest real packs: synth -> attributes -> captions ->
 verified self-output targets -> a few fit steps -> suite with likelihood scoring and both control rows.
-Asserts every report file is produced and that training loss falls. ~2-3 min on 2 cores."""
+Asserts every report file is produced and that training loss falls. ~4-5 min on 2 cores."""
 
 import csv
 import json
@@ -51,7 +51,9 @@ def test_shortened_pipeline_produces_every_report_and_learns(smollm_path, whispe
     assert {m["source"] for m in meta} <= {"self", "self-resampled", "fallback"}
 
     _speechllm("fit", "-c", str(ROOT / "recipes/demo.yaml"), "--data.train_manifest", str(data / "targets.jsonl"),
-               "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "-1", "--trainer.max_steps", "20",
+               # 40 steps (10 epochs of 4): the demo's zero-initialised adapter starts from one constant
+               # prompt, and 20 steps moved the epoch loss 2 % (2.95 -> 2.89); 40 move it 16 % (-> 2.49)
+               "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "-1", "--trainer.max_steps", "40",
                "--trainer.log_every_n_steps", "1", "--data.batch_size", "4", "--model.warmup_steps", "2", cwd=ROOT)
     assert (run / "adapter.safetensors").exists() and (run / "config.yaml").exists()
     loss = _epoch_losses(run)
