@@ -90,9 +90,13 @@ class SpeechFSDPStrategy(FSDPStrategy):
         # of one reused buffer: each saved exp_avg was its exp_avg_sq, so the first update after a
         # resume differed (tests/test_dist_fsdp.py). Offload only from a GPU, as for the weights.
         from lightning.pytorch.core.optimizer import LightningOptimizer
-        from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, OptimStateKeyType
+        from torch.distributed.fsdp import (
+            FullOptimStateDictConfig,
+            FullStateDictConfig,
+            OptimStateKeyType,
+            StateDictType,
+        )
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from torch.distributed.fsdp import StateDictType
 
         if isinstance(optimizer, LightningOptimizer):
             optimizer = optimizer._optimizer
