@@ -20,18 +20,23 @@ from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import bootstrap_macro
 
 
-def per_task(path: Path, score: str) -> dict[str, dict[str, float]]:
+def per_task(path: Path, score: str) -> dict[str, tuple[str | None, dict[str, float]]]:
+    """task -> (its group, per-example scores)."""
     tasks = json.loads(path.read_text())["tasks"]
-    return {name: t["scores"]["per_example"][score] for name, t in tasks.items()
-            if score in t["scores"].get("per_example", {})}
+    return {name: (task_group(name, t["task"].get("multi_audio", False)), t["scores"]["per_example"][score])
+            for name, t in tasks.items() if score in t["scores"].get("per_example", {})}
+
+
+def _pct(x: float) -> float:
+    return round(100 * x, 1) + 0.0  # + 0.0: no "-0.0" in the tables
 
 
 def compare(a: Path, b: Path, score: str = "likelihood") -> dict:
-    pa, pb = per_task(a, score), per_task(b, score)
-    meta = json.loads(a.read_text())["tasks"]
+    ta, tb = per_task(a, score), per_task(b, score)
+    pa, pb = {n: v for n, (_, v) in ta.items()}, {n: v for n, (_, v) in tb.items()}
     out = {}
     for group in ("acoustic", "content"):
-        names = sorted(n for n in pa if n in pb and task_group(n, meta[n]["task"].get("multi_audio", False)) == group)
+        names = sorted(n for n in pa if n in pb and ta[n][0] == group)
         if not names:
             continue
         for n in names:
@@ -43,9 +48,9 @@ def compare(a: Path, b: Path, score: str = "likelihood") -> dict:
                          ("b", [[pb[n][i] for i in ids[n]] for n in names]),
                          ("a_minus_b", [[pa[n][i] - pb[n][i] for i in ids[n]] for n in names])):
             mean, lo, hi = bootstrap_macro(per)
-            row[key] = {"mean": round(100 * mean, 1) + 0.0, "ci": [round(100 * lo, 1) + 0.0, round(100 * hi, 1) + 0.0]}
-        row["tasks"] = {n: [round(100 * sum(pa[n].values()) / len(pa[n]), 1),
-                            round(100 * sum(pb[n].values()) / len(pb[n]), 1)] for n in names}
+            row[key] = {"mean": _pct(mean), "ci": [_pct(lo), _pct(hi)]}
+        row["tasks"] = {n: [_pct(sum(pa[n].values()) / len(pa[n])), _pct(sum(pb[n].values()) / len(pb[n]))]
+                        for n in names}
         out[group] = row
     return out
 

@@ -224,14 +224,12 @@ def make_generator(model: str, backend: str = "auto", dtype: str | None = None):
 
     model_dir = resolve(model)
     backend = choose_backend(backend)
-    if backend == "vllm":
-        return VLLMGenerator(model_dir, dtype if dtype not in (None, "auto") else "bfloat16"), model_dir
-    if dtype in (None, "auto"):
+    if dtype in (None, "auto"):  # vLLM runs on a GPU in bfloat16; transformers where it is native
         import torch
 
         from speechllm.hardware import auto_dtype
 
-        dtype = auto_dtype("cuda" if torch.cuda.is_available() else "cpu")
-    return HFGenerator(model_dir, dtype), model_dir
+        dtype = "bfloat16" if backend == "vllm" else auto_dtype("cuda" if torch.cuda.is_available() else "cpu")
+    return (VLLMGenerator if backend == "vllm" else HFGenerator)(model_dir, dtype), model_dir
 
 
