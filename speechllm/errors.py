@@ -34,5 +34,12 @@ class UnknownNameError(SpeechLLMError, KeyError):
 
 
 def one_line(err: BaseException | str) -> str:
-    """The message on one line (multi-line how-tos joined), for the CLI's error report."""
-    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    """The message on one line (multi-line how-tos joined), for the CLI's error report. An error
+    re-raised from a DataLoader worker carries the worker's whole traceback in its message (torch
+    rebuilds it as `Caught X in DataLoader worker ...\nOriginal Traceback ...`): only the original
+    message is kept."""
+    text = str(err)
+    if isinstance(err, BaseException) and "\nOriginal Traceback" in text:
+        marker = f"{type(err).__name__}: "
+        text = text[text.rfind(marker) + len(marker):] if marker in text else text
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())

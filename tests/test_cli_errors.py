@@ -87,3 +87,24 @@ def test_a_multi_line_message_is_joined_into_one_line(capsys, monkeypatch):
     assert cli.main(["models"]) == 2
     err = capsys.readouterr().err
     assert err == "speechllm models: error: data/x.jsonl: no rows. Looked in: a/b Run `speechllm prepare` first.\n"
+
+
+class _BadRows:
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        from speechllm.errors import ManifestError
+
+        raise ManifestError(f"data/x.jsonl line {i + 1}: no `audio` field.\nAdd it and rerun.")
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_still_one_line():
+    from torch.utils.data import DataLoader
+
+    from speechllm.errors import ManifestError, one_line
+
+    with pytest.raises(ManifestError) as e:  # torch re-raises it with the worker's traceback in the message
+        next(iter(DataLoader(_BadRows(), num_workers=1)))
+    assert "Original Traceback" in str(e.value)
+    assert one_line(e.value) == "data/x.jsonl line 1: no `audio` field. Add it and rerun."
