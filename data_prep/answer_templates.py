@@ -32,6 +32,8 @@ SENTENCES: dict[str, dict[str, tuple[str, ...]]] = {
               "slightly noisy": ("The recording is slightly noisy.", "There is a little background noise.",
                                  "There is some faint background noise."),
               "noisy": ("The recording is noisy.", "There is a lot of background noise.", "It is a noisy recording.")},
+    "speech": {"yes": ("Someone is speaking.", "There is speech in this clip.", "A person is talking."),
+               "no": ("No one is speaking.", "There is no speech in this clip.", "Nobody is talking here.")},
 }
 ACCENT_WORDS = {"US": "an American accent", "British RP": "a British RP accent"}
 EMOTION_WORDS = {"neutral": "calm and neutral"}
@@ -66,6 +68,10 @@ def _transcript(row: dict) -> str:
 
 def _open(row: dict, v: int) -> str:
     vals, t = _values(row), _transcript(row)
+    if vals.get("speech") == "no":
+        snd = (row.get("attributes") or {}).get("sound") or "other sounds"
+        return (f"There is no speech in this clip, only {snd}.", f"No one is speaking; the audio is {snd}.",
+                f"The clip holds {snd} and no speech.")[v % 3]
     who = {"male": "A man", "female": "A woman"}.get(vals.get("gender", ""), "The speaker")
     if "accent" in vals:
         who += " with " + ACCENT_WORDS.get(vals["accent"], f"a {vals['accent']} accent")

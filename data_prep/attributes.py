@@ -111,6 +111,12 @@ def process_row(row: dict, whisper_model: str = "whisper-tiny.en") -> dict:
     row = dict(row)
     attrs = dict(row.get("attributes") or {})
     row.update(asr_fields(wav, whisper_model))
+    if attrs.get("speech") == "no":  # nothing spoken: keep the empty ground truth, measure level only
+        db = labels.loudness_db(wav)
+        row["attributes_extracted"] = {"duration": round(len(wav) / SAMPLE_RATE, 3), "loudness_db": round(db, 2)}
+        row.setdefault("duration", row["attributes_extracted"]["duration"])
+        row.setdefault("sampling_rate", SAMPLE_RATE)
+        return row
     if not row.get("transcript"):
         row["transcript"] = row["asr_transcript"]
         row["transcript_source"] = whisper_model
@@ -130,7 +136,8 @@ def process_row(row: dict, whisper_model: str = "whisper-tiny.en") -> dict:
 def agreement(rows: list[dict]) -> dict:
     """Per-attribute accuracy of extraction vs ground truth on rows with `attributes_source == synth`."""
     res: dict = {"n_rows": 0, "goal": GOAL, "attributes": {}}
-    gt_rows = [r for r in rows if r.get("attributes_source") == "synth" and "attributes_extracted" in r]
+    gt_rows = [r for r in rows if r.get("attributes_source") == "synth" and "attributes_extracted" in r
+               and r["attributes"].get("speech") != "no"]
     res["n_rows"] = len(gt_rows)
     for k in SCORED:
         pairs = []

@@ -25,11 +25,11 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
     """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`."""
     out = []
     for i, r in enumerate(rows):
-        if not r.get("transcript"):
+        attrs = r.get("attributes") or {}
+        if not r.get("transcript") and attrs.get("speech") != "no":  # clips without speech have none
             raise ManifestError(f"row {r.get('id', i)!r} has no transcript; run `speechllm prepare attributes` "
                                 "first (it fills missing transcripts with Whisper)")
-        attrs = r.get("attributes") or {}
-        cap = seed_caption(r["transcript"], attrs, float(r.get("duration") or 0.0))
+        cap = seed_caption(r.get("transcript") or "", attrs, float(r.get("duration") or 0.0))
         if per_clip < 1:
             raise ValueError(f"--per-clip must be >= 1, got {per_clip}")
         picks = pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share, one_word_share)

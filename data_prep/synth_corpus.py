@@ -26,6 +26,7 @@ import numpy as np
 from data_prep import augment, labels
 from data_prep.common import run_rows, skip
 from data_prep.holdout import is_heldout_sentence, is_heldout_voice
+from data_prep.nonspeech import design_nonspeech, render_nonspeech
 from data_prep.tts_engines import ENGINES, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
 from speechllm.data.audio import SAMPLE_RATE, save_audio
 from speechllm.io import atomic_write_json
@@ -114,7 +115,9 @@ def render(design: dict, out_dir: str) -> dict:
 
     Ground truth = the buckets of pitch and speaking rate *measured on the final clean clip* (before
     noise/reverb) with the same definitions the extractor uses; the design aimed well inside the
-    bucket, and is kept in `synth.design` for comparison."""
+    bucket, and is kept in `synth.design` for comparison. Non-speech designs go to `render_nonspeech`."""
+    if design.get("kind") == "nonspeech":
+        return render_nonspeech(design, out_dir)
     rng = np.random.default_rng(design["seed"])
     voice = Voice(**design["voice"])
     gender = voice.gender
@@ -156,7 +159,7 @@ def render(design: dict, out_dir: str) -> dict:
         "volume": labels.volume_bucket(target_db), "noise": labels.noise_bucket(snr),
         "f0_hz": round(st.f0_median, 1), "wps": round(wps, 3), "loudness_db": round(target_db, 2),
         "snr_db": snr, "noise_kind": design["noise_kind"], "reverb_rt60": design.get("reverb_rt60"),
-        "emotion": "neutral",
+        "emotion": "neutral", "speech": "yes",
     }
     return {
         "id": design["id"], "audio": rel, "sampling_rate": SAMPLE_RATE,
@@ -180,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="clips per sentence (different voices), same split")
     p.add_argument("--noise-kinds", nargs="*", default=list(augment.NOISE_KINDS), choices=augment.NOISE_KINDS)
     p.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of clips with synthetic-RIR reverb")
+    p.add_argument("--nonspeech", type=int, default=0,
+                   help="extra clips without speech (noise, beeps, hum, sweeps, ambience, near-silence), "
+                        "so the model learns to say when no one is speaking (default 0)")
     p.add_argument("--force", action="store_true", help="re-render clips already present")
     return p
 
@@ -189,13 +195,15 @@ def main(argv: list[str]) -> int:
     t0 = time.time()
     designs = design_corpus(args.n, args.seed, list_voices(args.engines), args.repeats,
                             tuple(args.noise_kinds), args.reverb_prob)
+    designs += design_nonspeech(args.nonspeech, args.seed, SPLITS)
     out = Path(args.out) / "synth.jsonl"
-    if any(d["noise_kind"] == "babble" for d in designs):
+    if any(d.get("noise_kind") == "babble" for d in designs):
         augment.babble_bed()  # build the shared cache once, before the workers race for it
-    for kind in {d["noise_kind"] for d in designs} & set(augment.REAL_NOISE):
+    for kind in {d.get("noise_kind") or d.get("sound") for d in designs} & set(augment.REAL_NOISE):
         augment.real_noise(kind)
-    for vid in sorted({Voice(**d["voice"]).id for d in designs}):  # measured once, inherited by workers
-        voice_f0(next(Voice(**d["voice"]) for d in designs if Voice(**d["voice"]).id == vid))
+    speech = [d for d in designs if d.get("kind") != "nonspeech"]
+    for vid in sorted({Voice(**d["voice"]).id for d in speech}):  # measured once, inherited by workers
+        voice_f0(next(Voice(**d["voice"]) for d in speech if Voice(**d["voice"]).id == vid))
     rows, skipped = run_rows(designs, functools.partial(render, out_dir=str(args.out)), out,
                              desc="synth", workers=args.workers, force=args.force)
     print(f"wrote {len(rows)} clips to {out} ({len(skipped)} skipped) in {time.time() - t0:.1f}s")

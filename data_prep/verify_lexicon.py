@@ -44,6 +44,15 @@ LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
                   "heavy background noise", "a lot of background noise"),
         "present": ("noise", "background noise", "static", "hiss", "hum"),  # some noise, level unstated
     },
+    # is anyone speaking (clips without speech caption `speech: no`); "speaker"/"says" state speech
+    "speech": {
+        "yes": ("speech", "speaking", "speaks", "speaker", "talking", "talks", "someone speaking",
+                "a person talking", "a person speaking", "human voice", "says"),
+        "no": ("no speech", "no one speaking", "no one is speaking", "nobody speaking", "nobody is speaking",
+               "no one talking", "no one is talking", "nobody talking", "nobody is talking", "no human voice",
+               "no voice", "no talking", "no spoken words", "no words", "non speech", "without speech",
+               "only other sounds", "only noise", "just noise", "no speaker"),
+    },
     "accent": {
         "US": ("american", "us accent", "us english", "united states", "general american"),
         "British": ("british", "uk", "england"),

@@ -9,12 +9,13 @@ BIN=${BIN:-.venv/bin}
 DATA=${DEMO_DATA:-data/demo}
 RUN=${DEMO_RUN:-checkpoints/demo}
 N=${DEMO_CLIPS:-360}
+NS=${DEMO_NONSPEECH:-40}  # noise, beeps, hum, ambience: so "is anyone speaking?" can be answered "no"
 SUITE_N=${DEMO_SUITE_N:-20}  # 20 per task: acoustic macro mean within about +-8 points (evaluation/README.md)
 say() { printf '\n\033[1m== %s\033[0m  (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 start=$(date +%s)
 
-say "1/7 synthetic speech: $N labelled clips (espeak-ng, flite, festival; noise, pitch, rate)"
-"$BIN/speechllm" prepare synth --n "$N" --out "$DATA"
+say "1/7 synthetic speech: $N labelled clips (espeak-ng, flite, festival; noise, pitch, rate) + $NS without speech"
+"$BIN/speechllm" prepare synth --n "$N" --nonspeech "$NS" --out "$DATA"
 say "2/7 attributes measured from the audio (+ Whisper transcripts)"
 "$BIN/speechllm" prepare attributes --manifest "$DATA/synth.jsonl"
 say "3/7 DeSTA2 seed captions + instructions"

@@ -76,6 +76,14 @@ def test_process_row_keeps_given_labels_and_reports_bad_audio(tmp_path, monkeypa
     save_audio(tmp_path / "s.wav", np.zeros(16000, np.float32))
     bad = process_row({"id": "s", "audio": str(tmp_path / "s.wav"), "transcript": "x"})
     assert bad["_skip"]["reason"] == "silent"
+    # a clip without speech: the transcriber's output is kept, the empty ground truth is not filled from it
+    save_audio(tmp_path / "n.wav", np.random.default_rng(0).normal(0, 0.05, 16000).astype(np.float32))
+    ns = process_row({"id": "n", "audio": str(tmp_path / "n.wav"), "transcript": "",
+                      "attributes": {"speech": "no", "sound": "white noise"}}, whisper_model="tiny-random-whisper")
+    assert ns["asr_transcript"] == "hello their friend" and ns["transcript"] == ""
+    assert ns["attributes"] == {"speech": "no", "sound": "white noise"}
+    assert set(ns["attributes_extracted"]) == {"duration", "loudness_db"}
+    assert agreement([{**ns, "attributes_source": "synth"}])["n_rows"] == 0  # no speech attributes to score
 
 
 def test_agreement_report_counts_errors():

@@ -133,3 +133,24 @@ def test_one_word_share_sets_the_share_of_one_word_choices_and_zero_keeps_earlie
     assert max(per_attr.values()) < 1.4 * min(per_attr.values()), per_attr  # each attribute gets its share
     with pytest.raises(ValueError, match="must be in"):
         caption_rows(rows[:1], attribute_share=0.5, default_share=0.1, one_word_share=0.5)
+
+
+def test_clip_without_speech_gets_its_caption_and_only_questions_that_fit():
+    from speechllm.prompts.captions import INSTRUCTION_BY_ID
+
+    row = {"id": "n0", "audio": "n.wav", "transcript": "", "duration": 2.6,
+           "attributes": {"speech": "no", "sound": "an electrical hum"}}
+    rows = caption_rows([row], per_clip=7, one_word_share=0.8, attribute_share=0.15, default_share=0.05)
+    assert rows[0]["caption"] == "[00:00-00:03] No speech (Sound: an electrical hum, Duration: 3s)"
+    for r in rows:  # nothing that presumes a speaker or words
+        ins = INSTRUCTION_BY_ID[r["instruction_id"]]
+        assert ins.any_audio or ins.needs == ("speech",), ins.id
+    assert any(INSTRUCTION_BY_ID[r["instruction_id"]].needs == ("speech",) for r in rows)
+    speech = caption_rows(_rows(40), per_clip=4)  # clips with speech are asked about speech too, once known
+    with_flag = caption_rows([{**r, "attributes": {**r["attributes"], "speech": "yes"}} for r in _rows(40)],
+                             per_clip=4)
+    assert not any(r["instruction_id"].startswith(("yes_no_speech", "speech_")) for r in speech)
+    assert any(r["instruction_id"].startswith(("yes_no_speech", "yes_no_voice", "yes_no_talk", "speech_"))
+               for r in with_flag)
+    with pytest.raises(ManifestError, match="no transcript"):  # an empty transcript needs speech: no
+        caption_rows([{**row, "attributes": {"sound": "hum"}}])

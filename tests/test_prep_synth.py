@@ -60,11 +60,13 @@ def test_list_voices_and_tts():
 def test_synth_step_writes_labelled_clips_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path / "home"))
     argv = ["--n", "4", "--out", str(tmp_path / "c"), "--engines", "espeak-ng", "--workers", "1",
-            "--noise-kinds", "white", "pink"]
+            "--noise-kinds", "white", "pink", "--nonspeech", "2"]
     assert synth_main(argv) == 0
     rows = read_jsonl(tmp_path / "c" / "synth.jsonl")
-    assert [r["id"] for r in rows] == [f"synth-0-{i:06d}" for i in range(4)]
-    for r in rows:
+    assert [r["id"] for r in rows] == [f"synth-0-{i:06d}" for i in range(4)] + ["synth-0-ns-00000", "synth-0-ns-00001"]
+    assert [r["attributes"]["speech"] for r in rows] == ["yes"] * 4 + ["no"] * 2
+    assert rows[4]["transcript"] == "" and (tmp_path / "c" / rows[4]["audio"]).exists()
+    for r in rows[:4]:
         assert set(r) >= {"id", "audio", "sampling_rate", "duration", "transcript", "attributes", "split"}
         a = r["attributes"]
         assert a["gender"] in ("male", "female") and a["pitch"] in ("low", "normal", "high")
@@ -122,3 +124,23 @@ def test_training_corpus_never_uses_evaluation_voices_or_sentences():
     assert used == {"espeak-ng:en-us+m3", "espeak-ng:en-us+f2"}
     assert not any(is_heldout_voice(v) for v in used)
     assert not any(is_heldout_sentence(d["text"]) for d in designs)
+
+
+def test_nonspeech_clips_are_deterministic_labelled_and_leave_speech_designs_alone(tmp_path):
+    from data_prep.nonspeech import SOUNDS, design_nonspeech, render_nonspeech, sound
+    from data_prep.synth_corpus import SPLITS
+
+    a, b = design_nonspeech(22, 0, SPLITS), design_nonspeech(22, 0, SPLITS)
+    assert a == b and len({d["id"] for d in a}) == 22
+    assert {d["split"] for d in a} == {"train", "validation", "test"}
+    assert {d["sound"] for d in a} == set(SOUNDS)  # every kind at least once
+    rng = np.random.default_rng(0)
+    for kind in ("white", "pink", "brown", "beeps", "hum", "sweep", "near_silence"):  # no download needed
+        x = sound(kind, 8000, rng)
+        assert x.shape == (8000,) and np.isfinite(x).all() and abs(np.sqrt(np.mean(x**2)) - 1) < 1e-3
+    d = next(d for d in a if d["sound"] == "beeps")
+    row = render_nonspeech(d, str(tmp_path))
+    assert row["transcript"] == "" and row["attributes"] == {"speech": "no", "sound": SOUNDS["beeps"]}
+    wav = load_audio(tmp_path / row["audio"])
+    assert abs(len(wav) / 16000 - row["duration"]) < 0.01
+    assert abs(20 * np.log10(np.sqrt(np.mean(wav**2))) - d["level_db"]) < 0.5

@@ -9,14 +9,17 @@ import pytest
 
 from data_prep.answer_templates import template_answer
 from data_prep.verify import _accepts, mentions, verify, word_errors
-from speechllm.prompts.captions import INSTRUCTIONS
+from speechllm.prompts.captions import INSTRUCTIONS, applies
 
 ATTRS = {"gender": "female", "accent": "US", "pitch": "high", "speed": "slow", "volume": "normal",
-         "noise": "clean", "emotion": "neutral"}
+         "noise": "clean", "emotion": "neutral", "speech": "yes"}
 TRANSCRIPT = "The small dog barked twice at the old station."
 
 
 def _row(ins_id: str, **attrs) -> dict:
+    if attrs.get("speech") == "no":  # a clip without speech: no speaker attributes, no transcript
+        return {"id": "clip1", "instruction_id": ins_id, "attributes": {"speech": "no", "sound": "a low hum"},
+                "transcript": "", "duration": 3.2}
     return {"id": "clip1", "instruction_id": ins_id, "attributes": {**ATTRS, **attrs}, "transcript": TRANSCRIPT,
             "duration": 3.2}
 
@@ -98,6 +101,19 @@ CASES = [
     ("json_attrs", {}, '{"gender": "female"}', False),
     ("one_word_gender", {}, "Female.", True),
     ("one_word_gender", {}, "Male.", False),
+    # is anyone speaking: with speech, and on a clip without speech
+    ("yes_no_speech", {}, "Yes, a woman is speaking.", True),
+    ("yes_no_speech", {}, "No.", False),
+    ("yes_no_speech", {"speech": "no"}, "No, there is only a low hum.", True),
+    ("yes_no_speech", {"speech": "no"}, "No, but the speaker says hello.", False),  # right polarity, says speech
+    ("yes_no_voice", {"speech": "no"}, "No.", True),
+    ("yes_no_voice", {"speech": "no"}, "Yes, a human voice.", False),
+    ("yes_no_talk", {}, "Yes.", True),
+    ("yes_no_talk", {}, "No, nobody is talking.", False),
+    ("speech_options", {}, "A person talking.", True),
+    ("speech_options", {}, "Only other sounds.", False),
+    ("describe", {"speech": "no"}, "There is no speech, only a steady noise.", True),
+    ("describe", {"speech": "no"}, "A woman says something about a dog.", False),
     ("one_word_gender", {}, "The speaker in this clip is clearly a female.", False),
     ("yes_no_noise", {}, "No, the recording is clean.", True),
     ("yes_no_noise", {}, "Yes.", False),
@@ -172,7 +188,7 @@ def test_word_errors():
 OPTION_VALUES = {"gender": ["male", "female"], "pitch": ["low", "normal", "high"], "speed": ["slow", "normal", "fast"],
                  "volume": ["low", "normal", "high"], "noise": ["clean", "slightly noisy", "noisy"],
                  "accent": ["US", "British", "British RP", "Scottish", "Caribbean", "Lancastrian", "West Midlands",
-                            "New York"]}
+                            "New York"], "speech": ["yes", "no"]}
 
 
 def test_option_words_are_understood_as_their_values():
@@ -190,6 +206,8 @@ def test_templated_fallback_passes_for_every_attribute_combination():
     for combo in itertools.islice(itertools.product(*OPTION_VALUES.values()), 0, None, 29):
         attrs = {**dict(zip(OPTION_VALUES, combo)), "emotion": "neutral"}
         for ins in INSTRUCTIONS:
+            if attrs["speech"] == "no" and not applies(attrs, ins):  # never asked of a clip without speech
+                continue
             for k in range(3):  # the three phrasings are picked by row id
                 row = {"id": f"c{k}-{n}", "instruction_id": ins.id, "attributes": attrs,
                        "transcript": "She said the fast train was loud and high.", "duration": 4.4}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from speechllm.prompts.chat import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT
 from speechllm.prompts.choice_questions import choice_questions
 
-CAPTION_VERSION = "desta2-seed-v1"
+CAPTION_VERSION = "desta2-seed-v2"  # v2: clips without speech, speech-presence questions
 # attribute key -> caption label, in caption order; values are capitalised, noise stays lower-case
 CAPTION_FIELDS = (("gender", "Gender"), ("accent", "Accent"), ("emotion", "Emotion"), ("pitch", "Pitch"),
                   ("speed", "Speed"), ("volume", "Volume"), ("noise", "Noise"))
@@ -37,8 +37,14 @@ def _ts(seconds: float) -> str:
 
 
 def seed_caption(transcript: str, attributes: dict, duration: float, start: float = 0.0) -> str:
-    """`[00:00-00:03] "transcript" (Gender: Female, Accent: Scottish, Pitch: High, …, Duration: 3s)`.
+    """`[00:00-00:03] "transcript" (Gender: Female, Accent: Scottish, Pitch: High, …, Duration: 3s)`;
+    a clip without speech (`speech: no`): `[00:00-00:03] No speech (Sound: a low drone, Duration: 3s)`.
     Unknown attributes are left out rather than guessed."""
+    dur = max(1, int(round(duration)))
+    span = f"[{_ts(start)}-{_ts(start + duration)}]"
+    if attributes.get("speech") == "no":
+        sound = f"Sound: {attributes['sound']}, " if attributes.get("sound") else ""
+        return f"{span} No speech ({sound}Duration: {dur}s)"
     parts = []
     for key, label in CAPTION_FIELDS:
         v = attributes.get(key)
@@ -46,10 +52,9 @@ def seed_caption(transcript: str, attributes: dict, duration: float, start: floa
             continue
         v = str(v)
         parts.append(f"{label}: {v if key in LOWERCASE_VALUES else v[:1].upper() + v[1:]}")
-    dur = max(1, int(round(duration)))
     parts.append(f"Duration: {dur}s")
     text = transcript.strip().replace('"', "'")
-    return f'[{_ts(start)}-{_ts(start + duration)}] "{text}" ({", ".join(parts)})'
+    return f'{span} "{text}" ({", ".join(parts)})'
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Instruction:
     form: str = "free"
     yes_if: tuple[str, tuple[str, ...]] | None = None  # yes_no: (attribute, values that make the answer "yes")
     options: tuple[tuple[str, str], ...] = ()  # listed options: (attribute value, the question's word for it)
+    any_audio: bool = False  # also asked of clips without speech (the rest presume a speaker)
 
     @property
     def attribute_focused(self) -> bool:
@@ -81,8 +87,8 @@ def _values(id: str, text: str, key: str, values: tuple[str, ...]) -> Instructio
 
 
 INSTRUCTIONS: tuple[Instruction, ...] = (
-    Instruction("default", DEFAULT_INSTRUCTION),
-    Instruction("describe", "Describe the audio in detail.", kind="open"),
+    Instruction("default", DEFAULT_INSTRUCTION, any_audio=True),
+    Instruction("describe", "Describe the audio in detail.", kind="open", any_audio=True),
     Instruction("describe_speaker", "Describe the speaker and how they speak.", kind="open"),
     Instruction("transcribe", "What does the speaker say? Give the exact words.", kind="content", form="transcript"),
     Instruction("summary", "Summarise what is said in one sentence.", kind="content", form="summary"),
@@ -94,7 +100,7 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
     _attr("speed", "How quickly does the speaker talk?", "speed"),
     _attr("volume", "How loud is the speech: low, normal or high volume?", "volume"),
     _attr("noise", "Is the recording clean or noisy?", "noise"),
-    Instruction("duration", "About how long is the audio clip?", (), "attribute", form="duration"),
+    Instruction("duration", "About how long is the audio clip?", (), "attribute", form="duration", any_audio=True),
     # questions that list their options in the pool's own words: a verified answer names one of them
     _attr("gender_options", "Would you say the voice belongs to a man or to a woman?", "gender",
           (("male", "a man"), ("female", "a woman"))),
@@ -134,6 +140,15 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
                 form="yes_no", yes_if=("gender", ("female",))),
     Instruction("yes_no_fast", "Yes or no: does this person talk fast?", ("speed",), "format",
                 form="yes_no", yes_if=("speed", ("fast",))),
+    # is anyone speaking? (asked of every clip whose `speech` is known, with and without speech)
+    Instruction("yes_no_speech", "Answer yes or no: can you hear someone speaking in this clip?", ("speech",),
+                "format", form="yes_no", yes_if=("speech", ("yes",))),
+    Instruction("yes_no_voice", "Is there a human voice in this recording? Reply yes or no.", ("speech",),
+                "format", form="yes_no", yes_if=("speech", ("yes",))),
+    Instruction("yes_no_talk", "Yes or no: does anybody talk in this audio?", ("speech",), "format",
+                form="yes_no", yes_if=("speech", ("yes",))),
+    _attr("speech_options", "Is this a person talking, or only other sounds?", "speech",
+          (("yes", "a person talking"), ("no", "only other sounds"))),
     Instruction("list_attrs", "List three things you notice about the speaker's voice, as bullet points.",
                 ("pitch", "speed"), "format", form="bullets"),
 ) + tuple(  # 25 more wordings of each one-word choice (stems x ways of listing the options)
@@ -149,7 +164,10 @@ def _unit(*keys: object) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def _known(attributes: dict, ins: Instruction) -> bool:
+def applies(attributes: dict, ins: Instruction) -> bool:
+    """Whether `ins` can be asked of a clip with these attributes (and its answer checked)."""
+    if attributes.get("speech") == "no" and not (ins.any_audio or "speech" in ins.needs):
+        return False  # no speaker, no words: only questions about the audio as a whole
     return all(attributes.get(k) not in (None, "", "unknown") for k in ins.needs)
 
 
@@ -169,7 +187,7 @@ def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, 
     if min(shares) < 0 or sum(shares) > 1 + 1e-9:
         raise ValueError(f"one_word_share ({one_word_share}) + attribute_share ({attribute_share}) + "
                          f"default_share ({default_share}) must be in [0, 1]")
-    known = [i for i in INSTRUCTIONS if _known(attributes, i)]
+    known = [i for i in INSTRUCTIONS if applies(attributes, i)]
     pools = {"one_word": [i for i in known if _one_word_choice(i)],
              "attribute": [i for i in known if i.attribute_focused and not _one_word_choice(i)],
              "default": [i for i in known if i.id == "default"],

@@ -54,7 +54,17 @@ ATTRIBUTES: dict[str, tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] =
         "What is the condition of this recording?",
         "Does the speech come with noise?",
     )),
+    # clips with and without speech: is anyone talking?
+    "speech": (("speech", "no speech"), {"yes": "speech", "no": "no speech"}, (
+        "Is anyone talking in this clip?",
+        "What does the recording hold?",
+        "Does this audio contain a human voice?",
+        "Decide whether somebody speaks in the recording.",
+        "Is this recording speech or something else?",
+    )),
 }
+# listings per attribute: fewer for speech, whose answer is "speech" for most clips of a corpus
+N_LISTINGS = {"speech": 2}
 
 
 def _or(words: tuple[str, ...]) -> str:
@@ -78,7 +88,7 @@ def choice_questions() -> list[tuple[str, str, str, tuple[tuple[str, str], ...]]
     for attr, (words, value_word, stems) in ATTRIBUTES.items():
         orders = list(permutations(words))
         for i, stem in enumerate(stems):
-            for j, listing in enumerate(LISTINGS):
+            for j, listing in enumerate(LISTINGS[:N_LISTINGS.get(attr, len(LISTINGS))]):
                 listed = orders[(i + 2 * j) % len(orders)]
                 out.append((f"{attr}_choice_{i}{j}", f"{stem} {listing(listed)}", attr, tuple(value_word.items())))
     return out

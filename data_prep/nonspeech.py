@@ -1,0 +1,88 @@
+"""Clips without speech for the synthetic corpus: noise, tones, hum, sweeps, real ambience, near-silence.
+
+Why: a model trained only on speech answers "speech" to everything; the demo scored 25 % on speech
+detection (below chance) until the corpus had clips where the right answer is "no one is speaking".
+These rows carry `attributes = {"speech": "no", "sound": <kind>}` and an empty `transcript`; the
+transcriber still runs on them in `prepare attributes` (training interleaves what inference sees,
+hallucinations included). Kinds are broad on purpose (not the evaluation suite's generator): coloured
+noise at many levels, beeps, mains hum, frequency sweeps, recorded ambience and near-silence.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from data_prep import augment
+from speechllm.data.audio import SAMPLE_RATE, save_audio
+
+# sound kind -> how a caption and a templated answer name it
+SOUNDS = {
+    "white": "steady white noise", "pink": "pink noise", "brown": "low rumbling noise",
+    "beeps": "a series of beeps", "hum": "an electrical hum", "sweep": "a rising and falling whistle",
+    "rainforest": "rainforest ambience", "train": "the sound of a train", "drone": "a low drone",
+    "ambient": "ambient synthesizer pads", "near_silence": "near silence",
+}
+DURATION_S = (1.5, 6.0)
+LEVEL_DB = (-45.0, -15.0)  # RMS dBFS of the clip
+
+
+def design_nonspeech(n: int, seed: int, splits: tuple[tuple[str, float], ...]) -> list[dict]:
+    """`n` deterministic designs, ids `synth-<seed>-ns-<i>`, split by index in the given fractions.
+    Drawn from their own stream, so adding them leaves the speech designs unchanged."""
+    rng = random.Random(f"nonspeech-{seed}")
+    kinds = sorted(SOUNDS)
+    out = []
+    for i in range(n):
+        acc, split = 0.0, splits[-1][0]
+        for name, frac in splits:
+            acc += frac
+            if (i + 0.5) / max(1, n) <= acc + 1e-9:
+                split = name
+                break
+        out.append({"id": f"synth-{seed}-ns-{i:05d}", "kind": "nonspeech", "sound": kinds[i % len(kinds)],
+                    "split": split, "duration": round(rng.uniform(*DURATION_S), 2),
+                    "level_db": round(rng.uniform(*LEVEL_DB), 1), "seed": rng.getrandbits(31)})
+    return out
+
+
+def sound(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of `kind` at unit RMS, shape (n,)."""
+    t = np.arange(n) / SAMPLE_RATE
+    if kind in ("white", "pink", "brown") or kind in augment.REAL_NOISE:
+        x = augment.make_noise(kind, n, rng)
+    elif kind == "beeps":
+        beep = rng.uniform(0.08, 0.4)
+        on = (t % (2 * beep)) < beep
+        x = np.sin(2 * np.pi * rng.uniform(300, 2500) * t) * on
+    elif kind == "hum":
+        f0 = rng.choice([50.0, 60.0])
+        x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) / k for k in (1, 2, 3, 5))
+    elif kind == "sweep":
+        lo, hi, period = rng.uniform(200, 600), rng.uniform(1000, 4000), rng.uniform(0.5, 2.0)
+        freq = lo + (hi - lo) * 0.5 * (1 - np.cos(2 * np.pi * t / period))
+        x = np.sin(2 * np.pi * np.cumsum(freq) / SAMPLE_RATE)
+    elif kind == "near_silence":
+        x = augment.make_noise("white", n, rng) * 0.01 + augment.make_noise("brown", n, rng) * 0.01
+    else:
+        raise ValueError(f"unknown non-speech sound {kind!r}; choose from {sorted(SOUNDS)}")
+    x = np.asarray(x, dtype=np.float64)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+
+
+def render_nonspeech(design: dict, out_dir: str) -> dict:
+    """Render one non-speech design to `<out_dir>/wavs/<id>.wav`; returns its manifest row."""
+    rng = np.random.default_rng(design["seed"])
+    n = int(design["duration"] * SAMPLE_RATE)
+    level = -75.0 if design["sound"] == "near_silence" else design["level_db"]
+    wav = np.clip(sound(design["sound"], n, rng) * 10 ** (level / 20), -1.0, 1.0).astype(np.float32)
+    rel = f"wavs/{design['id']}.wav"
+    save_audio(Path(out_dir) / rel, wav)
+    return {
+        "id": design["id"], "audio": rel, "sampling_rate": SAMPLE_RATE, "duration": round(n / SAMPLE_RATE, 3),
+        "transcript": "", "attributes": {"speech": "no", "sound": SOUNDS[design["sound"]]},
+        "attributes_source": "synth", "split": design["split"],
+        "synth": {"sound": design["sound"], "level_db": level},
+    }
