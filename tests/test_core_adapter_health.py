@@ -71,3 +71,33 @@ def test_a_zero_initialised_clip_stats_adapter_starts_as_one_prompt_and_learns_c
         (ad(h, lengths)[0] - target).pow(2).mean().backward()
         opt.step()
     assert adapter_health(ad(h, lengths)[0], torch.full((5, 24), 0.1))[1] > 0.01
+
+
+def test_clip_statistics_frozen_after_warmup_make_training_and_inference_agree():
+    torch.manual_seed(0)
+    ad = ClipStatsAdapter(enc_dim=8, n_layers=1, llm_dim=12, tokens=2, hidden=16, stats_warmup=3)
+    batches = [[torch.randn(4, 10, 8) * s + s] for s in (1.0, 2.0, 3.0, 50.0)]  # the last: an outlier batch
+    lengths = torch.full((4,), 10)
+    bn = ad.stats.global_norm
+    ad.train()
+    for b in batches[:3]:
+        ad(b, lengths)
+    frozen = (bn.running_mean.clone(), bn.running_var.clone())
+    stats = torch.cat([torch.cat([b[0].mean(1), b[0].std(1, unbiased=False)], -1) for b in batches[:3]])
+    # the plain average of the three batches' statistics (not an exponential one)
+    means = torch.stack([s.mean(0) for s in stats.split(4)])
+    assert torch.allclose(frozen[0], means.mean(0), atol=1e-5)
+    ad(batches[3], lengths)  # after the warm-up a batch neither moves the statistics nor uses its own
+    assert torch.equal(bn.running_mean, frozen[0]) and torch.equal(bn.running_var, frozen[1])
+    clip = [batches[3][0][:1]]
+    alone_train = ad(clip, lengths[:1])[0]
+    beside_train = ad([torch.cat([batches[3][0][:1], batches[0][0][:3]])], lengths)[0][:1]
+    ad.eval()
+    assert torch.allclose(alone_train, ad(clip, lengths[:1])[0], atol=1e-6)
+    assert torch.allclose(beside_train, alone_train, atol=1e-6)
+    # without a warm-up (the default) a training batch standardises with its own statistics
+    ad0 = ClipStatsAdapter(enc_dim=8, n_layers=1, llm_dim=12, tokens=2, hidden=16)
+    ad0.train()
+    a = ad0([batches[3][0]], lengths)[0][:1]
+    b = ad0([torch.cat([batches[3][0][:1], batches[0][0][:3]])], lengths)[0][:1]
+    assert not torch.allclose(a, b, atol=1e-3)
