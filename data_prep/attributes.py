@@ -111,16 +111,12 @@ def process_row(row: dict, whisper_model: str = "whisper-tiny.en") -> dict:
     row = dict(row)
     attrs = dict(row.get("attributes") or {})
     row.update(asr_fields(wav, whisper_model))
-    if attrs.get("speech") == "no":  # nothing spoken: keep the empty ground truth, measure level only
-        db = labels.loudness_db(wav)
-        row["attributes_extracted"] = {"duration": round(len(wav) / SAMPLE_RATE, 3), "loudness_db": round(db, 2)}
-        row.setdefault("duration", row["attributes_extracted"]["duration"])
-        row.setdefault("sampling_rate", SAMPLE_RATE)
-        return row
-    if not row.get("transcript"):
+    speech = attrs.get("speech") != "no"  # a clip without speech keeps its empty transcript; level only
+    if speech and not row.get("transcript"):
         row["transcript"] = row["asr_transcript"]
         row["transcript_source"] = whisper_model
-    ex = extract(wav, row["transcript"], attrs.get("gender"))
+    ex = extract(wav, row["transcript"], attrs.get("gender")) if speech else {
+        "duration": round(len(wav) / SAMPLE_RATE, 3), "loudness_db": round(labels.loudness_db(wav), 2)}
     row["attributes_extracted"] = ex
     if not attrs.get("gender") and "gender_from_pitch" in ex:
         attrs["gender"] = ex["gender_from_pitch"]

@@ -22,6 +22,17 @@ from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
 SKIP_KEY = "_skip"  # a worker returns {"id":…, "_skip": {"reason":…, "detail":…}} for a bad row
 
 
+def split_of(index: int, n: int, splits: tuple[tuple[str, float], ...]) -> str:
+    """The split of item `index` of `n` when items are cut in order by the fractions of `splits`
+    ((name, fraction), ...): the first split whose cumulative fraction covers the item's centre."""
+    acc = 0.0
+    for name, frac in splits:
+        acc += frac
+        if (index + 0.5) / max(1, n) <= acc + 1e-9:
+            return name
+    return splits[-1][0]
+
+
 def default_out(manifest: str | Path, step: str) -> Path:
     """`data/demo/synth.jsonl` + `attributes` → `data/demo/attributes.jsonl`."""
     return Path(manifest).with_name(f"{step}.jsonl")

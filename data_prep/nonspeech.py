@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import augment
+from data_prep.common import split_of
 from speechllm.data.audio import SAMPLE_RATE, save_audio
 
 # sound kind -> how a caption and a templated answer name it
@@ -27,6 +28,7 @@ SOUNDS = {
 }
 DURATION_S = (1.5, 6.0)
 LEVEL_DB = (-45.0, -15.0)  # RMS dBFS of the clip
+NEAR_SILENCE_DB = -75.0
 
 
 def design_nonspeech(n: int, seed: int, splits: tuple[tuple[str, float], ...]) -> list[dict]:
@@ -36,15 +38,11 @@ def design_nonspeech(n: int, seed: int, splits: tuple[tuple[str, float], ...]) -
     kinds = sorted(SOUNDS)
     out = []
     for i in range(n):
-        acc, split = 0.0, splits[-1][0]
-        for name, frac in splits:
-            acc += frac
-            if (i + 0.5) / max(1, n) <= acc + 1e-9:
-                split = name
-                break
-        out.append({"id": f"synth-{seed}-ns-{i:05d}", "kind": "nonspeech", "sound": kinds[i % len(kinds)],
-                    "split": split, "duration": round(rng.uniform(*DURATION_S), 2),
-                    "level_db": round(rng.uniform(*LEVEL_DB), 1), "seed": rng.getrandbits(31)})
+        kind = kinds[i % len(kinds)]
+        duration, level = round(rng.uniform(*DURATION_S), 2), round(rng.uniform(*LEVEL_DB), 1)
+        out.append({"id": f"synth-{seed}-ns-{i:05d}", "kind": "nonspeech", "sound": kind,
+                    "split": split_of(i, n, splits), "duration": duration,
+                    "level_db": NEAR_SILENCE_DB if kind == "near_silence" else level, "seed": rng.getrandbits(31)})
     return out
 
 
@@ -65,7 +63,7 @@ def sound(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
         freq = lo + (hi - lo) * 0.5 * (1 - np.cos(2 * np.pi * t / period))
         x = np.sin(2 * np.pi * np.cumsum(freq) / SAMPLE_RATE)
     elif kind == "near_silence":
-        x = augment.make_noise("white", n, rng) * 0.01 + augment.make_noise("brown", n, rng) * 0.01
+        x = augment.make_noise("white", n, rng) + augment.make_noise("brown", n, rng)  # level set by the caller
     else:
         raise ValueError(f"unknown non-speech sound {kind!r}; choose from {sorted(SOUNDS)}")
     x = np.asarray(x, dtype=np.float64)
@@ -76,7 +74,7 @@ def render_nonspeech(design: dict, out_dir: str) -> dict:
     """Render one non-speech design to `<out_dir>/wavs/<id>.wav`; returns its manifest row."""
     rng = np.random.default_rng(design["seed"])
     n = int(design["duration"] * SAMPLE_RATE)
-    level = -75.0 if design["sound"] == "near_silence" else design["level_db"]
+    level = design["level_db"]
     wav = np.clip(sound(design["sound"], n, rng) * 10 ** (level / 20), -1.0, 1.0).astype(np.float32)
     rel = f"wavs/{design['id']}.wav"
     save_audio(Path(out_dir) / rel, wav)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import augment, labels
-from data_prep.common import run_rows, skip
+from data_prep.common import run_rows, skip, split_of
 from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from data_prep.nonspeech import design_nonspeech, render_nonspeech
 from data_prep.tts_engines import ENGINES, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
@@ -48,18 +48,13 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
     n_sent = math.ceil(n / max(1, repeats))
     pool = sentence_pool(2 * n_sent + 20, seed)
     sentences = [s for s in pool if not is_heldout_sentence(s)][:n_sent]
-    # split by sentence index so repeats of a sentence stay in one split
-    bounds, acc = [], 0.0
-    for name, frac in splits:
-        acc += frac
-        bounds.append((name, acc))
     engines = sorted({v.engine for v in voices})
     by_engine_gender = {(e, g): [v for v in voices if v.engine == e and v.gender == g]
                         for e in engines for g in ("male", "female")}
     designs = []
     for i in range(n):
         s_idx = i // max(1, repeats)
-        split = next(name for name, b in bounds if (s_idx + 0.5) / n_sent <= b + 1e-9)
+        split = split_of(s_idx, n_sent, splits)  # by sentence: repeats of a sentence stay in one split
         gender = rng.choice(["male", "female"])
         cands = [e for e in engines if by_engine_gender[(e, gender)]]
         engine = rng.choices(cands, weights=[ENGINE_WEIGHTS.get(e, 0.2) for e in cands])[0]
