@@ -12,19 +12,11 @@ bootstrap interval (examples resampled within each task), so "better" is decided
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from evaluation.stats import task_group
+from evaluation.stats import grouped_per_example
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import bootstrap_macro
-
-
-def per_task(path: Path, score: str) -> dict[str, tuple[str | None, dict[str, float]]]:
-    """task -> (its group, per-example scores)."""
-    tasks = json.loads(path.read_text())["tasks"]
-    return {name: (task_group(name, t["task"].get("multi_audio", False)), t["scores"]["per_example"][score])
-            for name, t in tasks.items() if score in t["scores"].get("per_example", {})}
 
 
 def _pct(x: float) -> float:
@@ -32,7 +24,7 @@ def _pct(x: float) -> float:
 
 
 def compare(a: Path, b: Path, score: str = "likelihood") -> dict:
-    ta, tb = per_task(a, score), per_task(b, score)
+    ta, tb = grouped_per_example(a, score), grouped_per_example(b, score)
     pa, pb = {n: v for n, (_, v) in ta.items()}, {n: v for n, (_, v) in tb.items()}
     out = {}
     for group in ("acoustic", "content"):

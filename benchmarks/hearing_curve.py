@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evaluation.stats import ACOUSTIC_FAMILIES, CONTENT_FAMILIES, task_group
+from evaluation.stats import ACOUSTIC_FAMILIES, CONTENT_FAMILIES, grouped_per_example
 from speechllm.io import atomic_write_json
 from speechllm.metrics.stats import bootstrap_macro
 
@@ -34,10 +34,7 @@ def evaluate(ckpt: Path, suite: Path, out: Path, control: str | None, threads: i
 
 def macro(score_file: Path, score: str, group: str = "acoustic") -> dict | None:
     """A task group's macro mean (%) with a 95 % bootstrap interval (examples resampled within tasks)."""
-    tasks = json.loads(score_file.read_text())["tasks"]
-    per_task = [list(t["scores"]["per_example"][score].values()) for name, t in tasks.items()
-                if task_group(name, t["task"].get("multi_audio", False)) == group
-                and score in t["scores"].get("per_example", {})]
+    per_task = [list(hits.values()) for g, hits in grouped_per_example(score_file, score).values() if g == group]
     if not per_task:
         return None
     mean, lo, hi = bootstrap_macro(per_task)
