@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--one-word-share", type=float, default=0.0,
                    help="fraction of rows with a one-word choice among the caption's value words ('Is the "
                         "pitch low, normal or high? Answer in one word.'): the whole answer is the attribute")
+    p.add_argument("--split", default=None,
+                   help="keep only rows of this split (e.g. train: no targets are generated for held-out clips)")
     return p
 
 
@@ -67,6 +69,10 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     src = Path(args.manifest)
     rows = load_manifest(src)
+    if args.split:
+        rows = [r for r in rows if r.get("split") == args.split]
+        if not rows:
+            raise ValueError(f"{src}: no rows with split {args.split!r}")
     out = Path(args.out) if args.out else default_out(src, "captions")
     base = src.parent.resolve() if src.is_file() else src.resolve()
     for r in rows:  # keep paths relative when writing next to the input

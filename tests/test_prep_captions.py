@@ -154,3 +154,15 @@ def test_clip_without_speech_gets_its_caption_and_only_questions_that_fit():
                for r in with_flag)
     with pytest.raises(ManifestError, match="no transcript"):  # an empty transcript needs speech: no
         caption_rows([{**row, "attributes": {"sound": "hum"}}])
+
+
+def test_split_keeps_only_that_splits_rows_and_names_an_empty_one(tmp_path):
+    rows = _rows(6)
+    for i, r in enumerate(rows):
+        r["split"] = "train" if i < 4 else "test"
+    write_jsonl(tmp_path / "attributes.jsonl", rows)
+    assert captions_main(["--manifest", str(tmp_path / "attributes.jsonl"), "--split", "train"]) == 0
+    assert {r["clip_id"] if "clip_id" in r else r["id"] for r in read_jsonl(tmp_path / "captions.jsonl")} == {
+        rows[i]["id"] for i in range(4)}
+    with pytest.raises(ValueError, match="no rows with split 'dev'"):
+        captions_main(["--manifest", str(tmp_path / "attributes.jsonl"), "--split", "dev"])
