@@ -45,9 +45,13 @@ def audio_accuracy(report: Path, model: str, score_key: str = "auto") -> dict:
     key = next((k for k in keys if any(r.get(k) is not None for r in rows)), None)
     if key is None:
         return {"status": f"none of {keys} in {report} for {model}"}
-    used = [r for r in rows if r.get(key) is not None and r.get("n")]
-    n = sum(r["n"] for r in used)
-    k = round(sum(r[key] * r["n"] for r in used))
+    # likelihood scores count their own examples (a likelihood-only run generates nothing: n = 0)
+    n_key = "n_likelihood" if key.startswith("likelihood") else "n"
+    used = [r for r in rows if r.get(key) is not None and r.get(n_key)]
+    if not used:
+        return {"status": f"no scored examples for {key} in {report} for {model}"}
+    n = sum(r[n_key] for r in used)
+    k = round(sum(r[key] * r[n_key] for r in used))
     return {"status": "ok", "key": key, "n": n, "tasks": len(used), "accuracy": k / n, "ci95": list(wilson(k, n))}
 
 

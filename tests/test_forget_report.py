@@ -40,7 +40,8 @@ def _report(path, models: dict[str, list[tuple[int, float]]]):
     for m, per_task in models.items():
         for i, (n, acc) in enumerate(per_task):
             tasks.setdefault(f"T{i}", {"task": {}, "models": {}})["models"][m] = {
-                "n": n, "official_accuracy": acc / 2, "likelihood_accuracy": acc, "headline": acc / 2}
+                "n": n, "official_accuracy": acc / 2, "likelihood_accuracy": acc, "n_likelihood": n,
+                "headline": acc / 2}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"tasks": tasks}))
 
@@ -54,6 +55,16 @@ def test_audio_accuracy_pools_tasks_and_prefers_likelihood(tmp_path):
     assert audio_accuracy(rep, "speechllm:a", "official_accuracy")["accuracy"] == 16 / 40
     assert audio_accuracy(rep, "speechllm:b")["status"].startswith("model")
     assert audio_accuracy(tmp_path / "none.json", "x")["status"].startswith("no report")
+
+
+def test_audio_accuracy_of_a_likelihood_only_run_counts_its_likelihood_examples(tmp_path):
+    # `--scoring likelihood` generates nothing: n (generated answers) is 0, n_likelihood is not
+    rep = tmp_path / "report.json"
+    rep.write_text(json.dumps({"tasks": {"T0": {"models": {"m": {
+        "n": 0, "n_likelihood": 20, "likelihood_accuracy": 0.25, "official_accuracy": None}}}}}))
+    a = audio_accuracy(rep, "m")
+    assert a["status"] == "ok" and a["n"] == 20 and a["accuracy"] == 0.25
+    assert audio_accuracy(rep, "m", "official_accuracy")["status"].startswith("none of")
 
 
 def test_forgetting_report_on_tiny_runs(tmp_path):
