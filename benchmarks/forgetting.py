@@ -55,13 +55,40 @@ def audio_accuracy(report: Path, model: str, score_key: str = "auto") -> dict:
     return {"status": "ok", "key": key, "n": n, "tasks": len(used), "accuracy": k / n, "ci95": list(wilson(k, n))}
 
 
-def paired_gap(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Text pass rate of run a − run b on the prompts both answered, paired bootstrap 95 % interval."""
+def paired_gap(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """Text pass rate of run a − run b on the prompts both answered, paired bootstrap 95 % interval
+    (None when they share no prompt)."""
     ids = [i for i in a["outcomes"] if i in b["outcomes"]]
+    if not ids:
+        return None
     x = np.array([a["outcomes"][i] for i in ids], float) - np.array([b["outcomes"][i] for i in ids], float)
     boot = x[np.random.default_rng(seed).integers(0, len(ids), (n_boot, len(ids)))].mean(1)
     return {"n": len(ids), "diff": float(x.mean()), "ci95": [float(np.percentile(boot, 2.5)),
                                                             float(np.percentile(boot, 97.5))]}
+
+
+def subset(res: dict, closed: bool) -> dict:
+    """The closed knowledge/arithmetic answers (ids `closed_*`) or the constraint prompts of a condition."""
+    return {"outcomes": {i: v for i, v in res["outcomes"].items() if i.startswith("closed") == closed}}
+
+
+def subsets(rows: list[dict], base: dict, compare) -> list[dict]:
+    """Δpts vs base on closed answers and on constraint prompts separately (forgetting is not only format),
+    the share of prompts whose pass/fail flipped, and the compared pairs on the closed answers."""
+    out = []
+    for r in rows:
+        t = r["text"]
+        ids = [i for i in t["outcomes"] if i in base["outcomes"]]
+        flips = {"outcomes": {i: float(t["outcomes"][i] != base["outcomes"][i]) for i in ids}}
+        zero = {"outcomes": dict.fromkeys(ids, 0.0)}
+        out.append({"label": r["label"], "closed": paired_gap(subset(t, True), subset(base, True)),
+                    "constraints": paired_gap(subset(t, False), subset(base, False)),
+                    "flipped": paired_gap(flips, zero)})
+    by = {r["label"]: r["text"] for r in rows}
+    for a, b in compare:
+        out.append({"label": f"{a} − {b}", "closed": paired_gap(subset(by[a], True), subset(by[b], True)),
+                    "constraints": paired_gap(subset(by[a], False), subset(by[b], False)), "flipped": None})
+    return out
 
 
 def _p(x, sign=False):
@@ -92,6 +119,17 @@ def render(rows: list[dict], gaps: list[dict], base: dict) -> str:
         lines += ["", "Paired differences of text pass rates (same prompts):", "",
                   "| A − B | n | diff pts [95% CI] |", "|---|---|---|"]
         lines += [f"| {g['a']} − {g['b']} | {g['n']} | {_p(g['diff'], True)}{_ci(g['ci95'], True)} |" for g in gaps]
+    return "\n".join(lines) + "\n"
+
+
+def render_subsets(subs: list[dict]) -> str:
+    cell = lambda g: "–" if not g else f"{_p(g['diff'], True)}{_ci(g['ci95'], True)} (n {g['n']})"  # noqa: E731
+    lines = ["", "Closed answers and constraint prompts apart (Δ pts vs the base LLM, or A − B, paired bootstrap "
+             "95 %), and the share of prompts whose pass/fail differs from the base's:", "",
+             "| variant or A − B | closed knowledge + arithmetic | constraint prompts | flipped vs base % |",
+             "|---|---|---|---|"]
+    lines += [f"| {s['label']} | {cell(s['closed'])} | {cell(s['constraints'])} | "
+              f"{'–' if not s['flipped'] else _p(s['flipped']['diff']) + _ci(s['flipped']['ci95'])} |" for s in subs]
     return "\n".join(lines) + "\n"
 
 
@@ -138,13 +176,14 @@ def run_report(runs: list[tuple[str, Path]], out: Path, eval_dir: Path | None = 
         del model
     by = {r["label"]: r for r in rows}
     gaps = [{"a": a, "b": b, **paired_gap(by[a]["text"], by[b]["text"])} for a, b in compare]
-    md = render(rows, gaps, base)
+    subs = subsets(rows, base, compare)
+    md = render(rows, gaps, base) + render_subsets(subs)
     atomic_write_text(out / "forgetting.md", md)
     slim = lambda d: d and {k: v for k, v in d.items() if k != "outcomes"}  # noqa: E731
-    atomic_write_json(out / "forgetting.json", {"base": slim(base), "gaps": gaps, "runs": [
+    atomic_write_json(out / "forgetting.json", {"base": slim(base), "gaps": gaps, "subsets": subs, "runs": [
         {**r, "text": slim(r["text"]), "audio_constraint": slim(r["audio_constraint"])} for r in rows]})
     plot(rows, out / "forgetting.png")
-    return {"rows": rows, "gaps": gaps, "markdown": md}
+    return {"rows": rows, "gaps": gaps, "subsets": subs, "markdown": md}
 
 
 def main(argv: list[str] | None = None) -> int:

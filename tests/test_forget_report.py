@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from forgetting import audio_accuracy, main  # noqa: E402
+from forgetting import audio_accuracy, main, subsets  # noqa: E402
 
 from speechllm.data.audio import save_audio  # noqa: E402
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig  # noqa: E402
@@ -92,3 +92,18 @@ def test_forgetting_report_on_tiny_runs(tmp_path):
     assert res["gaps"][0]["a"] == "lora" and res["gaps"][0]["n"] == 2 * len(KINDS)
     assert (out / "forgetting.png").stat().st_size > 1000
     assert "| adapter |" in (out / "forgetting.md").read_text()
+
+
+def test_subsets_split_closed_answers_from_constraints_and_count_flips():
+    base = {"outcomes": {"closed_knowledge-0": 1, "closed_arithmetic-0": 1, "title-0": 0, "bold-0": 1}}
+    run = {"outcomes": {"closed_knowledge-0": 0, "closed_arithmetic-0": 0, "title-0": 1, "bold-0": 1}}
+    other = {"outcomes": {"closed_knowledge-0": 1, "closed_arithmetic-0": 0, "title-0": 1, "bold-0": 1}}
+    subs = subsets([{"label": "a", "text": run}, {"label": "b", "text": other}], base, [("a", "b")])
+    a, b, ab = subs
+    assert a["closed"]["diff"] == -1.0 and a["closed"]["n"] == 2  # both closed answers lost
+    assert a["constraints"]["diff"] == 0.5 and a["constraints"]["n"] == 2  # one constraint gained
+    assert a["flipped"]["diff"] == 0.75  # 3 of 4 prompts changed outcome
+    assert b["flipped"]["diff"] == 0.5
+    assert ab["label"] == "a − b" and ab["closed"]["diff"] == -0.5 and ab["flipped"] is None
+    assert subsets([{"label": "a", "text": {"outcomes": {"bold-0": 1}}}], {"outcomes": {"bold-0": 1}},
+                   [])[0]["closed"] is None  # no closed answers (--no-closed): no row, no crash
