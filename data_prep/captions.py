@@ -70,9 +70,10 @@ def main(argv: list[str]) -> int:
     src = Path(args.manifest)
     rows = load_manifest(src)
     if args.split:
+        splits = sorted({str(r.get("split")) for r in rows})
         rows = [r for r in rows if r.get("split") == args.split]
         if not rows:
-            raise ValueError(f"{src}: no rows with split {args.split!r}")
+            raise ManifestError(f"{src}: no rows with split {args.split!r}; its splits: {', '.join(splits)}")
     out = Path(args.out) if args.out else default_out(src, "captions")
     base = src.parent.resolve() if src.is_file() else src.resolve()
     for r in rows:  # keep paths relative when writing next to the input

@@ -164,5 +164,5 @@ def test_split_keeps_only_that_splits_rows_and_names_an_empty_one(tmp_path):
     assert captions_main(["--manifest", str(tmp_path / "attributes.jsonl"), "--split", "train"]) == 0
     assert {r["clip_id"] if "clip_id" in r else r["id"] for r in read_jsonl(tmp_path / "captions.jsonl")} == {
         rows[i]["id"] for i in range(4)}
-    with pytest.raises(ValueError, match="no rows with split 'dev'"):
+    with pytest.raises(ManifestError, match="no rows with split .dev.; its splits: test, train"):
         captions_main(["--manifest", str(tmp_path / "attributes.jsonl"), "--split", "dev"])
