@@ -175,7 +175,8 @@ def run_report(runs: list[tuple[str, Path]], out: Path, eval_dir: Path | None = 
                      "audio": audio_accuracy(report, model_name.format(name=run.name), score_key)})
         del model
     by = {r["label"]: r for r in rows}
-    gaps = [{"a": a, "b": b, **paired_gap(by[a]["text"], by[b]["text"])} for a, b in compare]
+    no_gap = {"n": 0, "diff": None, "ci95": None}  # runs that share no prompt
+    gaps = [{"a": a, "b": b, **(paired_gap(by[a]["text"], by[b]["text"]) or no_gap)} for a, b in compare]
     subs = subsets(rows, base, compare)
     md = render(rows, gaps, base) + render_subsets(subs)
     atomic_write_text(out / "forgetting.md", md)
