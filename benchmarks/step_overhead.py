@@ -6,11 +6,13 @@ Reports, in one run on one machine:
     (only target positions projected onto the vocabulary, cross-entropy on the same targets), so the
     ratio is what the adapter, splicing and optimizer add — with the frozen encoder's outputs cached
     (goal <= 1.10) and computed in the step (uncached);
+  * where the cached step's extra time goes: the adapter's forward + backward, splicing, the AdamW step,
+    each timed alone (the adapter is real work a bigger LLM would dwarf, not framework overhead);
   * Whisper encoder time on 3-s clips, 30-s padded vs real length (goal >= 5x speed-up);
   * log-mel feature extraction per batch (data loading, normally in DataLoader workers).
-Writes benchmarks/results/step_overhead.{json,md}.
+Writes benchmarks/results/step_overhead.{json,md} (step_overhead_clipstats.* with --adapter clipstats).
 
-    python benchmarks/step_overhead.py [--encoder whisper-tiny.en] [--llm smollm2-135m] [--repeats 5]
+    python benchmarks/step_overhead.py [--encoder whisper-tiny.en] [--llm smollm2-135m] [--repeats 5] [--adapter clipstats]
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from speechllm.model.processor import IGNORE_INDEX, Example
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
 OUT = Path(__file__).parent / "results"
+ADAPTERS = {  # --adapter -> (adapter spec, name in the report)
+    "qformer": ({"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 64}},
+                "QFormer 64 queries x 4 layers"),
+    "clipstats": ({"class_path": "speechllm.model.adapters.ClipStatsAdapter", "init_args": {"tokens": 4}},
+                  "ClipStatsAdapter, 4 tokens (the demo's)"),
+}
 
 
 def timed(fn, repeats: int) -> float:
@@ -48,11 +56,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--adapter", choices=sorted(ADAPTERS), default="qformer",
+                    help="qformer: DeSTA2's connector, 64 queries x 4 layers (the issue's setting); clipstats: the "
+                         "demo's 4-token clip-level soft prompt. Results: step_overhead[_clipstats].{json,md}")
     args = ap.parse_args()
     torch.manual_seed(0)
-    cfg = SpeechLLMConfig(encoder=args.encoder, llm=args.llm, encoder_layers=[1, 2, 3, 4],
-                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter",
-                                   "init_args": {"n_queries": 64}}, interleave_transcript=True)
+    adapter, adapter_name = ADAPTERS[args.adapter]
+    cfg = SpeechLLMConfig(encoder=args.encoder, llm=args.llm, encoder_layers=[1, 2, 3, 4], adapter=adapter,
+                          interleave_transcript=True)
     model = SpeechLLM.from_config(cfg)
     rng = np.random.default_rng(0)
     n = int(16000 * args.seconds)
@@ -84,9 +95,25 @@ def main() -> None:
         pred = model.llm.get_output_embeddings()(out.hidden_states[-1][:, :-1][keep])
         torch.nn.functional.cross_entropy(pred.float(), targets[keep]).backward()
 
+    def adapter_only() -> None:  # the adapter's own forward + backward, from the cached encoder states
+        emb, _ = model.encode_audio(batch, enc_states)
+        emb.float().square().mean().backward()
+
+    audio, alen = model.encode_audio(batch, enc_states)
+    audio = audio.detach()
+
+    def splice_only() -> None:  # text embedding lookup + splicing the audio embeddings in (forward)
+        with torch.no_grad():
+            model.embed(batch, audio, alen)
+
     t_llm = timed(llm_only, args.repeats)
     t_cached = timed(lambda: step(True), args.repeats)
     t_uncached = timed(lambda: step(False), args.repeats)
+    # where the cached step's extra time goes (each part timed alone)
+    t_adapter = timed(adapter_only, args.repeats)
+    t_splice = timed(splice_only, args.repeats)
+    t_opt = timed(opt.step, args.repeats)
+    n_adapter = sum(p.numel() for p in model.adapter.parameters())
 
     enc = model.encoder
     wavs = [e.wavs[0] for e in exs]
@@ -102,19 +129,22 @@ def main() -> None:
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "setup": {"encoder": args.encoder, "llm": args.llm, "batch": args.batch, "clip_seconds": args.seconds,
                   "llm_tokens_per_batch": n_tokens, "target_tokens_per_batch": int(keep.sum()),
-                  "repeats": args.repeats, "adapter": "QFormer 64 queries x 4 layers"},
+                  "repeats": args.repeats, "adapter": adapter_name,
+                  "adapter_params": n_adapter},
         "seconds": {"llm_fwd_bwd": t_llm, "step_cached": t_cached, "step_uncached": t_uncached,
-                    "encoder_30s": t_enc30, "encoder_real_length": t_encr, "features_per_batch": t_feat},
+                    "encoder_30s": t_enc30, "encoder_real_length": t_encr, "features_per_batch": t_feat,
+                    "adapter_fwd_bwd": t_adapter, "splice_fwd": t_splice, "optimizer_step": t_opt},
         "ratios": {"step_cached_over_llm": t_cached / t_llm, "step_uncached_over_llm": t_uncached / t_llm,
                    "encoder_speedup_real_length": t_enc30 / t_encr},
         "goals": {"step_cached_over_llm": "<= 1.10", "encoder_speedup_real_length": ">= 5"},
     }
+    stem = "step_overhead" + ("" if args.adapter == "qformer" else f"_{args.adapter}")
     OUT.mkdir(exist_ok=True)
-    (OUT / "step_overhead.json").write_text(json.dumps(res, indent=2) + "\n")
+    (OUT / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
     r, s = res["ratios"], res["seconds"]
     md = "\n".join([
         f"# Step overhead ({args.encoder} + {args.llm}, batch {args.batch} x {args.seconds:.0f} s, {n_tokens} LLM tokens, "
-        f"{int(keep.sum())} target tokens)",
+        f"{int(keep.sum())} target tokens; adapter: {adapter_name}, {n_adapter / 1e6:.2f} M parameters)",
         "", "Baseline: frozen LLM fwd+bwd with the same LM-head work (target positions only, same loss).",
         "", "| measure | seconds | ratio | goal |", "|---|---|---|---|",
         f"| frozen LLM fwd+bwd, target-only LM head (baseline) | {s['llm_fwd_bwd']:.3f} | 1.00 | |",
@@ -122,8 +152,15 @@ def main() -> None:
         f"| SpeechLLM step, encoder in step | {s['step_uncached']:.3f} | {r['step_uncached_over_llm']:.2f} | |",
         f"| encoder, 30-s padding | {s['encoder_30s']:.3f} | | |",
         f"| encoder, real length | {s['encoder_real_length']:.3f} | {r['encoder_speedup_real_length']:.1f}x faster | >= 5x |",
-        f"| log-mel features (data loading) | {s['features_per_batch']:.3f} | | |", ""])
-    (OUT / "step_overhead.md").write_text(md)
+        f"| log-mel features (data loading) | {s['features_per_batch']:.3f} | | |", "",
+        "Where the cached step's extra time goes (each part timed alone; share of the baseline):", "",
+        "| part | seconds | share of baseline |", "|---|---|---|",
+        f"| extra time of the cached step | {s['step_cached'] - s['llm_fwd_bwd']:.3f} | "
+        f"{(s['step_cached'] - s['llm_fwd_bwd']) / s['llm_fwd_bwd']:.1%} |",
+        f"| adapter forward + backward | {s['adapter_fwd_bwd']:.3f} | {s['adapter_fwd_bwd'] / s['llm_fwd_bwd']:.1%} |",
+        f"| splicing (embedding lookup + audio spliced in) | {s['splice_fwd']:.3f} | {s['splice_fwd'] / s['llm_fwd_bwd']:.1%} |",
+        f"| AdamW step on the adapter | {s['optimizer_step']:.3f} | {s['optimizer_step'] / s['llm_fwd_bwd']:.1%} |", ""])
+    (OUT / f"{stem}.md").write_text(md)
     print(md)
 
 
