@@ -17,6 +17,8 @@ import re
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from speechllm.io import AppendOnlyJsonl, atomic_write_json
 
 TASK_TYPES = [
@@ -59,6 +61,7 @@ def build_replay(llm, out: str | Path, n: int, system_prompt: str | None, max_ne
     skips: dict[str, int] = {}
     todo = [s for s in seeds(n) if s[0] not in cache.done]
     forbidden = {f.lower() for f in (forbidden or set())}
+    bar = tqdm(total=len(todo), desc=f"replay rows · {llm.name}", unit="row")
     for b in range(0, len(todo), batch_size):
         chunk = todo[b:b + batch_size]
         instr = [clean_instruction(x) for x in llm.generate([WRITER_PROMPT.format(task=t, topic=p) for _, t, p in chunk],
@@ -81,6 +84,8 @@ def build_replay(llm, out: str | Path, n: int, system_prompt: str | None, max_ne
                          "target_meta": {"source": "self_replay", "model": llm.name, "decoding": "greedy",
                                          "max_new_tokens": max_new_tokens, "system_prompt": system_prompt}})
         cache.extend(rows)
+        bar.update(len(chunk))
+    bar.close()
     return {"rows": len(cache.rows), "requested": n, "skipped_this_run": skips}
 
 
