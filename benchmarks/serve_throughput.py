@@ -204,7 +204,8 @@ def main() -> None:
           f"{n} requests per phase, max_tokens {args.max_tokens}, greedy; torch threads {res['torch_threads']}; "
           f"{res['cpu_cores']} CPU cores, nice {res['niceness']}, 1-min load average "
           f"{res['load_average_1m_before_after'][0]} before / {res['load_average_1m_before_after'][1]} after "
-          f"(the benchmark itself adds load; a load average well above that means other jobs). Mean tokens per request: {res['prompt_tokens_mean']:.0f} prompt "
+          f"(the benchmark itself adds load; a load average well above that means other jobs). "
+          f"Mean tokens per request: {res['prompt_tokens_mean']:.0f} prompt "
           f"(audio positions included), {res['completion_tokens_mean']:.1f} completion.", "",
           "| phase | requests/s | p50 latency (s) | p95 latency (s) | wall (s) |", "|---|---|---|---|---|",
           f"| 1 client, sequential | {seq_rps:.3f} | {res['sequential']['p50_s']:.2f} | "

@@ -82,7 +82,9 @@ def main() -> None:
         model(batch, encoder_states=enc_states if cached else None)["loss"].backward()
         opt.step()
 
-    inp = model.embed(batch, *model.encode_audio(batch, enc_states))
+    with torch.no_grad():  # the adapter's outputs once: the LLM baseline's inputs and the splice timing's
+        audio, alen = model.encode_audio(batch, enc_states)
+    inp = model.embed(batch, audio, alen)
     n_tokens = int(inp["attention_mask"].sum())
     targets = inp["labels"][:, 1:]
     keep = targets != IGNORE_INDEX  # the positions SpeechLLM.forward projects onto the vocabulary
@@ -98,9 +100,6 @@ def main() -> None:
     def adapter_only() -> None:  # the adapter's own forward + backward, from the cached encoder states
         emb, _ = model.encode_audio(batch, enc_states)
         emb.float().square().mean().backward()
-
-    audio, alen = model.encode_audio(batch, enc_states)
-    audio = audio.detach()
 
     def splice_only() -> None:  # text embedding lookup + splicing the audio embeddings in (forward)
         with torch.no_grad():
