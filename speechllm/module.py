@@ -176,7 +176,7 @@ class SpeechLLMModule(L.LightningModule):
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step} on rows {batch['ids']}. "
+                f"non-finite training loss ({loss.item()}) at step {self.global_step} on rows {batch.get('row_ids', batch['ids'])}. "
                 "Training stopped before the optimizer step, so no checkpoint holds poisoned weights. "
                 "Try a lower lr, bf16 instead of fp16, or check these rows' audio/targets.")
         bs = len(batch["ids"])

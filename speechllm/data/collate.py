@@ -53,20 +53,33 @@ class SpeechCollator:
                        transcripts=row_transcripts(row, len(wavs), self.transcript_field),
                        target=row.get("target") if self.require_target else None, id=str(row["id"]))
 
-    def __call__(self, rows: list[dict]) -> dict[str, Any]:
-        examples, skipped, clips = [], [], []
-        for row in rows:
-            try:
-                examples.append(self._example(row))
-                clips.append(str(row.get("clip_id") or row["id"]))  # `--per-clip K` rows share one clip
-            except AudioError as e:
-                if not self.skip_bad_audio:
-                    raise AudioError(e.path, e.reason, f"{e.detail} (row {row.get('id')!r}; set "
-                                     "data.skip_bad_audio=true to skip and count such rows)") from e
-                skipped.append((str(row.get("id")), e.reason))
+    def __call__(self, rows: list[dict] | list[list[dict]]) -> dict[str, Any]:
+        """Rows -> a batch; a list of row lists (`data.pack_clip_rows`: each the rows of one clip) -> one
+        packed sequence per clip (speechllm.model.packing)."""
+        packed = bool(rows) and isinstance(rows[0], list)
+        units = rows if packed else [[r] for r in rows]
+        examples, skipped, clips, owner = [], [], [], []
+        for u, unit in enumerate(units):
+            for row in unit:
+                try:
+                    examples.append(self._example(row))
+                    clips.append(str(row.get("clip_id") or row["id"]))  # `--per-clip K` rows share one clip
+                    owner.append(u)
+                except AudioError as e:
+                    if not self.skip_bad_audio:
+                        raise AudioError(e.path, e.reason, f"{e.detail} (row {row.get('id')!r}; set "
+                                         "data.skip_bad_audio=true to skip and count such rows)") from e
+                    skipped.append((str(row.get("id")), e.reason))
         if not examples:
             return {"empty": True, "skipped": skipped, "ids": []}
-        batch = self.processor(examples)
+        groups = None
+        if packed:
+            groups = [[i for i, o in enumerate(owner) if o == u] for u in sorted(set(owner))]
+        row_ids = [ex.id for ex in examples]
+        batch = self.processor(examples, groups) if packed else self.processor(examples)
+        if packed:  # one entry per packed sequence from here on
+            examples, clips = [examples[g[0]] for g in groups], [clips[g[0]] for g in groups]
+        batch["row_ids"] = row_ids  # every row trained on, for messages
         batch["skipped"] = skipped
         batch["clip_ids"] = clips  # encoder caches are keyed per clip, not per row
         batch["wavs"] = [ex.wavs[0] if len(ex.wavs) == 1 else ex.wavs for ex in examples]

@@ -22,7 +22,7 @@ from speechllm.data.manifest import (
     check_transcript_field,
     load_manifest,
 )
-from speechllm.data.sampler import ShardedEpochSampler, row_length
+from speechllm.data.sampler import ShardedEpochSampler, clip_units, unit_length
 
 VAL_SPLITS = ("validation", "val", "dev")
 
@@ -34,7 +34,7 @@ class SpeechDataModule(L.LightningDataModule):
                  max_duration: float = 30.0, shuffle: bool = True, seed: int = 0,
                  transcript_field: str = ASR_FIELD, allow_foreign_targets: bool = False, streaming: bool = False,
                  shuffle_buffer: int = 10_000, replay_manifest: str | None = None, replay_share: float = 0.0,
-                 group_by_length: bool = False):
+                 group_by_length: bool = False, pack_clip_rows: bool = False):
         """Rows need `id`, `audio`, `target` (training); `instruction` defaults to the DeSTA2 one.
         `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping.
         `transcript_field`: what training interleaves after the audio (default: the transcriber's output,
@@ -44,11 +44,15 @@ class SpeechDataModule(L.LightningDataModule):
         for manifests larger than memory (speechllm.data.streaming; `shuffle_buffer` rows are mixed).
         `replay_manifest` + `replay_share`: that share of every training batch is text-only pseudo-replay
         rows (`speechllm prepare replay`; speechllm/data/replay.py; sharded across ranks like the plain sampler).
-        `group_by_length`: batch rows of similar length (less padding; speechllm.data.sampler)."""
+        `group_by_length`: batch rows of similar length (less padding; speechllm.data.sampler).
+        `pack_clip_rows`: train on the rows of one clip (same `clip_id`) as one packed sequence, the shared
+        prompt prefix (system turn, audio, transcript) once (speechllm.model.packing; same loss, fewer
+        tokens); `batch_size` then counts clips, each with all its rows."""
         super().__init__()
-        if group_by_length and (streaming or (replay_manifest and replay_share > 0)):
-            raise ValueError("data.group_by_length works with a loaded training manifest only: turn off "
-                             "data.streaming and data.replay_share, or data.group_by_length")
+        for flag, name in ((group_by_length, "group_by_length"), (pack_clip_rows, "pack_clip_rows")):
+            if flag and (streaming or (replay_manifest and replay_share > 0)):
+                raise ValueError(f"data.{name} works with a loaded training manifest only: turn off "
+                                 f"data.streaming and data.replay_share, or data.{name}")
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
         self.rows: dict[str, list[dict]] = {}
@@ -135,7 +139,9 @@ class SpeechDataModule(L.LightningDataModule):
             return self._stream_dataloader()
         rows, hp, trainer = self.rows["train"], self.hparams, self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        lengths = [row_length(r, hp.transcript_field) for r in rows] if hp.group_by_length else None
+        if hp.pack_clip_rows:  # the sampler's unit is a clip: all its rows, packed by the collator
+            rows = clip_units(rows)
+        lengths = [unit_length(r, hp.transcript_field) for r in rows] if hp.group_by_length else None
         sampler = ShardedEpochSampler(len(rows), hp.batch_size, hp.seed, hp.shuffle, world, rank, lengths)
         if trainer is not None:
             epoch, sampler.skip_batches = self._position(sampler.num_batches())

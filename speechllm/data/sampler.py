@@ -34,6 +34,22 @@ def row_length(row: dict, transcript_field: str = "transcript") -> int:
     return sum(len(str(row.get(k) or "")) for k in ("instruction", transcript_field, "target"))
 
 
+def clip_units(rows: list[dict]) -> list[list[dict]]:
+    """Rows grouped by clip (`clip_id`, else the row's own id), in order of first appearance."""
+    units: dict[str, list[dict]] = {}
+    for r in rows:
+        units.setdefault(str(r.get("clip_id") or r["id"]), []).append(r)
+    return list(units.values())
+
+
+def unit_length(unit: dict | list[dict], transcript_field: str = "transcript") -> int:
+    """`row_length` of a row, or of a clip's packed rows (its shared transcript counted once)."""
+    if isinstance(unit, dict):
+        return row_length(unit, transcript_field)
+    return sum(row_length(r, transcript_field) for r in unit) - (len(unit) - 1) * len(
+        str(unit[0].get(transcript_field) or ""))
+
+
 class ShardedEpochSampler(DistributedSampler):
     def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1,
                  rank: int = 0, lengths: list[int] | None = None):

@@ -71,15 +71,30 @@ class SpeechLLMProcessor:
             target_ids = self._ids(render_target(self.tokenizer, content, ex.target, self.system_prompt, text))
         return ids, target_ids, text
 
-    def __call__(self, examples: Sequence[Example]) -> dict:
+    def __call__(self, examples: Sequence[Example], groups: Sequence[Sequence[int]] | None = None) -> dict:
         """Batch for `SpeechLLM.forward`: right-padded ids (B, L) with slots, labels (B, L) (IGNORE_INDEX
-        outside targets), lengths (B,), audio features (A, n_mels, T) for all clips, example-major."""
+        outside targets), lengths (B,), audio features (A, n_mels, T) for all clips, example-major.
+
+        `groups` (lists of example indices, each the rows of one clip): one packed sequence per group
+        (speechllm.model.packing), with `segments` (B, L); the group's first example gives the audio."""
         rows, labels, prompts = [], [], []
-        for ex in examples:
-            ids, tgt, text = self.encode_text(ex)
-            rows.append(ids + tgt)
-            labels.append([IGNORE_INDEX] * len(ids) + tgt)
-            prompts.append(text)
+        encoded = [self.encode_text(ex) for ex in examples]
+        if groups is None:
+            for ids, tgt, text in encoded:
+                rows.append(ids + tgt)
+                labels.append([IGNORE_INDEX] * len(ids) + tgt)
+                prompts.append(text)
+        else:
+            from speechllm.model.packing import PAD, pack_rows
+
+            segments = []
+            for g in groups:
+                ids, lab, seg = pack_rows([encoded[i][:2] for i in g], examples[g[0]].id)
+                rows.append(ids)
+                labels.append(lab)
+                segments.append(seg)
+                prompts.append(encoded[g[0]][2])
+            examples = [examples[g[0]] for g in groups]
         L = max(len(r) for r in rows)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
@@ -87,6 +102,10 @@ class SpeechLLMProcessor:
         for i, (r, lab) in enumerate(zip(rows, labels)):
             input_ids[i, : len(r)] = torch.tensor(r)
             label_t[i, : len(lab)] = torch.tensor(lab)
+        if groups is not None:
+            batch_segments = torch.full((len(rows), L), PAD, dtype=torch.long)
+            for i, seg in enumerate(segments):
+                batch_segments[i, : len(seg)] = torch.tensor(seg)
         wavs = [w for ex in examples for w in ex.wavs]
         batch = {
             "input_ids": input_ids,
@@ -96,6 +115,8 @@ class SpeechLLMProcessor:
             "ids": [ex.id for ex in examples],
             "prompts": prompts,
         }
+        if groups is not None:
+            batch["segments"] = batch_segments
         if wavs:
             windows, per_clip = split_windows(wavs)
             batch["input_features"], batch["feature_lengths"] = self.feature_fn(windows)

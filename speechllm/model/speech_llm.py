@@ -119,27 +119,33 @@ class SpeechLLM(nn.Module):
     def embed(self, batch: dict, audio_embeds: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
               padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Splice audio embeddings into the text embeddings at each AUDIO_SLOT.
-        -> inputs_embeds (B, T, D), attention_mask (B, T), position_ids (B, T), labels (B, T)."""
+        -> inputs_embeds (B, T, D), attention_mask (B, T), position_ids (B, T), labels (B, T).
+        Packed rows (`segments` in the batch): attention_mask is the (B, 1, T, T) branch mask instead."""
         ids, labels, lengths = batch["input_ids"], batch["labels"], batch["lengths"]
+        segments = batch.get("segments")
         emb_layer = self.llm.get_input_embeddings()
         text_emb = emb_layer(ids.clamp(min=0).to(emb_layer.weight.device))  # (B, L, D)
-        seqs, labs = [], []
+        seqs, labs, segs = [], [], []
         a = 0
         for i in range(ids.shape[0]):
             row, n = ids[i, : lengths[i]], int(lengths[i])
             slots = (row == AUDIO_SLOT).nonzero().flatten().tolist()
-            pieces, lab_pieces, start = [], [], 0
+            pieces, lab_pieces, seg_pieces, start = [], [], [], 0
             for s in slots:
                 pieces.append(text_emb[i, start:s])
                 lab_pieces.append(labels[i, start:s])
                 k = int(audio_lengths[a])
                 pieces.append(audio_embeds[a, :k].to(text_emb.dtype))
                 lab_pieces.append(torch.full((k,), IGNORE_INDEX, dtype=labels.dtype))
+                if segments is not None:  # the audio takes its slot's segment (the shared prefix)
+                    seg_pieces += [segments[i, start:s], segments[i, s:s + 1].expand(k)]
                 start, a = s + 1, a + 1
             pieces.append(text_emb[i, start:n])
             lab_pieces.append(labels[i, start:n])
             seqs.append(torch.cat(pieces))
             labs.append(torch.cat(lab_pieces))
+            if segments is not None:
+                segs.append(torch.cat(seg_pieces + [segments[i, start:n]]))
         T = max(s.shape[0] for s in seqs)
         B, D = len(seqs), text_emb.shape[-1]
         out = text_emb.new_zeros(B, T, D)
@@ -149,6 +155,15 @@ class SpeechLLM(nn.Module):
             sl = slice(T - s.shape[0], T) if padding_side == "left" else slice(0, s.shape[0])
             out[i, sl], mask[i, sl], lab_out[i, sl] = s, 1, lab.to(lab_out.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        if segments is not None:
+            from speechllm.model.packing import PAD, branch_attention
+
+            if padding_side != "right":
+                raise ValueError("packed rows are a training layout: right padding only")
+            seg_out = torch.full((B, T), PAD, dtype=torch.long, device=text_emb.device)
+            for i, sg in enumerate(segs):
+                seg_out[i, : sg.shape[0]] = sg.to(seg_out.device)
+            mask, position_ids = branch_attention(seg_out, out.dtype)
         return {"inputs_embeds": out, "attention_mask": mask, "position_ids": position_ids, "labels": lab_out}
 
     def forward(self, batch: dict, encoder_states=None, return_logits: bool = False) -> dict[str, torch.Tensor]:
