@@ -1,7 +1,8 @@
 """Text generation for `prepare targets`: settings, the batch plan, seeds, and the two backends.
 
 Batched generation with LEFT padding and the tokenizer's attention mask (SmolLM2's pad id equals
-EOS, so masks are never built from ids). Sampling is seeded either per batch (`seed`) or per row
+EOS, so masks are never built from ids). The batch plan keeps a clip's questions together and the HF
+back-end encodes their shared caption prefix once (`speechllm.chat_lm.generate_shared_prefix`). Sampling is seeded either per batch (`seed`) or per row
 (`row_seeds`): with row seeds every row draws from its own generator (`RowSampler`), so a row's
 sample does not depend on which rows share its batch — what resampling needs to be reproducible.
 """
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from data_prep.verify import instruction_of
-from speechllm.chat_lm import generate_batch
+from speechllm.chat_lm import generate_batch, generate_shared_prefix
 from speechllm.prompts.captions import ONE_WORD_FORMS
 
 
@@ -64,13 +65,20 @@ def row_seed(seed: int, row_id: str, attempt: int, source: str = "self") -> int:
 
 
 def plan_batches(ids: list[str], lengths: list[int], batch_size: int,
-                 short: list[bool] | None = None) -> list[list[int]]:
+                 short: list[bool] | None = None, clips: list[str] | None = None) -> list[list[int]]:
     """Indices grouped into batches of similar prompt length (less padding), deterministic. With
-    `short` (rows answered in one word), short rows batch only with short rows."""
+    `short` (rows answered in one word), short rows batch only with short rows. With `clips`, the
+    rows of one clip (one caption, several questions) stay next to each other, ordered by the clip's
+    shortest prompt, so a batch holds few captions and each is encoded once (`generate_shared_prefix`)."""
     short = short or [False] * len(ids)
+    clips = clips or list(ids)
     plan = []
     for group in (False, True):
-        order = sorted((i for i in range(len(ids)) if short[i] == group), key=lambda i: (lengths[i], ids[i]))
+        rows = [i for i in range(len(ids)) if short[i] == group]
+        clip_len: dict[str, int] = {}
+        for i in rows:
+            clip_len[clips[i]] = min(clip_len.get(clips[i], lengths[i]), lengths[i])
+        order = sorted(rows, key=lambda i: (clip_len[clips[i]], clips[i], lengths[i], ids[i]))
         plan += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return plan
 
@@ -106,7 +114,7 @@ class HFGenerator:
 
     name = "hf"
 
-    def __init__(self, model_dir: Path, dtype: str = "float32"):
+    def __init__(self, model_dir: Path, dtype: str = "float32", share_prefix: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -115,7 +123,7 @@ class HFGenerator:
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.dtype = dtype
+        self.dtype, self.share_prefix = dtype, share_prefix
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
         if torch.cuda.is_available():
             self.model.cuda()
@@ -129,8 +137,7 @@ class HFGenerator:
     def generate(self, prompts: list[str], s: GenSettings, seed: int,
                  row_seeds: list[int] | None = None) -> list[dict]:
         torch = self.torch
-        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.model.device) for k, v in enc.items()}  # input_ids/attention_mask: (B, T)
+        rows = self.tok(prompts, add_special_tokens=False)["input_ids"]
         kw = dict(do_sample=s.do_sample, repetition_penalty=s.repetition_penalty)
         if s.do_sample and row_seeds is not None:  # greedy over logits the RowSampler has already sampled
             from transformers import LogitsProcessorList
@@ -140,8 +147,14 @@ class HFGenerator:
         elif s.do_sample:
             kw.update(temperature=s.temperature, top_p=s.top_p)
         torch.manual_seed(seed)
-        gens = generate_batch(self.model, self.tok, enc["attention_mask"], s.max_new_tokens,
-                              input_ids=enc["input_ids"], eos_token_id=self.tok.eos_token_id, **kw)
+        if self.share_prefix:  # rows asking several questions of one caption: encode it once per batch
+            gens = generate_shared_prefix(self.model, self.tok, rows, s.max_new_tokens,
+                                          eos_token_id=self.tok.eos_token_id, **kw)
+        else:
+            enc = self.tok.pad({"input_ids": rows}, return_tensors="pt")
+            gens = generate_batch(self.model, self.tok, enc["attention_mask"].to(self.model.device), s.max_new_tokens,
+                                  input_ids=enc["input_ids"].to(self.model.device),
+                                  eos_token_id=self.tok.eos_token_id, **kw)
         return [{"text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason} for g in gens]
 
 

@@ -80,7 +80,8 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
         lengths = [gen.n_tokens(p) for p in prompts]
     else:  # no LLM in the pipeline: plan by caption length
         lengths = [len(r["caption"]) + len(r["instruction"]) for r in rows]
-    plan = plan_batches(ids, lengths, settings.batch_size, [short_answer(r) for r in rows])
+    plan = plan_batches(ids, lengths, settings.batch_size, [short_answer(r) for r in rows],
+                        [str(r.get("clip_id") or r["id"]) for r in rows])
     todo = [b for b in plan if any(ids[i] not in partial.done for i in b)]
     bar = tqdm(total=len(rows), initial=len(rows) - sum(ids[i] not in partial.done for b in todo for i in b),
                desc=f"targets ({getattr(gen, 'name', 'template')})", disable=not progress, unit="row")

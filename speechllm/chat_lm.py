@@ -58,6 +58,57 @@ def generate_batch(model: Any, tokenizer: Any, attention_mask: Any, max_new_toke
     return out
 
 
+def prefix_groups(rows: list[list[int]], min_prefix: int) -> list[tuple[int, list[int]]]:
+    """Rows (token ids) grouped with the first earlier row they share >= `min_prefix` leading tokens
+    with -> [(shared prefix length, row indices)]. Every row keeps >= 1 token of its own, so a group's
+    prefix can be encoded once and each row continue from it."""
+    groups: list[list] = []  # [first row, members, common length]
+    for i, ids in enumerate(rows):
+        for g in groups:
+            n = next((k for k, (a, b) in enumerate(zip(g[0], ids)) if a != b), min(len(g[0]), len(ids)))
+            if n >= min_prefix:
+                g[1].append(i)
+                g[2] = min(g[2], n)
+                break
+        else:
+            groups.append([ids, [i], len(ids)])
+    return [(min(n, min(len(rows[j]) for j in members) - 1), members) for _, members, n in groups]
+
+
+def generate_shared_prefix(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int, *,
+                           min_prefix: int = 32, **kwargs) -> list[Generation]:
+    """`generate_batch` for prompts given as token ids, encoding each run of rows that share a long
+    prefix (e.g. one caption asked several questions) once: the prefixes run as one left-padded batch
+    into a KV cache, each row gets a copy of its group's cache and continues with its own tokens.
+    Positions follow the attention mask, so every row sees the tokens and positions it would alone."""
+    import torch
+
+    groups = prefix_groups(rows, min_prefix)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    P = max(p for p, _ in groups)
+    S = max(len(rows[i]) - p for p, members in groups for i in members)
+    pre = torch.full((len(groups), P), pad, dtype=torch.long)
+    pre_mask = torch.zeros(len(groups), P, dtype=torch.long)
+    full = torch.full((len(rows), P + S), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), P + S, dtype=torch.long)
+    owner = [0] * len(rows)
+    for g, (p, members) in enumerate(groups):
+        pre[g, P - p:], pre_mask[g, P - p:] = torch.tensor(rows[members[0]][:p]), 1
+        for i in members:
+            own = rows[i][p:]
+            full[i, :P], mask[i, :P] = pre[g], pre_mask[g]
+            full[i, P + S - len(own):], mask[i, P + S - len(own):] = torch.tensor(own), 1
+            owner[i] = g
+    dev = model.device
+    with torch.inference_mode():
+        out = model(input_ids=pre.to(dev), attention_mask=pre_mask.to(dev), use_cache=True, logits_to_keep=1,
+                    position_ids=(pre_mask.cumsum(-1) - 1).clamp(min=0).to(dev))
+    cache = getattr(out, "cache", None) or out.past_key_values
+    cache.batch_select_indices(torch.tensor(owner, device=dev))
+    return generate_batch(model, tokenizer, mask.to(dev), max_new_tokens, input_ids=full.to(dev), cache=cache,
+                          **kwargs)
+
+
 class ChatLM:
     """`generate(prompts) -> list[str]`, each prompt sent as one user turn through the chat template."""
 

@@ -50,3 +50,21 @@ def test_chat_lm_returns_the_loops_texts(tiny_llama):
     enc = _enc(tok, [lm.render(p) for p in prompts[:2]])
     want = [g.text for g in generate_batch(model, tok, enc["attention_mask"], 5, input_ids=enc["input_ids"])]
     assert lm.generate(prompts, max_new_tokens=5)[:2] == want
+
+
+def test_shared_prefix_generation_equals_plain_batched_generation(tiny_llama):
+    from speechllm.chat_lm import generate_shared_prefix, prefix_groups
+
+    model, tok = tiny_llama
+    caption = "a long caption about the clip: a woman speaks slowly and clearly in a quiet room. "
+    texts = [caption + q for q in ("is it a man?", "how fast?", "describe the room please")]
+    texts += ["something else entirely, no shared caption", caption + "how fast?"]
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    groups = prefix_groups(rows, min_prefix=8)
+    assert [m for _, m in groups] == [[0, 1, 2, 4], [3]]
+    assert groups[0][0] < min(len(rows[i]) for i in (0, 1, 2, 4))  # a repeated prompt keeps a token of its own
+    enc = _enc(tok, texts)
+    plain = generate_batch(model, tok, enc["attention_mask"], 6, input_ids=enc["input_ids"], repetition_penalty=1.1)
+    shared = generate_shared_prefix(model, tok, rows, 6, min_prefix=8, repetition_penalty=1.1)
+    assert [(g.text, g.n_tokens, g.n_prompt_tokens) for g in shared] == [
+        (g.text, g.n_tokens, len(r)) for g, r in zip(plain, rows)]

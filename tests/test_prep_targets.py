@@ -340,3 +340,11 @@ def test_cli_writes_fidelity_report_and_template_source(tmp_path):
                          "--source", "template"]) == 0
     tpl = read_jsonl(tmp_path / "tpl.jsonl")
     assert all(r["target_meta"]["source"] == "template" and r["target_meta"]["verdict"]["ok"] for r in tpl)
+
+
+def test_plan_batches_keeps_the_questions_of_a_clip_together():
+    ids = [f"r{i}" for i in range(8)]
+    clips = ["a", "b", "a", "b", "c", "a", "c", "b"]
+    lengths = [10, 5, 12, 6, 20, 11, 21, 7]
+    plan = plan_batches(ids, lengths, 3, clips=clips)
+    assert plan == [[1, 3, 7], [0, 5, 2], [4, 6]]  # clip b (shortest) first, then a, then c
