@@ -32,7 +32,7 @@ DEMO_ADAPTER = {"class_path": "speechllm.model.adapters.ClipStatsAdapter", "init
 
 def run_epoch(model: SpeechLLM, batches: list[dict], states: dict) -> tuple[float, float, int, int]:
     """-> (seconds, token-weighted mean loss, LLM positions incl. padding, target tokens)."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-9)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # the full step, weights unchanged: both layouts see the same model
     total, n_tok, positions = 0.0, 0, 0
     t0 = time.perf_counter()
     for b in batches:
@@ -40,7 +40,7 @@ def run_epoch(model: SpeechLLM, batches: list[dict], states: dict) -> tuple[floa
         out["loss"].backward()
         opt.step()
         opt.zero_grad()
-        total += float(out["loss"]) * int(out["n_target_tokens"])
+        total += out["loss"].item() * int(out["n_target_tokens"])
         n_tok += int(out["n_target_tokens"])
         positions += int(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + 3))  # 4 audio tokens per slot
     return time.perf_counter() - t0, total / n_tok, positions, n_tok
@@ -60,6 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = SpeechLLMConfig(encoder=args.encoder, llm=args.llm, encoder_layers=[0, 1, 2, 3, 4], adapter=DEMO_ADAPTER)
     model = SpeechLLM.from_config(cfg).train()
+    model.adapter.train(False)  # fixed clip-statistics standardisation: batch statistics would differ by layout
     for p in model.adapter.parameters():  # not the zero init: the audio must change the loss
         torch.nn.init.normal_(p, std=0.02)
     rows = [r for r in load_manifest(args.manifest) if r.get("split") in (None, "train")]
