@@ -86,6 +86,10 @@ def generate_shared_prefix(model: Any, tokenizer: Any, rows: list[list[int]], ma
     groups = prefix_groups(rows, min_prefix)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     P = max(p for p, _ in groups)
+    if P == 0:  # one-token prompts: nothing to share
+        enc = tokenizer.pad({"input_ids": rows}, return_tensors="pt", padding_side="left")
+        return generate_batch(model, tokenizer, enc["attention_mask"].to(model.device), max_new_tokens,
+                              input_ids=enc["input_ids"].to(model.device), **kwargs)
     S = max(len(rows[i]) - p for p, members in groups for i in members)
     pre = torch.full((len(groups), P), pad, dtype=torch.long)
     pre_mask = torch.zeros(len(groups), P, dtype=torch.long)

@@ -68,3 +68,5 @@ def test_shared_prefix_generation_equals_plain_batched_generation(tiny_llama):
     shared = generate_shared_prefix(model, tok, rows, 6, min_prefix=8, repetition_penalty=1.1)
     assert [(g.text, g.n_tokens, g.n_prompt_tokens) for g in shared] == [
         (g.text, g.n_tokens, len(r)) for g, r in zip(plain, rows)]
+    one = generate_shared_prefix(model, tok, [rows[3][:1], rows[3][:1]], 3)  # one-token prompts: plain batch
+    assert one[0].text == one[1].text and one[0].n_prompt_tokens == 1
