@@ -98,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"model": args.model, "checksum": meta.get("checksum"), "rows": args.rows,
               "max_new_tokens": args.max_new_tokens, "greedy": True, "results": res,
               "speedup": round(speedup, 2), "goal": 3.0, "meets_goal": speedup >= 3.0,
-              "identical_targets": f"{same}/{len(rows)}", "torch_threads": torch.get_num_threads(),
-              "cpu_count": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-              "platform": platform.platform(), "torch": torch.__version__,
-              "command": "python benchmarks/targets_throughput.py " + " ".join(argv or sys.argv[1:])}
+              "identical_targets": f"{same}/{len(rows)}", **machine(argv, torch)}
     out_dir = Path(args.out)
     atomic_write_json(out_dir / "targets_throughput.json", report)
     md = [f"# Self-output target generation, {args.model}, CPU ({os.cpu_count()} cores, torch threads "
@@ -116,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out_dir / "targets_throughput.md", "\n".join(md))
     print("\n".join(md))
     return 0
+
+
+def machine(argv, torch) -> dict:
+    """Where and how a report was measured (both reports carry it)."""
+    return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2), "platform": platform.platform(),
+            "torch": torch.__version__,
+            "command": "python benchmarks/targets_throughput.py " + " ".join(argv or sys.argv[1:])}
 
 
 def clip_rows(manifest: str, n: int) -> list[dict]:
@@ -134,9 +139,7 @@ def clip_rows(manifest: str, n: int) -> list[dict]:
 def shared_prefix_report(args, argv, res: dict, speedup: float, same: int, n: int, torch) -> int:
     report = {"model": args.model, "manifest": args.manifest, "rows": n, "max_new_tokens": args.max_new_tokens,
               "greedy": True, "results": res, "speedup": round(speedup, 2), "identical_targets": f"{same}/{n}",
-              "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-              "load_avg_1m_at_end": round(os.getloadavg()[0], 2), "platform": platform.platform(),
-              "command": "python benchmarks/targets_throughput.py " + " ".join(argv or sys.argv[1:])}
+              **machine(argv, torch)}
     out_dir = Path(args.out)
     atomic_write_json(out_dir / "targets_throughput_shared_prefix.json", report)
     md = [f"# Target generation: a clip's caption encoded once, {args.model}, CPU ({os.cpu_count()} cores, "

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from data_prep.verify import instruction_of
-from speechllm.chat_lm import generate_batch, generate_shared_prefix
+from speechllm.chat_lm import generate_ids, generate_shared_prefix
 from speechllm.prompts.captions import ONE_WORD_FORMS
 
 
@@ -147,14 +147,9 @@ class HFGenerator:
         elif s.do_sample:
             kw.update(temperature=s.temperature, top_p=s.top_p)
         torch.manual_seed(seed)
-        if self.share_prefix:  # rows asking several questions of one caption: encode it once per batch
-            gens = generate_shared_prefix(self.model, self.tok, rows, s.max_new_tokens,
-                                          eos_token_id=self.tok.eos_token_id, **kw)
-        else:
-            enc = self.tok.pad({"input_ids": rows}, return_tensors="pt")
-            gens = generate_batch(self.model, self.tok, enc["attention_mask"].to(self.model.device), s.max_new_tokens,
-                                  input_ids=enc["input_ids"].to(self.model.device),
-                                  eos_token_id=self.tok.eos_token_id, **kw)
+        # rows asking several questions of one caption: encode it once per batch
+        run = generate_shared_prefix if self.share_prefix else generate_ids
+        gens = run(self.model, self.tok, rows, s.max_new_tokens, eos_token_id=self.tok.eos_token_id, **kw)
         return [{"text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason} for g in gens]
 
 

@@ -58,6 +58,13 @@ def generate_batch(model: Any, tokenizer: Any, attention_mask: Any, max_new_toke
     return out
 
 
+def generate_ids(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int, **kwargs) -> list[Generation]:
+    """`generate_batch` for prompts given as token ids (left-padded here)."""
+    enc = tokenizer.pad({"input_ids": rows}, return_tensors="pt", padding_side="left")
+    return generate_batch(model, tokenizer, enc["attention_mask"].to(model.device), max_new_tokens,
+                          input_ids=enc["input_ids"].to(model.device), **kwargs)
+
+
 def prefix_groups(rows: list[list[int]], min_prefix: int) -> list[tuple[int, list[int]]]:
     """Rows (token ids) grouped with the first earlier row they share >= `min_prefix` leading tokens
     with -> [(shared prefix length, row indices)]. Every row keeps >= 1 token of its own, so a group's
@@ -87,9 +94,7 @@ def generate_shared_prefix(model: Any, tokenizer: Any, rows: list[list[int]], ma
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     P = max(p for p, _ in groups)
     if P == 0:  # one-token prompts: nothing to share
-        enc = tokenizer.pad({"input_ids": rows}, return_tensors="pt", padding_side="left")
-        return generate_batch(model, tokenizer, enc["attention_mask"].to(model.device), max_new_tokens,
-                              input_ids=enc["input_ids"].to(model.device), **kwargs)
+        return generate_ids(model, tokenizer, rows, max_new_tokens, **kwargs)
     S = max(len(rows[i]) - p for p, members in groups for i in members)
     pre = torch.full((len(groups), P), pad, dtype=torch.long)
     pre_mask = torch.zeros(len(groups), P, dtype=torch.long)

@@ -38,6 +38,14 @@ class Example:
     id: str = ""
 
 
+def right_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
+    """Lists of ints -> (B, max length) long tensor, right-padded with `fill`."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
 class SpeechLLMProcessor:
     def __init__(self, tokenizer, feature_fn, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
                  interleave_transcript: bool = True):
@@ -95,28 +103,18 @@ class SpeechLLMProcessor:
                 segments.append(seg)
                 prompts.append(encoded[g[0]][2])
             examples = [examples[g[0]] for g in groups]
-        L = max(len(r) for r in rows)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
-        label_t = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            input_ids[i, : len(r)] = torch.tensor(r)
-            label_t[i, : len(lab)] = torch.tensor(lab)
-        if groups is not None:
-            batch_segments = torch.full((len(rows), L), PAD, dtype=torch.long)
-            for i, seg in enumerate(segments):
-                batch_segments[i, : len(seg)] = torch.tensor(seg)
         wavs = [w for ex in examples for w in ex.wavs]
         batch = {
-            "input_ids": input_ids,
-            "labels": label_t,
+            "input_ids": right_pad(rows, pad_id),
+            "labels": right_pad(labels, IGNORE_INDEX),
             "lengths": torch.tensor([len(r) for r in rows]),
             "audio_counts": torch.tensor([len(ex.wavs) for ex in examples]),
             "ids": [ex.id for ex in examples],
             "prompts": prompts,
         }
         if groups is not None:
-            batch["segments"] = batch_segments
+            batch["segments"] = right_pad(segments, PAD)
         if wavs:
             windows, per_clip = split_windows(wavs)
             batch["input_features"], batch["feature_lengths"] = self.feature_fn(windows)
