@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.dynamic_superb.registry import _OPTIONS_RE, Task, parse_options
+from evaluation.dynamic_superb.registry import OPTIONS_RE, Task, parse_options
 from evaluation.dynamic_superb.scoring import label_str
 from speechllm.model.scoring import option_logprobs, score_examples
 from speechllm.prompts.baselines import transcript_prompt
@@ -33,7 +33,7 @@ def item_options(task: Task, instruction: str) -> list[str]:
 
 def options_sentence(instruction: str, options: Sequence[str]) -> str:
     """The content-free domain premise of a text-only prompt: the instruction's own options sentence."""
-    m = _OPTIONS_RE.search(instruction.strip())
+    m = OPTIONS_RE.search(instruction.strip())
     if m:
         return m.group(0).strip()
     opts = list(options)

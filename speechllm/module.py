@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import random
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from speechllm.data.encoder_cache import batch_clip_ids
-from speechllm.errors import SpeechLLMError
+from speechllm.errors import CheckpointError, SpeechLLMError
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
@@ -112,7 +113,8 @@ class SpeechLLMModule(L.LightningModule):
         # (encoder settings key, clip id) -> tapped states on the clip's real frames, encoder frame count
         self._encoder_cache: dict[tuple[str, str], tuple[list[torch.Tensor], torch.Tensor]] = {}
         self.skipped: dict[str, int] = {}
-        self.strict_loading = False  # checkpoints hold trainable weights only
+        # checkpoints hold trainable weights only; on_load_checkpoint checks those strictly
+        self.strict_loading = False
 
     def configure_model(self) -> None:
         if self.model is None:
@@ -270,10 +272,8 @@ class SpeechLLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from speechllm.strategies import clean_param_name
-
-        # names without FSDP wrapper segments: FSDP's gathered state dict uses the clean ones
-        keep = {f"model.{clean_param_name(k)}" for k in self.model.trainable_state_dict()}
+        weights, buffers = self._checkpoint_keys()
+        keep = weights | buffers
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         _, keys, pos, has_gauss, cached = np.random.get_state()
         # plain tensors/ints only, so the checkpoint loads with torch.load(weights_only=True)
@@ -281,8 +281,34 @@ class SpeechLLMModule(L.LightningModule):
                                        "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
         checkpoint["speechllm_skipped"] = dict(self.skipped)
 
+    def _checkpoint_keys(self) -> tuple[set[str], set[str]]:
+        """What `last.ckpt` holds: the trainable weights, and the adapter's buffers (e.g. ClipStats'
+        running statistics, which a resumed warm-up must not restart). Names without FSDP wrapper
+        segments: FSDP's gathered state dict uses the clean ones."""
+        from speechllm.strategies import clean_param_name
+
+        weights = {f"model.{clean_param_name(k)}" for k in self.model.trainable_state_dict()}
+        params = {n for n, _ in self.model.adapter.named_parameters()}
+        buffers = {f"model.adapter.{clean_param_name(k)}" for k in self.model.adapter.state_dict() if k not in params}
+        return weights, buffers
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Strict for what training owns: a checkpoint that lacks a trainable weight (or brings one
+        this model does not have) would otherwise leave that weight at its random init, silently.
+        The frozen Whisper/LLM weights are never in the checkpoint and load from their packs."""
         self.configure_model()
+        weights, buffers = self._checkpoint_keys()
+        got = set(checkpoint.get("state_dict", {}))
+        missing, unexpected = sorted(weights - got), sorted(got - weights - buffers)
+        if missing or unexpected:
+            what = "; ".join(f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
+                             for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+            raise CheckpointError(
+                f"the checkpoint's trainable weights do not match this model: {what}. It was written by "
+                "another adapter/LoRA configuration: resume with the run's own config.yaml, or start a new run")
+        if buffers - got:  # checkpoints written before buffers were kept: statistics restart
+            warnings.warn(f"the checkpoint has no adapter buffers ({', '.join(sorted(buffers - got)[:3])}): "
+                          "they restart from their initial values", stacklevel=2)
         rng = checkpoint.get("speechllm_rng")
         if rng:
             torch.set_rng_state(rng["torch"])

@@ -45,12 +45,12 @@ class Task:
         return d
 
 
-_OPTIONS_RE = re.compile(r"the answer could be (.+?)\s*$", re.IGNORECASE | re.DOTALL)
+OPTIONS_RE = re.compile(r"the answer could be (.+?)\s*$", re.IGNORECASE | re.DOTALL)
 
 
 def parse_options(instruction: str) -> list[str]:
     """Options listed by "... The answer could be a, b, or c." (Dynamic-SUPERB's phrasing); [] if none."""
-    m = _OPTIONS_RE.search(instruction.strip())
+    m = OPTIONS_RE.search(instruction.strip())
     if not m:
         return []
     body = m.group(1).strip().rstrip(".").strip()

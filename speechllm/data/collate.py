@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from speechllm.data.audio import DEFAULT_POLICY, AudioError, AudioPolicy, load_audio
-from speechllm.data.manifest import ASR_FIELD, ManifestError, check_transcript_field
+from speechllm.data.manifest import ASR_FIELD, AUDIO_KEYS, ManifestError, check_transcript_field
 from speechllm.model.processor import Example
 from speechllm.prompts.chat import DEFAULT_INSTRUCTION
-
-AUDIO_KEYS = ("audio", "audio2", "audio3", "audio4")
 
 
 def row_audio_paths(row: dict) -> list[str]:

@@ -22,10 +22,20 @@ ASR_FIELD = "asr_transcript"
 
 log = logging.getLogger(__name__)
 TRAIN_REQUIRED = ("id", "audio", "target")
+AUDIO_KEYS = ("audio", "audio2", "audio3", "audio4")  # a row's clips, in prompt order (multi-audio tasks)
+
+
+def resolve_audio_paths(row: dict, base: Path) -> dict:
+    """Every audio field that is a relative path, resolved against `base` (the manifest's folder), in place."""
+    for key in AUDIO_KEYS:
+        a = row.get(key)
+        if isinstance(a, str) and a and not Path(a).is_absolute():
+            row[key] = str((base / a).resolve())
+    return row
 
 
 def load_manifest(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """Read a manifest; relative audio paths are resolved against the manifest's folder."""
+    """Read a manifest; relative audio paths (every `AUDIO_KEYS` field) are resolved against the manifest's folder."""
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
@@ -36,9 +46,7 @@ def load_manifest(path: str | Path, split: str | None = None) -> list[dict[str, 
         rows = read_jsonl(path)
         base = path.parent
     for r in rows:
-        a = r.get("audio")
-        if isinstance(a, str) and a and not Path(a).is_absolute():
-            r["audio"] = str((base / a).resolve())
+        resolve_audio_paths(r, base)
     if split is not None:
         rows = [r for r in rows if r.get("split", split) == split]
     return rows

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from speechllm.data.manifest import TRAIN_REQUIRED, ManifestError
+from speechllm.data.manifest import TRAIN_REQUIRED, ManifestError, resolve_audio_paths
 
 VAL_SPLITS = ("validation", "val", "dev")
 TRAIN_SPLITS = (None, "train")
@@ -46,13 +46,6 @@ def iter_lines(path: Path) -> Iterator[tuple[int, dict]]:
                 raise ManifestError(f"{path}:{no}: invalid JSON ({e}); fix or delete this line") from e
 
 
-def _resolve_audio(row: dict, base: Path) -> dict:
-    a = row.get("audio")
-    if isinstance(a, str) and a and not Path(a).is_absolute():
-        row["audio"] = str((base / a).resolve())
-    return row
-
-
 def scan_manifest(path: str | Path, keep_val: bool = True) -> tuple[int, list[dict]]:
     """One pass: -> (number of training rows, validation-split rows). Checks every training row's
     required fields here, so a bad row stops the run before training starts, naming its line."""
@@ -65,7 +58,7 @@ def scan_manifest(path: str | Path, keep_val: bool = True) -> tuple[int, list[di
         split = row.get("split")
         if split in VAL_SPLITS:
             if keep_val:
-                val.append(_resolve_audio(row, path.parent))
+                val.append(resolve_audio_paths(row, path.parent))
         elif split in TRAIN_SPLITS:
             missing = [f for f in TRAIN_REQUIRED if row.get(f) in (None, "")]
             if missing:
@@ -110,7 +103,7 @@ class StreamingManifest(IterableDataset):
             if row.get("split") not in TRAIN_SPLITS:
                 continue
             if i % w == r:
-                row = _resolve_audio(row, self.path.parent)
+                row = resolve_audio_paths(row, self.path.parent)
                 first = first or row
                 mine += 1
                 if not self.shuffle:
