@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.labels import frame_power
 from speechllm.data.audio import SAMPLE_RATE, resample
 
 __all__ = ["add_noise", "reverb", "change_speed", "change_gain", "measured_snr", "make_noise",
@@ -48,20 +49,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPEECHLLM_HOME", Path.home() / ".cache" / "speechllm")) / "noise"
 
 
-def _frame_power(wav: np.ndarray, frame: int = FRAME) -> np.ndarray:
-    n = max(1, len(wav) // frame)
-    x = wav[: n * frame].astype(np.float64).reshape(n, -1) if len(wav) >= frame else wav[None].astype(np.float64)
-    return (x**2).mean(axis=1)  # (n_frames,)
-
-
 def active_mask(wav: np.ndarray, floor_db: float = 40.0) -> np.ndarray:
     """Frames (25 ms) within `floor_db` of the loudest one: where the speech is."""
-    p = _frame_power(wav)
+    p = frame_power(wav, FRAME)
     return p > p.max() * 10 ** (-floor_db / 10) if p.max() > 0 else np.ones_like(p, dtype=bool)
 
 
 def speech_power(wav: np.ndarray) -> float:
-    p = _frame_power(wav)
+    p = frame_power(wav, FRAME)
     return float(p[active_mask(wav)].mean())
 
 

@@ -126,25 +126,11 @@ def ingest_hf(src: Path, out_dir: Path, policy: AudioPolicy, text_col: str, labe
         ds = ds.cast_column("audio", datasets.Audio(decode=False))  # decode ourselves: no torchcodec needed
 
     def convert(ex: dict, idx: int) -> dict:
-        import io
-
-        import numpy as np
-        import soundfile as sf
-
-        from speechllm.data.audio import resample, validate_waveform
+        from speechllm.data.audio import decode_audio_cell
 
         rid = str(ex.get("id") or f"{src.name}-{idx:07d}")
-        a = ex["audio"]
         try:
-            if isinstance(a, dict) and a.get("array") is not None:
-                wav, sr = np.asarray(a["array"], dtype=np.float32), int(a["sampling_rate"])
-            elif isinstance(a, dict) and a.get("bytes"):
-                wav, sr = sf.read(io.BytesIO(a["bytes"]), dtype="float32")
-            else:
-                wav, sr = sf.read(a["path"] if isinstance(a, dict) else str(a), dtype="float32")
-            wav = wav.mean(axis=1) if wav.ndim > 1 else wav
-            wav = resample(wav, sr, policy.sample_rate)
-            validate_waveform(wav, rid, policy)
+            wav = decode_audio_cell(ex["audio"], rid, policy)
         except AudioError as e:
             return {"row": json.dumps(skip(rid, e.reason, str(e)))}
         except Exception as e:  # undecodable bytes

@@ -105,6 +105,7 @@ def pitch_stats(wav: np.ndarray, sr: int = SAMPLE_RATE, gate_db: float | None = 
 
 
 def frame_power(wav: np.ndarray, frame: int = 400) -> np.ndarray:
+    """Mean power of consecutive `frame`-sample frames (a clip shorter than one frame: repeated to fill it)."""
     n = max(1, len(wav) // frame)
     x = np.resize(wav.astype(np.float64), n * frame).reshape(n, frame)
     return (x**2).mean(axis=1)  # (n_frames,)

@@ -7,7 +7,6 @@ and every clip goes through the project's one validator (`speechllm.data.audio`)
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.dynamic_superb.registry import Task
-from speechllm.data.audio import (
-    INFERENCE_POLICY,
-    SAMPLE_RATE,
-    AudioError,
-    load_audio,
-    resample,
-    validate_waveform,
-)
+from speechllm.data.audio import INFERENCE_POLICY, decode_audio_cell
 from speechllm.errors import SpeechLLMError
 
 
@@ -101,29 +93,7 @@ def _how_to_provide(task: Task, tried: list[Path]) -> str:
 def decode_audio(value: Any, where: str = "audio") -> np.ndarray:
     """A mono float32 16 kHz waveform (T,) from a datasets audio cell (bytes/path dict, array dict or path).
     Evaluation is inference: silent and > 30-s clips are valid questions (speechllm.data.audio.INFERENCE_POLICY)."""
-    if isinstance(value, str):
-        return load_audio(value, INFERENCE_POLICY)
-    if not isinstance(value, dict):
-        raise AudioError(where, "corrupt", f"unsupported audio cell of type {type(value).__name__}")
-    if value.get("array") is not None:
-        wav, sr = np.asarray(value["array"], dtype=np.float32), int(value.get("sampling_rate") or SAMPLE_RATE)
-    elif value.get("bytes"):
-        import soundfile as sf
-
-        try:
-            data, sr = sf.read(io.BytesIO(value["bytes"]), dtype="float32", always_2d=True)
-        except Exception as e:
-            raise AudioError(value.get("path") or where, "corrupt", f"cannot decode audio bytes ({e})") from e
-        wav = data.mean(axis=1)
-    elif value.get("path"):
-        return load_audio(value["path"], INFERENCE_POLICY)
-    else:
-        raise AudioError(where, "empty", "audio cell has neither bytes, array nor path")
-    if wav.ndim > 1:
-        wav = wav.mean(axis=-1)
-    wav = resample(np.ascontiguousarray(wav), sr, SAMPLE_RATE)
-    validate_waveform(wav, value.get("path") or where, INFERENCE_POLICY)
-    return wav.astype(np.float32, copy=False)
+    return decode_audio_cell(value, where, INFERENCE_POLICY)
 
 
 def example_id(index: int, row: dict) -> str:

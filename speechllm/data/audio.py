@@ -92,19 +92,58 @@ def load_audio(path: str | Path, policy: AudioPolicy = DEFAULT_POLICY) -> np.nda
     if path.stat().st_size == 0:
         raise AudioError(path, "empty", "audio file is 0 bytes")
     data, sr = _read(path)
+    return to_waveform(data, sr, path, policy)
+
+
+def read_bytes(raw: bytes, where: str | Path) -> tuple[np.ndarray, int]:
+    """An encoded file held in memory (WAV, FLAC, OGG, MP3: libsndfile >= 1.1) -> (T, C) float32 samples, rate."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - any decoder failure means unusable bytes
+        raise AudioError(where, "corrupt", f"cannot decode the audio ({type(e).__name__}: {e}); "
+                                           "send a WAV, FLAC, OGG or MP3 file") from e
+    return data, int(sr)
+
+
+def to_waveform(data: np.ndarray, sr: int, where: str | Path, policy: AudioPolicy = DEFAULT_POLICY) -> np.ndarray:
+    """Decoded samples, (T,) or (T, C) -> the validated mono waveform at `policy.sample_rate` (down-mixed and
+    resampled where the policy allows)."""
+    data = np.asarray(data, dtype=np.float32)
+    data = data[:, None] if data.ndim == 1 else data
     if data.shape[0] == 0:
-        raise AudioError(path, "empty", "audio file has no samples")
+        raise AudioError(where, "empty", "audio has no samples")
     if data.shape[1] > 1:
         if not policy.allow_downmix:
-            raise AudioError(path, "stereo", f"{data.shape[1]} channels; convert to mono or allow_downmix=True")
+            raise AudioError(where, "stereo", f"{data.shape[1]} channels; convert to mono or allow_downmix=True")
         data = data.mean(axis=1, keepdims=True)
     wav = np.ascontiguousarray(data[:, 0])
     if sr != policy.sample_rate:
         if not policy.allow_resample:
-            raise AudioError(path, "sample_rate", f"sample rate {sr} Hz != {policy.sample_rate} Hz; resample it")
+            raise AudioError(where, "sample_rate", f"sample rate {sr} Hz != {policy.sample_rate} Hz; resample it")
         wav = resample(wav, sr, policy.sample_rate)
-    validate_waveform(wav, path, policy)
+    validate_waveform(wav, where, policy)
     return wav.astype(np.float32, copy=False)
+
+
+def decode_audio_cell(value, where: str = "audio", policy: AudioPolicy = INFERENCE_POLICY) -> np.ndarray:
+    """A `datasets` audio cell (a path, or a dict with `array` + `sampling_rate`, `bytes` or `path`) -> the
+    validated mono waveform: one decoder for ingestion, the benchmark loaders and anything reading a dataset."""
+    if isinstance(value, (str, Path)):
+        return load_audio(value, policy)
+    if not isinstance(value, dict):
+        raise AudioError(where, "corrupt", f"unsupported audio cell of type {type(value).__name__}")
+    name = value.get("path") or where
+    if value.get("array") is not None:
+        return to_waveform(value["array"], int(value.get("sampling_rate") or SAMPLE_RATE), name, policy)
+    if value.get("bytes"):
+        return to_waveform(*read_bytes(value["bytes"], name), name, policy)
+    if value.get("path"):
+        return load_audio(value["path"], policy)
+    raise AudioError(where, "empty", "audio cell has neither bytes, array nor path")
 
 
 def resample(wav: np.ndarray, sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:

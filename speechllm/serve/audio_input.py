@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from speechllm.data.audio import SAMPLE_RATE, AudioError, AudioPolicy, resample, validate_waveform
+from speechllm.data.audio import AudioError, AudioPolicy, read_bytes, to_waveform
 from speechllm.serve.protocol import ApiError
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
@@ -31,14 +31,10 @@ def decode_base64(data: str, where: str) -> bytes:
 
 
 def _read_bytes(raw: bytes, where: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:  # libsndfile >= 1.1 reads WAV, FLAC, OGG and MP3 from memory
-        data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-        return data, int(sr)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is the client's bad audio
-        raise ApiError(400, f"{where}: cannot decode the audio ({type(e).__name__}: {e}); "
-                            f"send base64 of a {'/'.join(FORMATS).upper()} file", where) from None
+    try:
+        return read_bytes(raw, where)
+    except AudioError as e:  # any decoder failure is the client's bad audio
+        raise ApiError(400, f"{where}: {e.detail}", where) from None
 
 
 def _too_long(where: str, seconds: float, max_seconds: float) -> str:
@@ -70,12 +66,7 @@ def decode_audio(data: str, fmt: str | None, where: str, max_seconds: float) -> 
     seconds = wav2d.shape[0] / max(sr, 1)
     if seconds > max_seconds:
         raise ApiError(400, _too_long(where, seconds, max_seconds), where)
-    wav = np.ascontiguousarray(wav2d.mean(axis=1) if wav2d.shape[1] > 1 else wav2d[:, 0])
-    if sr != SAMPLE_RATE:
-        wav = resample(wav, sr, SAMPLE_RATE)
-    policy = AudioPolicy(max_duration=max_seconds, silence_rms=0.0)
     try:
-        validate_waveform(wav, where, policy)
+        return to_waveform(wav2d, sr, where, AudioPolicy(max_duration=max_seconds, silence_rms=0.0))
     except AudioError as e:
         raise ApiError(400, f"{where}: {e.detail}", where) from None
-    return wav.astype(np.float32, copy=False)
