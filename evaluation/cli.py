@@ -128,15 +128,10 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     modes = tuple(m for m in args.scoring.split(",") if m)
     if not modes or set(modes) - {"generate", "likelihood"}:
         raise SystemExit(f"--scoring {args.scoring!r}: give generate, likelihood or both (comma-separated)")
-    from evaluation.dynamic_superb.loader import TaskDataError
     from evaluation.dynamic_superb.runner import run
     from evaluation.report import write_report
 
-    try:
-        data = tasks_and_data(args)
-    except (TaskDataError, FileNotFoundError, KeyError) as e:
-        print(f"speechllm evaluate: {e}", file=sys.stderr)
-        return 2
+    data = tasks_and_data(args)  # a missing suite/dataset or unknown task: one line from `speechllm` (exit 2)
     judge = None
     if args.judge:
         from evaluation.dynamic_superb.judge import LocalJudge
