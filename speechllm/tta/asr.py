@@ -325,6 +325,6 @@ def _resolve(name: str) -> Path:
         from speechllm.packs.hub import resolve
     except ImportError as e:
         raise ModelNotFoundError(
-             f"{name!r} is not a local folder and speechllm.packs.hub is unavailable ({e}); "
-             "pass a converted HF Whisper folder path instead") from e
+            f"{name!r} is not a local folder and speechllm.packs.hub is unavailable ({e}); "
+            "pass a converted HF Whisper folder path instead") from e
     return Path(resolve(name))
