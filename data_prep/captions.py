@@ -16,6 +16,7 @@ from pathlib import Path
 
 from data_prep.common import default_out
 from speechllm.data.manifest import ManifestError, load_manifest, save_manifest
+from speechllm.errors import ConfigError
 from speechllm.io import atomic_write_json
 from speechllm.prompts.captions import CAPTION_VERSION, pick_instructions, seed_caption, templates_record
 
@@ -31,7 +32,7 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
                                 "first (it fills missing transcripts with Whisper)")
         cap = seed_caption(r.get("transcript") or "", attrs, float(r.get("duration") or 0.0))
         if per_clip < 1:
-            raise ValueError(f"--per-clip must be >= 1, got {per_clip}")
+            raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
         picks = pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share, one_word_share)
         for k, ins in enumerate(picks):
             row = {**r, "caption": cap, "instruction": ins.text, "instruction_id": ins.id,

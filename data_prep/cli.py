@@ -10,8 +10,10 @@ A typical chain (each step reads the previous step's manifest from the same fold
 
 from __future__ import annotations
 
-import importlib
+import argparse
 import sys
+
+from speechllm.cli_tree import TreeParser, run_tree
 
 STEPS: dict[str, tuple[str, str]] = {
     "synth": ("data_prep.synth_corpus", "labelled synthetic speech (TTS engines + sox, known attributes)"),
@@ -24,23 +26,19 @@ STEPS: dict[str, tuple[str, str]] = {
 }
 
 
-def usage() -> str:
-    lines = ["usage: speechllm prepare <step> [--help] [args]", "", "steps:"]
-    lines += [f"  {k:<11} {h}" for k, (_, h) in STEPS.items()]
-    lines += ["", (__doc__ or "").split("\n\n", 1)[1].rstrip()]
-    return "\n".join(lines)
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the steps to `parser` (the `speechllm prepare` node): one leaf each, its module imported only
+    when that step runs; the step parses its own flags (`speechllm prepare synth --help`)."""
+    parser.description = "Data preparation steps. " + (__doc__ or "").split("\n\n", 1)[1].rstrip()
+    sub = parser.add_subparsers(title="steps", metavar="<step>", dest="step", parser_class=TreeParser)
+    for step, (module, help_) in STEPS.items():
+        sub.add_parser(step, help=help_, leaf=f"{module}:main")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        return 0
-    step, rest = argv[0], argv[1:]
-    if step not in STEPS:
-        print(f"speechllm prepare: unknown step {step!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    return int(importlib.import_module(STEPS[step][0]).main(rest) or 0)
+    parser = TreeParser(prog="speechllm prepare")
+    register(parser)
+    return run_tree(parser, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speechllm.data.manifest import save_manifest
+from speechllm.errors import ConfigError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
 
 SKIP_KEY = "_skip"  # a worker returns {"id":…, "_skip": {"reason":…, "detail":…}} for a bad row
@@ -44,7 +45,7 @@ def select_shard(rows: list[dict], index: int, num: int) -> list[dict]:
     if num <= 1:
         return rows
     if not 0 <= index < num:
-        raise ValueError(f"--shard-index must be in [0, {num}), got {index}")
+        raise ConfigError(f"--shard-index must be in [0, {num}), got {index}")
     import hashlib
 
     return [r for r in rows if int(hashlib.sha1(str(r["id"]).encode()).hexdigest()[:8], 16) % num == index]

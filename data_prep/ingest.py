@@ -24,6 +24,7 @@ from pathlib import Path
 
 from data_prep.common import run_rows, skip
 from speechllm.data.audio import AudioError, AudioPolicy, load_audio, save_audio
+from speechllm.errors import InputPathError, ManifestError
 
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".sph")
 LABEL_COLUMNS = ("speaker", "gender", "emotion", "accent", "age")
@@ -87,7 +88,7 @@ def scan_table(path: Path, audio_col: str, text_col: str, label_cols: tuple[str,
         with open(path, newline="", encoding="utf-8") as f:
             table = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
     if table and audio_col not in table[0]:
-        raise ValueError(f"{path}: no column {audio_col!r} (columns: {sorted(table[0])}); set --audio-column")
+        raise ManifestError(f"{path}: no column {audio_col!r} (columns: {sorted(table[0])}); set --audio-column")
     items = []
     for i, r in enumerate(table):
         a = Path(str(r[audio_col]))
@@ -190,10 +191,10 @@ def main(argv: list[str]) -> int:
         elif src.is_dir():
             items = scan_folder(src)
         else:
-            raise FileNotFoundError(f"{src}: not a folder or table; see `speechllm prepare ingest --help`")
+            raise InputPathError(f"{src}: not a folder or table; see `speechllm prepare ingest --help`")
         ids = [it["id"] for it in items]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"{src}: duplicate clip ids; add an id column (--id-column) with unique values")
+            raise ManifestError(f"{src}: duplicate clip ids; add an id column (--id-column) with unique values")
         rows, skipped = run_rows(items, functools.partial(validate_item, policy=policy), out,
                                  desc="ingest", workers=args.workers, chunksize=16)
     for r in rows:

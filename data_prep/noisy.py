@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from speechllm.data.audio import load_audio, save_audio
 from speechllm.data.manifest import load_manifest, save_manifest
+from speechllm.errors import ConfigError
 
 DEFAULT_DOMAINS = "clean,gauss:0.005,gauss:0.01,noise:babble:5,noise:train:5,tel,sreverb:50,speed:1.3"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -60,8 +61,8 @@ def apply_domain(wav: np.ndarray, spec: str, rng: np.random.Generator) -> np.nda
     elif kind == "speed":
         out = augment.change_speed(wav, float(args[0]))
     else:
-        raise ValueError(f"unknown domain spec {spec!r}; use clean, gauss:SIGMA, noise:KIND:SNR, reverb:RT60, "
-                         "sreverb:R, tel, speed:F")
+        raise ConfigError(f"unknown domain spec {spec!r}; use clean, gauss:SIGMA, noise:KIND:SNR, reverb:RT60, "
+                          "sreverb:R, tel, speed:F")
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from data_prep import augment
 from data_prep.common import split_of
 from speechllm.data.audio import SAMPLE_RATE, save_audio
+from speechllm.errors import UnknownNameError
 
 # sound kind -> how a caption and a templated answer name it
 SOUNDS = {
@@ -65,7 +66,7 @@ def sound(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     elif kind == "near_silence":
         x = augment.make_noise("white", n, rng) + augment.make_noise("brown", n, rng)  # level set by the caller
     else:
-        raise ValueError(f"unknown non-speech sound {kind!r}; choose from {sorted(SOUNDS)}")
+        raise UnknownNameError(f"unknown non-speech sound {kind!r}; choose from {sorted(SOUNDS)}")
     x = np.asarray(x, dtype=np.float64)
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 

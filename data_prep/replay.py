@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from speechllm.errors import ConfigError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json
 
 TASK_TYPES = [
@@ -43,7 +44,7 @@ def seeds(n: int) -> list[tuple[str, str, str]]:
         task, topic = TASK_TYPES[k % len(TASK_TYPES)], REPLAY_TOPICS[(k // len(TASK_TYPES) + k) % len(REPLAY_TOPICS)]
         out.append((f"replay-{k:05d}", task, topic))
     if len({(t, p) for _, t, p in out}) < len(out):
-        raise ValueError(f"--n {n} exceeds the {len(TASK_TYPES) * len(REPLAY_TOPICS)} distinct seeds")
+        raise ConfigError(f"--n {n} exceeds the {len(TASK_TYPES) * len(REPLAY_TOPICS)} distinct seeds")
     return out
 
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int)
     args = p.parse_args(argv)
+    seeds(args.n)  # an impossible --n fails before the LLM loads
     if args.threads:
         import torch
 

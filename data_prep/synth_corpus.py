@@ -29,6 +29,7 @@ from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from data_prep.nonspeech import design_nonspeech, render_nonspeech
 from data_prep.tts_engines import ENGINES, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
 from speechllm.data.audio import SAMPLE_RATE, save_audio
+from speechllm.errors import ConfigError, MissingToolError
 from speechllm.io import atomic_write_json
 
 ENGINE_WEIGHTS = {"espeak-ng": 0.6, "flite": 0.25, "festival": 0.15}  # festival is ~10x slower per clip
@@ -43,7 +44,7 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
     # Voices and sentences reserved for the offline evaluation suite never enter a training corpus.
     voices = [v for v in (voices if voices is not None else list_voices()) if not is_heldout_voice(v.id)]
     if not voices:
-        raise RuntimeError("no TTS engine found; install espeak-ng, flite or festival (see the Makefile)")
+        raise MissingToolError("no TTS engine found; install espeak-ng, flite or festival (see the Makefile)")
     rng = random.Random(seed)
     n_sent = math.ceil(n / max(1, repeats))
     pool = sentence_pool(2 * n_sent + 20, seed)
@@ -187,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    for flag, value, ok, want in (("--n", args.n, args.n >= 1, ">= 1"), ("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
+                                  ("--reverb-prob", args.reverb_prob, 0 <= args.reverb_prob <= 1, "in [0, 1]"),
+                                  ("--nonspeech", args.nonspeech, args.nonspeech >= 0, ">= 0"),
+                                  ("--workers", args.workers, args.workers >= 1, ">= 1")):
+        if not ok:
+            raise ConfigError(f"{flag} {value}: must be {want}")
     t0 = time.time()
     designs = design_corpus(args.n, args.seed, list_voices(args.engines), args.repeats,
                             tuple(args.noise_kinds), args.reverb_prob)

@@ -51,6 +51,7 @@ from data_prep.target_sources import (
 )
 from data_prep.verify import VERIFIER_VERSION
 from speechllm.data.manifest import check_fields, load_manifest, save_manifest
+from speechllm.errors import ManifestError, OutputStateError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text, read_jsonl
 from speechllm.prompts.captions import (
     CAPTION_VERSION,
@@ -74,7 +75,8 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
                 partial.rows.setdefault(str(r["id"]), r)
     ids = [str(r["id"]) for r in rows]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{out}: duplicate row ids in the input manifest; ids must be unique")
+        raise ManifestError(f"{out}: duplicate row ids in the input manifest; ids must be unique "
+                            "(fix the manifest's `id` fields)")
     if gen is not None:
         prompts = [gen.render(target_messages(r["caption"], r["instruction"])) for r in rows]
         lengths = [gen.n_tokens(p) for p in prompts]
@@ -124,8 +126,8 @@ def check_same_recipe(done, row_meta: dict, out: Path) -> None:
         diff = {k: (m[k], v) for k, v in row_meta.items() if k != "path" and k in m and m[k] != v}
         if diff:
             what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"{out} (or its .partial) holds row {r.get('id')!r} made with other settings "
-                             f"({what}). Rerun with the same flags, or pass --force to start over.")
+            raise OutputStateError(f"{out} (or its .partial) holds row {r.get('id')!r} made with other settings "
+                                   f"({what}). Rerun with the same flags, or pass --force to start over.")
 
 
 def _finish(row: dict, res: dict | None, log: list[dict], row_meta: dict) -> dict:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from speechllm.data.audio import SAMPLE_RATE, resample
-from speechllm.errors import SpeechLLMError
+from speechllm.errors import ConfigError, SpeechLLMError, UnknownNameError
 
 __all__ = ["Voice", "list_voices", "tts", "sentence_pool", "ENGINES"]
 
@@ -107,7 +107,7 @@ def list_voices(engines: list[str] | tuple[str, ...] | None = None) -> list[Voic
     engines = tuple(engines or ENGINES)
     unknown = set(engines) - set(ENGINES)
     if unknown:
-        raise ValueError(f"unknown TTS engine(s) {sorted(unknown)}; choose from {ENGINES}")
+        raise UnknownNameError(f"unknown TTS engine(s) {sorted(unknown)}; choose from {ENGINES}")
     voices: list[Voice] = []
     if "espeak-ng" in engines and _have("espeak-ng"):
         langs = _espeak_languages()
@@ -214,5 +214,5 @@ def sentence_pool(n: int, seed: int = 0) -> list[str]:
     """`n` distinct sentences, deterministic for `seed`."""
     pool = _all_sentences()
     if n > len(pool):
-        raise ValueError(f"sentence_pool: asked for {n} sentences, the templates make only {len(pool)}")
+        raise ConfigError(f"sentence_pool: asked for {n} sentences, the templates make only {len(pool)}")
     return random.Random(seed).sample(pool, n)

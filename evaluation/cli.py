@@ -3,7 +3,7 @@
 Typical offline flow (the demo):
   speechllm evaluate build-suite --out checkpoints/suite
   speechllm evaluate dynamic-superb --suite checkpoints/suite --baseline majority,random,text-llm,transcript-llm,cascade --out checkpoints/eval
-  speechllm evaluate dynamic-superb --suite checkpoints/suite --ckpt checkpoints/<run> --out checkpoints/eval \
+  speechllm evaluate dynamic-superb --suite checkpoints/suite --ckpt checkpoints/<run> --out checkpoints/eval \\
       --control shuffled,untrained
   → checkpoints/eval/report.{md,json,png} compares the model with every baseline scored in that folder.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from speechllm.cli_tree import TreeParser, run_tree
 
 BASELINES = ("majority", "random", "text-llm", "transcript-llm", "cascade")
 THREADS_HELP = ("torch CPU threads; on a shared/oversubscribed machine 1 is several times faster than the "
@@ -126,15 +128,10 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     modes = tuple(m for m in args.scoring.split(",") if m)
     if not modes or set(modes) - {"generate", "likelihood"}:
         raise SystemExit(f"--scoring {args.scoring!r}: give generate, likelihood or both (comma-separated)")
-    from evaluation.dynamic_superb.loader import TaskDataError
     from evaluation.dynamic_superb.runner import run
     from evaluation.report import write_report
 
-    try:
-        data = tasks_and_data(args)
-    except (TaskDataError, FileNotFoundError, KeyError) as e:
-        print(f"speechllm evaluate: {e}", file=sys.stderr)
-        return 2
+    data = tasks_and_data(args)  # a missing suite/dataset or unknown task: one line from `speechllm` (exit 2)
     judge = None
     if args.judge:
         from evaluation.dynamic_superb.judge import LocalJudge
@@ -251,13 +248,28 @@ def cmd_list(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"dynamic-superb": cmd_dynamic_superb, "build-suite": cmd_build_suite, "retention": cmd_retention,
-            "report": cmd_report, "list": cmd_list}
+COMMANDS: dict[str, tuple[str, str]] = {  # name -> (function in this module taking argv, one-line help)
+    "dynamic-superb": ("cmd_dynamic_superb", "score a checkpoint / baselines / controls on Dynamic-SUPERB tasks"),
+    "build-suite": ("cmd_build_suite", "build the offline synthetic task suite"),
+    "retention": ("cmd_retention", "text-ability retention of a checkpoint vs its base LLM"),
+    "report": ("cmd_report", "rebuild report.{md,json,png} from the scores cached in a folder"),
+    "list": ("cmd_list", "list the registry's Dynamic-SUPERB tasks"),
+}
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the evaluation commands to `parser` (the `speechllm evaluate` node); each parses its own flags."""
+    parser.description = (__doc__ or "").split("\n\n", 1)[1].rstrip()
+    sub = parser.add_subparsers(title="commands", metavar="<command>", dest="command", parser_class=TreeParser)
+    for name, (func, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, leaf=f"{__name__}:{func}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: speechllm evaluate {" + "|".join(COMMANDS) + "} [--help]")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return int(COMMANDS[argv[0]](argv[1:]) or 0)
+    parser = TreeParser(prog="speechllm evaluate")
+    register(parser)
+    return run_tree(parser, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

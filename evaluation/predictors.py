@@ -22,6 +22,7 @@ import numpy as np
 from evaluation.dynamic_superb.registry import Task, parse_options
 from evaluation.transcripts import CachedTranscripts, store_path
 from speechllm.chat_lm import ChatLM
+from speechllm.errors import ConfigError
 from speechllm.prompts.baselines import transcript_prompt
 
 
@@ -82,8 +83,8 @@ class WhisperASR:
         if name_or_path.endswith(".pt"):
             folder = Path(name_or_path).expanduser().parent
             if not (folder / "config.json").is_file():
-                raise ValueError(f"{name_or_path}: give a Whisper pack name or HF folder (the transcriber is the "
-                                 "HF Whisper that speechllm uses everywhere), not a bare openai-whisper .pt")
+                raise ConfigError(f"{name_or_path}: give a Whisper pack name or HF folder (the transcriber is the "
+                                  "HF Whisper that speechllm uses everywhere), not a bare openai-whisper .pt")
             src = str(folder)
         self.model, self.name = load_asr(src), name_or_path
         # transcript-llm and cascade share one ASR, and (same pack, same dtype) the trained model's store

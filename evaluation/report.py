@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.report_perception import SCORES, perception, render_perception, render_score_tables
+from speechllm.errors import InputPathError
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import wilson
 
@@ -27,7 +28,7 @@ def load_scores(out_dir: str | Path, models: list[str] | None = None) -> dict[st
         if models is None or d["model"] in models:
             scores[d["model"]] = d
     if not scores:
-        raise FileNotFoundError(f"{out_dir}/scores/: no scored models; run `speechllm evaluate dynamic-superb` first")
+        raise InputPathError(f"{out_dir}/scores/: no scored models; run `speechllm evaluate dynamic-superb` first")
     return scores
 
 

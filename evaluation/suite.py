@@ -24,7 +24,7 @@ from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.dynamic_superb.registry import get_task
 from evaluation.suite_tasks import TASKS, Ctx
 from speechllm.data.audio import SAMPLE_RATE
-from speechllm.errors import UnknownNameError
+from speechllm.errors import MissingToolError, UnknownNameError
 from speechllm.io import atomic_write_json, write_jsonl
 
 DEFAULT_N = 20
@@ -35,8 +35,8 @@ def heldout_voices(voices: list[Any] | None = None) -> list[Any]:
 
     vs = [v for v in (voices if voices is not None else list_voices()) if is_heldout_voice(v.id)]
     if len(vs) < 6:
-        raise RuntimeError(f"only {len(vs)} held-out TTS voices installed; the suite needs espeak-ng with its "
-                           "English accents (apt-get install espeak-ng flite)")
+        raise MissingToolError(f"only {len(vs)} held-out TTS voices installed; the suite needs espeak-ng with its "
+                               "English accents (apt-get install espeak-ng flite)")
     return vs
 
 

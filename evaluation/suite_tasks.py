@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from speechllm.data.audio import SAMPLE_RATE
+from speechllm.errors import MissingToolError
 
 NUM_WORDS = ["zero", "one", "two", "three", "four", "five"]
 SNR_WORDS = {"zero": 0, "five": 5, "ten": 10, "fifteen": 15}
@@ -42,12 +43,12 @@ class Ctx:
     def voice(self, pred: Callable[[Any], bool] | None = None) -> Any:
         pool = [v for v in self.voices if pred is None or pred(v)]
         if not pool:
-            raise ValueError("no held-out voice matches; install espeak-ng/flite (see Makefile)")
+            raise MissingToolError("no held-out voice matches; install espeak-ng/flite (see Makefile)")
         return pool[int(self.rng.integers(len(pool)))]
 
     def distinct_voices(self, k: int) -> list[Any]:
         if k > len(self.voices):
-            raise ValueError(f"need {k} distinct held-out voices, have {len(self.voices)}")
+            raise MissingToolError(f"need {k} distinct held-out voices, have {len(self.voices)}")
         idx = self.rng.choice(len(self.voices), size=k, replace=False)
         return [self.voices[int(i)] for i in idx]
 

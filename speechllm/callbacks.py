@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 
+from speechllm.errors import ConfigError
 from speechllm.io import atomic_write_json
 
 
@@ -86,7 +87,7 @@ class SnapshotExport(L.Callback):
 
     def __init__(self, every_n_train_steps: int = 100, dirname: str = "snapshots"):
         if every_n_train_steps < 1:
-            raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}")
+            raise ConfigError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}")
         self.every = every_n_train_steps
         self.dirname = dirname
 

@@ -29,8 +29,31 @@ class ModelUnavailableError(SpeechLLMError, RuntimeError):
     """A model that is neither local nor an offline pack, and the hub cannot provide it."""
 
 
-class UnknownNameError(SpeechLLMError, KeyError):
-    """A name (pack, task, method …) that is not among the known ones; the message lists them."""
+class UnknownNameError(SpeechLLMError, KeyError, ValueError):
+    """A name (pack, task, method, engine, noise kind …) that is not among the known ones; the message
+    lists them. Also a ValueError: an unknown choice is a bad value as much as a failed lookup."""
+
+
+class ConfigError(SpeechLLMError, ValueError):
+    """A flag or config value (or a combination of them) that cannot work; the message names the option."""
+
+
+class InputPathError(SpeechLLMError, FileNotFoundError):
+    """A path given on the command line (or in a config) that is missing or not the kind of file/folder
+    expected (an evaluation run, a suite, a corpus folder)."""
+
+
+class OutputStateError(SpeechLLMError, ValueError, RuntimeError):
+    """An output folder whose contents do not fit this run: rows or a saved position made with other
+    settings, a missing state file, a non-empty `--out`. The message says what to delete or change."""
+
+
+class OutputExistsError(SpeechLLMError, FileExistsError):
+    """An `--out` that already holds files and would be overwritten; choose a new one."""
+
+
+class MissingToolError(SpeechLLMError, RuntimeError):
+    """An external program or download the step needs (espeak-ng, sox, a noise corpus) is not available."""
 
 
 def one_line(err: BaseException | str) -> str:

@@ -19,6 +19,8 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
+from speechllm.errors import ConfigError
+
 FSDP_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
@@ -47,8 +49,8 @@ def layer_classes(model: nn.Module) -> set[type[nn.Module]]:
         names = {n for m in part.modules() for n in (getattr(m, "_no_split_modules", None) or [])}
         found = _classes_named(part, names)
         if part is model.llm and not found:
-            raise ValueError(f"cannot find the decoder-layer class of {type(part).__name__}: it names no "
-                             "`_no_split_modules`; pass trainer.strategy.init_args.auto_wrap_policy explicitly")
+            raise ConfigError(f"cannot find the decoder-layer class of {type(part).__name__}: it names no "
+                              "`_no_split_modules`; pass trainer.strategy.init_args.auto_wrap_policy explicitly")
         classes |= found
     classes.add(type(model.adapter))
     return classes
@@ -64,8 +66,8 @@ class SpeechFSDPStrategy(FSDPStrategy):
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("use_orig_params", True)  # frozen + trainable mixed; optimizer sees trainable only
         if not kwargs["use_orig_params"]:
-            raise ValueError("SpeechFSDPStrategy needs use_orig_params=True (frozen and trainable parameters "
-                             "share FSDP units; the optimizer must see only the trainable ones)")
+            raise ConfigError("SpeechFSDPStrategy needs use_orig_params=True (frozen and trainable parameters "
+                              "share FSDP units; the optimizer must see only the trainable ones)")
         super().__init__(*args, **kwargs)
 
     def _setup_model(self, model: nn.Module) -> nn.Module:

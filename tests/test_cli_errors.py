@@ -108,3 +108,66 @@ def test_an_error_raised_in_a_dataloader_worker_is_still_one_line():
         next(iter(DataLoader(_BadRows(), num_workers=1)))
     assert "Original Traceback" in str(e.value)
     assert one_line(e.value) == "data/x.jsonl line 1: no `audio` field. Add it and rerun."
+
+
+# One bad invocation per verb / subverb, each failing before any model loads: exit code 2, one stderr line
+# `speechllm <verb> [<sub>]: error: ...`, no traceback. Run as subprocesses, a few at a time.
+BAD = {
+    "prepare synth": ["--n", "0", "--out", "{tmp}/synth"],
+    "prepare ingest": ["--source", "{tmp}/no_src", "--out", "{tmp}/ingest"],
+    "prepare attributes": ["--manifest", "{tmp}/none.jsonl"],
+    "prepare captions": ["--manifest", "{tmp}/none.jsonl"],
+    "prepare targets": ["--manifest", "{tmp}/none.jsonl"],
+    "prepare replay": ["--n", "1000000", "--out", "{tmp}/replay.jsonl"],
+    "prepare noisy": ["--out", "{tmp}/noisy", "--clean-manifest", "{tmp}/none.jsonl"],
+    "evaluate dynamic-superb": ["--suite", "{tmp}/no_suite", "--baseline", "majority", "--out", "{tmp}/eval"],
+    "evaluate build-suite": ["--out", "{tmp}/suite", "--tasks", "NoSuchTask"],
+    "evaluate retention": ["--ckpt", "{tmp}/no_run", "--out", "{tmp}/ret"],
+    "evaluate report": ["--out", "{tmp}/no_eval"],
+    "adapt": ["--asr", "whisper-tiny.en", "--manifest", "{tmp}/none.jsonl", "--out", "{tmp}/adapt"],
+    "generate": ["--ckpt", "{tmp}/no_run", "--audio", "{tmp}/x.wav"],
+    "merge": ["--ckpt", "{tmp}/no_run", "--alpha", "0.5", "--out", "{tmp}/merged"],
+    "serve": ["--ckpt", "{tmp}/no_run"],
+    "models": ["check", "{tmp}/no-such-pack"],
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmp = str(tmp_path_factory.mktemp("bad"))
+    env = {"HF_HUB_OFFLINE": "1"}  # `models check` of an unknown name must not wait on the network
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {cmd: pool.submit(_speechllm, *cmd.split(), *(a.format(tmp=tmp) for a in args), env=env)
+                   for cmd, args in BAD.items()}
+        return {cmd: f.result() for cmd, f in futures.items()}
+
+
+@pytest.mark.parametrize("cmd", list(BAD))
+def test_each_command_reports_bad_input_as_one_line_exit_2(bad_runs, cmd):
+    r = bad_runs[cmd]
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"speechllm {cmd}: error: "), r.stderr
+    assert len(lines[0]) > len(f"speechllm {cmd}: error: ") + 10
+
+
+def test_the_command_tree_lists_each_level_and_refuses_unknown_commands():
+    top = _speechllm("--help")
+    assert top.returncode == 0
+    for verb in ("fit", "models", "generate", "prepare", "evaluate", "merge", "adapt", "serve", "demo"):
+        assert any(line.split()[:1] == [verb] for line in top.stdout.splitlines()), top.stdout
+    for verb, children in (("prepare", ("synth", "ingest", "attributes", "captions", "targets", "replay", "noisy")),
+                           ("evaluate", ("dynamic-superb", "build-suite", "retention", "report", "list"))):
+        r = _speechllm(verb, "--help")
+        assert r.returncode == 0, r.stderr
+        rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith("    ")}
+        assert all(c in rows and len(rows[c].split()) > 2 for c in children), r.stdout  # one line each, with help
+        bad = _speechllm(verb, "bogus")
+        assert bad.returncode == 2 and not bad.stdout and "Traceback" not in bad.stderr
+        assert f"speechllm {verb}: error: argument" in bad.stderr and "invalid choice: 'bogus'" in bad.stderr
+    r = _speechllm("bogus")
+    assert r.returncode == 2 and "speechllm: error: argument <command>: invalid choice: 'bogus'" in r.stderr
+    r = _speechllm("evaluate", "list", "--phase", "phase9")  # a leaf's own argparse error: exit 2 on stderr
+    assert r.returncode == 2 and "invalid choice: 'phase9'" in r.stderr and "Traceback" not in r.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from speechllm.errors import ConfigError
+
 
 class EvalRunOptions:
     def add_arguments(self, ap: argparse.ArgumentParser) -> None:
@@ -19,17 +21,13 @@ class EvalRunOptions:
 
     def mount(self, args: argparse.Namespace, ap: argparse.ArgumentParser):
         if args.eval_suite and not args.eval_run:
-            ap.error("--eval-suite needs --eval-run")
+            raise ConfigError("--eval-suite needs --eval-run: pass the evaluation folder the suite's clips belong to")
         if not args.eval_run:
             return None
         from evaluation.browser.routes import eval_mount
         from evaluation.browser.run import EvalRun
 
-        try:
-            run = EvalRun(args.eval_run, args.eval_suite)  # refuse a wrong folder before the model loads
-        except FileNotFoundError as e:
-            ap.error(str(e))
-        return eval_mount(run)
+        return eval_mount(EvalRun(args.eval_run, args.eval_suite))  # a wrong folder: refused before the model loads
 
 
 SERVER_OPTIONS = EvalRunOptions()

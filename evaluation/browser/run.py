@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from evaluation.controls import SHUFFLED_SUFFIX
+from speechllm.errors import InputPathError
 from speechllm.io import read_jsonl
 from speechllm.serve.protocol import ApiError
 
@@ -38,11 +39,11 @@ class EvalRun:
         self.dir = Path(run_dir).resolve()
         if not ((self.dir / "predictions").is_dir() or (self.dir / "likelihood").is_dir()
                 or (self.dir / "report.json").is_file()):
-            raise FileNotFoundError(f"{run_dir}: not an evaluation run (no predictions/, likelihood/ or report.json; "
-                                    "written by `speechllm evaluate dynamic-superb --out DIR`)")
+            raise InputPathError(f"{run_dir}: not an evaluation run (no predictions/, likelihood/ or report.json; "
+                                 "written by `speechllm evaluate dynamic-superb --out DIR`)")
         self.suite = Path(suite_dir).resolve() if suite_dir else None
         if self.suite and not (self.suite / "suite.json").is_file():
-            raise FileNotFoundError(f"{suite_dir}: not an offline suite folder (no suite.json)")
+            raise InputPathError(f"{suite_dir}: not an offline suite folder (no suite.json)")
 
     # ------------------------------------------------------------------ what the run holds
     def _caches(self, kind: str) -> dict[str, dict[str, Path]]:

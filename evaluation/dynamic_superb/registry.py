@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from speechllm.errors import UnknownNameError
+from speechllm.errors import InputPathError, UnknownNameError
 
 DIMENSIONS = ("Audio", "Content", "Degradation", "Paralinguistics", "Semantics", "Speaker")
 
@@ -114,8 +114,8 @@ def load_suite_tasks(suite_dir: str | Path) -> dict[str, Task]:
     """Tasks of an offline suite folder (its `suite.json`, written by `build-suite`)."""
     meta_path = Path(suite_dir) / "suite.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path}: not an offline suite folder; build one with "
-                                f"`speechllm evaluate build-suite --out {suite_dir}`")
+        raise InputPathError(f"{meta_path}: not an offline suite folder; build one with "
+                             f"`speechllm evaluate build-suite --out {suite_dir}`")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     out = {}
     known = {f.name for f in fields(Task)}

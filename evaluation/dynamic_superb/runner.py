@@ -28,6 +28,7 @@ from evaluation.dynamic_superb.scoring import (
     whisper_basic_normalizer,
 )
 from speechllm.data.audio import AudioError
+from speechllm.errors import ConfigError, UnknownNameError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,12 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
     if mode == "likelihood":
         scorer = scorer_for(predictor)
         if scorer is None:
-            raise ValueError(f"{predictor.name} has no likelihood scoring")
+            raise ConfigError(f"{predictor.name} has no likelihood scoring")
         path, call = likelihood_path(out_dir, model, task.name), scorer.score_options
     elif mode == "generate":
         path, call = predictions_path(out_dir, model, task.name), predictor.predict
     else:
-        raise ValueError(f"unknown mode {mode!r}: generate | likelihood")
+        raise UnknownNameError(f"unknown mode {mode!r}: generate | likelihood")
     cache = AppendOnlyJsonl(path, key="id")
     n = len(ds) if limit is None else min(limit, len(ds))
     meta_cols = [c for c in ds.column_names if not c.startswith("audio")]

@@ -23,6 +23,7 @@ from speechllm.data.manifest import (
     load_manifest,
 )
 from speechllm.data.sampler import ShardedEpochSampler, clip_units, unit_length
+from speechllm.errors import ConfigError, ManifestError, OutputStateError
 
 VAL_SPLITS = ("validation", "val", "dev")
 
@@ -51,8 +52,8 @@ class SpeechDataModule(L.LightningDataModule):
         super().__init__()
         for flag, name in ((group_by_length, "group_by_length"), (pack_clip_rows, "pack_clip_rows")):
             if flag and (streaming or (replay_manifest and replay_share > 0)):
-                raise ValueError(f"data.{name} works with a loaded training manifest only: turn off "
-                                 f"data.streaming and data.replay_share, or data.{name}")
+                raise ConfigError(f"data.{name} works with a loaded training manifest only: turn off "
+                                  f"data.streaming and data.replay_share, or data.{name}")
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
         self.rows: dict[str, list[dict]] = {}
@@ -70,7 +71,7 @@ class SpeechDataModule(L.LightningDataModule):
             self.rows["train"] = [r for r in rows if r.get("split") in (None, "train")]
             check_fields(self.rows["train"], TRAIN_REQUIRED, hp.train_manifest)
             if not self.rows["train"]:
-                raise ValueError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
+                raise ManifestError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
             if val and not hp.val_manifest:
                 self.rows["val"] = val
         for key, path in (("val", hp.val_manifest), ("test", hp.test_manifest), ("predict", hp.predict_manifest)):
@@ -160,14 +161,14 @@ class SpeechDataModule(L.LightningDataModule):
         if self._resume is not None:
             saved, self._resume = self._resume, None
             if saved["stream"] != ds.state():
-                raise ValueError(f"cannot resume this streamed run at its saved position: the checkpoint was "
-                                 f"taken with {saved['stream']}, this run has {ds.state()}. Resume with the "
-                                 "same manifest, batch size, seed, shuffle buffer and number of processes.")
+                raise OutputStateError(f"cannot resume this streamed run at its saved position: the checkpoint was "
+                                       f"taken with {saved['stream']}, this run has {ds.state()}. Resume with the "
+                                       "same manifest, batch size, seed, shuffle buffer and number of processes.")
             e, done = saved["epoch"], saved["batches_done"]
             if ((e, done) if done < len(ds) else (e + 1, 0)) != (first_epoch, ds.skip_batches):
-                raise RuntimeError(f"the stream position saved in the checkpoint (epoch {e}, {done} batches done) "
-                                   f"disagrees with Lightning's restored loop counters (epoch {first_epoch}, "
-                                   f"{ds.skip_batches} batches done)")
+                raise OutputStateError(f"the stream position saved in the checkpoint (epoch {e}, {done} batches done) "
+                                       f"disagrees with Lightning's restored loop counters (epoch {first_epoch}, "
+                                       f"{ds.skip_batches} batches done)")
         if ds.padded and rank == 0:
             print(f"[speechllm] {self.stream_rows} streamed rows over {world} ranks: {ds.padded} row(s) repeated "
                   "per epoch so every rank runs the same number of steps")

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from speechllm.data.collate import SpeechCollator
 from speechllm.data.manifest import ManifestError, check_fields, load_manifest
 from speechllm.data.sampler import ShardedEpochSampler
+from speechllm.errors import ConfigError
 from speechllm.model.processor import Example
 
 REPLAY_REQUIRED = ("id", "instruction", "target")
@@ -28,7 +29,7 @@ REPLAY_REQUIRED = ("id", "instruction", "target")
 
 def replay_count(n_main: int, share: float) -> int:
     if not 0.0 <= share < 1.0:
-        raise ValueError(f"replay_share={share}: must be in [0, 1)")
+        raise ConfigError(f"replay_share={share}: must be in [0, 1)")
     return round(n_main * share / (1.0 - share))
 
 
@@ -50,7 +51,7 @@ class ReplayMixSampler(ShardedEpochSampler):
     def __init__(self, n_main: int, n_replay: int, batch_size: int, share: float, seed: int = 0,
                  shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
         if n_replay == 0 and share > 0:
-            raise ValueError("replay_share > 0 but the replay manifest has no rows")
+            raise ManifestError("replay_share > 0 but the replay manifest has no rows")
         self.n_main, self.n_replay, self.share = n_main, n_replay, share
         self.r_total = replay_count(n_main, share)
         super().__init__(n_main + self.r_total, batch_size, seed, shuffle, num_replicas, rank)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechllm.errors import ConfigError
+
 HOP_LENGTH = 160  # mel frames are 10 ms; the encoder halves them (conv2 stride 2)
 MAX_FRAMES = 3000
 # conv1/conv2 (kernel 3) at a clip's last frames look one mel frame ahead; give them the clip's own
@@ -173,7 +175,7 @@ class WhisperEncoder(nn.Module):
         n = len(enc.layers)
         self.layers = tuple(sorted({(i if i >= 0 else n + 1 + i) for i in layers}))
         if any(not 0 <= i <= n for i in self.layers):
-            raise ValueError(f"encoder layers {tuple(layers)} out of range for a {n}-layer Whisper encoder (0..{n})")
+            raise ConfigError(f"encoder layers {tuple(layers)} out of range for a {n}-layer Whisper encoder (0..{n})")
         self.real_length = real_length
         self.name_or_path = canonical_model_name(name_or_path or getattr(whisper.config, "_name_or_path", "") or "?")
         self.dim = enc.config.d_model

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from speechllm.errors import ConfigError, OutputExistsError
 from speechllm.model.checkpoint import ADAPTER_FILE, CONFIG_FILE, LORA_DIR, read_config
 
 LORA_WEIGHTS = "adapter_model.safetensors"
@@ -29,7 +30,7 @@ def scale_lora_state(sd: dict, alpha: float) -> dict:
     """Multiply every lora_B tensor by α (ΔW = B·A·s is linear in B); lora_A and others unchanged."""
     n = sum("lora_B" in k for k in sd)
     if n == 0:
-        raise ValueError("no lora_B tensors in the LoRA weights: is this a LoRA checkpoint?")
+        raise ConfigError("no lora_B tensors in the LoRA weights: is this a LoRA checkpoint?")
     return {k: (v * alpha if "lora_B" in k else v).contiguous() for k, v in sd.items()}
 
 
@@ -40,10 +41,10 @@ def scale_lora_run(ckpt: str | Path, alpha: float, out: str | Path, full: bool =
     ckpt, out = Path(ckpt), Path(out)
     cfg = read_config(ckpt)
     if not cfg["model"].get("lora") or not (ckpt / LORA_DIR / LORA_WEIGHTS).exists():
-        raise ValueError(f"{ckpt}: no LoRA in this run (config model.lora is empty or {LORA_DIR}/{LORA_WEIGHTS} "
-                         "is missing); only adapter + LoRA runs can be scaled")
+        raise ConfigError(f"{ckpt}: no LoRA in this run (config model.lora is empty or {LORA_DIR}/{LORA_WEIGHTS} "
+                          "is missing); only adapter + LoRA runs can be scaled")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new --out")
+        raise OutputExistsError(f"{out} exists and is not empty; choose a new --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from speechllm.errors import ManifestError
 from speechllm.model.encoder import split_windows
 from speechllm.prompts.chat import (
     DEFAULT_INSTRUCTION,
@@ -67,7 +68,8 @@ class SpeechLLMProcessor:
         text = self.prompt_text(ex)
         chunks = split_at_placeholders(text)
         if len(chunks) - 1 != len(ex.wavs):
-            raise ValueError(f"example {ex.id!r}: {len(chunks) - 1} {'<|audio|>'} placeholders for {len(ex.wavs)} audio clips")
+            raise ManifestError(f"example {ex.id!r}: {len(chunks) - 1} {'<|audio|>'} placeholders for {len(ex.wavs)} audio clips; "
+                                f"give the row's prompt one <|audio|> per clip")
         ids: list[int] = []
         for i, chunk in enumerate(chunks):
             if i:

@@ -26,7 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from speechllm.errors import ModelNotFoundError, ModelUnavailableError, SpeechLLMError, UnknownNameError
+from speechllm.errors import (
+    ConfigError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    SpeechLLMError,
+    UnknownNameError,
+)
 from speechllm.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -322,12 +328,12 @@ def whisper_openai_checkpoint(name_or_path: str | Path) -> Path:
     if s.endswith(".pt") and Path(s).expanduser().is_file():
         return Path(s).expanduser()
     if s in PACKS and PACKS[s].kind != "whisper":
-        raise ValueError(f"{s} is an LLM pack, not a Whisper model")
+        raise ConfigError(f"{s} is an LLM pack, not a Whisper model")
     folder = resolve(s)
     if (folder / OPENAI_PT).is_file():
         return folder / OPENAI_PT
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no config.json; expected an HF WhisperForConditionalGeneration folder")
+        raise ModelNotFoundError(f"{folder}: no config.json; expected an HF WhisperForConditionalGeneration folder")
     from speechllm.packs.convert_whisper import hf_to_openai_whisper
 
     weights = [w for w in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speechllm.errors import MissingToolError, ModelNotFoundError
+
 DEFAULT_SENTENCES = (  # ones espeak-ng renders intelligibly enough for the tiny models
     "Hello, how are you today?",
     "Please open the window and close the door.",
@@ -39,7 +41,7 @@ def espeak_waveforms(sentences: tuple[str, ...] | list[str], voice: str = "en-us
     from speechllm.data.audio import load_audio
 
     if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
+        raise MissingToolError("espeak-ng is not installed (apt-get install espeak-ng)")
     with tempfile.TemporaryDirectory() as d:
         out = []
         for i, s in enumerate(sentences):
@@ -62,7 +64,7 @@ def whisper_agreement(name_or_path: str, sentences=DEFAULT_SENTENCES, max_new_to
 
     path = resolve(name_or_path)
     if not (path / CT2_SUBDIR / "model.bin").exists():
-        raise FileNotFoundError(f"{path}: no {CT2_SUBDIR}/model.bin; the check needs a whisper pack")
+        raise ModelNotFoundError(f"{path}: no {CT2_SUBDIR}/model.bin; the check needs a whisper pack")
     tok = WhisperTokenizer.from_pretrained(path)
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     multilingual = len(tok) >= 51865

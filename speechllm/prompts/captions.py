@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from speechllm.errors import ConfigError
 from speechllm.prompts.chat import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT
 from speechllm.prompts.choice_questions import choice_questions
 
@@ -185,8 +186,8 @@ def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, 
     (seed, row_id): the order of rows does not matter."""
     shares = (one_word_share, attribute_share, default_share)
     if min(shares) < 0 or sum(shares) > 1 + 1e-9:
-        raise ValueError(f"one_word_share ({one_word_share}) + attribute_share ({attribute_share}) + "
-                         f"default_share ({default_share}) must be in [0, 1]")
+        raise ConfigError(f"one_word_share ({one_word_share}) + attribute_share ({attribute_share}) + "
+                          f"default_share ({default_share}) must be in [0, 1]")
     known = [i for i in INSTRUCTIONS if applies(attributes, i)]
     pools = {"one_word": [i for i in known if _one_word_choice(i)],
              "attribute": [i for i in known if i.attribute_focused and not _one_word_choice(i)],

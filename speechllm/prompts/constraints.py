@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from speechllm.errors import UnknownNameError
+
 
 @dataclass(frozen=True)
 class ConstraintType:
@@ -207,6 +209,6 @@ BY_KIND: dict[str, ConstraintType] = {t.kind: t for t in TYPES + CLOSED_TYPES}
 
 def check(kind: str, response: str, params: dict | None = None) -> bool:
     if kind not in BY_KIND:
-        raise KeyError(f"unknown constraint kind {kind!r}; known: {sorted(BY_KIND)}")
+        raise UnknownNameError(f"unknown constraint kind {kind!r}; known: {sorted(BY_KIND)}")
     t = BY_KIND[kind]
     return bool(t.check(response or "", t.params(0) if params is None else params))

@@ -8,6 +8,7 @@ Audio prompts use the same ids and parameters with questions about the audio (Sp
 
 from __future__ import annotations
 
+from speechllm.errors import ConfigError, UnknownNameError
 from speechllm.prompts.constraints import TYPES
 
 TOPICS = [
@@ -82,11 +83,11 @@ def resolve_kinds(kinds: list[str] | None) -> list[str]:
 def constraint_prompts(n_topics: int = 14, audio: bool = False, kinds: list[str] | None = None) -> list[dict]:
     pool = AUDIO_QUESTIONS if audio else TOPICS
     if n_topics > len(TOPICS):
-        raise ValueError(f"n_topics={n_topics}: at most {len(TOPICS)} topics")
+        raise ConfigError(f"n_topics={n_topics}: at most {len(TOPICS)} topics")
     kinds = resolve_kinds(kinds)
     unknown = set(kinds) - {t.kind for t in TYPES} - {"closed_knowledge", "closed_arithmetic"}
     if unknown:
-        raise ValueError(f"unknown constraint kinds {sorted(unknown)}; known: {[t.kind for t in TYPES]}")
+        raise UnknownNameError(f"unknown constraint kinds {sorted(unknown)}; known: {[t.kind for t in TYPES]}")
     rows = []
     for i, t in enumerate(TYPES):  # i from the full registry: a type's topics do not depend on the selection
         if t.kind not in kinds:

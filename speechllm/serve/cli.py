@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from speechllm.errors import CheckpointError
+
 if TYPE_CHECKING:
     from speechllm.serve.app import Mount
 
@@ -26,7 +28,7 @@ class ServerOptions(Protocol):
 
     def mount(self, args: argparse.Namespace, ap: argparse.ArgumentParser) -> Mount | None:
         """The routes these options ask for (None: not asked). Runs before the model loads, so a wrong
-        option stops the command early (ap.error)."""
+        option stops the command early (raise a SpeechLLMError: one line, exit 2)."""
         ...
 
 
@@ -82,7 +84,7 @@ def cli_main(argv: list[str], prog: str = "speechllm serve", extensions: Sequenc
         ap.description = "Serve a checkpoint and its web demo page: open http://HOST:PORT/demo in a browser."
     args = ap.parse_args(argv)
     if not Path(args.ckpt, "config.yaml").exists():
-        ap.error(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
+        raise CheckpointError(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
     try:
         import uvicorn
     except ImportError:

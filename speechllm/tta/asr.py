@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechllm.errors import ConfigError, ModelNotFoundError
 from speechllm.model.encoder import encoder_states
 
 SAMPLE_RATE = 16_000
@@ -78,7 +79,7 @@ class TTAModel:
                     ln.append((full, p))
                     seen.add(full)
         if not ln and not feat:
-            raise ValueError(f"{self.name}: found no LayerNorm or feature-extractor parameters to adapt")
+            raise ConfigError(f"{self.name}: found no LayerNorm or feature-extractor parameters to adapt")
         return ln, feat
 
 
@@ -323,7 +324,7 @@ def _resolve(name: str) -> Path:
     try:
         from speechllm.packs.hub import resolve
     except ImportError as e:
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"{name!r} is not a local folder and speechllm.packs.hub is unavailable ({e}); "
             "pass a converted HF Whisper folder path instead") from e
     return Path(resolve(name))

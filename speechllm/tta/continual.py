@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from speechllm.errors import ConfigError
 from speechllm.tta.asr import TTAModel
 from speechllm.tta.suta import Method, ParamAdapter, SUTAConfig, adapt_steps, suta_loss, suta_objective
 
@@ -104,7 +105,7 @@ class DynamicSUTA(Method):
 
     def __init__(self, asr: TTAModel, cfg: SUTAConfig, dcfg: DynamicConfig):
         if dcfg.reset not in ("dynamic", "none"):
-            raise ValueError(f"reset must be 'dynamic' or 'none', got {dcfg.reset!r}")
+            raise ConfigError(f"reset must be 'dynamic' or 'none', got {dcfg.reset!r}")
         self.asr, self.cfg, self.d = asr, cfg, dcfg
         self.name = "dsuta_reset" if dcfg.reset == "dynamic" else "dsuta"
         self.ad = ParamAdapter(asr, cfg)

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from speechllm.data.audio import SAMPLE_RATE, AudioError, load_audio
+from speechllm.errors import ManifestError, OutputStateError
 from speechllm.io import AppendOnlyJsonl
 from speechllm.tta.suta import Method
 
@@ -38,7 +39,9 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
     state_path = out_dir / f"{method.name}.state.pt"
     ids = [str(r["id"]) for r in rows]
     if len(set(ids)) != len(ids):
-        raise ValueError("stream manifest has duplicate ids; ids must be unique for resume")
+        dups = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise ManifestError(f"the stream's manifest repeats row ids ({', '.join(dups)} …): ids must be unique for "
+                            f"resume into {out_dir}; give each row its own id")
     stateful = method.state() is not None
     if stateful:
         if state_path.exists():
@@ -47,12 +50,12 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
             if st["pending"]["id"] not in log.done:
                 log.append(st["pending"])
         elif log.done:
-            raise RuntimeError(f"{log.path} has rows but {state_path} is missing: a continual stream cannot "
-                               "resume without its state; delete the JSONL to restart the stream")
+            raise OutputStateError(f"{log.path} has rows but {state_path} is missing: a continual stream cannot "
+                                   "resume without its state; delete the JSONL to restart the stream")
         done_prefix = ids[: len(log.done)]
         if set(done_prefix) != log.done:
-            raise RuntimeError(f"{log.path}: done rows are not a prefix of this stream (was the manifest "
-                               "reordered?); delete the JSONL and state to restart")
+            raise OutputStateError(f"{log.path}: done rows are not a prefix of this stream (was the manifest "
+                                   "reordered?); delete the JSONL and state to restart")
     torch.manual_seed(seed)
     todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in log.done]
     for i, row in tqdm(todo, desc=method.name, disable=not progress):

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from speechllm.errors import ConfigError
 from speechllm.tta.asr import Scores, TTAModel
 
 
@@ -101,7 +102,7 @@ class ParamAdapter:
             p.requires_grad_(True)
         self.named = dict(self.ln + self.feat)
         if not self.named:
-            raise ValueError("SUTA: no parameters selected (train_ln and train_feature both off)")
+            raise ConfigError("SUTA: no parameters selected (train_ln and train_feature both off)")
         self.new_optimizer()
 
     def new_optimizer(self) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechllm.errors import ConfigError, UnknownNameError
 from speechllm.tta.asr import Scores, WhisperTTA
 from speechllm.tta.suta import EpisodicMethod, ParamAdapter, SUTAConfig, softmax_entropy
 
@@ -48,7 +49,7 @@ class WhisperEMConfig(SUTAConfig):
 def restrict_params(ad: ParamAdapter, params: str) -> None:
     """Re-select the adapted parameters of `ad` (and rebuild its optimizers)."""
     if params not in PARAM_SETS:
-        raise ValueError(f"unknown parameter set {params!r}; choose from {PARAM_SETS}")
+        raise UnknownNameError(f"unknown parameter set {params!r}; choose from {PARAM_SETS}")
     ln, feat = ad.asr.param_groups()
     keep = {"ln": ("model.encoder.", "model.decoder."), "ln+conv": ("model.encoder.", "model.decoder."),
             "enc_ln": ("model.encoder.",), "dec_ln": ("model.decoder.",)}[params]
@@ -59,7 +60,7 @@ def restrict_params(ad: ParamAdapter, params: str) -> None:
         p.requires_grad_(True)
     ad.named = dict(ad.ln + ad.feat)
     if not ad.named:
-        raise ValueError(f"parameter set {params!r} selects nothing in {ad.asr.name}")
+        raise ConfigError(f"parameter set {params!r} selects nothing in {ad.asr.name}")
     ad.new_optimizer()
 
 
@@ -161,4 +162,4 @@ class WhisperEMMethod(EpisodicMethod):
         elif objective == "seq_em":
             self.objective = seq_em_objective(cfg)
         else:
-            raise ValueError(f"unknown Whisper objective {objective!r}")
+            raise UnknownNameError(f"unknown Whisper objective {objective!r}")
