@@ -81,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from speechllm.data.audio import load_audio
-    from speechllm.tta.asr import WhisperTTA, load_asr
+    from speechllm.tta.asr import WhisperTTA, load_tta_asr
 
     wav = load_audio(args.audio)
     results = {}
     load_before = os.getloadavg()
     for name in args.methods.split(","):
         for v in args.variants.split(","):
-            asr = load_asr(args.asr)
+            asr = load_tta_asr(args.asr)
             if isinstance(asr, WhisperTTA):
                 asr.redecode = v == "redecode"
             elif v != args.variants.split(",")[0]:

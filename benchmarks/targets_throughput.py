@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.targets import GenSettings, HFGenerator, generate_targets, model_meta  # noqa: E402
+from data_prep.targets import GenSettings, generate_targets, model_meta  # noqa: E402
 from data_prep.tts_engines import sentence_pool  # noqa: E402
+from speechllm.chat_lm import HFGenerator  # noqa: E402
 from speechllm.io import atomic_write_json, atomic_write_text  # noqa: E402
 from speechllm.prompts.captions import pick_instruction, seed_caption  # noqa: E402
 

@@ -45,13 +45,14 @@ def question(attr: str) -> tuple[str, list[str]]:
 
 
 def run(rows: list[dict], llm_name: str) -> dict:
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import HFGenerator, load_chat_lm
     from speechllm.prompts.chat import render_prompt
 
-    base = ChatLM(llm_name)  # as the suite's text baselines render
+    base = load_chat_lm(llm_name)  # as the suite's text baselines render
     plain = TextLLMScorer(base)
-    teacher = TextLLMScorer(ChatLM(llm_name, model=base.model, tokenizer=base.tokenizer, system=TARGET_SYSTEM_PROMPT,
-                                   render_fn=lambda p: render_prompt(base.tokenizer, p, TARGET_SYSTEM_PROMPT)))
+    teacher = TextLLMScorer(HFGenerator(llm_name, model=base.model, tokenizer=base.tokenizer,
+                                        system=TARGET_SYSTEM_PROMPT,
+                                        render_fn=lambda p: render_prompt(base.tokenizer, p, TARGET_SYSTEM_PROMPT)))
     hits: dict[str, dict[str, int]] = {}
     n: dict[str, int] = {}
     for attr in QUESTIONS:

@@ -78,9 +78,9 @@ def paraphrase_pipeline(args, gen, settings: GenSettings) -> list[Source]:
     """Foreign answers (templates, or `--foreign-llm NAME` then templates) rewritten by the frozen LLM."""
     foreign: list[Source] = []
     if getattr(args, "foreign_llm", None):
-        from data_prep.target_gen import make_generator
+        from speechllm.chat_lm import make_generator
 
-        other, _ = make_generator(args.foreign_llm, args.backend, args.dtype)
+        other = make_generator(args.foreign_llm, args.backend, args.dtype)
         foreign.append(LLMSource(other, settings, args.resample, args.resample_temperature,
                                  name=f"llm:{args.foreign_llm}", label="foreign", resampled_label="foreign"))
     foreign.append(TemplateSource(label="template"))

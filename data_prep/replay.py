@@ -57,7 +57,7 @@ def clean_instruction(text: str) -> str:
 
 def build_replay(llm, out: str | Path, n: int, system_prompt: str | None, max_new_tokens: int = 128,
                  batch_size: int = 8, forbidden: set[str] | None = None) -> dict:
-    """`llm`: an `speechllm.chat_lm.ChatLM`-like object (`generate(prompts, max_new_tokens, system)`, `name`)."""
+    """`llm`: a `speechllm.chat_lm.ChatGenerator`-like object (`generate(prompts, max_new_tokens, system)`, `name`)."""
     cache = AppendOnlyJsonl(out)
     skips: dict[str, int] = {}
     todo = [s for s in seeds(n) if s[0] not in cache.done]
@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the system prompt the SpeechLLM trains with (its config's system_prompt); '' for none")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--backend", default="hf", choices=("hf", "vllm", "auto"),
+                   help="hf: transformers, float32 on the CPU (default); vllm: a GPU; auto: vllm when installed "
+                        "and a GPU is visible")
     p.add_argument("--threads", type=int)
     args = p.parse_args(argv)
     seeds(args.n)  # an impossible --n fails before the LLM loads
@@ -108,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import load_chat_lm
     from speechllm.prompts.retention import TOPICS, build_prompts
 
     t0 = time.time()
-    llm = ChatLM(args.llm, batch_size=args.batch_size)
+    llm = load_chat_lm(args.llm, args.backend, batch_size=args.batch_size)
     forbidden = set(TOPICS) | {r["prompt"] for r in build_prompts()}
     stats = build_replay(llm, args.out, args.n, args.system_prompt or None, args.max_new_tokens, args.batch_size,
                          forbidden)

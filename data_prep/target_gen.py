@@ -1,10 +1,11 @@
-"""Text generation for `prepare targets`: settings, the batch plan, seeds, and the two backends.
+"""What is specific to generating targets: settings, the batch plan, seeds, the generator's identity.
 
-Batched generation with LEFT padding and the tokenizer's attention mask (SmolLM2's pad id equals
-EOS, so masks are never built from ids). The batch plan keeps a clip's questions together and the HF
-back-end encodes their shared caption prefix once (`speechllm.chat_lm.generate_shared_prefix`). Sampling is seeded either per batch (`seed`) or per row
-(`row_seeds`): with row seeds every row draws from its own generator (`RowSampler`), so a row's
-sample does not depend on which rows share its batch — what resampling needs to be reproducible.
+The generator itself is the project's one chat generator (`speechllm.chat_lm`: `make_generator`,
+HF and vLLM back-ends, `complete` -> text + finish reason + token counts). The batch plan keeps a
+clip's questions together so the HF back-end encodes their shared caption prefix once. Sampling is
+seeded either per batch (`batch_seed`) or per row (`row_seed`): with row seeds every row draws from
+its own generator (`speechllm.chat_lm.RowSampler`), so a row's sample does not depend on which rows
+share its batch — what resampling needs to be reproducible.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from data_prep.verify import instruction_of
-from speechllm.chat_lm import generate_ids, generate_shared_prefix
+from speechllm.chat_lm import Decoding
 from speechllm.prompts.captions import ONE_WORD_FORMS
 
 
 @dataclass
-class GenSettings:
+class GenSettings(Decoding):
+    """The decoding settings (fields in this order: max_new_tokens, do_sample, temperature, top_p,
+    repetition_penalty) with the targets' defaults, and what only targets use."""
+
     max_new_tokens: int = 64
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
+    repetition_penalty: float | None = 1.1
     seed: int = 0
     batch_size: int = 16
     trim_truncated: bool = True  # cut a max_new_tokens-truncated answer back to its last full sentence
@@ -107,137 +108,3 @@ def short_answer(row: dict) -> bool:
 
 def settings_for(s: GenSettings, short: bool) -> GenSettings:
     return replace(s, max_new_tokens=min(s.max_new_tokens, s.short_answer_tokens)) if short else s
-
-
-class HFGenerator:
-    """transformers backend (CPU or one GPU)."""
-
-    name = "hf"
-
-    def __init__(self, model_dir: Path, dtype: str = "float32", share_prefix: bool = True):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.tok.padding_side = "left"
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
-        self.dtype, self.share_prefix = dtype, share_prefix
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
-        if torch.cuda.is_available():
-            self.model.cuda()
-
-    def render(self, messages: list[dict]) -> str:
-        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def n_tokens(self, prompt: str) -> int:
-        return len(self.tok(prompt, add_special_tokens=False)["input_ids"])
-
-    def generate(self, prompts: list[str], s: GenSettings, seed: int,
-                 row_seeds: list[int] | None = None) -> list[dict]:
-        torch = self.torch
-        rows = self.tok(prompts, add_special_tokens=False)["input_ids"]
-        kw = dict(do_sample=s.do_sample, repetition_penalty=s.repetition_penalty)
-        if s.do_sample and row_seeds is not None:  # greedy over logits the RowSampler has already sampled
-            from transformers import LogitsProcessorList
-
-            kw.update(do_sample=False,
-                      logits_processor=LogitsProcessorList([RowSampler(row_seeds, s.temperature, s.top_p)]))
-        elif s.do_sample:
-            kw.update(temperature=s.temperature, top_p=s.top_p)
-        torch.manual_seed(seed)
-        # rows asking several questions of one caption: encode it once per batch
-        run = generate_shared_prefix if self.share_prefix else generate_ids
-        gens = run(self.model, self.tok, rows, s.max_new_tokens, eos_token_id=self.tok.eos_token_id, **kw)
-        return [{"text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason} for g in gens]
-
-
-class RowSampler:
-    """A logits processor that samples each row with its own seeded generator (temperature, then
-    nucleus top-p) and leaves only the sampled token, so greedy decoding emits it. Runs after the
-    model's repetition penalty, as HF's own sampling does."""
-
-    def __init__(self, seeds: list[int], temperature: float, top_p: float):
-        import torch
-
-        self.gens = [torch.Generator().manual_seed(int(x)) for x in seeds]
-        self.temperature, self.top_p = temperature, top_p
-
-    def __call__(self, input_ids, scores):  # scores: (B, V)
-        import torch
-
-        probs = torch.softmax(scores.float() / max(self.temperature, 1e-5), dim=-1).cpu()
-        sp, si = probs.sort(dim=-1, descending=True)
-        keep = sp.cumsum(-1) - sp < self.top_p  # the smallest set whose mass reaches top_p (>= 1 token)
-        sp = sp * keep
-        out = torch.full_like(scores, float("-inf"))
-        for b, g in enumerate(self.gens):
-            j = torch.multinomial(sp[b], 1, generator=g)
-            out[b, si[b, j].to(scores.device)] = 0.0
-        return out
-
-
-def vllm_request(prompts: list[str], s: GenSettings, seed: int,
-                 row_seeds: list[int] | None = None) -> tuple[list[str], dict | list[dict]]:
-    """What the vLLM backend sends: the rendered prompts and `SamplingParams` keyword arguments (one
-    dict per prompt with `row_seeds`). Kept free of vllm imports so it is unit-tested on CPU."""
-    if row_seeds is not None:
-        return list(prompts), [vllm_request([p], s, rs)[1] for p, rs in zip(prompts, row_seeds)]
-    params = {"max_tokens": s.max_new_tokens, "repetition_penalty": s.repetition_penalty, "seed": seed,
-              "skip_special_tokens": True}
-    if s.do_sample:
-        params.update(temperature=s.temperature, top_p=s.top_p)
-    else:
-        params.update(temperature=0.0, top_p=1.0)
-    return list(prompts), params
-
-
-class VLLMGenerator(HFGenerator):
-    name = "vllm"
-
-    def __init__(self, model_dir: Path, dtype: str = "bfloat16"):
-        from transformers import AutoTokenizer
-        from vllm import LLM
-
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.dtype = dtype
-        self.llm = LLM(model=str(model_dir), dtype=dtype, seed=0)
-
-    def generate(self, prompts: list[str], s: GenSettings, seed: int,
-                 row_seeds: list[int] | None = None) -> list[dict]:
-        from vllm import SamplingParams
-
-        texts, params = vllm_request(prompts, s, seed, row_seeds)
-        sp = [SamplingParams(**p) for p in params] if isinstance(params, list) else SamplingParams(**params)
-        outs = self.llm.generate(texts, sp, use_tqdm=False)
-        return [{"text": o.outputs[0].text.strip(), "n_tokens": len(o.outputs[0].token_ids),
-                 "finish_reason": o.outputs[0].finish_reason} for o in outs]
-
-
-def choose_backend(requested: str = "auto") -> str:
-    if requested != "auto":
-        return requested
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return "hf"
-    import torch
-
-    return "vllm" if torch.cuda.is_available() else "hf"
-
-
-def make_generator(model: str, backend: str = "auto", dtype: str | None = None):
-    from speechllm.packs.hub import resolve
-
-    model_dir = resolve(model)
-    backend = choose_backend(backend)
-    if dtype in (None, "auto"):  # vLLM runs on a GPU in bfloat16; transformers where it is native
-        import torch
-
-        from speechllm.hardware import auto_dtype
-
-        dtype = "bfloat16" if backend == "vllm" else auto_dtype("cuda" if torch.cuda.is_available() else "cpu")
-    return (VLLMGenerator if backend == "vllm" else HFGenerator)(model_dir, dtype), model_dir
-
-

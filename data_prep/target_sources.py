@@ -30,6 +30,7 @@ from data_prep.target_gen import (
     trim_to_sentence,
 )
 from data_prep.verify import verify
+from speechllm.chat_lm import Generation
 from speechllm.prompts.captions import target_messages
 
 LOG_TEXT_CHARS = 300  # tries are logged in target_meta, shortened
@@ -47,16 +48,16 @@ class Source:
         raise NotImplementedError
 
 
-def _attempt(row: dict, out: dict, by: str, seed: int | None, s: GenSettings) -> tuple[str, dict]:
-    text, extra = out["text"], {}
-    if out.get("finish_reason") == "length" and s.trim_truncated:
+def _attempt(row: dict, out: Generation, by: str, seed: int | None, s: GenSettings) -> tuple[str, dict]:
+    text, extra = out.text, {}
+    if out.finish_reason == "length" and s.trim_truncated:
         trimmed = trim_to_sentence(text)
         if trimmed is not None and trimmed != text:
             extra["untrimmed_target"] = text
             text = trimmed
     v = verify(row, text)
     entry = {"by": by, "seed": seed, "ok": v.ok, "reason": v.reason, "text": text,
-             "n_tokens": out.get("n_tokens"), "finish_reason": out.get("finish_reason"), **extra}
+             "n_tokens": out.n_tokens, "finish_reason": out.finish_reason, **extra}
     return text, entry
 
 
@@ -84,7 +85,7 @@ class LLMSource(Source):
         first = "sample" if self.s.do_sample else "greedy"
         short = all(short_answer(rows[i]) for i in idx)  # batches are planned so that this is all or none
         s, sample_s = settings_for(self.s, short), settings_for(self.sample_s, short)
-        outs = self.gen.generate([self.prompt(rows[i]) for i in idx], s, seed)
+        outs = self.gen.complete([self.prompt(rows[i]) for i in idx], s, seed)
         for i, o in zip(idx, outs):
             self._take(rows[i], i, o, f"{self.name}-{first}", None, self.label, log, done, s)
         for attempt in range(1, self.k + 1):
@@ -92,7 +93,7 @@ class LLMSource(Source):
             if not failing:
                 break
             seeds = [row_seed(self.s.seed, str(rows[i]["id"]), attempt, self.name) for i in failing]
-            outs = self.gen.generate([self.prompt(rows[i]) for i in failing], sample_s, seeds[0], row_seeds=seeds)
+            outs = self.gen.complete([self.prompt(rows[i]) for i in failing], sample_s, seeds[0], row_seeds=seeds)
             for i, o, rs in zip(failing, outs, seeds):
                 self._take(rows[i], i, o, f"{self.name}-sample", rs, self.resampled_label, log, done, sample_s)
         return done
@@ -101,7 +102,7 @@ class LLMSource(Source):
         text, entry = _attempt(row, out, by, seed, settings)
         log.setdefault(i, []).append(entry)
         if entry["ok"]:
-            meta = {"n_tokens": out.get("n_tokens"), "finish_reason": out.get("finish_reason")}
+            meta = {"n_tokens": out.n_tokens, "finish_reason": out.finish_reason}
             if "untrimmed_target" in entry:
                 meta["untrimmed_target"] = entry["untrimmed_target"]
             if seed is not None:
@@ -133,9 +134,9 @@ def self_pipeline(args, gen, settings: GenSettings) -> list[Source]:
     """The frozen LLM's own verified answers; failures go to `--fallback-llm`, then templates."""
     srcs: list[Source] = [LLMSource(gen, settings, args.resample, args.resample_temperature)]
     if args.fallback_llm:
-        from data_prep.target_gen import make_generator
+        from speechllm.chat_lm import make_generator
 
-        other, _ = make_generator(args.fallback_llm, args.backend, args.dtype)
+        other = make_generator(args.fallback_llm, args.backend, args.dtype)
         srcs.append(LLMSource(other, settings, args.resample, args.resample_temperature,
                               name=f"llm:{args.fallback_llm}", label="fallback", resampled_label="fallback"))
     if args.fallback == "template":

@@ -13,7 +13,8 @@ Resume is exact: rows are grouped into a fixed batch plan (sorted by prompt leng
 only its missing rows are appended (AppendOnlyJsonl keyed by id). So a killed run finishes with the
 same rows, same batches, same numerics as an uninterrupted one.
 
-The vLLM backend is used automatically when `vllm` is importable and a GPU is visible.
+The generator is `speechllm.chat_lm.make_generator`'s: the vLLM back-end when `vllm` is importable and a
+GPU is visible (`--backend auto`), else transformers.
 """
 
 from __future__ import annotations
@@ -29,17 +30,12 @@ from data_prep.common import add_shard_args, default_out, select_shard, shard_ou
 from data_prep.fidelity import fidelity_markdown, fidelity_report
 from data_prep.target_gen import (  # noqa: F401  (re-exported: the public names of this step)
     GenSettings,
-    HFGenerator,
-    VLLMGenerator,
     batch_seed,
-    choose_backend,
-    make_generator,
     model_meta,
     plan_batches,
     row_seed,
     short_answer,
     trim_to_sentence,
-    vllm_request,
 )
 from data_prep.target_sources import (
     LOG_TEXT_CHARS,
@@ -50,6 +46,7 @@ from data_prep.target_sources import (
     fallback_name,
 )
 from data_prep.verify import VERIFIER_VERSION
+from speechllm.chat_lm import make_generator
 from speechllm.data.manifest import check_fields, load_manifest, save_manifest
 from speechllm.errors import ManifestError, OutputStateError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text, read_jsonl
@@ -86,8 +83,8 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
                         [str(r.get("clip_id") or r["id"]) for r in rows])
     todo = [b for b in plan if any(ids[i] not in partial.done for i in b)]
     bar = tqdm(total=len(rows), initial=len(rows) - sum(ids[i] not in partial.done for b in todo for i in b),
-               desc=f"targets ({getattr(gen, 'name', 'template')})", disable=not progress, unit="row")
-    row_meta = {**meta, "backend": getattr(gen, "name", None), "settings": settings.sampling(),
+               desc=f"targets ({getattr(gen, 'backend', 'template')})", disable=not progress, unit="row")
+    row_meta = {**meta, "backend": getattr(gen, "backend", None), "settings": settings.sampling(),
                 "caption_version": CAPTION_VERSION, "user_template": TARGET_USER_TEMPLATE,
                 "system_prompt": TARGET_SYSTEM_PROMPT, "verifier": VERIFIER_VERSION}
     if getattr(gen, "dtype", None):
@@ -216,8 +213,8 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(args.threads)
     if args.source in NEEDS_GENERATOR:
-        gen, model_dir = make_generator(args.model, args.backend, args.dtype)
-        meta = model_meta(model_dir, args.model)
+        gen = make_generator(args.model, args.backend, args.dtype)
+        meta = model_meta(gen.model_dir, args.model)
     else:
         gen, meta = None, {"generator": args.source}
     sources = SOURCES[args.source](args, gen, settings)
@@ -228,7 +225,7 @@ def main(argv: list[str]) -> int:
     md = fidelity_markdown(report, f"Target fidelity: {out.name} ({meta['generator']}, source {args.source})")
     atomic_write_text(out.with_name(out.stem + ".fidelity.md"), md)
     atomic_write_json(out.with_name(out.stem + ".meta.json"), {
-        **meta, "backend": getattr(gen, "name", None), "settings": asdict(settings), "source": args.source,
+        **meta, "backend": getattr(gen, "backend", None), "settings": asdict(settings), "source": args.source,
         "resample": args.resample, "resample_temperature": args.resample_temperature, "fallback": args.fallback,
         "fallback_llm": args.fallback_llm, "foreign_llm": args.foreign_llm, "verifier": VERIFIER_VERSION,
         "rows": len(done), "seconds": seconds})

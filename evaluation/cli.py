@@ -19,6 +19,9 @@ from speechllm.cli_tree import TreeParser, run_tree
 BASELINES = ("majority", "random", "text-llm", "transcript-llm", "cascade")
 THREADS_HELP = ("torch CPU threads; on a shared/oversubscribed machine 1 is several times faster than the "
                 "default (measured: SmolLM2 24 tokens 8 s with 1 thread vs 49 s with 2 at load 10 on 2 cores)")
+LLM_BACKEND_HELP = ("the frozen text LLM's engine (judge, baselines, retention base): hf = transformers, float32 on "
+                    "the CPU (default; the outputs the caches hold); vllm = a GPU (generation only: likelihood "
+                    "scoring needs hf); auto = vllm when installed and a GPU is visible")
 
 
 def _set_threads(n: int | None) -> None:
@@ -59,9 +62,9 @@ def _predictors(args) -> list:
         if b not in BASELINES:
             raise SystemExit(f"unknown baseline {b!r}; choose from {', '.join(BASELINES)}")
         if b in ("text-llm", "transcript-llm", "cascade") and llm is None:
-            from speechllm.chat_lm import ChatLM
+            from speechllm.chat_lm import load_chat_lm
 
-            llm = ChatLM(args.llm)
+            llm = load_chat_lm(args.llm, args.llm_backend)
         if b in ("transcript-llm", "cascade") and asr is None:
             asr = P.WhisperASR(args.asr, transcripts)
         if b == "majority":
@@ -112,6 +115,7 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     p.add_argument("--rescore", action="store_true", help="score + report from cached predictions only")
     p.add_argument("--judge", help="judge LLM (pack/HF folder) for LLM-judge scoring, e.g. qwen2.5-0.5b")
     p.add_argument("--llm", default="smollm2-135m", help="LLM for text-only/transcript/cascade baselines")
+    p.add_argument("--llm-backend", default="hf", choices=("hf", "vllm", "auto"), help=LLM_BACKEND_HELP)
     p.add_argument("--asr", default="whisper-tiny.en", help="Whisper pack or .pt for transcript/cascade")
     p.add_argument("--max-new-tokens", type=int, default=8,
                    help="free-form answer length cap (phase-1 answers are one word; 8 tokens hold 'The speaker is "
@@ -135,9 +139,9 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
     judge = None
     if args.judge:
         from evaluation.dynamic_superb.judge import LocalJudge
-        from speechllm.chat_lm import ChatLM
+        from speechllm.chat_lm import load_chat_lm
 
-        llm = ChatLM(args.judge)
+        llm = load_chat_lm(args.judge, args.llm_backend)
         judge = LocalJudge(llm, Path(args.out) / "judge" / f"{llm.name}.jsonl")
     if args.rescore:
         from evaluation.dynamic_superb.runner import cached_models
@@ -189,17 +193,18 @@ def cmd_retention(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=96,
                    help="long enough that a rambling answer shows its length (word limits are checked on it)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--llm-backend", default="hf", choices=("hf", "vllm", "auto"), help=LLM_BACKEND_HELP)
     p.add_argument("--audio", help="WAV for the audio+constraint condition (default: a held-out synthetic clip)")
     p.add_argument("--no-audio", action="store_true", help="skip the audio+constraint condition")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     args = p.parse_args(argv)
     _set_threads(args.threads)
     from evaluation import retention as R
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import load_chat_lm
     from speechllm.prompts.retention import build_prompts
 
     if not args.ckpt:
-        base = ChatLM(args.base_llm or "smollm2-135m", batch_size=args.batch_size)
+        base = load_chat_lm(args.base_llm or "smollm2-135m", args.llm_backend, batch_size=args.batch_size)
         prompts = build_prompts(args.topics, kinds=args.kinds, closed=not args.no_closed)
         results = [R.run_condition(f"base:{base.name}", lambda b: base.generate([x["prompt"] for x in b],
                                    args.max_new_tokens), prompts, args.out, args.batch_size,
@@ -210,8 +215,8 @@ def cmd_retention(argv: list[str]) -> int:
         model = load_trained(args.ckpt)
         # the base LLM is shown the model's own chat template (same system prompt), so any difference in
         # the text-only condition comes from the weights (LoRA), not from formatting
-        base = ChatLM(args.base_llm or model.config.llm, render_fn=lambda q: model.render_prompt(q, 0),
-                      batch_size=args.batch_size)
+        base = load_chat_lm(args.base_llm or model.config.llm, args.llm_backend,
+                            render_fn=lambda q: model.render_prompt(q, 0), batch_size=args.batch_size)
         audio = None
         if not args.no_audio:
             from speechllm.data.audio import INFERENCE_POLICY, load_audio

@@ -57,9 +57,13 @@ def likelihood_correct(row: dict) -> tuple[bool, bool]:
 
 
 class TextLLMScorer:
-    """Option scores of a frozen chat LLM (`speechllm.chat_lm.ChatLM`) for text prompts."""
+    """Option scores of a frozen chat LLM (`speechllm.chat_lm.HFGenerator`: it needs the model's
+    logits) for text prompts."""
 
     def __init__(self, llm: Any):
+        if getattr(llm, "backend", "hf") != "hf":
+            raise ValueError(f"likelihood scoring reads the model's logits: load {llm.name} with the hf back-end "
+                             "(or score with --scoring generate)")
         self.llm = llm
         self._memo: dict[tuple, list[float]] = {}
 

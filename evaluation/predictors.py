@@ -21,7 +21,7 @@ import numpy as np
 
 from evaluation.dynamic_superb.registry import Task, parse_options
 from evaluation.transcripts import CachedTranscripts, store_path
-from speechllm.chat_lm import ChatLM
+from speechllm.chat_lm import ChatGenerator
 from speechllm.errors import ConfigError
 from speechllm.prompts.baselines import transcript_prompt
 
@@ -61,7 +61,7 @@ class RandomPredictor:
 class TextOnlyLLMPredictor:
     """The LLM never hears the audio: what can be answered from the instruction alone."""
 
-    def __init__(self, llm: ChatLM, max_new_tokens: int = 32, name: str | None = None):
+    def __init__(self, llm: ChatGenerator, max_new_tokens: int = 32, name: str | None = None):
         self.llm, self.max_new_tokens = llm, max_new_tokens
         self.name = name or f"text-llm:{llm.name}"
 
@@ -109,7 +109,7 @@ def describe_attributes(wav: np.ndarray, transcript: str) -> str:
 class TranscriptLLMPredictor:
     """Whisper transcript (+ attributes for the cascade) → the same frozen LLM."""
 
-    def __init__(self, llm: ChatLM, asr: Any, cascade: bool = False, max_new_tokens: int = 32,
+    def __init__(self, llm: ChatGenerator, asr: Any, cascade: bool = False, max_new_tokens: int = 32,
                  attributes: Any = None, name: str | None = None):
         self.llm, self.asr, self.cascade, self.max_new_tokens = llm, asr, cascade, max_new_tokens
         self.attributes = attributes or (describe_attributes if cascade else None)

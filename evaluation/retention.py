@@ -127,12 +127,13 @@ def default_audio():
 def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics: int = 14,
                    max_new_tokens: int = 96, audio=None, kinds: list[str] | None = None, batch_size: int = 8,
                    closed: bool = True) -> list[dict]:
-    """Base (a ChatLM shown the model's own chat template) + trained text + trained audio conditions.
+    """Base (the frozen LLM, `speechllm.chat_lm.load_chat_lm`, shown the model's own chat template) +
+    trained text + trained audio conditions.
     `base=None` builds the base from the model's LLM name; `audio=None` skips the audio condition."""
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import load_chat_lm
 
     if base is None:
-        base = ChatLM(model.config.llm, render_fn=lambda q: model.render_prompt(q, 0))
+        base = load_chat_lm(model.config.llm, render_fn=lambda q: model.render_prompt(q, 0))
     text_prompts = build_prompts(n_topics, kinds=kinds, closed=closed)
     mnt = f"mnt{max_new_tokens}"
     # the template goes into the base cache key: a different system prompt must not reuse answers

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     from evaluation import predictors as P
     from evaluation.cli import tasks_and_data
     from evaluation.dynamic_superb.runner import predict_task
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import load_chat_lm
 
     data = tasks_and_data(SimpleNamespace(suite=args.suite, tasks=None))
     n = sum(min(args.limit, len(ds)) for _, ds in data)
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     trained = P.SpeechLLMPredictor(args.ckpt, max_new_tokens=mnt)
     C.share_transcripts(trained.model)
     untrained = C.build_untrained(args.ckpt, trained=trained.model)
-    llm, asr = ChatLM(args.llm), P.WhisperASR(args.asr)
+    llm, asr = load_chat_lm(args.llm), P.WhisperASR(args.asr)
     rows = [("trained", trained), ("shuffled", C.ShuffledAudioPredictor(trained)),
             ("untrained", P.SpeechLLMPredictor(args.ckpt, name=trained.name + C.UNTRAINED_SUFFIX, model=untrained,
                                                max_new_tokens=mnt)),

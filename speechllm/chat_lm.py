@@ -1,9 +1,17 @@
-"""Chat generation: the one left-padded batched decoding loop (`generate_batch`), and a frozen chat LLM
-for text-side jobs on top of it (judge, text-only/transcript/cascade baselines, retention).
+"""Chat generation: the one left-padded batched decoding loop (`generate_batch`) and the one chat
+generator on top of it, whatever runs it.
 
-`generate_batch` serves `ChatLM`, `SpeechLLM.generate` (prompt as spliced embeddings) and the target
-generator's HF back-end. Masks come from `attention_mask` (SmolLM2's pad token equals EOS, so
-`input_ids == pad_id` would mask real tokens).
+`generate_batch` serves `SpeechLLM.generate` (prompt as spliced embeddings) and the HF back-end below.
+Masks come from `attention_mask` (SmolLM2's pad token equals EOS, so `input_ids == pad_id` would mask
+real tokens).
+
+The generator (`ChatGenerator`: `HFGenerator` for transformers on CPU or one GPU, `VLLMGenerator` for
+vLLM, chosen by `make_generator(model, backend=...)`) serves every text-side job: self-output targets
+and paraphrases (`complete`: rendered prompts, `Decoding` settings, per-batch or per-row seeds), the
+judge, the text-only/transcript/cascade baselines, retention and replay (`chat`/`generate`: user turns
+through the chat template). Each call gives text + finish reason + token counts (`Generation`).
+`load_chat_lm` is the evaluation's default: transformers in float32 on the CPU, as it has always run.
+vLLM is optional and imported only when its back-end is built.
 """
 
 from __future__ import annotations
@@ -11,6 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class Decoding:
+    """How to decode: greedy unless `do_sample` (then softmax(logits / temperature), nucleus `top_p`).
+    `repetition_penalty` None = none."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float | None = None
 
 
 @dataclass
@@ -118,44 +138,227 @@ def generate_shared_prefix(model: Any, tokenizer: Any, rows: list[list[int]], ma
                           **kwargs)
 
 
-class ChatLM:
-    """`generate(prompts) -> list[str]`, each prompt sent as one user turn through the chat template."""
+class ChatGenerator:
+    """A frozen chat LLM behind one interface, whatever runs it (`backend`: "hf" or "vllm").
 
-    def __init__(self, name_or_path: str | None = None, *, model: Any = None, tokenizer: Any = None,
-                 system: str | None = None, batch_size: int = 8, render_fn: Any = None):
-        if model is None:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+    complete(texts, decoding, seed, row_seeds) -> [Generation]: rendered prompts, decoded as one batch
+        (the targets' call: a planned batch, seeded per batch or, with `row_seeds`, per row)
+    chat(prompts, max_new_tokens, system, repetition_penalty) -> [Generation]: user turns through the
+        chat template (`render`), greedy, `batch_size` at a time (the judge, baselines, retention, replay)
+    generate(...) -> [str]: `chat`'s texts
+    `name` is the model's (folder) name, `backend` the engine's."""
 
-            from speechllm.packs.hub import resolve
+    backend = "?"
 
-            path = resolve(name_or_path or "smollm2-135m")
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-            self.name = Path(path).name
-        else:
-            self.name = name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "llm")
-        self.model, self.tokenizer, self.system, self.batch_size = model, tokenizer, system, batch_size
+    def __init__(self, tokenizer: Any, name: str, *, system: str | None = None, batch_size: int = 8,
+                 render_fn: Any = None, dtype: str | None = None, model_dir: Path | None = None):
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer, self.name, self.system, self.batch_size = tokenizer, name, system, batch_size
         self.render_fn = render_fn  # e.g. a SpeechLLM's own template, so base and trained see the same text
+        self.dtype, self.model_dir = dtype, model_dir
 
-    def render(self, prompt: str, system: str | None = None) -> str:
+    @property
+    def tok(self) -> Any:
+        return self.tokenizer
+
+    def render(self, prompt: str | list[dict], system: str | None = None) -> str:
+        """A message list through the chat template as is; a string as one user turn (after `system`,
+        or through `render_fn` when given and no system is)."""
+        if not isinstance(prompt, str):
+            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         if self.render_fn is not None and system is None:
             return self.render_fn(prompt)
         from speechllm.prompts.chat import render_prompt
 
         return render_prompt(self.tokenizer, prompt, system_prompt=system)
 
+    def n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def complete(self, texts: list[str], d: Decoding, seed: int | None = None,
+                 row_seeds: list[int] | None = None) -> list[Generation]:
+        raise NotImplementedError
+
+    def _chat_batch(self, texts: list[str], d: Decoding) -> list[Generation]:
+        return self.complete(texts, d)
+
+    def chat(self, prompts: list[str], max_new_tokens: int = 128, system: str | None = None,
+             repetition_penalty: float | None = None) -> list[Generation]:
+        d = Decoding(max_new_tokens, repetition_penalty=repetition_penalty)
+        out: list[Generation] = []
+        for i in range(0, len(prompts), self.batch_size):
+            out += self._chat_batch([self.render(p, system or self.system) for p in prompts[i:i + self.batch_size]], d)
+        return out
+
     def generate(self, prompts: list[str], max_new_tokens: int = 128, system: str | None = None,
                  repetition_penalty: float | None = None) -> list[str]:
-        tok = self.tokenizer
-        tok.padding_side = "left"
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        out: list[str] = []
-        for i in range(0, len(prompts), self.batch_size):
-            texts = [self.render(p, system or self.system) for p in prompts[i:i + self.batch_size]]  # (B,) strings
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            out += [g.text for g in generate_batch(self.model, tok, enc["attention_mask"], max_new_tokens,
-                                                   input_ids=enc["input_ids"],
-                                                   repetition_penalty=repetition_penalty)]
+        return [g.text for g in self.chat(prompts, max_new_tokens, system, repetition_penalty)]
+
+
+class HFGenerator(ChatGenerator):
+    """transformers back-end: a model folder / pack name / hub id (`speechllm.packs.hub.resolve`), or a
+    loaded `model` + `tokenizer`. `device` None: CUDA when visible. With `share_prefix`, `complete`
+    encodes a prefix that rows share (one caption, several questions) once (`generate_shared_prefix`)."""
+
+    backend = "hf"
+
+    def __init__(self, name_or_path: str | Path | None = None, *, model: Any = None, tokenizer: Any = None,
+                 dtype: str = "float32", device: str | None = None, share_prefix: bool = True, **kw):
+        import torch
+
+        if model is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from speechllm.packs.hub import resolve
+
+            path = resolve(name_or_path or "smollm2-135m")
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+            name = Path(path).name
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            path = None
+            name = str(name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "llm"))
+            dtype = str(getattr(model, "dtype", dtype)).removeprefix("torch.")
+        if device is not None:
+            model.to(device)
+        super().__init__(tokenizer, name, dtype=dtype, model_dir=path, **kw)
+        self.model, self.share_prefix = model, share_prefix
+
+    def complete(self, texts: list[str], d: Decoding, seed: int | None = None,
+                 row_seeds: list[int] | None = None) -> list[Generation]:
+        # rows asking several questions of one caption: encode it once per batch
+        return self._run(texts, d, seed, row_seeds, self.tokenizer.eos_token_id, self.share_prefix)
+
+    def _chat_batch(self, texts: list[str], d: Decoding) -> list[Generation]:
+        # chat turns end where the model's generation config says (it may list several end tokens) and
+        # run as one plain batch: the outputs the judge, baselines and retention have always had
+        return self._run(texts, d, None, None, None, False)
+
+    def _run(self, texts, d, seed, row_seeds, eos_token_id, share_prefix) -> list[Generation]:
+        import torch
+
+        rows = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        kw: dict[str, Any] = dict(do_sample=d.do_sample, repetition_penalty=d.repetition_penalty)
+        if d.do_sample and row_seeds is not None:  # greedy over logits the RowSampler has already sampled
+            from transformers import LogitsProcessorList
+
+            kw.update(do_sample=False,
+                      logits_processor=LogitsProcessorList([RowSampler(row_seeds, d.temperature, d.top_p)]))
+        elif d.do_sample:
+            kw.update(temperature=d.temperature, top_p=d.top_p)
+        if seed is not None:
+            torch.manual_seed(seed)
+        run = generate_shared_prefix if share_prefix else generate_ids
+        return run(self.model, self.tokenizer, rows, d.max_new_tokens, eos_token_id=eos_token_id, **kw)
+
+
+class RowSampler:
+    """A logits processor that samples each row with its own seeded generator (temperature, then
+    nucleus top-p) and leaves only the sampled token, so greedy decoding emits it. Runs after the
+    model's repetition penalty, as HF's own sampling does. So a row's sample does not depend on which
+    rows share its batch."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.gens = [torch.Generator().manual_seed(int(x)) for x in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):  # scores: (B, V)
+        import torch
+
+        probs = torch.softmax(scores.float() / max(self.temperature, 1e-5), dim=-1).cpu()
+        sp, si = probs.sort(dim=-1, descending=True)
+        keep = sp.cumsum(-1) - sp < self.top_p  # the smallest set whose mass reaches top_p (>= 1 token)
+        sp = sp * keep
+        out = torch.full_like(scores, float("-inf"))
+        for b, g in enumerate(self.gens):
+            j = torch.multinomial(sp[b], 1, generator=g)
+            out[b, si[b, j].to(scores.device)] = 0.0
         return out
+
+
+def vllm_request(prompts: list[str], d: Decoding, seed: int,
+                 row_seeds: list[int] | None = None) -> tuple[list[str], dict | list[dict]]:
+    """What the vLLM back-end sends: the rendered prompts and `SamplingParams` keyword arguments (one
+    dict per prompt with `row_seeds`). Kept free of vllm imports so it is unit-tested on CPU."""
+    if row_seeds is not None:
+        return list(prompts), [vllm_request([p], d, rs)[1] for p, rs in zip(prompts, row_seeds)]
+    rp = d.repetition_penalty if d.repetition_penalty is not None else 1.0
+    params = {"max_tokens": d.max_new_tokens, "repetition_penalty": rp, "seed": seed, "skip_special_tokens": True}
+    if d.do_sample:
+        params.update(temperature=d.temperature, top_p=d.top_p)
+    else:
+        params.update(temperature=0.0, top_p=1.0)
+    return list(prompts), params
+
+
+class VLLMGenerator(ChatGenerator):
+    """vLLM back-end (one GPU); `vllm` is imported here only. vLLM schedules its own batches, so `chat`
+    hands it `batch_size` prompts at a time (default 256)."""
+
+    backend = "vllm"
+
+    def __init__(self, name_or_path: str | Path, dtype: str = "bfloat16", *, batch_size: int = 256, **kw):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        from speechllm.packs.hub import resolve
+
+        path = resolve(name_or_path)
+        super().__init__(AutoTokenizer.from_pretrained(path), Path(path).name, batch_size=batch_size,
+                         dtype=dtype, model_dir=path, **kw)
+        self.llm = LLM(model=str(path), dtype=dtype, seed=0)
+
+    def complete(self, texts: list[str], d: Decoding, seed: int | None = None,
+                 row_seeds: list[int] | None = None) -> list[Generation]:
+        from vllm import SamplingParams
+
+        texts, params = vllm_request(texts, d, seed or 0, row_seeds)
+        sp = [SamplingParams(**p) for p in params] if isinstance(params, list) else SamplingParams(**params)
+        outs = self.llm.generate(texts, sp, use_tqdm=False)
+        return [Generation(o.outputs[0].text.strip(), o.outputs[0].finish_reason, len(o.prompt_token_ids or []),
+                           len(o.outputs[0].token_ids)) for o in outs]
+
+
+def choose_backend(requested: str = "auto") -> str:
+    """"auto": vLLM when it is installed and a GPU is visible, else transformers."""
+    if requested != "auto":
+        return requested
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "hf"
+    import torch
+
+    return "vllm" if torch.cuda.is_available() else "hf"
+
+
+def make_generator(model: str | Path, backend: str = "auto", dtype: str | None = None, **kw) -> ChatGenerator:
+    """The chat generator of `model` (pack name, folder or hub id) on `backend` ("auto", "hf", "vllm").
+    `dtype` None/"auto": bfloat16 with vLLM, else where the device computes it natively. `kw`: the
+    back-end's options (system, batch_size, render_fn; HF: device, share_prefix)."""
+    backend = choose_backend(backend)
+    if dtype in (None, "auto"):
+        import torch
+
+        from speechllm.hardware import auto_dtype
+
+        dev = kw.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = "bfloat16" if backend == "vllm" else auto_dtype(dev)
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"backend {backend!r}: choose auto, hf or vllm")
+    return (VLLMGenerator if backend == "vllm" else HFGenerator)(model, dtype=dtype, **kw)
+
+
+def load_chat_lm(model: str | Path | None = None, backend: str = "hf", **kw) -> ChatGenerator:
+    """The frozen chat LLM of the text-side evaluation jobs (judge, baselines, retention, replay). On
+    the HF back-end it runs in float32 on the CPU unless `dtype`/`device` say otherwise, as these jobs
+    always have, so their cached outputs do not depend on the machine; backend="vllm" (or "auto")
+    serves them from a GPU."""
+    if choose_backend(backend) == "hf":
+        kw = {"dtype": "float32", "device": "cpu", **kw}
+    return make_generator(model or "smollm2-135m", backend, **kw)

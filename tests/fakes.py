@@ -32,7 +32,7 @@ def fake_speak(text: str, voice, pitch: float | None = None, rate: float | None 
 
 
 class KillingGenerator:
-    """Wraps a target generator and dies (like kill -9) after `n` `generate` calls."""
+    """Wraps a target generator and dies (like kill -9) after `n` `complete` calls."""
 
     def __init__(self, gen, n):
         self.gen, self.n, self.name = gen, n, gen.name
@@ -40,8 +40,8 @@ class KillingGenerator:
     def __getattr__(self, k):
         return getattr(self.gen, k)
 
-    def generate(self, prompts, s, seed, **kw):
+    def complete(self, prompts, s, seed, **kw):
         if self.n == 0:
             raise KeyboardInterrupt("killed")
         self.n -= 1
-        return self.gen.generate(prompts, s, seed, **kw)
+        return self.gen.complete(prompts, s, seed, **kw)

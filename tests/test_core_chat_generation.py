@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from speechllm.chat_lm import ChatLM, generate_batch
+from speechllm.chat_lm import HFGenerator, generate_batch
 
 
 def _enc(tok, texts):
@@ -45,7 +45,7 @@ def test_a_stop_token_ends_the_text_and_is_reported(tiny_llama):
 
 def test_chat_lm_returns_the_loops_texts(tiny_llama):
     model, tok = tiny_llama
-    lm = ChatLM(model=model, tokenizer=tok, batch_size=2)
+    lm = HFGenerator(model=model, tokenizer=tok, batch_size=2)
     prompts = ["what is this?", "say something longer please", "ok"]
     enc = _enc(tok, [lm.render(p) for p in prompts[:2]])
     want = [g.text for g in generate_batch(model, tok, enc["attention_mask"], 5, input_ids=enc["input_ids"])]
@@ -70,3 +70,42 @@ def test_shared_prefix_generation_equals_plain_batched_generation(tiny_llama):
         (g.text, g.n_tokens, len(r)) for g, r in zip(plain, rows)]
     one = generate_shared_prefix(model, tok, [rows[3][:1], rows[3][:1]], 3)  # one-token prompts: plain batch
     assert one[0].text == one[1].text and one[0].n_prompt_tokens == 1
+
+
+def test_vllm_backend_serves_chat_and_targets_through_the_same_interface(tiny_llama_path, monkeypatch):
+    """vLLM is optional (not installed here): a fake `vllm` module stands in for it. The judge/baselines'
+    `generate` and the targets' `complete` both reach vLLM with the rendered prompts and greedy params."""
+    import sys
+    import types
+
+    from speechllm.chat_lm import Decoding, VLLMGenerator, load_chat_lm
+
+    sent = []
+
+    class FakeLLM:
+        def __init__(self, model, dtype, seed):
+            self.model, self.dtype = model, dtype
+
+        def generate(self, texts, params, use_tqdm=False):
+            sent.append((list(texts), params))
+            out = types.SimpleNamespace(text=" ok ", finish_reason="stop", token_ids=[1, 2])
+            return [types.SimpleNamespace(prompt_token_ids=[0] * len(t), outputs=[out]) for t in texts]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=dict))
+    lm = load_chat_lm(str(tiny_llama_path), backend="vllm", batch_size=2)
+    assert isinstance(lm, VLLMGenerator) and lm.backend == "vllm" and lm.dtype == "bfloat16"
+    assert lm.generate(["a", "b", "c"], max_new_tokens=5, system="be brief") == ["ok"] * 3
+    assert [len(t) for t, _ in sent] == [2, 1] and sent[0][0][0] == lm.render("a", "be brief")
+    assert sent[0][1] == {"max_tokens": 5, "repetition_penalty": 1.0, "seed": 0, "skip_special_tokens": True,
+                          "temperature": 0.0, "top_p": 1.0}
+    (g,) = lm.complete(["xyz"], Decoding(7, repetition_penalty=1.1), seed=3)
+    assert (g.text, g.finish_reason, g.n_prompt_tokens, g.n_tokens) == ("ok", "stop", 3, 2)
+    assert sent[-1][1]["seed"] == 3 and sent[-1][1]["max_tokens"] == 7
+
+
+def test_load_chat_lm_hf_defaults_to_float32_on_the_cpu(tiny_llama_path):
+    from speechllm.chat_lm import load_chat_lm
+
+    lm = load_chat_lm(str(tiny_llama_path))
+    assert lm.backend == "hf" and lm.dtype == "float32" and lm.model.device.type == "cpu"
+    assert lm.name == tiny_llama_path.name and lm.model_dir == tiny_llama_path

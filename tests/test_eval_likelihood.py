@@ -114,11 +114,11 @@ def _independent(llm, prompt, option):
 def test_text_baselines_score_options_and_their_calibration_contexts(tiny_llama):
     from evaluation.likelihood import scorer_for
     from evaluation.predictors import TextOnlyLLMPredictor, TranscriptLLMPredictor
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import HFGenerator
     from speechllm.prompts.baselines import transcript_prompt
 
     model, tok = tiny_llama
-    llm = ChatLM("tiny", model=model, tokenizer=tok)
+    llm = HFGenerator("tiny", model=model, tokenizer=tok)
     q = "Is the speaker male or female? The answer could be male or female."
     item = {"id": "0", "task": "t", "instruction": q, "options": ["male", "female"],
             "audios": [np.zeros(1600, np.float32)]}

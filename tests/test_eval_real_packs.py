@@ -21,13 +21,13 @@ def clip():
 
 def test_transcript_and_cascade_baselines_hear_the_words(smollm_path, whisper_tiny_path, clip):
     from evaluation.predictors import TranscriptLLMPredictor, WhisperASR
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import load_chat_lm
 
     text, wav = clip
     asr = WhisperASR(str(whisper_tiny_path / "whisper-openai.pt"))
     hyp = asr(wav)
     assert wer([text], [hyp]) < 0.4, hyp
-    llm = ChatLM(str(smollm_path))
+    llm = load_chat_lm(str(smollm_path))
     item = {"id": "0", "task": "t", "instruction": 'Word: "bicycle" Is the given word spoken? The answer could be yes or no.',
             "audios": [wav]}
     for cascade in (False, True):
@@ -38,11 +38,11 @@ def test_transcript_and_cascade_baselines_hear_the_words(smollm_path, whisper_ti
 
 def test_local_judge_runs_greedy_and_caches(smollm_path, tmp_path):
     from evaluation.dynamic_superb.judge import LocalJudge
-    from speechllm.chat_lm import ChatLM
+    from speechllm.chat_lm import load_chat_lm
     from speechllm.io import read_jsonl
     from speechllm.prompts.judge import parse_judge_verdict
 
-    llm = ChatLM(str(smollm_path))
+    llm = load_chat_lm(str(smollm_path))
     items = [("1", "Is there speech? The answer could be yes or no.", "yes", "Yes, a man is speaking.")]
     first = LocalJudge(llm, tmp_path / "a.jsonl", max_new_tokens=24).judge(items)
     (row,) = read_jsonl(tmp_path / "a.jsonl")

@@ -10,10 +10,11 @@ from fakes import KillingGenerator
 
 from data_prep.answer_templates import template_answer
 from data_prep.paraphrase import ParaphraseSource
-from data_prep.target_gen import GenSettings, HFGenerator, row_seed
+from data_prep.target_gen import GenSettings, row_seed
 from data_prep.target_sources import TemplateSource
 from data_prep.targets import generate_targets
 from data_prep.verify import verify
+from speechllm.chat_lm import Generation, HFGenerator
 from speechllm.io import read_jsonl, write_jsonl
 from speechllm.prompts.captions import seed_caption
 
@@ -49,7 +50,7 @@ class _Rewriter:
     def n_tokens(self, prompt):
         return len(prompt.split())
 
-    def generate(self, prompts, s, seed, row_seeds=None):
+    def complete(self, prompts, s, seed, row_seeds=None):
         self.prompts += prompts
         self.calls.append(row_seeds)
         outs = []
@@ -64,7 +65,7 @@ class _Rewriter:
                 text = "The speaker talks at a normal pace."
             else:
                 text = good if self.mode == "seeded" and row_seeds[k] % 3 == 0 else "I cannot tell."
-            outs.append({"text": text, "n_tokens": len(text.split()), "finish_reason": "stop"})
+            outs.append(Generation(text, "stop", 0, len(text.split())))
         return outs
 
 
@@ -198,10 +199,10 @@ class _Foreign(_Rewriter):
 
     name = "foreign"
 
-    def generate(self, prompts, s, seed, row_seeds=None):
+    def complete(self, prompts, s, seed, row_seeds=None):
         self.prompts += prompts
-        return [{"text": "She speaks slowly." if "Speed: Slow" in p else "I cannot tell.", "n_tokens": 3,
-                 "finish_reason": "stop"} for p in prompts]
+        return [Generation("She speaks slowly." if "Speed: Slow" in p else "I cannot tell.", "stop", 0, 3)
+                for p in prompts]
 
 
 def test_foreign_llm_answers_are_rewritten_and_template_covers_its_failures(tmp_path):

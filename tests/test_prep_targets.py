@@ -9,12 +9,11 @@ from fakes import KillingGenerator
 
 from data_prep.targets import (
     GenSettings,
-    HFGenerator,
     generate_targets,
     model_meta,
     plan_batches,
-    vllm_request,
 )
+from speechllm.chat_lm import Generation, HFGenerator, vllm_request
 from speechllm.io import read_jsonl
 from speechllm.prompts.captions import seed_caption
 
@@ -116,9 +115,9 @@ def test_one_word_questions_batch_together_with_a_short_token_budget(tmp_path):
     assert plan_batches(["a", "b", "c", "d"], [50, 3, 48, 5], 2, short=[True, False, True, False]) == [[1, 3], [2, 0]]
 
     class Recording(_Scripted):
-        def generate(self, prompts, s, seed, row_seeds=None):
+        def complete(self, prompts, s, seed, row_seeds=None):
             self.calls.append((tuple(prompts), s.max_new_tokens))
-            return [{"text": "Slow.", "n_tokens": 2, "finish_reason": "stop"} for _ in prompts]
+            return [Generation("Slow.", "stop", 0, 2) for _ in prompts]
 
     rows = _attr_rows(4)
     one_word = "Is the speaking rate slow, normal or fast? One word, please."
@@ -147,11 +146,11 @@ def test_vllm_request_building_without_gpu():
 
 
 def test_choose_backend_cpu_is_hf(monkeypatch):
-    from data_prep import targets
+    from speechllm.chat_lm import choose_backend
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert targets.choose_backend("auto") == "hf"
-    assert targets.choose_backend("vllm") == "vllm"
+    assert choose_backend("auto") == "hf"
+    assert choose_backend("vllm") == "vllm"
 
 
 @pytest.mark.slow
@@ -222,14 +221,12 @@ class _Scripted:
     def n_tokens(self, prompt):
         return len(prompt.split())
 
-    def generate(self, prompts, s, seed, row_seeds=None):
+    def complete(self, prompts, s, seed, row_seeds=None):
         self.calls.append((len(prompts), s.do_sample, row_seeds))
         if row_seeds is None:
-            return [{"text": "The speaker talks at a normal pace.", "n_tokens": 7, "finish_reason": "stop"}
-                    for _ in prompts]
+            return [Generation("The speaker talks at a normal pace.", "stop", 0, 7) for _ in prompts]
         words = {0: "The speaker talks slowly.", 1: "The speaker talks fast."}
-        return [{"text": words.get(rs % 3, "I cannot tell."), "n_tokens": 5, "finish_reason": "stop"}
-                for rs in row_seeds]
+        return [Generation(words.get(rs % 3, "I cannot tell."), "stop", 0, 5) for rs in row_seeds]
 
 
 def _pipeline(gen, k=8, fallback=True):
@@ -280,12 +277,12 @@ def test_without_fallback_the_failing_greedy_answer_is_kept_and_flagged(tmp_path
 def test_row_seeded_sampling_does_not_depend_on_batch_mates(gen):
     s = GenSettings(max_new_tokens=6, do_sample=True, temperature=0.8, repetition_penalty=1.1)
     prompts = [gen.render([{"role": "user", "content": c}]) for c in ("a short one", "a much longer prompt " * 5)]
-    together = gen.generate(prompts, s, 0, row_seeds=[11, 12])
-    alone = [gen.generate([p], s, 0, row_seeds=[rs])[0] for p, rs in zip(prompts, (11, 12))]
-    assert [o["text"] for o in together] == [o["text"] for o in alone]
-    reseeded = gen.generate(prompts[:1], s, 0, row_seeds=[11])
-    assert reseeded[0]["text"] == alone[0]["text"]
-    others = {gen.generate(prompts[:1], s, 0, row_seeds=[rs])[0]["text"] for rs in (1, 2, 3, 4)}
+    together = gen.complete(prompts, s, 0, row_seeds=[11, 12])
+    alone = [gen.complete([p], s, 0, row_seeds=[rs])[0] for p, rs in zip(prompts, (11, 12))]
+    assert [o.text for o in together] == [o.text for o in alone]
+    reseeded = gen.complete(prompts[:1], s, 0, row_seeds=[11])
+    assert reseeded[0].text == alone[0].text
+    others = {gen.complete(prompts[:1], s, 0, row_seeds=[rs])[0].text for rs in (1, 2, 3, 4)}
     assert len(others) > 1  # the seed matters
 
 

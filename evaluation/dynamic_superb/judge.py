@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from speechllm.chat_lm import ChatLM
+from speechllm.chat_lm import ChatGenerator
 from speechllm.io import AppendOnlyJsonl
 from speechllm.prompts.judge import JUDGE_SYSTEM, parse_judge_verdict, render_judge_prompt
 
 
 class LocalJudge:
-    def __init__(self, llm: ChatLM, cache_path: str | Path, max_new_tokens: int = 96):
+    def __init__(self, llm: ChatGenerator, cache_path: str | Path, max_new_tokens: int = 96):
         self.llm, self.max_new_tokens = llm, max_new_tokens
         self.name = f"judge:{llm.name}"
         self.cache = AppendOnlyJsonl(cache_path, key="key")

@@ -24,6 +24,7 @@ import inspect
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -112,6 +113,30 @@ def canonical_model_name(name_or_path: str | Path) -> str:
     return s
 
 
+class WhisperParts(NamedTuple):
+    model: nn.Module  # WhisperForConditionalGeneration
+    feature_extractor: Any  # WhisperFeatureExtractor
+    tokenizer: Any  # WhisperTokenizer, None when the folder has no vocabulary (the tiny random test Whisper)
+    path: Path
+
+
+def load_whisper(name_or_path: str | Path, dtype: torch.dtype = torch.float32) -> WhisperParts:
+    """THE Whisper loader: an offline pack name, HF hub id or folder (`speechllm.packs.hub.resolve`) ->
+    the HF model, its feature extractor and tokenizer, and the folder. `WhisperEncoder.from_pretrained`
+    (SpeechLLM, transcripts, baselines) and test-time adaptation (`speechllm.tta.asr.WhisperTTA`) load
+    through it."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    from speechllm.packs.hub import resolve
+
+    path = Path(resolve(name_or_path))
+    whisper = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    fe = WhisperFeatureExtractor.from_pretrained(path)
+    has_vocab = (path / "vocab.json").exists() or (path / "tokenizer.json").exists()
+    tok = WhisperTokenizer.from_pretrained(path) if has_vocab else None
+    return WhisperParts(whisper, fe, tok, path)
+
+
 @functools.lru_cache(maxsize=4)
 def load_asr(name_or_path: str = "whisper-tiny.en") -> WhisperEncoder:
     """The Whisper used for transcripts outside a SpeechLLM (data prep, baselines), loaded once per
@@ -190,16 +215,9 @@ class WhisperEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, layers: Sequence[int] = (-1,), real_length: bool = True,
                         dtype: torch.dtype = torch.float32) -> WhisperEncoder:
-        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
-
-        from speechllm.packs.hub import resolve
-
-        path = Path(resolve(name_or_path))
-        whisper = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
-        fe = WhisperFeatureExtractor.from_pretrained(path)
-        has_vocab = (path / "vocab.json").exists() or (path / "tokenizer.json").exists()
-        tok = WhisperTokenizer.from_pretrained(path) if has_vocab else None  # tiny test models have none
-        return cls(whisper, fe, layers=layers, real_length=real_length, tokenizer=tok, name_or_path=str(name_or_path))
+        w = load_whisper(name_or_path, dtype)
+        return cls(w.model, w.feature_extractor, layers=layers, real_length=real_length, tokenizer=w.tokenizer,
+                   name_or_path=str(name_or_path))
 
     def settings(self) -> dict:
         """Everything that determines `forward`'s output for a clip: the one definition behind both

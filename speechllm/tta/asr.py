@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from speechllm.errors import ConfigError, ModelNotFoundError
-from speechllm.model.encoder import encoder_states
+from speechllm.errors import ConfigError
+from speechllm.model.encoder import encoder_states, load_whisper
 
 SAMPLE_RATE = 16_000
 
@@ -85,14 +85,26 @@ class TTAModel:
 
 # --------------------------------------------------------------------------------------- Whisper
 class WhisperTTA(TTAModel):
-    """HF `WhisperForConditionalGeneration` with a hand-written greedy decoder.
+    """HF `WhisperForConditionalGeneration` (loaded by `speechllm.model.encoder.load_whisper`, the one
+    Whisper loader) with a hand-written greedy decoder.
 
-    `real_length=True` runs the encoder on the clip's own length (+`pad_seconds` of silence frames)
-    with sliced positional embeddings instead of the 30 s window: ~10x cheaper per SUTA step on
-    short clips. It changes the source model slightly, so source and adapted runs must use the same
-    setting (the CLI records it). `redecode=False` teacher-forces every step along the hypothesis
-    of the *first* step (the source model's) instead of re-decoding greedily after each update:
-    the autoregressive decode dominates a step's cost on CPU.
+    Why a second decoding loop next to the project's one transcriber (`speechllm.model.encoder.transcribe`,
+    HF `generate`): SUTA differentiates the decoder's token distributions teacher-forced along the
+    model's *own* greedy hypothesis (`scores`, `forced_scores`), re-decoded after every update, with
+    the encoder run with grad (`encoder_states`, the project's one Whisper forward) on the clip's own
+    length. `greedy` is that hypothesis: the same suppression rules as Whisper's no-timestamp decode,
+    plus a repetition stop applied identically to source and adapted models, and sampling at a
+    temperature for the Whisper-EM variants. It is the one allowed second decoding loop; transcripts
+    outside test-time adaptation use `transcribe`.
+
+    `real_length=True` runs the encoder on the clip's own length (+`pad_seconds` of the clip's own
+    30-s-padded log-mel, unmasked; `prepare`) with sliced positional embeddings instead of the 30 s
+    window: ~10x cheaper per SUTA step on short clips. This is not `WhisperEncoder`'s real-length
+    forward (exact, masked, `FRONT_MARGIN` frames): the TTA tables were measured with this cut, which
+    changes the source model slightly, so source and adapted runs must use the same setting (the CLI
+    records it). `redecode=False` teacher-forces every step along the hypothesis of the *first* step
+    (the source model's) instead of re-decoding greedily after each update: the autoregressive decode
+    dominates a step's cost on CPU.
     """
 
     def __init__(self, model: nn.Module, processor: Any, name: str = "whisper", real_length: bool = True,
@@ -125,12 +137,16 @@ class WhisperTTA(TTAModel):
         self.first_special = first_special
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kw: Any) -> WhisperTTA:
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    def from_pretrained(cls, name_or_path: str | Path, **kw: Any) -> WhisperTTA:
+        """A pack name, hub id or folder, loaded by the one Whisper loader (float32)."""
+        from transformers import WhisperProcessor
 
-        model = WhisperForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
-        processor = WhisperProcessor.from_pretrained(str(path))
-        return cls(model, processor, name=Path(str(path)).name, **kw)
+        w = load_whisper(name_or_path, torch.float32)
+        if w.tokenizer is None:
+            raise ValueError(f"{w.path}: this Whisper has no tokenizer (vocab.json/tokenizer.json); "
+                             "test-time adaptation decodes text")
+        processor = WhisperProcessor(feature_extractor=w.feature_extractor, tokenizer=w.tokenizer)
+        return cls(w.model, processor, name=w.path.name, **kw)
 
     def feature_module_prefixes(self) -> tuple[str, ...]:
         return ("model.encoder.conv1", "model.encoder.conv2")
@@ -306,25 +322,15 @@ class CTCTTA(TTAModel):
                                       blank=self.blank, zero_infinity=True)
 
 
-def load_asr(name: str, **kw: Any) -> TTAModel:
-    """Resolve a pack name / HF id / local folder and wrap it (Whisper or CTC by its config)."""
-    path = _resolve(name)
+def load_tta_asr(name: str, **kw: Any) -> TTAModel:
+    """A pack name / HF id / local folder as a `TTAModel` to adapt: `WhisperTTA` or `CTCTTA`, by its
+    config. (Not `speechllm.model.encoder.load_asr`, the frozen transcriber.)"""
     from transformers import AutoConfig
 
+    from speechllm.packs.hub import resolve
+
+    path = Path(resolve(name))
     cfg = AutoConfig.from_pretrained(str(path))
     if cfg.model_type == "whisper":
         return WhisperTTA.from_pretrained(path, **kw)
     return CTCTTA.from_pretrained(path)  # the Whisper-only options in `kw` do not apply
-
-
-def _resolve(name: str) -> Path:
-    p = Path(name)
-    if p.exists():
-        return p
-    try:
-        from speechllm.packs.hub import resolve
-    except ImportError as e:
-        raise ModelNotFoundError(
-            f"{name!r} is not a local folder and speechllm.packs.hub is unavailable ({e}); "
-            "pass a converted HF Whisper folder path instead") from e
-    return Path(resolve(name))

@@ -88,12 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_method(name: str, args: argparse.Namespace):
-    from speechllm.tta.asr import load_asr
+    from speechllm.tta.asr import load_tta_asr
     from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA
     from speechllm.tta.suta import EpisodicMethod, SourceMethod, SUTAConfig
 
-    asr = load_asr(args.asr, real_length=not args.full_window, pad_seconds=args.pad_seconds,
-                   redecode=not args.no_redecode)  # Whisper options; ignored for CTC
+    asr = load_tta_asr(args.asr, real_length=not args.full_window, pad_seconds=args.pad_seconds,
+                        redecode=not args.no_redecode)  # Whisper options; ignored for CTC
     cfg = SUTAConfig(steps=args.steps, lr=args.lr, em_coef=args.em_coef, temp=args.temp,
                      non_blank=not args.no_non_blank, reweight=not args.no_reweight,
                      train_feature=not args.no_train_feature, feature_repeat=args.feature_repeat,
