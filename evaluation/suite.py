@@ -59,7 +59,7 @@ def _wav_bytes(wav: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _save_task(path: Path, rows: list[dict], n_audio: int) -> None:
+def save_task(path: Path, rows: list[dict], n_audio: int) -> None:
     import datasets
     from datasets import Audio, Features, Value
 
@@ -119,7 +119,7 @@ def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: l
             metas.append({"index": i, "file": files[0], "label": label, "instruction": instruction,
                           "durations_s": [round(len(a) / SAMPLE_RATE, 3) for a in audios], **meta})
         write_jsonl(out_dir / "meta" / f"{name}.jsonl", metas)
-        _save_task(path, rows, len(rows[0]["audios"]))
+        save_task(path, rows, len(rows[0]["audios"]))
         entries[-1]["build_seconds"] = round(time.time() - t0, 1)
     suite = {"what": "speechllm offline synthetic Dynamic-SUPERB-format suite", "seed": seed, "n_per_task": n,
              "voices": [v.id for v in voices], "tasks": entries}

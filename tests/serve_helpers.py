@@ -74,7 +74,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"0" * 32
 MODEL, SHUF = "speechllm:tiny", "speechllm:tiny+shuffled-audio"
 
 
-def _wav_bytes(freq: float) -> bytes:
+def wav_bytes(freq: float) -> bytes:
     import soundfile as sf
 
     buf = io.BytesIO()
@@ -83,12 +83,12 @@ def _wav_bytes(freq: float) -> bytes:
     return buf.getvalue()
 
 
-def _jsonl(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _row(i: int, model: str, task: str = "TaskA", **kw) -> dict:
+def eval_row(i: int, model: str, task: str = "TaskA", **kw) -> dict:
     return {"id": f"{i:05d}:{task}_{i}.wav", "task": task, "model": model, "file": f"{task}_{i}.wav",
             "instruction": "Male or female?", "label": ["male", "female"][i % 2],
             "prompt": f"<|audio|> Male or female? #{i}", **kw}
@@ -99,14 +99,14 @@ def fake_eval_run(tmp_path: Path) -> Path:
     shuffled-audio control and a baseline on TaskA (free-form + likelihood), TaskB by likelihood only,
     report.json/png, clips under audio/TaskA/, and a file beside the run that no client may read."""
     run = tmp_path / "run"
-    _jsonl(run / "predictions/speechllm_tiny/TaskA.jsonl", [_row(i, MODEL, prediction=f"answer {i}") for i in range(3)])
-    _jsonl(run / "predictions/speechllm_tiny+shuffled-audio/TaskA.jsonl",
-           [_row(i, SHUF, prediction=f"shuffled {i}", audio_from=_row((i + 1) % 3, MODEL)["id"]) for i in range(3)])
-    _jsonl(run / "predictions/majority/TaskA.jsonl", [_row(i, "majority", prediction="male") for i in range(3)])
-    _jsonl(run / "likelihood/speechllm_tiny/TaskA.jsonl",
-           [_row(i, MODEL, options=["male", "female"], option_scores=[-1.0, -0.5 - i]) for i in range(3)])
-    _jsonl(run / "likelihood/speechllm_tiny/TaskB.jsonl",  # a task scored by likelihood only
-           [_row(0, MODEL, "TaskB", options=["yes", "no"], option_scores=[-2.0, -1.0])])
+    write_rows(run / "predictions/speechllm_tiny/TaskA.jsonl", [eval_row(i, MODEL, prediction=f"answer {i}") for i in range(3)])
+    write_rows(run / "predictions/speechllm_tiny+shuffled-audio/TaskA.jsonl",
+           [eval_row(i, SHUF, prediction=f"shuffled {i}", audio_from=eval_row((i + 1) % 3, MODEL)["id"]) for i in range(3)])
+    write_rows(run / "predictions/majority/TaskA.jsonl", [eval_row(i, "majority", prediction="male") for i in range(3)])
+    write_rows(run / "likelihood/speechllm_tiny/TaskA.jsonl",
+           [eval_row(i, MODEL, options=["male", "female"], option_scores=[-1.0, -0.5 - i]) for i in range(3)])
+    write_rows(run / "likelihood/speechllm_tiny/TaskB.jsonl",  # a task scored by likelihood only
+           [eval_row(0, MODEL, "TaskB", options=["yes", "no"], option_scores=[-2.0, -1.0])])
     report = {"tasks": {"TaskA": {"task": {"dimension": "Paralinguistics", "random_baseline_pct": 50.0},
                                   "models": {MODEL: {"n": 3, "likelihood_accuracy": 2 / 3, "per_example": {}},
                                              "majority": {"n": 3, "official_accuracy": 1 / 3}}}}}
@@ -114,7 +114,7 @@ def fake_eval_run(tmp_path: Path) -> Path:
     (run / "report.png").write_bytes(PNG)
     for i, f in enumerate((220, 330, 440)):
         (run / "audio/TaskA").mkdir(parents=True, exist_ok=True)
-        (run / f"audio/TaskA/TaskA_{i}.wav").write_bytes(_wav_bytes(f))
+        (run / f"audio/TaskA/TaskA_{i}.wav").write_bytes(wav_bytes(f))
     (tmp_path / "secret.txt").write_text("not for clients")
     return run
 

@@ -136,7 +136,7 @@ def test_every_training_row_is_seen_exactly_once_per_epoch_across_ranks(runs):
     from speechllm.data.datamodule import SpeechDataModule
     from speechllm.io import read_jsonl
 
-    manifest = SpeechDataModule._debug_or("debug:24")
+    manifest = SpeechDataModule.debug_or("debug:24")
     train_ids = sorted(r["id"] for r in read_jsonl(manifest) if r["split"] == "train")
     seen = _records(runs / "ddp", 0) + _records(runs / "ddp", 1)
     for epoch in (0, 1):

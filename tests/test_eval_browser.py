@@ -107,8 +107,8 @@ def test_paths_outside_the_run_are_refused_with_a_json_4xx(run_dir, path):
 
 
 def test_a_cached_file_name_that_leaves_the_run_is_refused(run_dir):
-    _jsonl(run_dir / "predictions/speechllm_tiny/TaskC.jsonl",
-           [{**_row(0, MODEL, "TaskC"), "file": "../../../secret.txt", "prediction": "x"}])
+    write_rows(run_dir / "predictions/speechllm_tiny/TaskC.jsonl",
+           [{**eval_row(0, MODEL, "TaskC"), "file": "../../../secret.txt", "prediction": "x"}])
     with running_server(_app(run_dir)) as url:
         status, body, _ = get(url + "/eval/audio?" + q(task="TaskC", id="00000:TaskC_0.wav"))
     assert status == 400 and b"not for clients" not in body
@@ -124,13 +124,13 @@ def test_eval_routes_need_the_api_key_when_one_is_set(run_dir):
 
 
 def test_audio_comes_from_the_suite_dataset_by_example_id(run_dir, tmp_path):
-    from evaluation.suite import _save_task
+    from evaluation.suite import save_task
 
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "suite.json").write_text(json.dumps({"tasks": [{"name": "TaskA", "phase": "offline"}]}))
-    clips = [_wav_bytes(f) for f in (500, 600, 700)]
-    _save_task(suite / "TaskA", [{"audios": [c], "files": [f"TaskA_{i}.wav"], "instruction": "Male or female?",
+    clips = [wav_bytes(f) for f in (500, 600, 700)]
+    save_task(suite / "TaskA", [{"audios": [c], "files": [f"TaskA_{i}.wav"], "instruction": "Male or female?",
                                   "label": "male"} for i, c in enumerate(clips)], 1)
     with running_server(_app(run_dir, eval_suite=str(suite))) as url:
         status, data, _ = get(url + "/eval/audio?" + q(task="TaskA", id="00001:TaskA_1.wav"))

@@ -16,7 +16,7 @@ ATTRS = {"gender": "female", "accent": "US", "pitch": "high", "speed": "slow", "
 TRANSCRIPT = "The small dog barked twice at the old station."
 
 
-def _row(ins_id: str, **attrs) -> dict:
+def eval_row(ins_id: str, **attrs) -> dict:
     if attrs.get("speech") == "no":  # a clip without speech: no speaker attributes, no transcript
         return {"id": "clip1", "instruction_id": ins_id, "attributes": {"speech": "no", "sound": "a low hum"},
                 "transcript": "", "duration": 3.2}
@@ -145,7 +145,7 @@ CASES += [("noise_choice_00", {"noise": "slightly noisy"}, "noisy", True),
 
 @pytest.mark.parametrize("ins_id,attrs,answer,ok", CASES)
 def test_verifier_on_hand_written_answers(ins_id, attrs, answer, ok):
-    v = verify(_row(ins_id, **attrs), answer)
+    v = verify(eval_row(ins_id, **attrs), answer)
     assert v.ok is ok, v.reason
     assert v.reason and v.kind == ins_id
 
@@ -165,12 +165,12 @@ def test_shared_words_go_to_the_attribute_named_next_to_them():
 
 
 def test_quoted_transcript_does_not_count():
-    row = _row("describe", gender="male")
+    row = eval_row("describe", gender="male")
     assert verify({**row, "transcript": "She ran fast."}, 'A man says "She ran fast." slowly.').ok
 
 
 def test_unknown_value_is_checked_literally():
-    row = _row("accent", accent="Welsh")
+    row = eval_row("accent", accent="Welsh")
     assert verify(row, "The speaker has a Welsh accent.").ok
     assert not verify(row, "The speaker has an American accent.").ok
 
@@ -219,7 +219,7 @@ def test_templated_fallback_passes_for_every_attribute_combination():
 
 
 def test_template_variants_differ_and_are_stable():
-    row = _row("speed")
+    row = eval_row("speed")
     texts = {template_answer({**row, "id": f"r{i}"}) for i in range(30)}
     assert len(texts) == 3
     assert template_answer(row) == template_answer(dict(row))

@@ -230,10 +230,10 @@ def test_serve_command_is_wired_and_refuses_a_directory_without_a_checkpoint(tmp
     with pytest.raises(SystemExit) as e:
         main(["serve", "--ckpt", str(tmp_path)])
     assert e.value.code == 2 and "no config.yaml" in capsys.readouterr().err
-    from speechllm.serve.cli import _is_loopback, build_parser
+    from speechllm.serve.cli import is_loopback, build_parser
 
     assert build_parser().parse_args(["--ckpt", "x"]).host == "127.0.0.1"  # loopback unless told otherwise
-    assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and not _is_loopback("0.0.0.0")
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
 
 
 def test_batching_keys_group_greedy_and_unseeded_sampling_but_isolate_seeded_requests():

@@ -172,13 +172,13 @@ def test_whisper_scores_follow_its_greedy_hypothesis():
 
 
 def test_repetition_guard_keeps_one_copy_of_a_loop():
-    from speechllm.tta.asr import _repetition
+    from speechllm.tta.asr import looping_tail
 
     def decode(stream):  # what WhisperTTA.greedy does token by token
         out = []
         for t in stream:
             out.append(t)
-            cut = _repetition(out)
+            cut = looping_tail(out)
             if cut:
                 return out[:-cut]
         return out

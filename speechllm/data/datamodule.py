@@ -65,7 +65,7 @@ class SpeechDataModule(L.LightningDataModule):
         if hp.streaming and hp.train_manifest and not self.stream_rows:
             self._scan_stream()
         if hp.train_manifest and "train" not in self.rows and not hp.streaming:
-            rows = load_manifest(self._debug_or(hp.train_manifest))
+            rows = load_manifest(self.debug_or(hp.train_manifest))
             self._check_against_model(rows, hp.train_manifest)
             val = [r for r in rows if r.get("split") in VAL_SPLITS]
             self.rows["train"] = [r for r in rows if r.get("split") in (None, "train")]
@@ -93,12 +93,12 @@ class SpeechDataModule(L.LightningDataModule):
         from speechllm.data.streaming import scan_manifest
 
         hp = self.hparams
-        self.stream_rows, val = scan_manifest(self._debug_or(hp.train_manifest), keep_val=not hp.val_manifest)
+        self.stream_rows, val = scan_manifest(self.debug_or(hp.train_manifest), keep_val=not hp.val_manifest)
         if val:
             self.rows["val"] = val
 
     @staticmethod
-    def _debug_or(path: str) -> str:
+    def debug_or(path: str) -> str:
         """`debug` or `debug:N` builds the toy tone corpus (speechllm.data.debug_data) in the cache."""
         if not path.startswith("debug"):
             return path
@@ -155,7 +155,7 @@ class SpeechDataModule(L.LightningDataModule):
 
         hp, trainer = self.hparams, self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        ds = StreamingManifest(self._debug_or(hp.train_manifest), self.stream_rows, hp.batch_size, hp.seed,
+        ds = StreamingManifest(self.debug_or(hp.train_manifest), self.stream_rows, hp.batch_size, hp.seed,
                                hp.shuffle, hp.shuffle_buffer, world, rank)
         first_epoch, ds.skip_batches = self._position(len(ds))
         if self._resume is not None:
@@ -185,7 +185,7 @@ class SpeechDataModule(L.LightningDataModule):
         trainer = self.trainer
         from speechllm.data.streaming import StreamingManifest
 
-        ds = StreamingManifest(self._debug_or(self.hparams.train_manifest), self.stream_rows,
+        ds = StreamingManifest(self.debug_or(self.hparams.train_manifest), self.stream_rows,
                                self.hparams.batch_size, self.hparams.seed, self.hparams.shuffle,
                                self.hparams.shuffle_buffer, trainer.world_size)
         return {"stream": ds.state(), "epoch": trainer.current_epoch,

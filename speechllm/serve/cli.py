@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -100,7 +100,7 @@ def cli_main(argv: list[str], prog: str = "speechllm serve", extensions: Sequenc
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    if not _is_loopback(args.host) and not args.api_key:
+    if not is_loopback(args.host) and not args.api_key:
         logging.warning("serving on %s without an API key: anyone who reaches this address can use the model",
                         args.host)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

@@ -198,7 +198,7 @@ class WhisperTTA(TTAModel):
             if t == self.eot:
                 break
             out.append(t)
-            cut = _repetition(out)
+            cut = looping_tail(out)
             if cut:  # a looping hypothesis: keep one copy and stop, as a human reader would
                 del out[-cut:]
                 break
@@ -237,7 +237,7 @@ class WhisperTTA(TTAModel):
         return Scores(logits=logits, mask=labels < self.first_special, labels=labels)
 
 
-def _repetition(tokens: list[int], ngram: int = 4) -> int:
+def looping_tail(tokens: list[int], ngram: int = 4) -> int:
     """Tokens to drop if the hypothesis has started to loop: its last `ngram` tokens already occurred
     earlier (Whisper restarting the sentence: "… the house. The nurse move is …"), or it ends in a
     1–3 token block repeated (4 times for 1–2 tokens, "-y-y-y-y"; twice for 3). Whisper's own guard
