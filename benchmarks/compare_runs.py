@@ -17,6 +17,7 @@ from pathlib import Path
 from evaluation.stats import grouped_per_example
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import bootstrap_macro
+from speechllm.metrics.tables import table_lines
 
 
 def _pct(x: float) -> float:
@@ -49,15 +50,12 @@ def compare(a: Path, b: Path, score: str = "likelihood") -> dict:
 
 def markdown(res: dict, names: tuple[str, str], score: str) -> str:
     a, b = names
+    f = lambda d: f"{d['mean']} [{d['ci'][0]}, {d['ci'][1]}]"  # noqa: E731
+    g = lambda d: f"**{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]**"  # noqa: E731
     lines = [f"# {a} vs {b} ({score} scoring, paired per example)", "",
-             f"| group | {a} | {b} | {a} − {b} (95 % bootstrap) |", "|---|---|---|---|"]
-    for group, r in res.items():
-        f = lambda d: f"{d['mean']} [{d['ci'][0]}, {d['ci'][1]}]"  # noqa: E731
-        d = r["a_minus_b"]
-        lines.append(f"| {group} | {f(r['a'])} | {f(r['b'])} | **{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]** |")
-    lines += ["", f"| task | {a} | {b} |", "|---|---|---|"]
-    for r in res.values():
-        lines += [f"| {n} | {x} | {y} |" for n, (x, y) in r["tasks"].items()]
+             *table_lines(["group", a, b, f"{a} − {b} (95 % bootstrap)"],
+                          [[group, f(r["a"]), f(r["b"]), g(r["a_minus_b"])] for group, r in res.items()]),
+             "", *table_lines(["task", a, b], [[n, x, y] for r in res.values() for n, (x, y) in r["tasks"].items()])]
     return "\n".join(lines) + "\n"
 
 

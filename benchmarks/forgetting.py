@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.retention import evaluate_model, wilson, write_retention_report  # noqa: E402
 from speechllm.io import atomic_write_json, atomic_write_text  # noqa: E402
+from speechllm.metrics.tables import table_lines  # noqa: E402
 
 SCORE_KEYS = ("likelihood_accuracy", "lenient_accuracy", "official_accuracy")
 
@@ -103,22 +104,24 @@ def render(rows: list[dict], gaps: list[dict], base: dict) -> str:
     lines = ["# Forgetting: audio accuracy vs retention", "",
              f"Base LLM `{base['condition']}`: text pass rate {_p(base['pass_rate'])}%{_ci(base['ci95'])} on "
              f"{base['n']} prompts. Δ = (run − base) / base, paired bootstrap 95 % interval; audio accuracy pooled "
-             "over the suite's tasks with a Wilson 95 % interval.", "",
-             "| variant | audio acc % [95% CI] (key, n) | text pass % [CI] | Δ text % [CI] | Δ text pts [CI] | "
-             "audio+constraint pass % | Δ audio+constraint % [CI] |", "|---|---|---|---|---|---|---|"]
+             "over the suite's tasks with a Wilson 95 % interval.", ""]
+    cells = []
     for r in rows:
         a, t, au = r["audio"], r["text"], r.get("audio_constraint")
         acc = (f"{_p(a['accuracy'])}{_ci(a['ci95'])} ({a['key']}, {a['n']})" if a["status"] == "ok"
                else f"– ({a['status']})")
-        lines.append(f"| {r['label']} | {acc} | {_p(t['pass_rate'])}{_ci(t['ci95'])} | "
-                     f"{_p(t['delta_vs_base'], True)}{_ci(t['delta_ci95'], True)} | "
-                     f"{_p(t['diff_vs_base'], True)}{_ci(t['diff_ci95'], True)} | "
-                     f"{_p(au['pass_rate']) if au else '–'} | "
-                     f"{(_p(au['delta_vs_base'], True) + _ci(au['delta_ci95'], True)) if au else '–'} |")
+        cells.append([r["label"], acc, f"{_p(t['pass_rate'])}{_ci(t['ci95'])}",
+                      f"{_p(t['delta_vs_base'], True)}{_ci(t['delta_ci95'], True)}",
+                      f"{_p(t['diff_vs_base'], True)}{_ci(t['diff_ci95'], True)}",
+                      _p(au["pass_rate"]) if au else "–",
+                      (_p(au["delta_vs_base"], True) + _ci(au["delta_ci95"], True)) if au else "–"])
+    lines += table_lines(["variant", "audio acc % [95% CI] (key, n)", "text pass % [CI]", "Δ text % [CI]",
+                          "Δ text pts [CI]", "audio+constraint pass %", "Δ audio+constraint % [CI]"], cells)
     if gaps:
         lines += ["", "Paired differences of text pass rates (same prompts):", "",
-                  "| A − B | n | diff pts [95% CI] |", "|---|---|---|"]
-        lines += [f"| {g['a']} − {g['b']} | {g['n']} | {_p(g['diff'], True)}{_ci(g['ci95'], True)} |" for g in gaps]
+                  *table_lines(["A − B", "n", "diff pts [95% CI]"],
+                               [[f"{g['a']} − {g['b']}", g["n"], f"{_p(g['diff'], True)}{_ci(g['ci95'], True)}"]
+                                for g in gaps])]
     return "\n".join(lines) + "\n"
 
 
@@ -126,10 +129,11 @@ def render_subsets(subs: list[dict]) -> str:
     cell = lambda g: "–" if not g else f"{_p(g['diff'], True)}{_ci(g['ci95'], True)} (n {g['n']})"  # noqa: E731
     lines = ["", "Closed answers and constraint prompts apart (Δ pts vs the base LLM, or A − B, paired bootstrap "
              "95 %), and the share of prompts whose pass/fail differs from the base's:", "",
-             "| variant or A − B | closed knowledge + arithmetic | constraint prompts | flipped vs base % |",
-             "|---|---|---|---|"]
-    lines += [f"| {s['label']} | {cell(s['closed'])} | {cell(s['constraints'])} | "
-              f"{'–' if not s['flipped'] else _p(s['flipped']['diff']) + _ci(s['flipped']['ci95'])} |" for s in subs]
+             *table_lines(["variant or A − B", "closed knowledge + arithmetic", "constraint prompts",
+                           "flipped vs base %"],
+                          [[s["label"], cell(s["closed"]), cell(s["constraints"]),
+                            "–" if not s["flipped"] else _p(s["flipped"]["diff"]) + _ci(s["flipped"]["ci95"])]
+                           for s in subs])]
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from evaluation.stats import ACOUSTIC_FAMILIES, CONTENT_FAMILIES, grouped_per_example
 from speechllm.io import atomic_write_json
 from speechllm.metrics.stats import bootstrap_macro
+from speechllm.metrics.tables import table_lines
 
 SCORES = ("likelihood", "likelihood-PMI")
 
@@ -111,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     atomic_write_json(out / "hearing_curve.json", {"run": str(a.run), "suite": str(a.suite), "points": rows})
-    lines = ["| step | own audio | another clip's audio | own − shuffled |", "|---|---|---|---|"]
+    cells = []
     for r in rows:
         o, s = r["own"]["likelihood"], r["shuffled"]["likelihood"]
-        lines.append(f"| {r['step']} | {o['mean']} [{o['ci'][0]}, {o['ci'][1]}] | {s['mean']} [{s['ci'][0]}, "
-                     f"{s['ci'][1]}] | {o['mean'] - s['mean']:+.1f} |")
+        cells.append([r["step"], f"{o['mean']} [{o['ci'][0]}, {o['ci'][1]}]", f"{s['mean']} [{s['ci'][0]}, {s['ci'][1]}]",
+                      f"{o['mean'] - s['mean']:+.1f}"])
+    lines = table_lines(["step", "own audio", "another clip's audio", "own − shuffled"], cells)
     (out / "hearing_curve.md").write_text("Acoustic macro accuracy, likelihood scoring (%):\n\n" + "\n".join(lines) + "\n")
     plot(rows, out / "hearing_curve.png")
     print("\n".join(lines))

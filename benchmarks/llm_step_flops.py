@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from speechllm.metrics.tables import table_lines
+
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
@@ -126,12 +128,12 @@ def main() -> None:
     lines = ["# DeSTA2 step FLOPs per GPU (measured with FlopCounterMode on meta-device models)", "",
              f"batch {a.batch} rows x {a.seq} tokens ({t} tokens), {a.targets} target tokens/row, "
              f"{a.audio_s:g} s audio/row. `python benchmarks/llm_step_flops.py`", "",
-             "| part | TFLOP |", "|---|---:|",
-             f"| Llama-3-8B forward (LM head on targets only) | {llm['forward'] / tf:.1f} |",
-             f"| Llama-3-8B backward (frozen: input grads only) | {llm['backward'] / tf:.1f} |",
-             f"| Whisper-small encoder forward | {res['whisper_encoder_forward'] / tf:.2f} |",
-             f"| Q-Former forward + backward | {res['adapter_forward_backward'] / tf:.3f} |",
-             f"| **total** | **{total / tf:.1f}** |", "",
+             *table_lines(["part", "TFLOP"], [
+                 ["Llama-3-8B forward (LM head on targets only)", f"{llm['forward'] / tf:.1f}"],
+                 ["Llama-3-8B backward (frozen: input grads only)", f"{llm['backward'] / tf:.1f}"],
+                 ["Whisper-small encoder forward", f"{res['whisper_encoder_forward'] / tf:.2f}"],
+                 ["Q-Former forward + backward", f"{res['adapter_forward_backward'] / tf:.3f}"],
+                 ["**total**", f"**{total / tf:.1f}**"]], align="-r"), "",
              f"Activations saved for the backward (bf16, deduplicated by tensor): "
              f"{llm['saved_activation_bytes'] / 2**30:.1f} GiB per GPU at this batch.", "",
              f"Check: 2 x N_layers x tokens = 2 x {n / 1e9:.2f}e9 x {t} = {2 * n * t / tf:.1f} TFLOP "

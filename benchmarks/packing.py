@@ -24,6 +24,7 @@ import torch
 from speechllm.data.collate import SpeechCollator
 from speechllm.data.manifest import load_manifest
 from speechllm.data.sampler import clip_units, row_length
+from speechllm.metrics.tables import table_lines
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
 OUT = Path(__file__).parent / "results"
@@ -88,10 +89,9 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Packing a clip's rows: {len(flat)} rows of {len(units)} clips ({args.manifest})", "",
              f"{args.llm} + {args.encoder}, demo adapter, float32, {report['threads']} threads; one run.", "",
-             "| layout | batches | LLM positions (incl. padding) | seconds | ms per row | mean loss |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['batches']} | {v['llm_positions']} | {v['seconds']} | {v['ms_per_row']} | {v['loss']:.6f} |"
-              for k, v in results.items()]
+             *table_lines(["layout", "batches", "LLM positions (incl. padding)", "seconds", "ms per row", "mean loss"],
+                          [[k, v["batches"], v["llm_positions"], v["seconds"], v["ms_per_row"], f"{v['loss']:.6f}"]
+                           for k, v in results.items()])]
     lines += ["", f"Packed is **{report['speed_up_per_row']}x** faster per row ({report['positions_ratio']}x fewer "
               f"LLM positions); the losses differ by {report['loss_abs_diff']:.2e}."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -35,6 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from serve_helpers import audio_part, running_server, wav_b64  # noqa: E402
 
+from speechllm.metrics.tables import table_lines  # noqa: E402
+
 OUT = Path(__file__).parent / "results"
 SENTENCES = ["the weather is lovely today", "please close the door behind you", "I will call you tomorrow morning",
              "the train leaves at seven", "can you hear the music", "my favourite colour is green",
@@ -207,22 +209,23 @@ def main() -> None:
           f"(the benchmark itself adds load; a load average well above that means other jobs). "
           f"Mean tokens per request: {res['prompt_tokens_mean']:.0f} prompt "
           f"(audio positions included), {res['completion_tokens_mean']:.1f} completion.", "",
-          "| phase | requests/s | p50 latency (s) | p95 latency (s) | wall (s) |", "|---|---|---|---|---|",
-          f"| 1 client, sequential | {seq_rps:.3f} | {res['sequential']['p50_s']:.2f} | "
-          f"{res['sequential']['p95_s']:.2f} | {seq_s:.1f} |",
-          f"| {args.concurrency} concurrent clients | {con_rps:.3f} | {res['concurrent']['p50_s']:.2f} | "
-          f"{res['concurrent']['p95_s']:.2f} | {con_s:.1f} |", "",
+          *table_lines(["phase", "requests/s", "p50 latency (s)", "p95 latency (s)", "wall (s)"], [
+              ["1 client, sequential", f"{seq_rps:.3f}", f"{res['sequential']['p50_s']:.2f}",
+               f"{res['sequential']['p95_s']:.2f}", f"{seq_s:.1f}"],
+              [f"{args.concurrency} concurrent clients", f"{con_rps:.3f}", f"{res['concurrent']['p50_s']:.2f}",
+               f"{res['concurrent']['p95_s']:.2f}", f"{con_s:.1f}"]]), "",
           f"Speed-up: **{res['speedup_rps']:.2f}x** requests/s (goal >= 3x); batch sizes formed: "
           f"{res['concurrent']['batch_sizes']}; same answers in both phases: {res['same_answers']}.", ""]
     if breakdown:
         k = breakdown["clips"]
-        md += [f"Where the time goes ({k} of the same clips, outside the server, same process right after):", "",
-               f"| stage | {k} requests one at a time (s) | one batch of {k} (s) | speed-up |", "|---|---|---|---|"]
+        rows = []
         for stage in breakdown["alone_s"]:
             a, b = breakdown["alone_s"][stage], breakdown["one_batch_s"][stage]
-            md.append(f"| {stage} | {a:.1f} | {b:.1f} | {a / b if b else float('nan'):.2f}x |")
+            rows.append([stage, f"{a:.1f}", f"{b:.1f}", f"{a / b if b else float('nan'):.2f}x"])
         a, b = sum(breakdown["alone_s"].values()), sum(breakdown["one_batch_s"].values())
-        md += [f"| total | {a:.1f} | {b:.1f} | {a / b:.2f}x |", ""]
+        rows.append(["total", f"{a:.1f}", f"{b:.1f}", f"{a / b:.2f}x"])
+        md += [f"Where the time goes ({k} of the same clips, outside the server, same process right after):", "",
+               *table_lines(["stage", f"{k} requests one at a time (s)", f"one batch of {k} (s)", "speed-up"], rows), ""]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speechllm.metrics.tables import table_lines
 from speechllm.model.processor import IGNORE_INDEX, Example
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
@@ -145,20 +146,21 @@ def main() -> None:
         f"# Step overhead ({args.encoder} + {args.llm}, batch {args.batch} x {args.seconds:.0f} s, {n_tokens} LLM tokens, "
         f"{int(keep.sum())} target tokens; adapter: {adapter_name}, {n_adapter / 1e6:.2f} M parameters)",
         "", "Baseline: frozen LLM fwd+bwd with the same LM-head work (target positions only, same loss).",
-        "", "| measure | seconds | ratio | goal |", "|---|---|---|---|",
-        f"| frozen LLM fwd+bwd, target-only LM head (baseline) | {s['llm_fwd_bwd']:.3f} | 1.00 | |",
-        f"| SpeechLLM step, encoder cached | {s['step_cached']:.3f} | {r['step_cached_over_llm']:.2f} | <= 1.10 |",
-        f"| SpeechLLM step, encoder in step | {s['step_uncached']:.3f} | {r['step_uncached_over_llm']:.2f} | |",
-        f"| encoder, 30-s padding | {s['encoder_30s']:.3f} | | |",
-        f"| encoder, real length | {s['encoder_real_length']:.3f} | {r['encoder_speedup_real_length']:.1f}x faster | >= 5x |",
-        f"| log-mel features (data loading) | {s['features_per_batch']:.3f} | | |", "",
+        "", *table_lines(["measure", "seconds", "ratio", "goal"], [
+            ["frozen LLM fwd+bwd, target-only LM head (baseline)", f"{s['llm_fwd_bwd']:.3f}", "1.00", ""],
+            ["SpeechLLM step, encoder cached", f"{s['step_cached']:.3f}", f"{r['step_cached_over_llm']:.2f}", "<= 1.10"],
+            ["SpeechLLM step, encoder in step", f"{s['step_uncached']:.3f}", f"{r['step_uncached_over_llm']:.2f}", ""],
+            ["encoder, 30-s padding", f"{s['encoder_30s']:.3f}", "", ""],
+            ["encoder, real length", f"{s['encoder_real_length']:.3f}",
+             f"{r['encoder_speedup_real_length']:.1f}x faster", ">= 5x"],
+            ["log-mel features (data loading)", f"{s['features_per_batch']:.3f}", "", ""]]), "",
         "Where the cached step's extra time goes (each part timed alone; share of the baseline):", "",
-        "| part | seconds | share of baseline |", "|---|---|---|",
-        f"| extra time of the cached step | {s['step_cached'] - s['llm_fwd_bwd']:.3f} | "
-        f"{(s['step_cached'] - s['llm_fwd_bwd']) / s['llm_fwd_bwd']:.1%} |",
-        f"| adapter forward + backward | {s['adapter_fwd_bwd']:.3f} | {s['adapter_fwd_bwd'] / s['llm_fwd_bwd']:.1%} |",
-        f"| splicing (embedding lookup + audio spliced in) | {s['splice_fwd']:.3f} | {s['splice_fwd'] / s['llm_fwd_bwd']:.1%} |",
-        f"| AdamW step on the adapter | {s['optimizer_step']:.3f} | {s['optimizer_step'] / s['llm_fwd_bwd']:.1%} |", ""])
+        *table_lines(["part", "seconds", "share of baseline"], [
+            [name, f"{t:.3f}", f"{t / s['llm_fwd_bwd']:.1%}"] for name, t in (
+                ("extra time of the cached step", s["step_cached"] - s["llm_fwd_bwd"]),
+                ("adapter forward + backward", s["adapter_fwd_bwd"]),
+                ("splicing (embedding lookup + audio spliced in)", s["splice_fwd"]),
+                ("AdamW step on the adapter", s["optimizer_step"]))]), ""])
     (OUT / f"{stem}.md").write_text(md)
     print(md)
 

@@ -105,6 +105,8 @@ def main() -> None:
 
 
 def write(results: list[dict], args) -> None:
+    from speechllm.metrics.tables import table_lines
+
     OUT.mkdir(parents=True, exist_ok=True)
     meta = {"python": platform.python_version(), "machine": platform.machine(), "steps": args.steps,
             "batch_size": 4, "note": "one process per cell; peak = ru_maxrss of that process"}
@@ -113,11 +115,9 @@ def write(results: list[dict], args) -> None:
     lines = ["# Streaming vs loaded manifest: peak memory", "",
              f"`python benchmarks/streaming_memory.py` (tiny models, batch 4, {args.steps} optimizer steps, one "
              "process per cell; rows point at 8 tone clips and carry a ~400-character target and caption).", "",
-             "| mode | rows | manifest (MB) | RSS before fit (MB) | peak RSS (MB) | fit (s) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r['mode']} | {r['rows']:,} | {r['manifest_mb']} | {r['rss_before_fit_mb']} | "
-                     f"{r['peak_rss_mb']} | {r['fit_s']} |")
+             *table_lines(["mode", "rows", "manifest (MB)", "RSS before fit (MB)", "peak RSS (MB)", "fit (s)"],
+                          [[r["mode"], f"{r['rows']:,}", r["manifest_mb"], r["rss_before_fit_mb"], r["peak_rss_mb"],
+                            r["fit_s"]] for r in results], align="-rrrrr")]
     lo, hi = min(args.rows), max(args.rows)
     lines.append("")
     for mode in ("loaded", "streaming"):

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.metrics.tables import table_lines
 
 
 def _rss_mb() -> float:
@@ -104,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"{args.asr}, {len(wav) / 16000:.1f} s clip, "
              f"{meta['threads']} thread(s), {meta['cpus']} CPUs; load average (1/5/15 min) before "
              f"{load[:3]}, after {load[3:]}: timings on a shared, loaded machine.", "",
-             "| method, variant | steps | forward s | adapted s | ratio = adapted / ((steps+1)·forward) "
-             "(goal ≤ 1.5) | adapted params | peak RSS fwd / adapted MB |",
-             "|---|---|---|---|---|---|---|"]
-    for v, r in results.items():
-        lines.append(f"| {v} | {r['steps']} | {r['forward_s']:.2f} | {r['suta_s']:.2f} | {r['ratio']:.2f} | "
-                     f"{r['adapted_params']:,} | {r['peak_rss_forward_mb']:.0f} / {r['peak_rss_suta_mb']:.0f} |")
+             *table_lines(["method, variant", "steps", "forward s", "adapted s",
+                           "ratio = adapted / ((steps+1)·forward) (goal ≤ 1.5)", "adapted params",
+                           "peak RSS fwd / adapted MB"],
+                          [[v, r["steps"], f"{r['forward_s']:.2f}", f"{r['suta_s']:.2f}", f"{r['ratio']:.2f}",
+                            f"{r['adapted_params']:,}", f"{r['peak_rss_forward_mb']:.0f} / {r['peak_rss_suta_mb']:.0f}"]
+                           for v, r in results.items()])]
     atomic_write_text(out / "suta_cost.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -28,6 +28,7 @@ from data_prep.targets import GenSettings, generate_targets, model_meta  # noqa:
 from data_prep.tts_engines import sentence_pool  # noqa: E402
 from speechllm.chat_lm import HFGenerator  # noqa: E402
 from speechllm.io import atomic_write_json, atomic_write_text  # noqa: E402
+from speechllm.metrics.tables import table_lines  # noqa: E402
 from speechllm.prompts.captions import pick_instruction, seed_caption  # noqa: E402
 
 
@@ -106,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()}, 1-min load average at end {report['load_avg_1m_at_end']})", "",
           f"{args.rows} caption+instruction prompts, greedy, max_new_tokens={args.max_new_tokens}, "
           f"repetition_penalty=1.1. Command: `{report['command']}`", "",
-          "| mode | batch | seconds | rows/s | generated tok/s |", "|---|---|---|---|---|"]
-    for name, r in res.items():
-        md.append(f"| {name} | {r['batch_size']} | {r['seconds']} | {r['rows_per_s']} | {r['tokens_per_s']} |")
+          *table_lines(["mode", "batch", "seconds", "rows/s", "generated tok/s"],
+                       [[name, r["batch_size"], r["seconds"], r["rows_per_s"], r["tokens_per_s"]]
+                        for name, r in res.items()])]
     md += ["", f"Speed-up: **{speedup:.2f}x** (goal ≥ 3x: {'met' if speedup >= 3 else 'NOT met'}). "
                f"Identical targets batched vs one-at-a-time: {same}/{len(rows)}.", ""]
     atomic_write_text(out_dir / "targets_throughput.md", "\n".join(md))
@@ -148,8 +149,7 @@ def shared_prefix_report(args, argv, res: dict, speedup: float, same: int, n: in
           f"{n} rows (whole clips) of `{args.manifest}`, greedy, max_new_tokens={args.max_new_tokens} (one-word "
           f"questions 8), batch {args.batch_size}, the whole `prepare targets` path (verifier, fallback). "
           f"Command: `{report['command']}`", "",
-          "| mode | seconds | rows/s |", "|---|---|---|"]
-    md += [f"| {k} | {r['seconds']} | {r['rows_per_s']} |" for k, r in res.items()]
+          *table_lines(["mode", "seconds", "rows/s"], [[k, r["seconds"], r["rows_per_s"]] for k, r in res.items()])]
     md += ["", f"Speed-up: **{speedup:.2f}x**; identical targets: {same}/{n} (float ties aside, the same text).", ""]
     atomic_write_text(out_dir / "targets_throughput_shared_prefix.md", "\n".join(md))
     print("\n".join(md))

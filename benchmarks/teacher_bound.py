@@ -27,6 +27,7 @@ from evaluation.likelihood import TextLLMScorer, best  # noqa: E402
 from evaluation.suite_tasks import answer_sentence  # noqa: E402
 from speechllm.io import read_jsonl  # noqa: E402
 from speechllm.metrics.stats import wilson  # noqa: E402
+from speechllm.metrics.tables import table_lines  # noqa: E402
 from speechllm.prompts.baselines import transcript_prompt  # noqa: E402
 from speechllm.prompts.captions import TARGET_SYSTEM_PROMPT, seed_caption, target_user_content  # noqa: E402
 
@@ -98,10 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / f"{stem}.json").write_text(json.dumps({**meta, "views": res}, indent=1))
     lines = [f"# Teacher bound: {a.llm} reading the true caption ({len(rows)} clips of {a.manifest})", "",
              "Option-likelihood accuracy % [95 % Wilson] on suite-format questions.", "",
-             "| view | " + " | ".join(QUESTIONS) + " |", "|---|" + "---|" * len(QUESTIONS)]
-    for view, per in res.items():
-        cells = [f"{per[x]['acc']} [{per[x]['ci95'][0]}, {per[x]['ci95'][1]}]" if x in per else "–" for x in QUESTIONS]
-        lines.append(f"| {view} | " + " | ".join(cells) + " |")
+             *table_lines(["view", *QUESTIONS],
+                          [[view, *(f"{per[x]['acc']} [{per[x]['ci95'][0]}, {per[x]['ci95'][1]}]" if x in per else "–"
+                                    for x in QUESTIONS)] for view, per in res.items()])]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

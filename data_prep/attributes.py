@@ -28,6 +28,7 @@ from data_prep.common import add_shard_args, default_out, run_rows, select_shard
 from speechllm.data.audio import SAMPLE_RATE, AudioError, load_audio
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.metrics.tables import table_lines
 
 VARIATION_EDGES = (1.5, 4.0)  # semitone std of voiced F0: monotone < 1.5 ≤ normal ≤ 4 < expressive
 SCORED = ("pitch", "speed", "volume", "noise", "gender")
@@ -164,14 +165,14 @@ def agreement(rows: list[dict]) -> dict:
 def agreement_markdown(rep: dict) -> str:
     lines = [f"# Attribute extraction vs synthetic ground truth ({rep['n_rows']} clips)", "",
              f"Goal: ≥ {rep['goal']:.0%} per attribute. Buckets are defined in `data_prep/labels.py`.", "",
-             "| attribute | accuracy | n | goal met | most common errors |", "|---|---|---|---|---|"]
-    for k, a in rep["attributes"].items():
-        errs = ", ".join(f"{e} ({c})" for e, c in list(a["errors"].items())[:3]) or "-"
-        lines.append(f"| {k} | {a['accuracy']:.1%} | {a['n']} | {'yes' if a['meets_goal'] else 'NO'} | {errs} |")
-    lines += ["", "Accuracy by noise kind:", "", "| noise kind | n | " + " | ".join(SCORED) + " |",
-              "|---|---|" + "---|" * len(SCORED)]
-    for kind, d in rep.get("by_noise_kind", {}).items():
-        lines.append(f"| {kind} | {d['n']} | " + " | ".join(f"{d[k]:.0%}" for k in SCORED) + " |")
+             *table_lines(["attribute", "accuracy", "n", "goal met", "most common errors"],
+                          [[k, f"{a['accuracy']:.1%}", a["n"], "yes" if a["meets_goal"] else "NO",
+                            ", ".join(f"{e} ({c})" for e, c in list(a["errors"].items())[:3]) or "-"]
+                           for k, a in rep["attributes"].items()]),
+             "", "Accuracy by noise kind:", "",
+             *table_lines(["noise kind", "n", *SCORED],
+                          [[kind, d["n"], *(f"{d[k]:.0%}" for k in SCORED)]
+                           for kind, d in rep.get("by_noise_kind", {}).items()])]
     return "\n".join(lines) + "\n"
 
 

@@ -8,23 +8,14 @@ the targets as written, with 95 % Wilson intervals overall, and how many rows ea
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 
 from data_prep.verify import instruction_of, verify
+from speechllm.metrics.stats import wilson
+from speechllm.metrics.tables import table_lines
 
 SELF_SOURCES = ("self", "self-resampled", "paraphrase")  # the model's own words
 FALLBACK_SOURCES = ("fallback", "paraphrase-fallback")
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def _row_stats(r: dict) -> dict:
@@ -88,19 +79,18 @@ def fidelity_markdown(rep: dict, title: str = "Target fidelity") -> str:
              "", "Sources: " + ", ".join(f"{k} {v}" for k, v in rep.get("sources", {}).items()) + ".",
              *(["", f"Of the verified rewrites, {_pct(a['paraphrase_copy_share'])} copy the foreign answer's "
                  "words (`target_meta.copied`)."] if "paraphrase_copy_share" in a else []),
-             "", "| instruction | kind | n | greedy pass | own words after resampling | fallback | final pass | "
-             "mean attempts |", "|---|---|---|---|---|---|---|---|"]
+             ""]
 
-    def line(name: str, kind: str, s: dict) -> str:
-        return (f"| {name} | {kind} | {s['n']} | {_pct(s['greedy_pass'])} | {_pct(s['self_pass_after_resampling'])} | "
-                f"{_pct(s['fallback_share'])} | {_pct(s['final_pass'])} | {s['mean_attempts']:.1f} |")
+    def row(name: str, kind: str, s: dict) -> list:
+        return [name, kind, s["n"], _pct(s["greedy_pass"]), _pct(s["self_pass_after_resampling"]),
+                _pct(s["fallback_share"]), _pct(s["final_pass"]), f"{s['mean_attempts']:.1f}"]
 
     from speechllm.prompts.captions import INSTRUCTION_BY_ID
 
-    for k, s in rep["by_instruction"].items():
-        ins = INSTRUCTION_BY_ID.get(k)
-        lines.append(line(k, ins.kind if ins else "?", s))
-    for k, s in rep["by_kind"].items():
-        lines.append(line(f"**all {k}**", k, s))
-    lines.append(line("**all**", "", a))
+    rows = [row(k, ins.kind if (ins := INSTRUCTION_BY_ID.get(k)) else "?", s)
+            for k, s in rep["by_instruction"].items()]
+    rows += [row(f"**all {k}**", k, s) for k, s in rep["by_kind"].items()]
+    rows.append(row("**all**", "", a))
+    lines += table_lines(["instruction", "kind", "n", "greedy pass", "own words after resampling", "fallback",
+                          "final pass", "mean attempts"], rows)
     return "\n".join(lines) + "\n"

@@ -34,6 +34,7 @@ from data_prep.verify_lexicon import (
     STOPWORDS,
     known_attributes,
 )
+from speechllm.metrics.wer import edit_distance
 from speechllm.prompts.captions import INSTRUCTION_BY_ID, INSTRUCTION_BY_TEXT, Instruction
 
 VERIFIER_VERSION = "verify-v1"
@@ -159,20 +160,6 @@ def contradictions(ms: list[Mention], attrs: dict[str, str]) -> list[str]:
 def _unquote(text: str) -> str:
     """The answer without quoted passages (a quoted transcript may say 'she' or 'fast')."""
     return re.sub(r'"[^"]*"|“[^”]*”', " ", text)
-
-
-def word_errors(ref: list[str], hyp: list[str], free_ends: bool = False) -> int:
-    """Levenshtein distance in words; with `free_ends` the best-matching stretch of `hyp` (the
-    transcript inside a longer answer)."""
-    prev = list(range(len(ref) + 1))
-    best = prev[-1]
-    for h in hyp:
-        cur = [0 if free_ends else prev[0] + 1]
-        for j, r in enumerate(ref, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
-        prev = cur
-        best = min(best, prev[-1])
-    return best if free_ends else prev[-1]
 
 
 def _content(words: list[str]) -> set[str]:
@@ -309,7 +296,7 @@ def _transcript(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> 
     ref = tokens(str(row.get("transcript") or ""), breaks=False)
     if not ref:
         return Verdict(True, "ok")
-    wer = word_errors(ref, tokens(answer, breaks=False), free_ends=True) / len(ref)
+    wer = edit_distance(ref, tokens(answer, breaks=False), free_ends=True) / len(ref)
     ok = wer <= TRANSCRIBE_MAX_WER
     return Verdict(ok, "ok" if ok else f"transcript WER {wer:.2f} > {TRANSCRIBE_MAX_WER}")
 

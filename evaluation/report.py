@@ -16,6 +16,7 @@ from evaluation.report_perception import SCORES, perception, render_perception, 
 from speechllm.errors import InputPathError
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import wilson
+from speechllm.metrics.tables import table_lines
 
 PUBLISHED_ORDER = ("Whisper-LLM", "ImageBind-LLM", "Whisper", "BERT-GSLM", "ASR-ChatGPT")
 
@@ -92,7 +93,8 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
     if not real:  # the offline suite exists to measure perception: that summary comes first
         lines += render_perception(summary, summary["perception"])
     head = ["task", "dim", "track", *[f"{m}" for m in models], "chance"] + ([f"pub: {p}" for p in pub] if real else [])
-    lines += ["## Per task (headline = official)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["## Per task (headline = official)", ""]
+    rows = []
     for name, t in sorted(tasks.items(), key=lambda kv: (kv[1]["task"].get("dimension") or "", kv[0])):
         info = t["task"]
         cells = [name, info.get("dimension") or "", info.get("track") or "–"]
@@ -101,23 +103,25 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
         cells.append(f"{rb:.1f}" if rb is not None else "–")
         if real:
             cells += [f"{info['published'][p]:.1f}" if p in info.get("published", {}) else "–" for p in pub]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines += table_lines(head, rows)
     if real:  # real Dynamic-SUPERB tasks: the official rule stays the headline, perception follows
         lines += [""] + render_perception(summary, summary["perception"])
-    lines += ["", "## Lenient accuracy / unparseable rate (per task)", "",
-              "| task | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
+    lines += ["", "## Lenient accuracy / unparseable rate (per task)", ""]
+    rows = []
     for name, t in sorted(tasks.items()):
-        cells = []
+        cells = [name]
         for m in models:
             s = t["models"].get(m, {})
             cells.append(f"{_fmt(s.get('lenient_accuracy'))} / {_fmt(s.get('unparseable_rate'))}"
                          if "lenient_accuracy" in s else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines += table_lines(["task", *models], rows)
     for key, label in (("by_dimension", "Per dimension (macro mean of headline)"),
                        ("by_track", "Seen / unseen track (macro mean of headline)")):
-        lines += ["", f"## {label}", "", "| group | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
-        for g, vals in summary[key].items():
-            lines.append(f"| {g} | " + " | ".join(_fmt(vals.get(m)) for m in models) + " |")
+        lines += ["", f"## {label}", "",
+                  *table_lines(["group", *models],
+                               [[g, *(_fmt(vals.get(m)) for m in models)] for g, vals in summary[key].items()])]
     lines += ["", "**Overall (macro mean over tasks):** " +
               ", ".join(f"{m} {_fmt(summary['overall'][m])}" for m in models), "",
               "**Overall lenient (not the official rule):** " +
@@ -125,10 +129,10 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
     trained = [m for m in models if model_order(m)[0] == 0]
     refs = [m for m in models if model_order(m)[0] > 0]
     if trained and refs:
-        lines += ["## What the audio adds (overall, percentage points: official / lenient)", "",
-                  "| model | " + " | ".join(f"vs {r}" for r in refs) + " |", "|" + "---|" * (len(refs) + 1)]
+        lines += ["## What the audio adds (overall, percentage points: official / lenient)", ""]
+        rows = []
         for m in trained:
-            cells = []
+            cells = [m]
             for r in refs:
                 pair = []
                 for key in ("overall", "overall_lenient"):
@@ -136,8 +140,8 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
                     pair.append(f"{100 * (ov[m] - ov[r]):+.1f}" if ov.get(m) is not None and ov.get(r) is not None
                                 else "–")
                 cells.append(" / ".join(pair))
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        lines += [*table_lines(["model", *(f"vs {r}" for r in refs)], rows), ""]
     lines += render_score_tables(summary)
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from typing import Any
 from evaluation.controls import SHUFFLED_SUFFIX, UNTRAINED_SUFFIX
 from evaluation.stats import GROUPS, task_group
 from speechllm.metrics.stats import bootstrap_macro, wilson
+from speechllm.metrics.tables import table_lines
 
 SCORES = ("official", "lenient", "desta2-consecutive", "likelihood", "likelihood-PMI")
 SCORE_HELP = {
@@ -102,17 +103,15 @@ def render_perception(summary: dict[str, Any], perc: dict[str, Any]) -> list[str
         if not names:
             continue
         lines += [f"### {g} tasks ({len(names)}: {', '.join(names)})", "",
-                  "| system | " + " | ".join(SCORES) + " |", "|" + "---|" * (len(SCORES) + 1)]
-        for m in models:
-            row = perc["macro"][g].get(m, {})
-            lines.append(f"| {m} | " + " | ".join(_ci(row.get(s)) for s in SCORES) + " |")
+                  *table_lines(["system", *SCORES],
+                               [[m, *(_ci(perc["macro"][g].get(m, {}).get(s)) for s in SCORES)] for m in models])]
         if perc["delta"][g]:
             lines += ["", f"Trained model minus reference ({g}, percentage points; *no measurable audio effect* "
                           "when the likelihood interval vs shuffled audio reaches 0):", "",
-                      "| difference | " + " | ".join(SCORES) + " | verdict |", "|" + "---|" * (len(SCORES) + 2)]
-            for name, row in perc["delta"][g].items():
-                verdict = _verdict(row) if name.endswith("shuffled audio") else ""
-                lines.append(f"| {name} | " + " | ".join(_ci(row.get(s), True) for s in SCORES) + f" | {verdict} |")
+                      *table_lines(["difference", *SCORES, "verdict"],
+                                   [[name, *(_ci(row.get(s), True) for s in SCORES),
+                                     _verdict(row) if name.endswith("shuffled audio") else ""]
+                                    for name, row in perc["delta"][g].items()])]
         lines.append("")
     return lines
 
@@ -138,8 +137,8 @@ def render_score_tables(summary: dict[str, Any]) -> list[str]:
         if not shown:
             continue
         head = ["task", "group", "n", "chance", *shown, *[f"{m}: Δ vs shuffled" for m in trained if m in shown]]
-        lines += [f"## Per task: {s} (accuracy % [95 % Wilson])", "", f"*{SCORE_HELP[s]}*", "",
-                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += [f"## Per task: {s} (accuracy % [95 % Wilson])", "", f"*{SCORE_HELP[s]}*", ""]
+        rows = []
         for n in order:
             t = tasks[n]
             n_ref = max((len(_hits(t, m, s)) for m in shown), default=0)
@@ -153,6 +152,6 @@ def render_score_tables(summary: dict[str, Any]) -> list[str]:
                 a, b = _hits(t, m, s), _hits(t, m + SHUFFLED_SUFFIX, s)
                 ids = sorted(set(a) & set(b))
                 cells.append(_ci(bootstrap_macro([[a[i] - b[i] for i in ids]]), True) if ids else "–")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        lines += [*table_lines(head, rows), ""]
     return lines

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import paired_resamples, wilson
+from speechllm.metrics.tables import table_lines
 from speechllm.prompts.constraints import check
 from speechllm.prompts.retention import build_prompts
 
@@ -88,26 +89,24 @@ def write_retention_report(out_dir: str | Path, results: list[dict], base_name: 
     base = next(r for r in results if r["condition"] == base_name)
     lines = ["# Retention (verifiable instruction following + closed answers)", "",
              "Pass rate with 95 % Wilson interval; Δ = (condition − base) / base on the prompt ids both share "
-             "(paired bootstrap 95 % interval); Δpts = the same difference in percentage points.", "",
-             "| condition | n | pass rate [95% CI] | base on same ids | Δ [95% CI] | Δpts [95% CI] |",
-             "|---|---|---|---|---|---|"]
+             "(paired bootstrap 95 % interval); Δpts = the same difference in percentage points.", ""]
+    rows = []
     for r in results:
         d = paired_delta(r, base)
         r.update(delta_vs_base=d["delta"], delta_ci95=d["delta_ci95"], diff_vs_base=d["diff"],
                  diff_ci95=d["diff_ci95"], base_rate_same_ids=d["base_rate"], n_paired=d["n_paired"])
         ci = d["delta_ci95"] or [None, None]
         dci = d["diff_ci95"] or [None, None]
-        lines.append(f"| {r['condition']} | {r['n']} | {_pct(r['pass_rate'])} [{_pct(r['ci95'][0])}, "
-                     f"{_pct(r['ci95'][1])}] | {_pct(d['base_rate'])} | {_pct(d['delta'], True)} "
-                     f"[{_pct(ci[0], True)}, {_pct(ci[1], True)}] | {_pct(d['diff'], True)} "
-                     f"[{_pct(dci[0], True)}, {_pct(dci[1], True)}] |")
+        rows.append([r["condition"], r["n"], f"{_pct(r['pass_rate'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}]",
+                     _pct(d["base_rate"]), f"{_pct(d['delta'], True)} [{_pct(ci[0], True)}, {_pct(ci[1], True)}]",
+                     f"{_pct(d['diff'], True)} [{_pct(dci[0], True)}, {_pct(dci[1], True)}]"])
+    lines += table_lines(["condition", "n", "pass rate [95% CI]", "base on same ids", "Δ [95% CI]", "Δpts [95% CI]"],
+                         rows)
     kinds = list(dict.fromkeys(k for r in results for k in r["per_kind"]))
-    lines += ["", "Per constraint type (pass rate; n per type in brackets):", "",
-              "| type | " + " | ".join(r["condition"] for r in results) + " |", "|" + "---|" * (len(results) + 1)]
-    for k in kinds:
-        cells = [f"{100 * r['per_kind'][k]:.0f}% ({r['per_kind_n'][k]})" if k in r["per_kind"] else "–"
-                 for r in results]
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "Per constraint type (pass rate; n per type in brackets):", ""]
+    lines += table_lines(["type", *(r["condition"] for r in results)],
+                         [[k, *(f"{100 * r['per_kind'][k]:.0f}% ({r['per_kind_n'][k]})" if k in r["per_kind"] else "–"
+                                for r in results)] for k in kinds])
     md = Path(out_dir) / "retention.md"
     atomic_write_text(md, "\n".join(lines) + "\n")
     atomic_write_json(Path(out_dir) / "retention.json", {"base": base_name, "results": results})

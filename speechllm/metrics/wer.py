@@ -1,5 +1,6 @@
 """Word error rate, the way Dynamic-SUPERB phase 2 scores transcription: lowercase, drop punctuation,
-then Levenshtein over words (jiwer). Shared by the transcription scorer and test-time adaptation reports.
+then Levenshtein over words (jiwer). Shared by the transcription scorer, test-time adaptation reports and
+the target verifier (its free-ends distance: a transcript inside a longer answer).
 The normaliser stays Dynamic-SUPERB's (not Whisper's English normaliser), so scores compare with theirs."""
 
 from __future__ import annotations
@@ -13,12 +14,31 @@ def normalize_text(text: str) -> str:
     return " ".join("".join(chars).split())
 
 
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    """Word-level Levenshtein distance (substitutions + deletions + insertions), computed by jiwer."""
+def edit_distance(ref: list[str], hyp: list[str], free_ends: bool = False) -> int:
+    """Word-level Levenshtein distance (substitutions + deletions + insertions), computed by jiwer.
+
+    With `free_ends`, the distance of `ref` to the best-matching stretch of `hyp`: words of `hyp` before
+    and after the stretch cost nothing (a transcript quoted inside a longer answer)."""
+    if free_ends:
+        return _stretch_distance(ref, hyp)
     import jiwer
 
     o = jiwer.process_words(" ".join(ref), " ".join(hyp))
     return o.substitutions + o.deletions + o.insertions
+
+
+def _stretch_distance(ref: list[str], hyp: list[str]) -> int:
+    """min over stretches hyp[i:j] of the Levenshtein distance to `ref` (semi-global alignment: the
+    alignment may start and end at any word of `hyp`), by dynamic programming over `hyp`'s words."""
+    prev = list(range(len(ref) + 1))  # the empty stretch: every ref word deleted
+    best = prev[-1]
+    for h in hyp:
+        cur = [0]  # a stretch may start at any word
+        for j, r in enumerate(ref, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+        best = min(best, prev[-1])  # ... and end at any word
+    return best
 
 
 def wer(references: list[str], hypotheses: list[str], normalize: bool = True) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from speechllm.metrics.tables import markdown_table as _table
 from speechllm.metrics.wer import edit_distance
 
 _NORM = None
@@ -81,7 +82,7 @@ def summarize(results: dict[str, list[dict]]) -> dict:
 def markdown_table(summary: dict) -> str:
     wer = summary["wer"]
     domains = sorted({d for w in wer.values() for d in w} - {"all", "noisy"}) + ["noisy", "all"]
-    lines = ["| method | " + " | ".join(domains) + " | RTF |", "|---" * (len(domains) + 2) + "|"]
+    rows = []
     for m, w in wer.items():
         rel = summary["rel_reduction"].get(m, {})
         cells = []
@@ -96,9 +97,10 @@ def markdown_table(summary: dict) -> str:
                 cells.append(f"{w[d]:.1f}")
         rtf = summary["rtf"].get(m)
         rtf_s = f"{rtf:.2f}" if rtf else "–"
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {rtf_s} |")
-    return "\n".join(lines) + ("\n\nWER % (relative reduction vs source [paired bootstrap 95 % interval, utterances "
-                                "resampled]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n")
+        rows.append([m, *cells, rtf_s])
+    return _table(["method", *domains, "RTF"], rows) + (
+        "\nWER % (relative reduction vs source [paired bootstrap 95 % interval, utterances "
+        "resampled]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n")
 
 
 _MARK = {"helps": " ▲", "hurts": " ▼", "noise": "", "n/a": ""}

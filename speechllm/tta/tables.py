@@ -15,6 +15,7 @@ from pathlib import Path
 
 from speechllm.io import atomic_write_json, atomic_write_text, read_jsonl
 from speechllm.metrics.stats import paired_bootstrap
+from speechllm.metrics.tables import markdown_table
 from speechllm.tta.bootstrap import paired_rows
 from speechllm.tta.report import row_errors
 
@@ -31,7 +32,7 @@ def compare(source: list[dict], runs: dict[str, list[dict]], B: int = 2000) -> d
 
 def markdown(res: dict) -> str:
     doms = sorted({d for r in res.values() for d in r} - {"noisy", "all"}) + ["noisy", "all"]
-    lines = ["| method (utts) | " + " | ".join(doms) + " |", "|---" * (len(doms) + 1) + "|"]
+    rows = []
     for name, r in res.items():
         n = r.get("all", {}).get("n_utts", 0)
         cells = []
@@ -40,10 +41,11 @@ def markdown(res: dict) -> str:
             cells.append("–" if not c else
                          f"{c['wer_src']:.1f}→{c['wer']:.1f} ({c['rel']:+.0f}% [{c['lo']:+.0f}, {c['hi']:+.0f}]"
                          f"{_MARK[c['verdict']]})")
-        lines.append(f"| {name} ({n}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\nWER % source→method (relative reduction [paired bootstrap 95 % interval, "
-                               "utterances resampled, corpus WER per resample]; ▲ helps / ▼ hurts: interval "
-                               "excludes 0). noisy = every domain but clean, pooled.\n")
+        rows.append([f"{name} ({n})", *cells])
+    return markdown_table(["method (utts)", *doms], rows) + (
+        "\nWER % source→method (relative reduction [paired bootstrap 95 % interval, "
+        "utterances resampled, corpus WER per resample]; ▲ helps / ▼ hurts: interval "
+        "excludes 0). noisy = every domain but clean, pooled.\n")
 
 
 def main(argv: list[str] | None = None) -> int:
