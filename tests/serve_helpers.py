@@ -101,12 +101,12 @@ def fake_eval_run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     write_rows(run / "predictions/speechllm_tiny/TaskA.jsonl", [eval_row(i, MODEL, prediction=f"answer {i}") for i in range(3)])
     write_rows(run / "predictions/speechllm_tiny+shuffled-audio/TaskA.jsonl",
-           [eval_row(i, SHUF, prediction=f"shuffled {i}", audio_from=eval_row((i + 1) % 3, MODEL)["id"]) for i in range(3)])
+               [eval_row(i, SHUF, prediction=f"shuffled {i}", audio_from=eval_row((i + 1) % 3, MODEL)["id"]) for i in range(3)])
     write_rows(run / "predictions/majority/TaskA.jsonl", [eval_row(i, "majority", prediction="male") for i in range(3)])
     write_rows(run / "likelihood/speechllm_tiny/TaskA.jsonl",
-           [eval_row(i, MODEL, options=["male", "female"], option_scores=[-1.0, -0.5 - i]) for i in range(3)])
+               [eval_row(i, MODEL, options=["male", "female"], option_scores=[-1.0, -0.5 - i]) for i in range(3)])
     write_rows(run / "likelihood/speechllm_tiny/TaskB.jsonl",  # a task scored by likelihood only
-           [eval_row(0, MODEL, "TaskB", options=["yes", "no"], option_scores=[-2.0, -1.0])])
+               [eval_row(0, MODEL, "TaskB", options=["yes", "no"], option_scores=[-2.0, -1.0])])
     report = {"tasks": {"TaskA": {"task": {"dimension": "Paralinguistics", "random_baseline_pct": 50.0},
                                   "models": {MODEL: {"n": 3, "likelihood_accuracy": 2 / 3, "per_example": {}},
                                              "majority": {"n": 3, "official_accuracy": 1 / 3}}}}}

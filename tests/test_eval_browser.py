@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
-from serve_helpers import MODEL, PNG, SHUF, _jsonl, _row, _wav_bytes, fake_eval_run, running_server  # noqa: E402
+from serve_helpers import MODEL, PNG, SHUF, eval_row, fake_eval_run, running_server, wav_bytes, write_rows  # noqa: E402
 
 from evaluation.browser.routes import eval_mount  # noqa: E402
 from evaluation.browser.run import EvalRun  # noqa: E402
@@ -108,7 +108,7 @@ def test_paths_outside_the_run_are_refused_with_a_json_4xx(run_dir, path):
 
 def test_a_cached_file_name_that_leaves_the_run_is_refused(run_dir):
     write_rows(run_dir / "predictions/speechllm_tiny/TaskC.jsonl",
-           [{**eval_row(0, MODEL, "TaskC"), "file": "../../../secret.txt", "prediction": "x"}])
+               [{**eval_row(0, MODEL, "TaskC"), "file": "../../../secret.txt", "prediction": "x"}])
     with running_server(_app(run_dir)) as url:
         status, body, _ = get(url + "/eval/audio?" + q(task="TaskC", id="00000:TaskC_0.wav"))
     assert status == 400 and b"not for clients" not in body

@@ -230,7 +230,7 @@ def test_serve_command_is_wired_and_refuses_a_directory_without_a_checkpoint(tmp
     with pytest.raises(SystemExit) as e:
         main(["serve", "--ckpt", str(tmp_path)])
     assert e.value.code == 2 and "no config.yaml" in capsys.readouterr().err
-    from speechllm.serve.cli import is_loopback, build_parser
+    from speechllm.serve.cli import build_parser, is_loopback
 
     assert build_parser().parse_args(["--ckpt", "x"]).host == "127.0.0.1"  # loopback unless told otherwise
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
