@@ -142,7 +142,7 @@ def _resolve(cands: list[tuple[str, str]], toks: list[str], i: int, n: int,
     return None
 
 
-def _accepts(attr: str, value: str) -> set[str]:
+def accepted_values(attr: str, value: str) -> set[str]:
     return {value} | COMPATIBLE.get((attr, value), set())
 
 
@@ -152,7 +152,7 @@ def contradictions(ms: list[Mention], attrs: dict[str, str]) -> list[str]:
     for m in ms:
         if m.negated or m.attr not in attrs:
             continue
-        if m.value not in _accepts(m.attr, attrs[m.attr]):
+        if m.value not in accepted_values(m.attr, attrs[m.attr]):
             out.append(f"{m.attr}: says {m.value!r}, caption {attrs[m.attr]!r}")
     return sorted(set(out))
 
@@ -244,7 +244,7 @@ def _verify(ins: Instruction, row: dict, answer: str) -> Verdict:
     for a in ins.asks:
         if a not in attrs:
             continue
-        if not any(m.attr == a and not m.negated and m.value in _accepts(a, attrs[a]) for m in ms) and not (
+        if not any(m.attr == a and not m.negated and m.value in accepted_values(a, attrs[a]) for m in ms) and not (
                 attrs[a] not in LEXICON[a] and _states(tokens(body), attrs[a])):
             return Verdict(False, f"does not state the caption's {a} ({attrs[a]!r})")
     return Verdict(True, "ok")
@@ -252,7 +252,7 @@ def _verify(ins: Instruction, row: dict, answer: str) -> Verdict:
 
 def _grounded(ms: list[Mention], attrs: dict[str, str], transcript: str, answer: str) -> bool:
     """An open description must be about this clip: a captioned attribute or a word of what is said."""
-    if any(not m.negated and m.attr in attrs and m.value in _accepts(m.attr, attrs[m.attr]) for m in ms):
+    if any(not m.negated and m.attr in attrs and m.value in accepted_values(m.attr, attrs[m.attr]) for m in ms):
         return True
     said = _content(tokens(transcript, breaks=False))
     if not said and not attrs:  # nothing to ground on ("Yes." with no attributes)
@@ -287,7 +287,7 @@ def _json_check(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> 
     for k in ins.asks:  # each key's value must name the caption's value
         got = {m.value for m in mentions(str(d[k]), (k,)) if m.attr == k and not m.negated}
         want = str((row.get("attributes") or {}).get(k))
-        if not got & _accepts(k, want):
+        if not got & accepted_values(k, want):
             return Verdict(False, f"JSON {k}={d[k]!r}, caption {want!r}")
     return Verdict(True, "ok")
 

@@ -88,11 +88,11 @@ def test_fit_with_packed_clip_rows_trains_on_every_row_once_per_epoch(tmp_path):
     """The CLI path: the sampler's unit is a clip, the collator packs its rows, the run exports."""
     import json
 
+    from cli_fit import fit_cli
     from safetensors.torch import load_file
 
     from speechllm.data.debug_data import make_debug_manifest
     from speechllm.data.sampler import ShardedEpochSampler, clip_units, unit_length
-    from tests.test_core_training import _fit
 
     rows = [json.loads(line) for line in make_debug_manifest(tmp_path, 8).read_text().splitlines()]
     questions = [("Is the tone high or low?", "The tone is {}."), ("Pitch, one word?", "{}")]
@@ -108,7 +108,7 @@ def test_fit_with_packed_clip_rows_trains_on_every_row_once_per_epoch(tmp_path):
     assert sorted(r["id"] for i in order for r in units[i]) == sorted(r["id"] for r in train)
 
     run = tmp_path / "run"
-    out = _fit(run, "--data.train_manifest", str(manifest), "--data.pack_clip_rows", "true",
+    out = fit_cli(run, "--data.train_manifest", str(manifest), "--data.pack_clip_rows", "true",
                "--data.batch_size", "2", "--data.group_by_length", "true", "--trainer.max_steps", "4")
     assert out.returncode == 0, out.stderr[-3000:]
     assert load_file(str(run / "adapter.safetensors"))

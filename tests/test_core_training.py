@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_fit import fit_cli
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,17 +28,10 @@ KILLER = textwrap.dedent("""
 """)
 
 
-def _fit(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "speechllm.cli", "fit", "-c", str(ROOT / "recipes/debug.yaml"),
-           "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false", *extra]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=300)
-
-
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ref")
-    ref = _fit(run)
+    ref = fit_cli(run)
     assert ref.returncode == 0, ref.stderr[-3000:]
     return run
 
@@ -57,13 +51,13 @@ def test_killed_fit_resumes_from_last_ckpt_to_the_same_final_weights(tmp_path, r
               init_args: {{step: {kill_step}}}
     """))
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    killed = _fit(tmp_path / "run", "-c", str(tmp_path / "kill.yaml"), env=env)
+    killed = fit_cli(tmp_path / "run", "-c", str(tmp_path / "kill.yaml"), env=env)
     assert killed.returncode == -9, killed.stderr[-3000:]
     ckpt = torch.load(tmp_path / "run" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == kill_step - 1
     assert all(k.startswith("model.adapter.") for k in ckpt["state_dict"])  # no frozen weights inside
 
-    resumed = _fit(tmp_path / "run", "--ckpt_path", str(tmp_path / "run" / "last.ckpt"))
+    resumed = fit_cli(tmp_path / "run", "--ckpt_path", str(tmp_path / "run" / "last.ckpt"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = load_file(str(reference_run / "adapter.safetensors"))
     b = load_file(str(tmp_path / "run" / "adapter.safetensors"))

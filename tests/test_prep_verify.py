@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from data_prep.answer_templates import template_answer
-from data_prep.verify import _accepts, mentions, verify
+from data_prep.verify import accepted_values, mentions, verify
 from speechllm.metrics.wer import edit_distance
 from speechllm.prompts.captions import INSTRUCTIONS, applies
 
@@ -197,7 +197,7 @@ def test_option_words_are_understood_as_their_values():
         for value, word in ins.options:
             attr = ins.asks[0]
             got = {m.value for m in mentions(word, asked=(attr,)) if not m.negated and m.attr == attr}
-            assert got & _accepts(attr, value), f"{ins.id}: {word!r} is not read as {attr}={value}"
+            assert got & accepted_values(attr, value), f"{ins.id}: {word!r} is not read as {attr}={value}"
         if ins.options:
             assert {v for v, _ in ins.options} == set(OPTION_VALUES[ins.asks[0]]), ins.id
 
