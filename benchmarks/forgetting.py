@@ -117,11 +117,13 @@ def render(rows: list[dict], gaps: list[dict], base: dict) -> str:
                       (_p(au["delta_vs_base"], True) + _ci(au["delta_ci95"], True)) if au else "–"])
     lines += table_lines(["variant", "audio acc % [95% CI] (key, n)", "text pass % [CI]", "Δ text % [CI]",
                           "Δ text pts [CI]", "audio+constraint pass %", "Δ audio+constraint % [CI]"], cells)
-    if gaps:
-        lines += ["", "Paired differences of text pass rates (same prompts):", "",
-                  *table_lines(["A − B", "n", "diff pts [95% CI]"],
-                               [[f"{g['a']} − {g['b']}", g["n"], f"{_p(g['diff'], True)}{_ci(g['ci95'], True)}"]
-                                for g in gaps])]
+    for cond, title in ((None, "text pass rates"), ("audio+constraint", "pass rates with audio + the same constraint")):
+        some = [g for g in gaps if g.get("condition") == cond]
+        if some:
+            lines += ["", f"Paired differences of {title} (same prompts):", "",
+                      *table_lines(["A − B", "n", "diff pts [95% CI]"],
+                                   [[f"{g['a']} − {g['b']}", g["n"], f"{_p(g['diff'], True)}{_ci(g['ci95'], True)}"]
+                                    for g in some])]
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +183,10 @@ def run_report(runs: list[tuple[str, Path]], out: Path, eval_dir: Path | None = 
     by = {r["label"]: r for r in rows}
     no_gap = {"n": 0, "diff": None, "ci95": None}  # runs that share no prompt
     gaps = [{"a": a, "b": b, **(paired_gap(by[a]["text"], by[b]["text"]) or no_gap)} for a, b in compare]
+    # the same pairs with audio + the same constraint (Speech-IFEval's condition), where both runs have it
+    gaps += [{"a": a, "b": b, "condition": "audio+constraint",
+              **(paired_gap(by[a]["audio_constraint"], by[b]["audio_constraint"]) or no_gap)}
+             for a, b in compare if by[a]["audio_constraint"] and by[b]["audio_constraint"]]
     subs = subsets(rows, base, compare)
     md = render(rows, gaps, base) + render_subsets(subs)
     atomic_write_text(out / "forgetting.md", md)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -90,6 +91,9 @@ def test_forgetting_report_on_tiny_runs(tmp_path):
     base_rows = [json.loads(x) for x in next((out / "retention").glob("base_*.jsonl")).read_text().splitlines()]
     assert [r["response"] for r in rows] != [r["response"] for r in base_rows]  # the LoRA changed the text path
     assert res["gaps"][0]["a"] == "lora" and res["gaps"][0]["n"] == 2 * len(KINDS)
+    audio_gap = next(g for g in res["gaps"] if g.get("condition") == "audio+constraint")
+    assert audio_gap["n"] == 2 * len(KINDS)  # the pair again, on the audio + constraint prompts
+    assert audio_gap["diff"] == pytest.approx(lora["audio_constraint"]["pass_rate"] - adapter["audio_constraint"]["pass_rate"])
     assert (out / "forgetting.png").stat().st_size > 1000
     assert "| adapter |" in (out / "forgetting.md").read_text()
 
