@@ -1,7 +1,9 @@
 """Word error rate, the way Dynamic-SUPERB phase 2 scores transcription: lowercase, drop punctuation,
 then Levenshtein over words (jiwer). Shared by the transcription scorer, test-time adaptation reports and
 the target verifier (its free-ends distance: a transcript inside a longer answer).
-The normaliser stays Dynamic-SUPERB's (not Whisper's English normaliser), so scores compare with theirs."""
+The benchmark normaliser stays Dynamic-SUPERB's, so scores compare with theirs; ASR reports (test-time
+adaptation) put Whisper's English normaliser in front instead (`whisper_english_normalize`), as the
+Whisper and SUTA papers do."""
 
 from __future__ import annotations
 
@@ -12,6 +14,19 @@ def normalize_text(text: str) -> str:
     """Lowercase and replace every Unicode punctuation character by a space; collapse whitespace."""
     chars = [" " if unicodedata.category(c).startswith("P") else c for c in str(text).lower()]
     return " ".join("".join(chars).split())
+
+
+_ENGLISH = None
+
+
+def whisper_english_normalize(text: str) -> str:
+    """openai-whisper's EnglishTextNormalizer (spelling, numbers, contractions, fillers), whitespace collapsed."""
+    global _ENGLISH
+    if _ENGLISH is None:
+        from whisper.normalizers import EnglishTextNormalizer
+
+        _ENGLISH = EnglishTextNormalizer()
+    return " ".join(_ENGLISH(text or "").split())
 
 
 def edit_distance(ref: list[str], hyp: list[str], free_ends: bool = False) -> int:

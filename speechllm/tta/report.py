@@ -6,19 +6,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from speechllm.metrics.tables import markdown_table as _table
-from speechllm.metrics.wer import edit_distance
+from speechllm.metrics.wer import edit_distance, whisper_english_normalize
 
-_NORM = None
-
-
-def normalize(text: str) -> str:
-    global _NORM
-    if _NORM is None:
-        from whisper.normalizers import EnglishTextNormalizer
-
-        _NORM = EnglishTextNormalizer()
-    return " ".join(_NORM(text or "").split())
-
+normalize = whisper_english_normalize  # ASR WER as the Whisper/SUTA papers report it
 
 def row_errors(row: dict) -> tuple[int, int]:
     """(word edits, reference words) of one row after normalisation."""
