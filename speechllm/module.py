@@ -297,8 +297,11 @@ class SpeechLLMModule(L.LightningModule):
         this model does not have) would otherwise leave that weight at its random init, silently.
         The frozen Whisper/LLM weights are never in the checkpoint and load from their packs."""
         self.configure_model()
+        if "state_dict" not in checkpoint:  # FSDP's strategy has loaded (and removed) the weights itself
+            self._restore_state(checkpoint)
+            return
         weights, buffers = self._checkpoint_keys()
-        got = set(checkpoint.get("state_dict", {}))
+        got = set(checkpoint["state_dict"])
         missing, unexpected = sorted(weights - got), sorted(got - weights - buffers)
         if missing or unexpected:
             what = "; ".join(f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
@@ -309,6 +312,9 @@ class SpeechLLMModule(L.LightningModule):
         if buffers - got:  # checkpoints written before buffers were kept: statistics restart
             warnings.warn(f"the checkpoint has no adapter buffers ({', '.join(sorted(buffers - got)[:3])}): "
                           "they restart from their initial values", stacklevel=2)
+        self._restore_state(checkpoint)
+
+    def _restore_state(self, checkpoint: dict) -> None:
         rng = checkpoint.get("speechllm_rng")
         if rng:
             torch.set_rng_state(rng["torch"])
