@@ -10,7 +10,6 @@ A typical chain (each step reads the previous step's manifest from the same fold
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from speechllm.cli_tree import TreeParser, run_tree
@@ -26,13 +25,11 @@ STEPS: dict[str, tuple[str, str]] = {
 }
 
 
-def register(parser: argparse.ArgumentParser) -> None:
+def register(parser: TreeParser) -> None:
     """Add the steps to `parser` (the `speechllm prepare` node): one leaf each, its module imported only
     when that step runs; the step parses its own flags (`speechllm prepare synth --help`)."""
     parser.description = "Data preparation steps. " + (__doc__ or "").split("\n\n", 1)[1].rstrip()
-    sub = parser.add_subparsers(title="steps", metavar="<step>", dest="step", parser_class=TreeParser)
-    for step, (module, help_) in STEPS.items():
-        sub.add_parser(step, help=help_, leaf=f"{module}:main")
+    parser.add_leaves("steps", "<step>", "step", {step: (f"{module}:main", help_) for step, (module, help_) in STEPS.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

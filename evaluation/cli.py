@@ -262,12 +262,11 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name -> (function in this module tak
 }
 
 
-def register(parser: argparse.ArgumentParser) -> None:
+def register(parser: TreeParser) -> None:
     """Add the evaluation commands to `parser` (the `speechllm evaluate` node); each parses its own flags."""
     parser.description = (__doc__ or "").split("\n\n", 1)[1].rstrip()
-    sub = parser.add_subparsers(title="commands", metavar="<command>", dest="command", parser_class=TreeParser)
-    for name, (func, help_) in COMMANDS.items():
-        sub.add_parser(name, help=help_, leaf=f"{__name__}:{func}")
+    parser.add_leaves("commands", "<command>", "command",
+                      {name: (f"{__name__}:{func}", help_) for name, (func, help_) in COMMANDS.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,12 @@ class TreeParser(argparse.ArgumentParser):
         """The subparsers object children are added to (`TreeParser`s, so they may be leaves)."""
         return self.add_subparsers(title=title, metavar=metavar, dest=dest, parser_class=TreeParser)
 
+    def add_leaves(self, title: str, metavar: str, dest: str, leaves: dict[str, tuple[str, str]]) -> None:
+        """One leaf per `name: (target "module:function", one-line help)`; the target is imported only when chosen."""
+        sub = self.add_commands(title, metavar, dest)
+        for name, (target, help_) in leaves.items():
+            sub.add_parser(name, help=help_, leaf=target)
+
 
 def load(target: Target) -> Callable:
     if callable(target):
