@@ -21,7 +21,7 @@ from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from speechllm.data.encoder_cache import batch_clip_ids
-from speechllm.errors import CheckpointError, SpeechLLMError
+from speechllm.errors import CheckpointError, ConfigError, SpeechLLMError
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
@@ -91,6 +91,7 @@ class SpeechLLMModule(L.LightningModule):
         cache_encoder_outputs: bool = False,
         generate_max_new_tokens: int = 128,
         encoder_cache_dir: str | None = None,
+        lr_scale: dict[str, float] | None = None,
     ):
         """Args mirror `SpeechLLMConfig` (model) plus the optimiser: AdamW(lr, betas, weight_decay) on the
         trainable parameters only, linear warm-up for `warmup_steps` then cosine decay to
@@ -98,6 +99,9 @@ class SpeechLLMModule(L.LightningModule):
         by clip id (the encoder is frozen, so they never change): use it for multi-epoch runs on small data.
         `encoder_cache_dir` keeps them on disk instead (speechllm.data.encoder_cache), shared by ranks
         and runs with the same encoder settings: for corpora too big to hold in memory.
+        `lr_scale`: {parameter-name prefix: factor} multiplies the learning rate of the matching trainable
+        parameters (the longest prefix wins; 0 keeps them at their initial values), e.g.
+        `{model.adapter.stats.global_mlp.0: 0.1}` for ClipStatsAdapter's first layer.
         `adapter`: class_path + init_args of a `speechllm.model.adapters` class (or any nn.Module taking
         `(enc_dim, n_layers, llm_dim, ...)`); Python callers may pass that spec as a dict."""
         super().__init__()
@@ -255,8 +259,7 @@ class SpeechLLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+        opt = torch.optim.AdamW(self._param_groups(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
                                 weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         # transformers' warm-up + cosine (to min_lr_ratio * lr), one step ahead: its first step has
@@ -269,6 +272,21 @@ class SpeechLLMModule(L.LightningModule):
             opt, num_warmup_steps=self.hparams.warmup_steps + 1, num_training_steps=total + 1,
             min_lr_rate=self.hparams.min_lr_ratio, last_epoch=0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _param_groups(self) -> list[dict]:
+        """Trainable parameters grouped by their `lr_scale` factor (1 where no prefix matches)."""
+        scales = dict(self.hparams.get("lr_scale") or {})
+        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        for prefix in scales:
+            if not any(n.startswith(prefix) for n in names):
+                raise ConfigError(f"model.lr_scale: no trainable parameter starts with {prefix!r} "
+                                  f"(trainable: {sorted({n.rsplit('.', 1)[0] for n in names})[:8]} ...)")
+        groups: dict[float, list] = {}
+        for n, p in self.named_parameters():
+            if p.requires_grad:
+                match = max((k for k in scales if n.startswith(k)), key=len, default=None)
+                groups.setdefault(1.0 if match is None else float(scales[match]), []).append(p)
+        return [{"params": ps, "lr": self.hparams.lr * f} for f, ps in groups.items()]
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from torch import nn
 
+from speechllm.errors import ConfigError
 from speechllm.module import SpeechLLMModule
 
 
@@ -61,3 +63,28 @@ def test_scheduler_state_round_trips_through_a_checkpoint():
     again["lr_scheduler"]["scheduler"].step()
     sched.step()
     assert again["optimizer"].param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+
+
+def test_lr_scale_gives_matching_parameters_their_own_scaled_schedule():
+    module = SpeechLLMModule(lr=1e-3, warmup_steps=0, lr_scale={"model.0": 0.1, "model.0.bias": 0.0})
+    module.model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    module.trainer = type("T", (), {"estimated_stepping_batches": 4})()
+    opt = module.configure_optimizers()["optimizer"]
+    top = max(g["lr"] for g in opt.param_groups)
+    by_lr = {round(g["lr"] / top, 6): {id(p) for p in g["params"]} for g in opt.param_groups}
+    m0, m1 = module.model[0], module.model[1]
+    assert by_lr[0.1] == {id(m0.weight)}  # the longest prefix wins: the bias is frozen
+    assert by_lr[0.0] == {id(m0.bias)} and by_lr[1.0] == {id(m1.weight), id(m1.bias)}
+    before = m0.bias.detach().clone()
+    for p in module.model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert torch.equal(m0.bias, before)  # factor 0: kept at its initial value, weight decay included
+
+
+def test_lr_scale_naming_no_parameter_is_a_config_error():
+    module = SpeechLLMModule(lr_scale={"model.adapter.nope": 0.1})
+    module.model = nn.Linear(2, 2)
+    module.trainer = type("T", (), {"estimated_stepping_batches": 4})()
+    with pytest.raises(ConfigError, match="model.adapter.nope"):
+        module.configure_optimizers()

@@ -1,0 +1,122 @@
+"""Does a trained model answer its own corpus's attribute questions on held-out clips? (issue 9)
+
+The development readout for tuning a recipe without touching the evaluation suite: every choice
+question (`<attr>_choice_*`, `speechllm/prompts/choice_questions.py`) asked of a clip of one split
+(default `validation`) is scored by option likelihood, once with the clip's own audio and transcript
+and once with another clip's (the next clip of the same split: the shuffled-audio control). Per
+attribute: accuracy with a 95 % Wilson interval, the mean margin of the right option over the best
+wrong one (nats), and own − shuffled paired by question with a bootstrap interval. A model that has
+not learned an attribute scores its shuffled-audio accuracy, or sits on one option.
+
+    python benchmarks/choice_accuracy.py --ckpt checkpoints/demo --manifest data/demo/targets.jsonl \
+        --out checkpoints/demo/choice_accuracy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechllm.data.audio import load_audio
+from speechllm.data.manifest import load_manifest
+from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.metrics.stats import paired_resamples, wilson
+from speechllm.metrics.tables import table_lines
+from speechllm.prompts.choice_questions import ATTRIBUTES
+
+
+def choice_rows(manifest: Path, split: str, limit: int | None) -> list[dict]:
+    """Rows asking a listed-option attribute question whose caption value maps to an option."""
+    out = []
+    for r in load_manifest(manifest, split):
+        attr = r.get("instruction_id", "").split("_choice_")[0]
+        if "_choice_" not in r.get("instruction_id", "") or attr not in ATTRIBUTES:
+            continue
+        words, value_word, _ = ATTRIBUTES[attr]
+        label = value_word.get((r.get("attributes") or {}).get(attr))
+        if label is not None:
+            out.append({**r, "_attr": attr, "_options": list(words), "_label": label})
+    return out[:limit] if limit else out
+
+
+def score(model, rows: list[dict], control: bool) -> list[list[float]]:
+    from speechllm.model.scoring import score_options
+
+    clips = sorted({r["clip_id"] for r in rows})
+    other = {c: clips[(i + 1) % len(clips)] for i, c in enumerate(clips)}  # a fixed derangement
+    first = {r["clip_id"]: r for r in rows}
+    out = []
+    for r in rows:
+        src = first[other[r["clip_id"]]] if control else r
+        wav = load_audio(src["audio"])
+        out += score_options(model, [wav], [r["instruction"]], [r["_options"]],
+                             transcripts=[[src.get("asr_transcript") or ""]])
+    return out
+
+
+def summarise(rows: list[dict], own: list[list[float]], shuf: list[list[float]], seed: int = 0) -> dict:
+    per = defaultdict(lambda: {"own": [], "shuf": [], "margin": [], "labels": defaultdict(list)})
+    for r, so, ss in zip(rows, own, shuf):
+        k = r["_options"].index(r["_label"])
+        d = per[r["_attr"]]
+        d["own"].append(float(np.argmax(so) == k))
+        d["shuf"].append(float(np.argmax(ss) == k))
+        d["margin"].append(so[k] - max(s for i, s in enumerate(so) if i != k))
+        d["labels"][r["_label"]].append(float(np.argmax(so) == k))
+    rng = np.random.default_rng(seed)
+    res = {}
+    for attr, d in sorted(per.items()):
+        own, shuf = np.array(d["own"]), np.array(d["shuf"])
+        diff = paired_resamples([own - shuf], 2000, rng)[0]
+        res[attr] = {"n": len(own), "own": 100 * own.mean(), "own_ci": [100 * x for x in wilson(own.sum(), len(own))],
+                     "shuffled": 100 * shuf.mean(), "own_minus_shuffled": 100 * (own - shuf).mean(),
+                     "diff_ci": [100 * float(np.percentile(diff, 2.5)), 100 * float(np.percentile(diff, 97.5))],
+                     "margin_nats": float(np.mean(d["margin"])),
+                     "per_label": {k: 100 * float(np.mean(v)) for k, v in sorted(d["labels"].items())}}
+    return res
+
+
+def markdown(res: dict, ckpt: str, split: str) -> str:
+    rows = [[a, r["n"], f"{r['own']:.1f} [{r['own_ci'][0]:.1f}, {r['own_ci'][1]:.1f}]", f"{r['shuffled']:.1f}",
+             f"{r['own_minus_shuffled']:+.1f} [{r['diff_ci'][0]:+.1f}, {r['diff_ci'][1]:+.1f}]",
+             f"{r['margin_nats']:+.2f}", ", ".join(f"{k} {v:.0f}" for k, v in r["per_label"].items())]
+            for a, r in res.items()]
+    return "\n".join([f"# Choice accuracy on the {split} split: `{ckpt}`", "",
+                      "Likelihood over the listed options, the corpus's own question wordings; shuffled = "
+                      "another clip's audio and transcript. Intervals: Wilson (own), paired bootstrap (difference).",
+                      "", *table_lines(["attribute", "n", "own audio", "shuffled", "own − shuffled",
+                                        "margin (nats)", "own, per label"], rows)]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--limit", type=int, default=None, help="score the first N questions only")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", required=True, type=Path, help="writes OUT.json and OUT.md")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from speechllm.model.speech_llm import SpeechLLM
+
+    rows = choice_rows(a.manifest, a.split, a.limit)
+    if not rows:
+        raise SystemExit(f"{a.manifest}: no choice questions in split {a.split!r}; build the corpus with "
+                         "`speechllm prepare captions` (choice questions) first")
+    model = SpeechLLM.from_pretrained(a.ckpt).eval()
+    res = summarise(rows, score(model, rows, False), score(model, rows, True))
+    atomic_write_json(a.out.with_suffix(".json"), {"ckpt": str(a.ckpt), "manifest": str(a.manifest),
+                                                  "split": a.split, "attributes": res})
+    md = markdown(res, str(a.ckpt), a.split)
+    atomic_write_text(a.out.with_suffix(".md"), md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

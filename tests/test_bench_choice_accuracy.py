@@ -1,0 +1,45 @@
+"""benchmarks/choice_accuracy.py: held-out attribute questions, own audio vs another clip's."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("choice_accuracy", ROOT / "benchmarks" / "choice_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(i: int, iid: str, split: str = "validation", **attrs) -> dict:
+    return {"id": f"c{i}#0", "clip_id": f"c{i}", "audio": f"c{i}.wav", "split": split, "instruction_id": iid,
+            "instruction": "Which gender? (male/female)", "attributes": attrs, "target": "male"}
+
+
+def test_only_choice_questions_of_the_split_with_a_mapped_value_are_kept(tmp_path):
+    ca = _module()
+    rows = [_row(0, "gender_choice_00", gender="male"), _row(1, "gender_choice_01", split="train", gender="male"),
+            _row(2, "default", gender="male"), _row(3, "noise_choice_10", noise="slightly noisy"),
+            _row(4, "gender_choice_02")]  # no gender in the caption: nothing to score against
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = ca.choice_rows(path, "validation", None)
+    assert [(r["clip_id"], r["_attr"], r["_label"]) for r in kept] == [("c0", "gender", "male"), ("c3", "noise", "noisy")]
+    assert kept[0]["audio"] == str((tmp_path / "c0.wav").resolve())  # relative audio resolved
+
+
+def test_summary_counts_hits_margins_and_the_paired_difference():
+    ca = _module()
+    rows = [{"_attr": "gender", "_options": ["male", "female"], "_label": lab} for lab in ("male", "female") * 5]
+    own = [[0.0, -2.0] if r["_label"] == "male" else [-3.0, 0.0] for r in rows]  # always right, margins 2 and 3
+    shuf = [[0.0, -1.0]] * len(rows)  # always "male": right on half
+    res = ca.summarise(rows, own, shuf)["gender"]
+    assert res["n"] == 10 and res["own"] == 100.0 and res["shuffled"] == 50.0
+    assert res["own_minus_shuffled"] == 50.0 and res["diff_ci"][0] > 0
+    assert res["margin_nats"] == 2.5 and res["per_label"] == {"female": 100.0, "male": 100.0}
+    assert "| gender | 10 |" in ca.markdown({"gender": res}, "ck", "validation")
