@@ -15,7 +15,6 @@ not learned an attribute scores its shuffled-audio accuracy, or sits on one opti
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
