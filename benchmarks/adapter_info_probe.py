@@ -27,21 +27,22 @@ ATTRS = ("gender", "speed", "pitch", "noise", "speech")
 
 
 def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
-    """(clips, features) per stage: standardised statistics, hidden layer, output tokens."""
+    """(clips, features) per stage: standardised statistics, first-layer pre-activations, hidden layer
+    (after GELU), output tokens."""
     from speechllm.model.processor import Example
 
     mlp = model.adapter.stats.global_mlp
     seen: dict[str, torch.Tensor] = {}
-    hooks = [mlp[0].register_forward_hook(lambda m, i, o: seen.__setitem__("input", i[0])),
-             mlp[1].register_forward_hook(lambda m, i, o: seen.__setitem__("hidden", o))]
-    out: dict[str, list] = {"input": [], "hidden": [], "output": []}
+    hooks = [mlp[0].register_forward_hook(lambda m, i, o: seen.update(input=i[0], pre=o)),
+             mlp[1].register_forward_hook(lambda m, i, o: seen.update(hidden=o))]
+    out: dict[str, list] = {"input": [], "pre": [], "hidden": [], "output": []}
     try:
         for r in rows:
             batch = model.processor([Example(wavs=[load_audio(r["audio"])], instruction="", transcripts=[""], id="0")])
             with torch.no_grad():
                 emb, _ = model.encode_audio(batch)
-            out["input"].append(seen["input"][0].numpy())
-            out["hidden"].append(seen["hidden"][0].numpy())
+            for k in ("input", "pre", "hidden"):
+                out[k].append(seen[k][0].numpy())
             out["output"].append(emb[0].flatten().numpy())
     finally:
         for h in hooks:
@@ -71,9 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     clips = list({r["clip_id"]: r for r in load_manifest(a.manifest, "train")}.values())
     rows = clips[:: max(1, len(clips) // a.clips)][: a.clips]
     feats = stages(model, rows)
-    w1, b1 = (t.detach().numpy() for t in (model.adapter.stats.global_mlp[0].weight, model.adapter.stats.global_mlp[0].bias))
-    pre = feats["input"] @ w1.T + b1
-    res: dict = {"ckpt": a.ckpt, "clips": len(rows), "hidden_preactivation_std_median": float(np.median(pre.std(0))),
+    res: dict = {"ckpt": a.ckpt, "clips": len(rows),
+                 "hidden_preactivation_std_median": float(np.median(feats["pre"].std(0))),
                  "probe": {}}
     speech = np.array([(r.get("attributes") or {}).get("speech", "yes") == "yes" for r in rows])
     for attr in ATTRS:

@@ -49,11 +49,11 @@ def score(model, rows: list[dict], control: bool) -> list[list[float]]:
     clips = sorted({r["clip_id"] for r in rows})
     other = {c: clips[(i + 1) % len(clips)] for i, c in enumerate(clips)}  # a fixed derangement
     first = {r["clip_id"]: r for r in rows}
+    wavs = {c: load_audio(r["audio"]) for c, r in first.items()}  # each clip read once, not once a question
     out = []
     for r in rows:
         src = first[other[r["clip_id"]]] if control else r
-        wav = load_audio(src["audio"])
-        out += score_options(model, [wav], [r["instruction"]], [r["_options"]],
+        out += score_options(model, [wavs[src["clip_id"]]], [r["instruction"]], [r["_options"]],
                              transcripts=[[src.get("asr_transcript") or ""]])
     return out
 

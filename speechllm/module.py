@@ -276,16 +276,15 @@ class SpeechLLMModule(L.LightningModule):
     def _param_groups(self) -> list[dict]:
         """Trainable parameters grouped by their `lr_scale` factor (1 where no prefix matches)."""
         scales = dict(self.hparams.get("lr_scale") or {})
-        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         for prefix in scales:
-            if not any(n.startswith(prefix) for n in names):
+            if not any(n.startswith(prefix) for n, _ in trainable):
                 raise ConfigError(f"model.lr_scale: no trainable parameter starts with {prefix!r} "
-                                  f"(trainable: {sorted({n.rsplit('.', 1)[0] for n in names})[:8]} ...)")
+                                  f"(trainable: {sorted({n.rsplit('.', 1)[0] for n, _ in trainable})[:8]} ...)")
         groups: dict[float, list] = {}
-        for n, p in self.named_parameters():
-            if p.requires_grad:
-                match = max((k for k in scales if n.startswith(k)), key=len, default=None)
-                groups.setdefault(1.0 if match is None else float(scales[match]), []).append(p)
+        for n, p in trainable:
+            match = max((k for k in scales if n.startswith(k)), key=len, default=None)
+            groups.setdefault(1.0 if match is None else float(scales[match]), []).append(p)
         return [{"params": ps, "lr": self.hparams.lr * f} for f, ps in groups.items()]
 
     # ------------------------------------------------------------------ checkpoints

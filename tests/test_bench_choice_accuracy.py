@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_module import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("choice_accuracy", ROOT / "benchmarks" / "choice_accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("choice_accuracy")
 
 
 def _row(i: int, iid: str, split: str = "validation", **attrs) -> dict:
