@@ -22,8 +22,15 @@ from speechllm.prompts.captions import CAPTION_VERSION, pick_instructions, seed_
 
 
 def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.2,
-                 attribute_share: float = 0.5, one_word_share: float = 0.0) -> list[dict]:
-    """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`."""
+                 attribute_share: float = 0.5, one_word_share: float = 0.0,
+                 per_clip_no_speech: int | None = None) -> list[dict]:
+    """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`.
+
+    `per_clip_no_speech`: rows for a clip without speech (default `per_clip`). Only the speech-presence
+    questions apply to such a clip, so K of them ask one thing K times; its rows are the first slots of
+    the K it would get, so capping changes no other row."""
+    if per_clip_no_speech is not None and not 1 <= per_clip_no_speech:
+        raise ConfigError(f"--per-clip-no-speech must be >= 1, got {per_clip_no_speech}")
     out = []
     for i, r in enumerate(rows):
         attrs = r.get("attributes") or {}
@@ -34,6 +41,8 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
         if per_clip < 1:
             raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
         picks = pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share, one_word_share)
+        if attrs.get("speech") == "no" and per_clip_no_speech is not None:
+            picks = picks[:per_clip_no_speech]
         for k, ins in enumerate(picks):
             row = {**r, "caption": cap, "instruction": ins.text, "instruction_id": ins.id,
                    "caption_version": CAPTION_VERSION}
@@ -54,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="instruction choice seed (deterministic per row id)")
     p.add_argument("--per-clip", type=int, default=1,
                    help="distinct instructions (rows) per clip, ids <clip>#k, same audio")
+    p.add_argument("--per-clip-no-speech", type=int, default=None,
+                   help="rows for a clip without speech (default: --per-clip); they can only be asked whether "
+                        "anyone speaks, so fewer rows keep that question from crowding out the others")
     p.add_argument("--default-share", type=float, default=0.2,
                    help="fraction of rows with the default 'What can you hear from the audio?'")
     p.add_argument("--attribute-share", type=float, default=0.5,
@@ -82,7 +94,7 @@ def main(argv: list[str]) -> int:
         if out.parent.resolve() == base and a.is_absolute() and a.is_relative_to(base):
             r["audio"] = str(a.relative_to(base))
     done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share,
-                        args.one_word_share)
+                        args.one_word_share, args.per_clip_no_speech)
     save_manifest(out, done)
     atomic_write_json(out.with_name("templates.json"), templates_record())
     print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")

@@ -9,6 +9,7 @@ import pytest
 from data_prep.captions import caption_rows
 from data_prep.captions import main as captions_main
 from speechllm.data.manifest import ManifestError
+from speechllm.errors import ConfigError
 from speechllm.io import read_jsonl, write_jsonl
 from speechllm.prompts.captions import (
     INSTRUCTION_BY_ID,
@@ -166,3 +167,17 @@ def test_split_keeps_only_that_splits_rows_and_names_an_empty_one(tmp_path):
         rows[i]["id"] for i in range(4)}
     with pytest.raises(ManifestError, match="no rows with split .dev.; its splits: test, train"):
         captions_main(["--manifest", str(tmp_path / "attributes.jsonl"), "--split", "dev"])
+
+
+def test_per_clip_no_speech_caps_only_clips_without_speech_and_keeps_their_first_slots():
+    rows = _rows(6) + [{"id": f"ns{i}", "audio": f"ns{i}.wav", "duration": 2.0, "transcript": "",
+                        "attributes": {"speech": "no", "sound": "hum"}} for i in range(4)]
+    full = caption_rows(rows, per_clip=5, seed=1)
+    capped = caption_rows(rows, per_clip=5, seed=1, per_clip_no_speech=2)
+    ns_full = [r for r in full if r["clip_id"].startswith("ns")]
+    ns_capped = [r for r in capped if r["clip_id"].startswith("ns")]
+    assert len(ns_capped) == 8 and len(ns_full) > 8
+    assert ns_capped == [r for r in ns_full if int(r["id"].split("#")[1]) < 2]  # the same first slots
+    assert [r for r in capped if not r["clip_id"].startswith("ns")] == [r for r in full if not r["clip_id"].startswith("ns")]
+    with pytest.raises(ConfigError, match="per-clip-no-speech"):
+        caption_rows(rows, per_clip=5, per_clip_no_speech=0)
