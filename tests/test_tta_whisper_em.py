@@ -165,3 +165,47 @@ def test_adapt_help_documents_every_method_with_reference(capsys):
     for m in ("suta", "ln_topk_eos", "seq_em", "dsuta"):
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(m + " "))
         assert "arXiv" in line or "code" in line, line
+
+
+def _dsuta_ln(seed: int = 2):
+    from speechllm.tta.continual import DynamicConfig, DynamicSUTA
+    from speechllm.tta.whisper_em import ln_topk_eos_objective
+
+    cfg = WhisperEMConfig(steps=2, lr=1e-2, params="dec_ln")
+    return DynamicSUTA(tiny_whisper(seed=seed), cfg, DynamicConfig(steps=2, update_freq=2, memory=2, K=4),
+                       objective=ln_topk_eos_objective(cfg), restrict=lambda ad: restrict_params(ad, cfg.params),
+                       name="dsuta_ln_topk_eos")
+
+
+def test_dynamic_suta_on_ln_topk_eos_moves_only_its_parameters_and_resumes_exactly(tmp_path, monkeypatch):
+    from speechllm.data.audio import save_audio
+
+    m = _dsuta_ln()
+    assert m.name == "dsuta_ln_topk_eos_reset" and all(k.startswith("model.decoder.") for k in m.ad.named)
+    before = state_copy(m.asr.model)
+    rows = []
+    for i in range(6):
+        p = tmp_path / f"u{i}.wav"
+        save_audio(p, signal(i, seconds=0.5, noise=0.02 + 0.1 * (i >= 3)))
+        rows.append({"id": f"u{i}", "audio": str(p), "transcript": "w1 w2", "attributes": {"domain": "d"}})
+    ref = run_stream(m, rows, tmp_path / "ref", progress=False)
+    moved = changed_keys(m.asr.model, before)  # the slow model after the stream
+    assert moved and all(k.startswith("model.decoder.") and "layer_norm" in k for k in moved)
+
+    calls = {"n": 0}
+    real_append = AppendOnlyJsonl.append
+
+    def dying_append(self, row):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise _Killed
+        return real_append(self, row)
+
+    monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
+    with pytest.raises(_Killed):
+        run_stream(_dsuta_ln(), rows, tmp_path / "resumed", progress=False)
+    monkeypatch.undo()
+    got = run_stream(_dsuta_ln(), rows, tmp_path / "resumed", progress=False)
+    assert len((tmp_path / "resumed" / "dsuta_ln_topk_eos_reset.jsonl").read_text().splitlines()) == 6
+    for a, b in zip(ref, got, strict=True):
+        assert (a["id"], a["hyp"], a["losses"], a.get("reset")) == (b["id"], b["hyp"], b["losses"], b.get("reset"))

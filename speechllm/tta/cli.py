@@ -19,7 +19,8 @@ import torch
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 
-METHODS = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "continual", "dsuta", "dsuta_reset")
+METHODS = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "continual", "dsuta", "dsuta_reset",
+           "dsuta_ln_topk_eos", "dsuta_ln_topk_eos_reset")
 EPISODIC = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em")
 METHOD_HELP = {
     "source": "no adaptation (the unadapted model, greedy decoding)",
@@ -32,11 +33,13 @@ METHOD_HELP = {
     "continual": "SUTA steps on every utterance, never reset: drifts/collapses (CSUTA, arXiv 2406.11064)",
     "dsuta": "Dynamic-SUTA: fast per-utterance model from a slow model updated on a buffer (arXiv 2406.11064)",
     "dsuta_reset": "Dynamic-SUTA + dynamic reset of the slow model on a detected domain shift (arXiv 2406.11064)",
+    "dsuta_ln_topk_eos": "Dynamic-SUTA with ln_topk_eos's loss, parameters and lr (--w-*) in place of SUTA's",
+    "dsuta_ln_topk_eos_reset": "the same + dynamic reset (arXiv 2406.11064)",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "methods:\n" + "\n".join(f"  {k:<12} {v}" for k, v in METHOD_HELP.items())
+    epilog = "methods:\n" + "\n".join(f"  {k:<24} {v}" for k, v in METHOD_HELP.items())
     ap = argparse.ArgumentParser(prog="speechllm adapt", description=__doc__, epilog=epilog,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--asr", required=True, help="pack name (whisper-tiny.en, whisper-base), HF id or local folder")
@@ -87,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _whisper_config(args: argparse.Namespace):
+    from speechllm.tta.whisper_em import WhisperEMConfig
+
+    wcfg = WhisperEMConfig()
+    for arg, field in (("w_steps", "steps"), ("w_lr", "lr"), ("w_temp", "temp"), ("topk", "topk"),
+                       ("eos_coef", "eos_coef"), ("params", "params"), ("pg_coef", "pg_coef"),
+                       ("n_samples", "n_samples")):
+        if getattr(args, arg) is not None:
+            setattr(wcfg, field, getattr(args, arg))
+    return wcfg
+
+
 def make_method(name: str, args: argparse.Namespace):
     from speechllm.tta.asr import load_tta_asr
     from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA
@@ -103,14 +118,9 @@ def make_method(name: str, args: argparse.Namespace):
     if name in ("suta", "sdpl"):
         return EpisodicMethod(asr, cfg, objective=name), cfg
     if name in ("ln_topk_eos", "seq_em"):
-        from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod
+        from speechllm.tta.whisper_em import WhisperEMMethod
 
-        wcfg = WhisperEMConfig()
-        for arg, field in (("w_steps", "steps"), ("w_lr", "lr"), ("w_temp", "temp"), ("topk", "topk"),
-                           ("eos_coef", "eos_coef"), ("params", "params"), ("pg_coef", "pg_coef"),
-                           ("n_samples", "n_samples")):
-            if getattr(args, arg) is not None:
-                setattr(wcfg, field, getattr(args, arg))
+        wcfg = _whisper_config(args)
         return WhisperEMMethod(asr, wcfg, objective=name), wcfg
     if name == "continual":
         cfg.steps = args.continual_steps
@@ -120,6 +130,19 @@ def make_method(name: str, args: argparse.Namespace):
                              reset="dynamic" if name == "dsuta_reset" else "none", K=args.K, z=args.z,
                              patience=args.patience)
         return DynamicSUTA(asr, cfg, dcfg), {**asdict(cfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}}
+    if name in ("dsuta_ln_topk_eos", "dsuta_ln_topk_eos_reset"):
+        from speechllm.tta.asr import WhisperTTA
+        from speechllm.tta.whisper_em import ln_topk_eos_objective, restrict_params
+
+        if not isinstance(asr, WhisperTTA):
+            raise SystemExit(f"{name} is a Whisper method; {asr.name} is not a Whisper model")
+        wcfg = _whisper_config(args)
+        dcfg = DynamicConfig(steps=wcfg.steps, update_freq=args.update_freq, memory=args.memory,
+                             reset="dynamic" if name.endswith("_reset") else "none", K=args.K, z=args.z,
+                             patience=args.patience)
+        method = DynamicSUTA(asr, wcfg, dcfg, objective=ln_topk_eos_objective(wcfg),
+                             restrict=lambda ad: restrict_params(ad, wcfg.params), name="dsuta_ln_topk_eos")
+        return method, {**asdict(wcfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}}
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 

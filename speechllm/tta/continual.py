@@ -22,7 +22,7 @@ import torch
 
 from speechllm.errors import ConfigError
 from speechllm.tta.asr import TTAModel
-from speechllm.tta.suta import Method, ParamAdapter, SUTAConfig, adapt_steps, suta_loss, suta_objective
+from speechllm.tta.suta import LossFn, Method, ParamAdapter, SUTAConfig, adapt_steps, suta_objective
 
 
 class ContinualMethod(Method):
@@ -101,14 +101,20 @@ class DynamicConfig:
 
 
 class DynamicSUTA(Method):
-    """Fast/slow continual SUTA with optional dynamic reset (one model object, parameter swaps)."""
+    """Fast/slow continual SUTA with optional dynamic reset (one model object, parameter swaps).
 
-    def __init__(self, asr: TTAModel, cfg: SUTAConfig, dcfg: DynamicConfig):
+    `objective` replaces SUTA's loss everywhere (fast steps, slow updates, the detector's losses) and
+    `restrict` re-selects the adapted parameters: Dynamic-SUTA on `ln_topk_eos` (`dsuta_ln_topk_eos*`)."""
+
+    def __init__(self, asr: TTAModel, cfg: SUTAConfig, dcfg: DynamicConfig, objective: LossFn | None = None,
+                 restrict=None, name: str = "dsuta"):
         if dcfg.reset not in ("dynamic", "none"):
             raise ConfigError(f"reset must be 'dynamic' or 'none', got {dcfg.reset!r}")
         self.asr, self.cfg, self.d = asr, cfg, dcfg
-        self.name = "dsuta_reset" if dcfg.reset == "dynamic" else "dsuta"
+        self.name = name + "_reset" if dcfg.reset == "dynamic" else name
         self.ad = ParamAdapter(asr, cfg)
+        if restrict is not None:
+            restrict(self.ad)
         self.source = self.ad.snapshot()
         self.slow = self.ad.snapshot()
         self.ad.new_optimizer()
@@ -119,13 +125,13 @@ class DynamicSUTA(Method):
         self.t_reset = 0
         self.resets: list[int] = []
         self.det = ShiftDetector(z=dcfg.z, patience=dcfg.patience)
-        self.objective = suta_objective(cfg)
+        self.objective = objective or suta_objective(cfg)
 
     # -- helpers
     @torch.no_grad()
     def _loss(self, params: dict, wav: np.ndarray) -> float:
         self.ad.load(params)
-        loss, _ = suta_loss(self.asr.scores(self.asr.prepare(wav)), self.cfg)
+        loss, _ = self.objective(self.asr, self.asr.prepare(wav))
         return float(loss) if loss is not None else float("nan")
 
     def _improvements(self, wavs: list[np.ndarray]) -> list[float]:
@@ -140,7 +146,7 @@ class DynamicSUTA(Method):
         self.ad.zero_grad()
         n, used = len(self.buffer), 0
         for w in self.buffer:
-            loss, _ = suta_loss(self.asr.scores(self.asr.prepare(w)), self.cfg)
+            loss, _ = self.objective(self.asr, self.asr.prepare(w))
             if loss is not None and torch.isfinite(loss):
                 (loss / n).backward()
                 used += 1
