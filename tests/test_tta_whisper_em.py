@@ -121,6 +121,24 @@ class _Killed(Exception):
     pass
 
 
+def _killed_then_resumed(method, rows, out, monkeypatch, die_at: int) -> list[dict]:
+    """Run the stream, the process dying as row `die_at` is appended; rerun it to the end."""
+    calls = {"n": 0}
+    real_append = AppendOnlyJsonl.append
+
+    def dying_append(self, row):
+        calls["n"] += 1
+        if calls["n"] == die_at:
+            raise _Killed
+        return real_append(self, row)
+
+    monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
+    with pytest.raises(_Killed):
+        run_stream(method(), rows, out, progress=False)
+    monkeypatch.undo()
+    return run_stream(method(), rows, out, progress=False)
+
+
 @pytest.mark.parametrize("objective", ["ln_topk_eos", "seq_em"])
 def test_kill_mid_stream_resumes_to_identical_rows(tmp_path, monkeypatch, objective):
     from speechllm.data.audio import save_audio
@@ -136,20 +154,7 @@ def test_kill_mid_stream_resumes_to_identical_rows(tmp_path, monkeypatch, object
                                objective=objective)
 
     ref = run_stream(method(), rows, tmp_path / "ref", progress=False)
-    calls = {"n": 0}
-    real_append = AppendOnlyJsonl.append
-
-    def dying_append(self, row):  # the process dies after 2 rows reached the disk
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Killed
-        return real_append(self, row)
-
-    monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
-    with pytest.raises(_Killed):
-        run_stream(method(), rows, tmp_path / "resumed", progress=False)
-    monkeypatch.undo()
-    got = run_stream(method(), rows, tmp_path / "resumed", progress=False)
+    got = _killed_then_resumed(method, rows, tmp_path / "resumed", monkeypatch, die_at=3)
     assert len((tmp_path / "resumed" / f"{objective}.jsonl").read_text().splitlines()) == 4
     for a, b in zip(ref, got, strict=True):
         assert (a["id"], a["hyp"], a["losses"]) == (b["id"], b["hyp"], b["losses"])
@@ -192,20 +197,7 @@ def test_dynamic_suta_on_ln_topk_eos_moves_only_its_parameters_and_resumes_exact
     moved = changed_keys(m.asr.model, before)  # the slow model after the stream
     assert moved and all(k.startswith("model.decoder.") and "layer_norm" in k for k in moved)
 
-    calls = {"n": 0}
-    real_append = AppendOnlyJsonl.append
-
-    def dying_append(self, row):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise _Killed
-        return real_append(self, row)
-
-    monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
-    with pytest.raises(_Killed):
-        run_stream(_dsuta_ln(), rows, tmp_path / "resumed", progress=False)
-    monkeypatch.undo()
-    got = run_stream(_dsuta_ln(), rows, tmp_path / "resumed", progress=False)
+    got = _killed_then_resumed(_dsuta_ln, rows, tmp_path / "resumed", monkeypatch, die_at=4)
     assert len((tmp_path / "resumed" / "dsuta_ln_topk_eos_reset.jsonl").read_text().splitlines()) == 6
     for a, b in zip(ref, got, strict=True):
         assert (a["id"], a["hyp"], a["losses"], a.get("reset")) == (b["id"], b["hyp"], b["losses"], b.get("reset"))
