@@ -148,3 +148,14 @@ def test_stream_is_deterministic_given_its_seed_whatever_the_global_rng(tmp_path
     hyps = [[r["hyp"] for r in x] for x in (a, b, c)]
     assert hyps[0] == hyps[1] and hyps[0] != hyps[2]
     assert len(set(hyps[0])) == 3  # one draw per row, not a re-seed per row
+
+
+def test_slow_lr_sets_the_slow_models_step_only(tmp_path):
+    """slow_lr 0: the fast steps still adapt each utterance, the slow model never moves."""
+    rows = _manifest(tmp_path, n=4)
+    m = DynamicSUTA(tiny_ctc(), SUTAConfig(lr=1e-3), DynamicConfig(steps=2, update_freq=2, memory=2, K=4,
+                                                                   slow_lr=0.0))
+    src = {k: v.clone() for k, v in m.slow.items()}
+    out = run_stream(m, rows, tmp_path / "run", progress=False)
+    assert all(len(r["losses"]) == 2 for r in out)
+    assert all(torch.equal(m.slow[k], src[k]) for k in src)

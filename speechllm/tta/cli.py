@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--K", type=int, default=100, help="utterances after a reset used to fit the shift detector")
     d.add_argument("--z", type=float, default=2.0)
     d.add_argument("--patience", type=int, default=2)
+    d.add_argument("--slow-lr", type=float, default=None,
+                   help="lr of the slow model's updates (default: the fast steps' lr, as in the paper)")
     w = ap.add_argument_group("Whisper")
     w.add_argument("--full-window", action="store_true",
                    help="encode the 30 s window (slow) instead of the clip's length + pad")
@@ -128,7 +130,7 @@ def make_method(name: str, args: argparse.Namespace):
     if name in ("dsuta", "dsuta_reset"):
         dcfg = DynamicConfig(steps=args.fast_steps, update_freq=args.update_freq, memory=args.memory,
                              reset="dynamic" if name == "dsuta_reset" else "none", K=args.K, z=args.z,
-                             patience=args.patience)
+                             patience=args.patience, slow_lr=args.slow_lr)
         return DynamicSUTA(asr, cfg, dcfg), {**asdict(cfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}}
     if name in ("dsuta_ln_topk_eos", "dsuta_ln_topk_eos_reset"):
         from speechllm.tta.asr import WhisperTTA
@@ -139,7 +141,7 @@ def make_method(name: str, args: argparse.Namespace):
         wcfg = _whisper_config(args)
         dcfg = DynamicConfig(steps=wcfg.steps, update_freq=args.update_freq, memory=args.memory,
                              reset="dynamic" if name.endswith("_reset") else "none", K=args.K, z=args.z,
-                             patience=args.patience)
+                             patience=args.patience, slow_lr=args.slow_lr)
         method = DynamicSUTA(asr, wcfg, dcfg, objective=ln_topk_eos_objective(wcfg),
                              restrict=lambda ad: restrict_params(ad, wcfg.params), name="dsuta_ln_topk_eos")
         return method, {**asdict(wcfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}}

@@ -98,6 +98,7 @@ class DynamicConfig:
     K: int = 100  # utterances after a reset used to build the detector (paper: 100)
     z: float = 2.0
     patience: int = 2
+    slow_lr: float | None = None  # the slow model's step; None = the fast steps' lr (the paper's)
 
 
 class DynamicSUTA(Method):
@@ -143,6 +144,10 @@ class DynamicSUTA(Method):
         self.ad.load(self.slow)
         self.ad.new_optimizer()
         self.ad.load_optimizer_state(self.slow_opt)
+        if self.d.slow_lr is not None:  # the slow model compounds its steps: it may need a smaller one
+            for opt in (self.ad.opt_ln, self.ad.opt_feat):
+                for g in (opt.param_groups if opt else []):
+                    g["lr"] = self.d.slow_lr
         self.ad.zero_grad()
         n, used = len(self.buffer), 0
         for w in self.buffer:
