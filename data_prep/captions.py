@@ -29,7 +29,7 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
     `per_clip_no_speech`: rows for a clip without speech (default `per_clip`). Only the speech-presence
     questions apply to such a clip, so K of them ask one thing K times; its rows are the first slots of
     the K it would get, so capping changes no other row."""
-    if per_clip_no_speech is not None and not 1 <= per_clip_no_speech:
+    if per_clip_no_speech is not None and per_clip_no_speech < 1:
         raise ConfigError(f"--per-clip-no-speech must be >= 1, got {per_clip_no_speech}")
     out = []
     for i, r in enumerate(rows):

@@ -127,11 +127,16 @@ def make_method(name: str, args: argparse.Namespace):
     if name == "continual":
         cfg.steps = args.continual_steps
         return ContinualMethod(asr, cfg), cfg
-    if name in ("dsuta", "dsuta_reset"):
-        dcfg = DynamicConfig(steps=args.fast_steps, update_freq=args.update_freq, memory=args.memory,
-                             reset="dynamic" if name == "dsuta_reset" else "none", K=args.K, z=args.z,
+
+    def dynamic(loss_cfg, steps: int, **kw):  # Dynamic-SUTA around either loss, and its recorded config
+        dcfg = DynamicConfig(steps=steps, update_freq=args.update_freq, memory=args.memory,
+                             reset="dynamic" if name.endswith("_reset") else "none", K=args.K, z=args.z,
                              patience=args.patience, slow_lr=args.slow_lr)
-        return DynamicSUTA(asr, cfg, dcfg), {**asdict(cfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}}
+        return (DynamicSUTA(asr, loss_cfg, dcfg, **kw),
+                {**asdict(loss_cfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}})
+
+    if name in ("dsuta", "dsuta_reset"):
+        return dynamic(cfg, args.fast_steps)
     if name in ("dsuta_ln_topk_eos", "dsuta_ln_topk_eos_reset"):
         from speechllm.tta.asr import WhisperTTA
         from speechllm.tta.whisper_em import ln_topk_eos_objective, restrict_params
@@ -139,12 +144,8 @@ def make_method(name: str, args: argparse.Namespace):
         if not isinstance(asr, WhisperTTA):
             raise SystemExit(f"{name} is a Whisper method; {asr.name} is not a Whisper model")
         wcfg = _whisper_config(args)
-        dcfg = DynamicConfig(steps=wcfg.steps, update_freq=args.update_freq, memory=args.memory,
-                             reset="dynamic" if name.endswith("_reset") else "none", K=args.K, z=args.z,
-                             patience=args.patience, slow_lr=args.slow_lr)
-        method = DynamicSUTA(asr, wcfg, dcfg, objective=ln_topk_eos_objective(wcfg),
-                             restrict=lambda ad: restrict_params(ad, wcfg.params), name="dsuta_ln_topk_eos")
-        return method, {**asdict(wcfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}}
+        return dynamic(wcfg, wcfg.steps, objective=ln_topk_eos_objective(wcfg),
+                       restrict=lambda ad: restrict_params(ad, wcfg.params), name="dsuta_ln_topk_eos")
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 

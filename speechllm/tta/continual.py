@@ -145,9 +145,7 @@ class DynamicSUTA(Method):
         self.ad.new_optimizer()
         self.ad.load_optimizer_state(self.slow_opt)
         if self.d.slow_lr is not None:  # the slow model compounds its steps: it may need a smaller one
-            for opt in (self.ad.opt_ln, self.ad.opt_feat):
-                for g in (opt.param_groups if opt else []):
-                    g["lr"] = self.d.slow_lr
+            self.ad.set_lr(self.d.slow_lr)
         self.ad.zero_grad()
         n, used = len(self.buffer), 0
         for w in self.buffer:

@@ -110,6 +110,11 @@ class ParamAdapter:
         self.opt_ln = mk([p for _, p in self.ln]) if self.ln else None
         self.opt_feat = mk([p for _, p in self.feat]) if self.feat else None
 
+    def set_lr(self, lr: float) -> None:
+        for opt in (self.opt_ln, self.opt_feat):
+            for g in (opt.param_groups if opt else []):
+                g["lr"] = lr
+
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {k: p.detach().clone() for k, p in self.named.items()}
 
