@@ -33,8 +33,22 @@ if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
 fi
 
 # 2. Virtual environment, torch first (CPU wheel without a GPU), then the project.
+# Disk first: a full disk otherwise surfaces as pip's "[Errno 28] No space left on device" halfway
+# through. A fresh environment takes about 3.3 GB (torch 0.75, triton 1.0 via openai-whisper, the rest 1.5).
+if [ ! -f "$VENV/.speechllm-installed" ]; then
+  mkdir -p "$VENV"
+  need_mb=3500
+  "$VENV/bin/python" -c "import torch" >/dev/null 2>&1 && need_mb=2500
+  free_mb=$(df -Pm "$VENV" | awk 'NR==2 {print $4}')
+  if [ "${free_mb:-0}" -lt "$need_mb" ]; then
+    echo "[setup] ERROR: $free_mb MB free on the disk of $VENV; the environment needs about $need_mb MB." \
+      "Free some space, or put the environment on another disk: make VENV=/path/with/space test" >&2
+    exit 1
+  fi
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip"
+# --no-cache-dir: the wheels are installed once; a cache copy only doubles the disk they need
+PIP="$VENV/bin/python -m pip --no-cache-dir"
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "[setup] GPU found: installing the default torch build"

