@@ -1,0 +1,120 @@
+"""Is a trained model's margin over its controls a property of the recipe or of one seed? (issue 9)
+
+Takes the evaluation folders of several runs of one recipe that differ only in the seed (same corpus,
+same suite, same scoring) and reports, per run and averaged over the runs, the acoustic and content
+macro means of the trained model and its margin over a reference: its own shuffled-audio control by
+default, or a baseline's score file (e.g. the transcript-only LLM, which no seed changes). Intervals
+are 95 % bootstrap over examples (resampled within each task, the same draw for every run, so the
+seed average is paired too); they do not cover seeds not run, which is what the spread column shows.
+
+    python benchmarks/seed_spread.py --run checkpoints/demo/eval --run checkpoints/demo_seed1/eval \
+        --baseline checkpoints/demo/eval/scores/transcript-llm.json --out benchmarks/results/demo_seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.controls import SHUFFLED_SUFFIX
+from evaluation.stats import grouped_per_example
+from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.metrics.tables import table_lines
+
+
+def trained_score_file(eval_dir: Path) -> Path:
+    """The one trained model's score file of an evaluation folder (controls and baselines excluded)."""
+    files = [f for f in sorted((eval_dir / "scores").glob("speechllm*.json")) if "+" not in f.stem]
+    if len(files) != 1:
+        raise SystemExit(f"{eval_dir}/scores: expected one trained model's score file, found "
+                         f"{[f.name for f in files]}; pass each run's own evaluation folder")
+    return files[0]
+
+
+def _shuffled_file(eval_dir: Path) -> Path:
+    own = trained_score_file(eval_dir)
+    return own.with_name(own.stem + SHUFFLED_SUFFIX + ".json")
+
+
+def _matrix(per: dict, names: list[str], ids: dict[str, list[str]], where: Path) -> list[np.ndarray]:
+    out = []
+    for n in names:
+        if n not in per or set(per[n][1]) != set(ids[n]):
+            raise SystemExit(f"{where}: task {n} is missing or scored other examples; use one suite for all runs")
+        out.append(np.array([per[n][1][i] for i in ids[n]], dtype=np.float64))
+    return out
+
+
+def _macro_stats(vecs_per_run: list[list[np.ndarray]], draws: list[np.ndarray]) -> list[dict]:
+    """Per run, then the average over runs: the macro mean over tasks and its bootstrap interval (the
+    same example draws for every run)."""
+    boot = np.stack([sum(x[d].mean(axis=1) for x, d in zip(v, draws)) / len(draws) for v in vecs_per_run])
+    point = np.array([np.mean([x.mean() for x in v]) for v in vecs_per_run])
+    rows = [*zip(point, boot), (point.mean(), boot.mean(axis=0))]
+    return [{"mean": round(100 * p, 1) + 0.0,
+             "ci": [round(100 * float(q), 1) + 0.0 for q in np.percentile(b, [2.5, 97.5])]} for p, b in rows]
+
+
+def spread(runs: list[Path], baseline: Path | None, score: str = "likelihood", n_boot: int = 2000,
+           seed: int = 0) -> dict:
+    """{group: {"runs": [{own, ref, delta}], "mean": {...}}}: means and 95 % intervals in percent."""
+    trained = [grouped_per_example(trained_score_file(r), score) for r in runs]
+    refs = [grouped_per_example(baseline or _shuffled_file(r), score) for r in runs]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for group in ("acoustic", "content"):
+        names = sorted(n for n, (g, _) in trained[0].items() if g == group)
+        if not names:
+            continue
+        ids = {n: sorted(trained[0][n][1]) for n in names}
+        own = [_matrix(t, names, ids, r) for t, r in zip(trained, runs)]
+        ref = [_matrix(t, names, ids, r) for t, r in zip(refs, runs)]
+        draws = [rng.integers(0, len(ids[n]), size=(n_boot, len(ids[n]))) for n in names]
+        o, r_, d = (_macro_stats(v, draws) for v in (own, ref, [[a - b for a, b in zip(x, y)]
+                                                                for x, y in zip(own, ref)]))
+        out[group] = {"runs": [{"own": o[i], "ref": r_[i], "delta": d[i]} for i in range(len(runs))],
+                      "mean": {"own": o[-1], "ref": r_[-1], "delta": d[-1]},
+                      "delta_spread": round(max(x["mean"] for x in d[:-1]) - min(x["mean"] for x in d[:-1]), 1)}
+    return out
+
+
+def markdown(res: dict, names: list[str], ref_name: str, score: str) -> str:
+    f = lambda d: f"{d['mean']} [{d['ci'][0]}, {d['ci'][1]}]"  # noqa: E731
+    g = lambda d: f"**{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]**"  # noqa: E731
+    rows = []
+    for group, r in res.items():
+        rows += [[group, n, f(x["own"]), f(x["ref"]), g(x["delta"])] for n, x in zip(names, r["runs"])]
+        rows.append([group, f"mean of {len(names)} (spread {r['delta_spread']})", f(r["mean"]["own"]),
+                     f(r["mean"]["ref"]), g(r["mean"]["delta"])])
+    return "\n".join([f"# Seeds of one recipe: trained model vs {ref_name} ({score} scoring, paired per example)",
+                      "", *table_lines(["group", "run", "own audio", ref_name, "own − reference (95 % bootstrap)"],
+                                       rows)]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, action="append", required=True, help="a run's evaluation folder (repeat)")
+    ap.add_argument("--names", nargs="*", default=None, help="one name per --run (default: the folder names)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a baseline's score file as the reference for every run (default: each run's shuffled audio)")
+    ap.add_argument("--score", default="likelihood")
+    ap.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")
+    args = ap.parse_args(argv)
+    names = args.names or [r.parent.name for r in args.run]
+    if len(names) != len(args.run):
+        raise SystemExit(f"--names: {len(names)} names for {len(args.run)} runs")
+    ref_name = args.baseline.stem if args.baseline else "shuffled audio"
+    res = spread(args.run, args.baseline, args.score)
+    md = markdown(res, names, ref_name, args.score)
+    if args.out:
+        atomic_write_json(args.out.with_suffix(".json"), {"runs": [str(r) for r in args.run], "names": names,
+                                                          "reference": ref_name, "score": args.score, "groups": res})
+        atomic_write_text(args.out.with_suffix(".md"), md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

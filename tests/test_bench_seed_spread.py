@@ -1,0 +1,57 @@
+"""benchmarks/seed_spread.py: the margin over a control per seed and averaged over seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmark_module import load_benchmark
+
+GENDER, DETECT = "GenderClassification_Synth", "NoiseDetection_Synth-Gaussian"
+
+
+def _scores(path: Path, hits: dict[str, list[int]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tasks = {name: {"task": {"multi_audio": False},
+                    "scores": {"per_example": {"likelihood": {f"{name}-{i}": h for i, h in enumerate(v)}}}}
+             for name, v in hits.items()}
+    path.write_text(json.dumps({"tasks": tasks}))
+    return path
+
+
+def _run(root: Path, name: str, own: dict, shuffled: dict) -> Path:
+    _scores(root / name / "eval" / "scores" / f"speechllm_{name}.json", own)
+    _scores(root / name / "eval" / "scores" / f"speechllm_{name}+shuffled-audio.json", shuffled)
+    return root / name / "eval"
+
+
+def test_per_seed_margins_their_mean_and_spread(tmp_path):
+    mod = load_benchmark("seed_spread")
+    a = _run(tmp_path, "s0", {GENDER: [1] * 10, DETECT: [1] * 10}, {GENDER: [0] * 10, DETECT: [0] * 10})
+    b = _run(tmp_path, "s1", {GENDER: [1, 0] * 5, DETECT: [1] * 10}, {GENDER: [0] * 10, DETECT: [1] * 10})
+    res = mod.spread([a, b], None)["acoustic"]
+    assert res["runs"][0]["delta"] == {"mean": 100.0, "ci": [100.0, 100.0]}
+    assert res["runs"][1]["delta"]["mean"] == 25.0  # (50 on gender + 0 on detection) / 2
+    lo, hi = res["runs"][1]["delta"]["ci"]
+    assert 0.0 < lo < 25.0 < hi < 50.0
+    assert res["mean"]["delta"]["mean"] == 62.5 and res["delta_spread"] == 75.0
+    lo, hi = res["mean"]["delta"]["ci"]
+    assert 50.0 < lo < 62.5 < hi < 75.0  # only seed 1's gender examples vary
+    md = mod.markdown({"acoustic": res}, ["s0", "s1"], "shuffled audio", "likelihood")
+    assert "| acoustic | mean of 2 (spread 75.0) | 87.5" in md
+
+
+def test_a_baseline_file_is_the_reference_for_every_run(tmp_path):
+    mod = load_benchmark("seed_spread")
+    a = _run(tmp_path, "s0", {GENDER: [1] * 4}, {GENDER: [1] * 4})
+    base = _scores(tmp_path / "transcript-llm.json", {GENDER: [0, 0, 1, 1]})
+    assert mod.spread([a], base)["acoustic"]["runs"][0]["delta"]["mean"] == 50.0
+
+
+def test_runs_on_another_suite_are_refused(tmp_path):
+    mod = load_benchmark("seed_spread")
+    a = _run(tmp_path, "s0", {GENDER: [1] * 4}, {GENDER: [0] * 4})
+    b = _run(tmp_path, "s1", {GENDER: [1] * 5}, {GENDER: [0] * 5})
+    with pytest.raises(SystemExit, match="one suite"):
+        mod.spread([a, b], None)
