@@ -21,6 +21,7 @@ import numpy as np
 from evaluation.controls import SHUFFLED_SUFFIX
 from evaluation.stats import grouped_per_example
 from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.metrics.stats import paired_resamples
 from speechllm.metrics.tables import table_lines
 
 
@@ -47,11 +48,9 @@ def _matrix(per: dict, names: list[str], ids: dict[str, list[str]], where: Path)
     return out
 
 
-def _macro_stats(vecs_per_run: list[list[np.ndarray]], draws: list[np.ndarray]) -> list[dict]:
-    """Per run, then the average over runs: the macro mean over tasks and its bootstrap interval (the
-    same example draws for every run)."""
-    boot = np.stack([sum(x[d].mean(axis=1) for x, d in zip(v, draws)) / len(draws) for v in vecs_per_run])
-    point = np.array([np.mean([x.mean() for x in v]) for v in vecs_per_run])
+def _summary(point: np.ndarray, boot: np.ndarray) -> list[dict]:
+    """Per run, then the average over runs: the macro mean and its 95 % bootstrap interval in percent.
+    point: (runs,), boot: (runs, n_boot)."""
     rows = [*zip(point, boot), (point.mean(), boot.mean(axis=0))]
     return [{"mean": round(100 * p, 1) + 0.0,
              "ci": [round(100 * float(q), 1) + 0.0 for q in np.percentile(b, [2.5, 97.5])]} for p, b in rows]
@@ -71,9 +70,12 @@ def spread(runs: list[Path], baseline: Path | None, score: str = "likelihood", n
         ids = {n: sorted(trained[0][n][1]) for n in names}
         own = [_matrix(t, names, ids, r) for t, r in zip(trained, runs)]
         ref = [_matrix(t, names, ids, r) for t, r in zip(refs, runs)]
-        draws = [rng.integers(0, len(ids[n]), size=(n_boot, len(ids[n]))) for n in names]
-        o, r_, d = (_macro_stats(v, draws) for v in (own, ref, [[a - b for a, b in zip(x, y)]
-                                                                for x, y in zip(own, ref)]))
+        # one example draw per task shared by every run and both systems: the differences and the
+        # average over runs are paired; the macro mean over tasks is linear, so delta = own - ref per draw
+        boot = np.mean([paired_resamples([v[k] for v in own + ref], n_boot, rng) for k in range(len(names))], axis=0)
+        point = np.array([np.mean([x.mean() for x in v]) for v in own + ref])
+        own_b, ref_b, own_p, ref_p = boot[:len(runs)], boot[len(runs):], point[:len(runs)], point[len(runs):]
+        o, r_, d = _summary(own_p, own_b), _summary(ref_p, ref_b), _summary(own_p - ref_p, own_b - ref_b)
         out[group] = {"runs": [{"own": o[i], "ref": r_[i], "delta": d[i]} for i in range(len(runs))],
                       "mean": {"own": o[-1], "ref": r_[-1], "delta": d[-1]},
                       "delta_spread": round(max(x["mean"] for x in d[:-1]) - min(x["mean"] for x in d[:-1]), 1)}
