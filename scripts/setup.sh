@@ -35,10 +35,11 @@ fi
 # 2. Virtual environment, torch first (CPU wheel without a GPU), then the project.
 # Disk first: a full disk otherwise surfaces as pip's "[Errno 28] No space left on device" halfway
 # through. A fresh environment takes about 3.3 GB (torch 0.75, triton 1.0 via openai-whisper, the rest 1.5).
+has_torch=0
+"$VENV/bin/python" -c "import torch" >/dev/null 2>&1 && has_torch=1
 if [ ! -f "$VENV/.speechllm-installed" ]; then
   mkdir -p "$VENV"
-  need_mb=3500
-  "$VENV/bin/python" -c "import torch" >/dev/null 2>&1 && need_mb=2500
+  need_mb=$((has_torch ? 2500 : 3500))
   free_mb=$(df -Pm "$VENV" | awk 'NR==2 {print $4}')
   if [ "${free_mb:-0}" -lt "$need_mb" ]; then
     echo "[setup] ERROR: $free_mb MB free on the disk of $VENV; the environment needs about $need_mb MB." \
@@ -49,7 +50,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 # --no-cache-dir: the wheels are installed once; a cache copy only doubles the disk they need
 PIP="$VENV/bin/python -m pip --no-cache-dir"
-if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+if [ "$has_torch" = 0 ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "[setup] GPU found: installing the default torch build"
     $PIP install -q "torch>=2.4"
