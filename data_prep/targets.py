@@ -74,6 +74,10 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     if len(set(ids)) != len(ids):
         raise ManifestError(f"{out}: duplicate row ids in the input manifest; ids must be unique "
                             "(fix the manifest's `id` fields)")
+    stale = drop_stale(partial.rows, rows)
+    if stale:
+        print(f"{out}: {stale} earlier targets answer another caption or instruction than the manifest's row of "
+              "the same id (captions rebuilt since?): they are generated again")
     if gen is not None:
         prompts = [gen.render(target_messages(r["caption"], r["instruction"])) for r in rows]
         lengths = [gen.n_tokens(p) for p in prompts]
@@ -112,6 +116,18 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     save_manifest(out, done)
     partial.path.unlink(missing_ok=True)
     return done
+
+
+def drop_stale(done: dict[str, dict], rows: list[dict]) -> int:
+    """Forget earlier targets whose row (same id) had another caption or instruction: the teacher read
+    other text, so reusing its answer would pair this row with an answer to another question. Their
+    regenerated rows are appended later, and a duplicate id keeps the last write. -> how many."""
+    stale = [str(r["id"]) for r in rows if str(r["id"]) in done
+             and (done[str(r["id"])].get("caption"), done[str(r["id"])].get("instruction"))
+             != (r.get("caption"), r.get("instruction"))]
+    for k in stale:
+        del done[k]
+    return len(stale)
 
 
 def check_same_recipe(done, row_meta: dict, out: Path) -> None:

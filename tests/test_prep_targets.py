@@ -87,6 +87,19 @@ def test_finished_output_is_reused(gen, tmp_path):
     assert again == first
 
 
+def test_targets_of_a_rebuilt_question_are_generated_again_not_reused(gen, tmp_path):
+    """Same id, other instruction (captions rebuilt with other shares): the earlier answer answers
+    another question, so only that row is generated again; the others are reused."""
+    out = tmp_path / "t.jsonl"
+    first = generate_targets(_rows(3), out, gen, SETTINGS, {}, progress=False)
+    rows = _rows(3)
+    rows[1]["instruction"] = "Is the speaker male or female?"
+    again = generate_targets(rows, out, KillingGenerator(gen, 1), SETTINGS, {}, progress=False)  # one batch at most
+    assert again[0] == first[0] and again[2] == first[2]
+    assert again[1]["instruction"] == rows[1]["instruction"] != first[1]["instruction"]
+    assert [r["id"] for r in read_jsonl(out)] == ["clip0", "clip1", "clip2"]
+
+
 def test_a_run_resumed_or_reused_with_other_settings_is_refused(gen, tmp_path):
     """Killed with one token budget and resumed with another, the file would mix two recipes."""
     out = tmp_path / "run.jsonl"
