@@ -92,6 +92,7 @@ class SpeechLLMModule(L.LightningModule):
         generate_max_new_tokens: int = 128,
         encoder_cache_dir: str | None = None,
         lr_scale: dict[str, float] | None = None,
+        loss_reduction: str = "token",
     ):
         """Args mirror `SpeechLLMConfig` (model) plus the optimiser: AdamW(lr, betas, weight_decay) on the
         trainable parameters only, linear warm-up for `warmup_steps` then cosine decay to
@@ -102,9 +103,13 @@ class SpeechLLMModule(L.LightningModule):
         `lr_scale`: {parameter-name prefix: factor} multiplies the learning rate of the matching trainable
         parameters (the longest prefix wins; 0 keeps them at their initial values), e.g.
         `{model.adapter.stats.global_mlp.0: 0.1}` for ClipStatsAdapter's first layer.
+        `loss_reduction`: "token" (mean over target tokens) or "answer" (each answer weighs the same,
+        whatever its length; `SpeechLLM.forward`).
         `adapter`: class_path + init_args of a `speechllm.model.adapters` class (or any nn.Module taking
         `(enc_dim, n_layers, llm_dim, ...)`); Python callers may pass that spec as a dict."""
         super().__init__()
+        if loss_reduction not in ("token", "answer"):
+            raise ValueError(f"model.loss_reduction must be 'token' or 'answer', got {loss_reduction!r}")
         adapter = adapter_spec(adapter)
         self.save_hyperparameters()
         # LightningCLI hands save_hyperparameters its parsed config (every default filled in): keep the
@@ -178,7 +183,8 @@ class SpeechLLMModule(L.LightningModule):
         self._record_skips(batch)
         if batch.get("empty"):
             return None  # every clip in this batch was skipped (counted above)
-        out = self.model(batch, encoder_states=self._batch_encoder_states(batch))
+        out = self.model(batch, encoder_states=self._batch_encoder_states(batch),
+                         loss_reduction=self.hparams.loss_reduction)
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -186,7 +192,7 @@ class SpeechLLMModule(L.LightningModule):
                 "Training stopped before the optimizer step, so no checkpoint holds poisoned weights. "
                 "Try a lower lr, bf16 instead of fp16, or check these rows' audio/targets.")
         bs = len(batch["ids"])
-        loss, shown, n_tok = self._global_token_mean(loss, out["n_target_tokens"])
+        loss, shown, n_tok = self._global_mean(loss, out["n_loss_units"], out["n_target_tokens"])
         self.log("train/loss", shown, prog_bar=True, batch_size=bs)
         self.log("train/target_tokens", n_tok, reduce_fx="sum", batch_size=bs)
         if self.skipped:
@@ -197,20 +203,21 @@ class SpeechLLMModule(L.LightningModule):
             self.log("adapter/clip_spread", spread, batch_size=bs)
         return loss
 
-    def _global_token_mean(self, loss: torch.Tensor, n_tok: torch.Tensor):
+    def _global_mean(self, loss: torch.Tensor, n_units: torch.Tensor, n_tok: torch.Tensor):
         """-> (loss to backpropagate, loss to log, target tokens of the global batch).
 
-        The model's loss is a mean over this rank's target tokens, and DDP/FSDP average gradients
-        over ranks: with unequal token counts per rank that is not the mean over the global batch.
-        Rescaling by world * local_tokens / global_tokens makes the averaged gradient exactly the
-        one-process gradient of the global batch (one 2-float all-reduce per step)."""
+        The model's loss is a mean over this rank's units (target tokens, or answers), and DDP/FSDP
+        average gradients over ranks: with unequal counts per rank that is not the mean over the
+        global batch. Rescaling by world * local_units / global_units makes the averaged gradient
+        exactly the one-process gradient of the global batch (one 3-float all-reduce per step)."""
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
             return loss, loss.detach(), n_tok.float()
-        n_local = n_tok.float()
-        total = self.trainer.strategy.reduce(torch.stack([loss.detach() * n_local, n_local]), reduce_op="sum")
+        n_local = n_units.float()
+        total = self.trainer.strategy.reduce(torch.stack([loss.detach() * n_local, n_local, n_tok.float()]),
+                                             reduce_op="sum")
         n_global = total[1].clamp(min=1)
-        return loss * (world * n_local / n_global), total[0] / n_global, total[1]
+        return loss * (world * n_local / n_global), total[0] / n_global, total[2]
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's FSDP precision plugin refuses norm clipping; the FSDP root clips the global norm
@@ -232,7 +239,8 @@ class SpeechLLMModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int):
         if batch.get("empty"):
             return None
-        loss = self.model(batch, encoder_states=self._batch_encoder_states(batch))["loss"]
+        loss = self.model(batch, encoder_states=self._batch_encoder_states(batch),
+                          loss_reduction=self.hparams.loss_reduction)["loss"]
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True)
         return loss
 

@@ -112,3 +112,25 @@ def test_fit_with_packed_clip_rows_trains_on_every_row_once_per_epoch(tmp_path):
                "--data.batch_size", "2", "--data.group_by_length", "true", "--trainer.max_steps", "4")
     assert out.returncode == 0, out.stderr[-3000:]
     assert load_file(str(run / "adapter.safetensors"))
+
+
+def test_answer_reduction_weighs_each_answer_alike_packed_or_not(model):
+    """'answer' = mean of each answer's own mean token loss: a hand computation on the unpacked batch
+    (one answer per row), and the packed batch (several answers per sequence) gives the same."""
+    exs, groups = clip_rows()
+    plain = model.processor(exs)
+    per_row = []
+    for ex in exs:
+        one = model(model.processor([ex]))
+        per_row.append(one["loss"])
+    ref = torch.stack(per_row).mean()
+    out = model(plain, loss_reduction="answer")
+    assert int(out["n_loss_units"]) == len(exs)
+    torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
+    token_mean = model(plain)["loss"]
+    assert not torch.allclose(token_mean, ref)  # answers of unequal length: the two reductions differ
+    packed = model(model.processor(exs, groups=groups), loss_reduction="answer")
+    assert int(packed["n_loss_units"]) == len(exs)
+    torch.testing.assert_close(packed["loss"], ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="loss_reduction"):
+        model(plain, loss_reduction="row")

@@ -52,6 +52,15 @@ def join_windows(embeds: torch.Tensor, counts: torch.Tensor, windows_per_audio: 
     return nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
 
 
+def answer_spans(keep: torch.Tensor) -> torch.Tensor:
+    """Target mask (B, T) -> answer index (0..n-1) of each kept position, in `keep`'s row-major order.
+    An answer is a maximal run of target positions within a row: one per single-turn row, one per
+    branch of a packed sequence (its prompt tokens separate it from the next)."""
+    prev = nn.functional.pad(keep[:, :-1], (1, 0), value=False)
+    starts = (keep & ~prev).flatten()
+    return (starts.long().cumsum(0) - 1)[keep.flatten()]
+
+
 class SpeechLLM(nn.Module):
     def __init__(self, encoder: WhisperEncoder, llm: nn.Module, tokenizer, config: SpeechLLMConfig):
         super().__init__()
@@ -166,8 +175,14 @@ class SpeechLLM(nn.Module):
             mask, position_ids = branch_attention(seg_out, out.dtype)
         return {"inputs_embeds": out, "attention_mask": mask, "position_ids": position_ids, "labels": lab_out}
 
-    def forward(self, batch: dict, encoder_states=None, return_logits: bool = False) -> dict[str, torch.Tensor]:
-        """Loss on target tokens only (mean over them) and their count; full logits on request.
+    def forward(self, batch: dict, encoder_states=None, return_logits: bool = False,
+                loss_reduction: str = "token") -> dict[str, torch.Tensor]:
+        """Loss on target tokens only and their count; full logits on request.
+
+        `loss_reduction`: "token" = mean over the batch's target tokens (a 50-token description weighs
+        25 one-word answers); "answer" = mean within each answer (a contiguous run of target tokens),
+        then over answers, so each answer weighs the same whatever its length. `n_loss_units` is the
+        count the loss is a mean over (tokens or answers), for averaging across ranks.
 
         By default the LM head runs only where a target token is predicted: prompt and audio positions
         need hidden states (for attention) but no vocabulary projection, which for a 128k-token
@@ -187,8 +202,19 @@ class SpeechLLM(nn.Module):
             out = self.llm(**inp, use_cache=False, output_hidden_states=True, logits_to_keep=1)
             hidden = out.hidden_states[-1][:, :-1][keep]  # final-norm states at target positions (N, D)
             pred = self.llm.get_output_embeddings()(hidden)
-        loss = nn.functional.cross_entropy(pred.float(), shift_labels[keep], reduction="sum") / n_tok.clamp(min=1)
-        return {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "audio_embeds": audio}
+        ce = nn.functional.cross_entropy(pred.float(), shift_labels[keep], reduction="none")
+        if loss_reduction == "token":
+            loss, n_units = ce.sum() / n_tok.clamp(min=1), n_tok
+        elif loss_reduction == "answer":
+            span = answer_spans(keep)
+            n_units = span.new_tensor(int(span.max()) + 1 if span.numel() else 0)
+            per_answer = ce.new_zeros(int(n_units)).index_add(0, span, ce)
+            per_answer = per_answer / torch.bincount(span, minlength=int(n_units)).clamp(min=1)
+            loss = per_answer.sum() / n_units.clamp(min=1)
+        else:
+            raise ValueError(f"loss_reduction must be 'token' or 'answer', got {loss_reduction!r}")
+        return {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "n_loss_units": n_units,
+                "audio_embeds": audio}
 
     # ------------------------------------------------------------------ generation
     def build_examples(self, audios: Sequence, prompts: Sequence[str], transcripts=None) -> list[Example]:
