@@ -3,6 +3,8 @@
 Reads the score files `speechllm evaluate dynamic-superb` wrote for each run (same suite, same
 scoring) and reports, per task group, both macro means and the paired difference A − B with a 95 %
 bootstrap interval (examples resampled within each task), so "better" is decided by the interval.
+Two recipes run over several seeds: repeat `--a` and `--b` (one score file per seed); each example's
+score is then its mean over that recipe's seeds, and the interval covers examples, not unseen seeds.
 
     python benchmarks/compare_runs.py --a checkpoints/x_zero/curve/step-000200/scores/speechllm_x_zero.json \
         --b checkpoints/x_base/curve/step-000200/scores/speechllm_x_base.json --names zero-init default-init \
@@ -24,8 +26,18 @@ def _pct(x: float) -> float:
     return round(100 * x, 1) + 0.0  # + 0.0: no "-0.0" in the tables
 
 
-def compare(a: Path, b: Path, score: str = "likelihood") -> dict:
-    ta, tb = grouped_per_example(a, score), grouped_per_example(b, score)
+def seed_mean(paths: Path | list[Path], score: str) -> dict:
+    """{task: (group, {example id: score averaged over the runs' score files})}."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    runs = [grouped_per_example(p, score) for p in paths]
+    for p, r in zip(paths[1:], runs[1:]):
+        if {n: v.keys() for n, (_, v) in r.items()} != {n: v.keys() for n, (_, v) in runs[0].items()}:
+            raise SystemExit(f"{p} scored other tasks or examples than {paths[0]}: seeds of a recipe must share a suite")
+    return {n: (g, {i: sum(r[n][1][i] for r in runs) / len(runs) for i in v}) for n, (g, v) in runs[0].items()}
+
+
+def compare(a: Path | list[Path], b: Path | list[Path], score: str = "likelihood") -> dict:
+    ta, tb = seed_mean(a, score), seed_mean(b, score)
     pa, pb = {n: v for n, (_, v) in ta.items()}, {n: v for n, (_, v) in tb.items()}
     out = {}
     for group in ("acoustic", "content"):
@@ -61,8 +73,9 @@ def markdown(res: dict, names: tuple[str, str], score: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", type=Path, required=True, help="score file of run A (<eval out>/scores/<model>.json)")
-    ap.add_argument("--b", type=Path, required=True, help="score file of run B, same suite")
+    ap.add_argument("--a", type=Path, action="append", required=True,
+                    help="score file of run A (<eval out>/scores/<model>.json); repeat for seeds of A")
+    ap.add_argument("--b", type=Path, action="append", required=True, help="score file of run B, same suite; repeat for seeds")
     ap.add_argument("--names", nargs=2, default=("A", "B"))
     ap.add_argument("--score", default="likelihood")
     ap.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")
@@ -70,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     res = compare(args.a, args.b, args.score)
     md = markdown(res, tuple(args.names), args.score)
     if args.out:
-        atomic_write_json(args.out.with_suffix(".json"), {"a": str(args.a), "b": str(args.b), "names": args.names,
+        atomic_write_json(args.out.with_suffix(".json"), {"a": [str(p) for p in args.a], "b": [str(p) for p in args.b],
+                                                          "names": args.names,
                                                           "score": args.score, "groups": res})
         atomic_write_text(args.out.with_suffix(".md"), md)
     print(md)

@@ -38,3 +38,17 @@ def test_runs_on_different_examples_are_refused(tmp_path):
     b = _scores(tmp_path / "b.json", {"GenderClassification_Synth": [1, 1, 0]})
     with pytest.raises(SystemExit, match="same suite"):
         cmp.compare(a, b)
+
+
+def test_seeds_of_each_recipe_are_averaged_per_example_before_pairing(tmp_path):
+    cmp = _module()
+    g = "GenderClassification_Synth"
+    a0 = _scores(tmp_path / "a0.json", {g: [1, 1, 0, 0]})
+    a1 = _scores(tmp_path / "a1.json", {g: [1, 0, 1, 0]})
+    b0 = _scores(tmp_path / "b0.json", {g: [0, 0, 0, 0]})
+    res = cmp.compare([a0, a1], [b0])
+    assert res["acoustic"]["a"]["mean"] == 50.0 and res["acoustic"]["a_minus_b"]["mean"] == 50.0
+    assert res["acoustic"]["a_minus_b"]["ci"][0] > 0.0  # per-example means 1, .5, .5, 0: all >= 0, one > 0
+    other = _scores(tmp_path / "other.json", {g: [1, 1, 0]})
+    with pytest.raises(SystemExit, match="share a suite"):
+        cmp.compare([a0, other], [b0])
