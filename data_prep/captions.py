@@ -6,6 +6,8 @@ instructions, ids `<clip id>#<k>`, same audio path, `clip_id` keeps the clip): s
 from one encoding. `--attribute-share` sets how many questions are attribute-focused (gender, pitch,
 speed, volume, noise, accent, … including the questions that list their options), and
 `--one-word-share` how many are one-word choices among the caption's value words.
+`--describe-each-clip` adds, after a speech clip's K rows, the default "What can you hear from the
+audio?" when none of them asks it, so every clip is described once (K+1 rows, the K unchanged).
 All templates come from `speechllm.prompts.captions` and are written verbatim to `templates.json`.
 """
 
@@ -18,17 +20,24 @@ from data_prep.common import default_out
 from speechllm.data.manifest import ManifestError, load_manifest, save_manifest
 from speechllm.errors import ConfigError
 from speechllm.io import atomic_write_json
-from speechllm.prompts.captions import CAPTION_VERSION, pick_instructions, seed_caption, templates_record
+from speechllm.prompts.captions import (
+    CAPTION_VERSION,
+    INSTRUCTION_BY_ID,
+    pick_instructions,
+    seed_caption,
+    templates_record,
+)
 
 
 def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.2,
                  attribute_share: float = 0.5, one_word_share: float = 0.0,
-                 per_clip_no_speech: int | None = None) -> list[dict]:
+                 per_clip_no_speech: int | None = None, describe_each_clip: bool = False) -> list[dict]:
     """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`.
 
     `per_clip_no_speech`: rows for a clip without speech (default `per_clip`). Only the speech-presence
     questions apply to such a clip, so K of them ask one thing K times; its rows are the first slots of
-    the K it would get, so capping changes no other row."""
+    the K it would get, so capping changes no other row. `describe_each_clip`: a speech clip whose
+    rows do not ask the default question gets one more row that does (id `<clip>#K`)."""
     if per_clip_no_speech is not None and per_clip_no_speech < 1:
         raise ConfigError(f"--per-clip-no-speech must be >= 1, got {per_clip_no_speech}")
     out = []
@@ -43,10 +52,12 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
         picks = pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share, one_word_share)
         if attrs.get("speech") == "no" and per_clip_no_speech is not None:
             picks = picks[:per_clip_no_speech]
+        if describe_each_clip and attrs.get("speech") != "no" and all(i.id != "default" for i in picks):
+            picks = [*picks, INSTRUCTION_BY_ID["default"]]
         for k, ins in enumerate(picks):
             row = {**r, "caption": cap, "instruction": ins.text, "instruction_id": ins.id,
                    "caption_version": CAPTION_VERSION}
-            if per_clip > 1:
+            if per_clip > 1 or describe_each_clip:
                 row["clip_id"] = r["id"]
                 row["id"] = f"{r['id']}#{k}"
             row.pop("target", None)
@@ -73,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--one-word-share", type=float, default=0.0,
                    help="fraction of rows with a one-word choice among the caption's value words ('Is the "
                         "pitch low, normal or high? Answer in one word.'): the whole answer is the attribute")
+    p.add_argument("--describe-each-clip", action="store_true",
+                   help="one more row per speech clip asking the default 'What can you hear from the audio?' when "
+                        "its rows do not: the description names every attribute of the clip at once")
     p.add_argument("--split", default=None,
                    help="keep only rows of this split (e.g. train: no targets are generated for held-out clips)")
     return p
@@ -94,7 +108,7 @@ def main(argv: list[str]) -> int:
         if out.parent.resolve() == base and a.is_absolute() and a.is_relative_to(base):
             r["audio"] = str(a.relative_to(base))
     done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share,
-                        args.one_word_share, args.per_clip_no_speech)
+                        args.one_word_share, args.per_clip_no_speech, args.describe_each_clip)
     save_manifest(out, done)
     atomic_write_json(out.with_name("templates.json"), templates_record())
     print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")

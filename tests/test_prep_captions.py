@@ -181,3 +181,18 @@ def test_per_clip_no_speech_caps_only_clips_without_speech_and_keeps_their_first
     assert [r for r in capped if not r["clip_id"].startswith("ns")] == [r for r in full if not r["clip_id"].startswith("ns")]
     with pytest.raises(ConfigError, match="per-clip-no-speech"):
         caption_rows(rows, per_clip=5, per_clip_no_speech=0)
+
+
+def test_describe_each_clip_adds_one_description_per_speech_clip_and_changes_no_other_row():
+    plain = caption_rows(_rows(40), per_clip=3, default_share=0.2, seed=1)
+    rows = caption_rows(_rows(40), per_clip=3, default_share=0.2, seed=1, describe_each_clip=True)
+    by_clip: dict[str, list[dict]] = {}
+    for r in rows:
+        by_clip.setdefault(r["clip_id"], []).append(r)
+    assert all(sum(r["instruction_id"] == "default" for r in rs) == 1 for rs in by_clip.values())
+    assert [r for r in rows if r["id"].split("#")[1] != "3"] == plain  # the first K rows as without the flag
+    added = [r for r in rows if r["id"].endswith("#3")]
+    assert added and all(r["instruction_id"] == "default" for r in added)
+    assert len(added) == 40 - sum(r["instruction_id"] == "default" for r in plain)
+    no_speech = {"id": "ns", "audio": "ns.wav", "transcript": "", "duration": 2.0, "attributes": {"speech": "no"}}
+    assert caption_rows([no_speech], per_clip=2, describe_each_clip=True) == caption_rows([no_speech], per_clip=2)
