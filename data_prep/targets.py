@@ -74,7 +74,7 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     if len(set(ids)) != len(ids):
         raise ManifestError(f"{out}: duplicate row ids in the input manifest; ids must be unique "
                             "(fix the manifest's `id` fields)")
-    stale = drop_stale(partial.rows, rows)
+    stale = drop_stale(partial.rows, dict(zip(ids, rows)))
     if stale:
         print(f"{out}: {stale} earlier targets answer another caption or instruction than the manifest's row of "
               "the same id (captions rebuilt since?): they are generated again")
@@ -118,13 +118,12 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     return done
 
 
-def drop_stale(done: dict[str, dict], rows: list[dict]) -> int:
+def drop_stale(done: dict[str, dict], rows: dict[str, dict]) -> int:
     """Forget earlier targets whose row (same id) had another caption or instruction: the teacher read
     other text, so reusing its answer would pair this row with an answer to another question. Their
     regenerated rows are appended later, and a duplicate id keeps the last write. -> how many."""
-    stale = [str(r["id"]) for r in rows if str(r["id"]) in done
-             and (done[str(r["id"])].get("caption"), done[str(r["id"])].get("instruction"))
-             != (r.get("caption"), r.get("instruction"))]
+    asked = lambda r: (r.get("caption"), r.get("instruction"))  # noqa: E731
+    stale = [k for k, r in rows.items() if k in done and asked(done[k]) != asked(r)]
     for k in stale:
         del done[k]
     return len(stale)

@@ -127,6 +127,10 @@ def test_answer_reduction_weighs_each_answer_alike_packed_or_not(model):
     out = model(plain, loss_reduction="answer")
     assert int(out["n_loss_units"]) == len(exs)
     torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
+    params = list(model.adapter.parameters())
+    for g, g_ref in zip(torch.autograd.grad(out["loss"], params, retain_graph=True),
+                        torch.autograd.grad(ref, params, retain_graph=True)):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
     token_mean = model(plain)["loss"]
     assert not torch.allclose(token_mean, ref)  # answers of unequal length: the two reductions differ
     packed = model(model.processor(exs, groups=groups), loss_reduction="answer")

@@ -52,13 +52,13 @@ def join_windows(embeds: torch.Tensor, counts: torch.Tensor, windows_per_audio: 
     return nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
 
 
-def answer_spans(keep: torch.Tensor) -> torch.Tensor:
-    """Target mask (B, T) -> answer index (0..n-1) of each kept position, in `keep`'s row-major order.
+def answer_spans(keep: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Target mask (B, T) -> (answer index 0..n-1 of each kept position in `keep`'s row-major order, n).
     An answer is a maximal run of target positions within a row: one per single-turn row, one per
     branch of a packed sequence (its prompt tokens separate it from the next)."""
     prev = nn.functional.pad(keep[:, :-1], (1, 0), value=False)
-    starts = (keep & ~prev).flatten()
-    return (starts.long().cumsum(0) - 1)[keep.flatten()]
+    starts = (keep & ~prev).flatten().long()
+    return (starts.cumsum(0) - 1)[keep.flatten()], int(starts.sum())
 
 
 class SpeechLLM(nn.Module):
@@ -206,11 +206,9 @@ class SpeechLLM(nn.Module):
         if loss_reduction == "token":
             loss, n_units = ce.sum() / n_tok.clamp(min=1), n_tok
         elif loss_reduction == "answer":
-            span = answer_spans(keep)
-            n_units = span.new_tensor(int(span.max()) + 1 if span.numel() else 0)
-            per_answer = ce.new_zeros(int(n_units)).index_add(0, span, ce)
-            per_answer = per_answer / torch.bincount(span, minlength=int(n_units)).clamp(min=1)
-            loss = per_answer.sum() / n_units.clamp(min=1)
+            span, n = answer_spans(keep)
+            per_answer = ce.new_zeros(n).scatter_reduce(0, span, ce, reduce="mean", include_self=False)
+            loss, n_units = per_answer.sum() / max(n, 1), n_tok.new_tensor(n)
         else:
             raise ValueError(f"loss_reduction must be 'token' or 'answer', got {loss_reduction!r}")
         return {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "n_loss_units": n_units,
