@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from speechllm.model.prosody import N_PROSODY
+
 
 def _padding_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     """True where a frame is padding. (B,) -> (B, T)"""
@@ -54,16 +56,18 @@ class ClipStatsTokens(nn.Module):
     SyncBatchNorm always did; rank 0's statistics are saved."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
-                 dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0):
+                 dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0, n_extra: int = 0):
         super().__init__()
-        self.tokens, self.dropout, self.stats_warmup = tokens, dropout, stats_warmup
-        self.global_norm = nn.BatchNorm1d(2 * n_layers * enc_dim, affine=False)
-        self.global_mlp = nn.Sequential(nn.Linear(2 * n_layers * enc_dim, hidden), nn.GELU(),
+        self.tokens, self.dropout, self.stats_warmup, self.n_extra = tokens, dropout, stats_warmup, n_extra
+        n_in = 2 * n_layers * enc_dim + n_extra  # + per-clip features standardised alike (prosody)
+        self.global_norm = nn.BatchNorm1d(n_in, affine=False)
+        self.global_mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(),
                                         nn.Linear(hidden, tokens * llm_dim))
         if zero_init:  # start as one constant prompt: clip-dependence grows only where the loss asks for it
             nn.init.zeros_(self.global_mlp[2].weight)
 
-    def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         # In float32 whatever the run's precision: clips differ by a few percent of these statistics,
         # about what bfloat16's 8-bit mantissa resolves, so a bf16 mean/std/standardisation would
         # round away much of what tells one voice from another.
@@ -75,6 +79,12 @@ class ClipStatsTokens(nn.Module):
                 h = h.float()
                 mean = (h * keep).sum(1) / n
                 stats += [mean, (((h - mean[:, None]) ** 2 * keep).sum(1) / n).sqrt()]
+            if self.n_extra:
+                if extra is None or extra.shape != (len(pad), self.n_extra):
+                    got = None if extra is None else tuple(extra.shape)
+                    raise ValueError(f"this adapter takes {self.n_extra} per-clip features beside the encoder "
+                                     f"states; got {got} for {len(pad)} clips")
+                stats.append(extra.to(pad.device).float())
             x = torch.cat(stats, -1)
             bn = self.global_norm
             batch_stats = self.training and len(x) > 1
@@ -102,18 +112,25 @@ class ClipStatsAdapter(nn.Module):
     and std (`ClipStatsTokens`), at the LLM's embedding scale. It carries who speaks and how (gender,
     pitch, rate, noise), not the words, which the interleaved transcript gives. On 398 training clips
     (benchmarks/soft_prompt_probe.py) this bottleneck generalises to held-out clips, where a
-    Q-Former's per-clip queries fit the training clips and carry nothing to new ones."""
+    Q-Former's per-clip queries fit the training clips and carry nothing to new ones.
+
+    `prosody=True`: the waveform's F0 and level statistics (`speechllm.model.prosody`) join the Whisper
+    statistics, for what Whisper's per-clip-normalised log-mel hides (loudness) or blurs (F0). The
+    processor then computes them for every clip (`clip_features` in the batch)."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
-                 stats_warmup: int = 0):
+                 stats_warmup: int = 0, prosody: bool = False):
         super().__init__()
-        self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout, zero_init, stats_warmup)
+        self.wants_clip_features = prosody
+        self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout, zero_init, stats_warmup,
+                                     n_extra=N_PROSODY if prosody else 0)
         self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms)
 
-    def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
+                clip_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pad = _padding_mask(lengths, hidden_states[0].shape[1])
-        out = self.out_norm(self.stats(hidden_states, pad))
+        out = self.out_norm(self.stats(hidden_states, pad, clip_features))
         return out, torch.full((len(out),), out.shape[1], device=out.device, dtype=torch.long)
 
 

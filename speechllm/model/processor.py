@@ -49,9 +49,10 @@ def right_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
 
 class SpeechLLMProcessor:
     def __init__(self, tokenizer, feature_fn, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                 interleave_transcript: bool = True):
+                 interleave_transcript: bool = True, clip_feature_fn=None):
         self.tokenizer = tokenizer
         self.feature_fn = feature_fn  # list[np.ndarray] -> (features (A, n_mels, T), lengths (A,))
+        self.clip_feature_fn = clip_feature_fn  # list[np.ndarray] -> (A, P), for adapters that want them
         self.system_prompt = system_prompt
         self.interleave_transcript = interleave_transcript
 
@@ -120,6 +121,8 @@ class SpeechLLMProcessor:
         if wavs:
             windows, per_clip = split_windows(wavs)
             batch["input_features"], batch["feature_lengths"] = self.feature_fn(windows)
+            if self.clip_feature_fn is not None:  # per window, aligned with the encoder's inputs
+                batch["clip_features"] = self.clip_feature_fn(windows)
             if len(windows) > len(wavs):  # a clip > 30 s: features are per window (SpeechLLM.encode_audio joins them)
                 batch["windows_per_audio"] = torch.tensor(per_clip)
         return batch

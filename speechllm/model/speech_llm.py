@@ -18,6 +18,7 @@ from torch import nn
 from speechllm.model.adapters import build_adapter
 from speechllm.model.encoder import WhisperEncoder
 from speechllm.model.processor import AUDIO_SLOT, IGNORE_INDEX, Example, SpeechLLMProcessor
+from speechllm.model.prosody import prosody_batch
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,8 +74,9 @@ class SpeechLLM(nn.Module):
         emb = llm.get_input_embeddings().weight
         embed_rms = float(emb.detach().float().pow(2).mean().sqrt())  # per element, over the vocabulary
         self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), emb.shape[1], embed_rms)
+        clip_fn = prosody_batch if getattr(self.adapter, "wants_clip_features", False) else None
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
-                                            config.interleave_transcript)
+                                            config.interleave_transcript, clip_feature_fn=clip_fn)
         self.encoder.requires_grad_(False)
         self.llm.requires_grad_(False)
         if config.lora:
@@ -120,7 +122,12 @@ class SpeechLLM(nn.Module):
             encoder_states = self.encoder(batch["input_features"], batch["feature_lengths"])
         hidden, lengths = encoder_states
         ad_dtype = next(self.adapter.parameters()).dtype
-        embeds, counts = self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device))
+        extra = {}
+        if getattr(self.adapter, "wants_clip_features", False):
+            if batch.get("clip_features") is None:
+                raise ValueError("this adapter needs `clip_features` in the batch: build batches with model.processor")
+            extra["clip_features"] = batch["clip_features"]
+        embeds, counts = self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device), **extra)
         if batch.get("windows_per_audio") is not None:
             embeds, counts = join_windows(embeds, counts, batch["windows_per_audio"])
         return embeds, counts

@@ -1,0 +1,94 @@
+"""Waveform prosody statistics (F0, level) and the ClipStatsAdapter that takes them beside Whisper's."""
+
+import numpy as np
+import pytest
+import torch
+
+from speechllm.model.processor import Example
+from speechllm.model.prosody import N_PROSODY, NAMES, prosody_batch, prosody_stats
+from speechllm.module import SpeechLLMModule
+
+SR = 16000
+
+
+def harmonic(f0: float, seconds: float = 1.0, amps=(1.0, 0.5, 0.3, 0.2), gain: float = 0.1) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (gain * sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t) for k, a in enumerate(amps))).astype(np.float32)
+
+
+def f0_of(stats: np.ndarray) -> float:
+    return 100.0 * 2 ** float(stats[NAMES.index("log2_f0_p50")])
+
+
+@pytest.mark.parametrize("f0", [85.0, 120.0, 210.0, 330.0])
+def test_f0_of_a_harmonic_tone(f0):
+    s = prosody_stats(harmonic(f0))
+    assert s.shape == (N_PROSODY,)
+    assert f0_of(s) == pytest.approx(f0, rel=0.02)
+    assert s[NAMES.index("voiced_share")] > 0.9 and s[NAMES.index("any_voiced")] == 1.0
+
+
+def test_a_weak_fundamental_is_not_read_an_octave_up_or_down():
+    # the 2nd harmonic dominates: the period is still 1/f0 (a peak at half of it would say 2 f0)
+    assert f0_of(prosody_stats(harmonic(100.0, amps=(0.3, 1.0, 0.4)))) == pytest.approx(100.0, rel=0.02)
+
+
+def test_silence_and_noise_are_unvoiced_with_zero_f0_entries():
+    silent = prosody_stats(np.zeros(SR, np.float32))
+    noise = prosody_stats(np.random.default_rng(0).normal(0, 0.05, SR).astype(np.float32))
+    for s in (silent, noise):
+        assert s[NAMES.index("any_voiced")] == 0.0 or s[NAMES.index("voiced_share")] < 0.05
+    assert silent[NAMES.index("any_voiced")] == 0.0
+    assert np.all(silent[1:4] == 0.0)
+
+
+def test_level_follows_the_gain_and_f0_does_not():
+    a, b = prosody_stats(harmonic(150.0)), prosody_stats(harmonic(150.0, gain=0.2))
+    levels = [NAMES.index(n) for n in ("db_p10", "db_p50", "db_p95")]
+    assert np.allclose(b[levels] - a[levels], 20 * np.log10(2), atol=0.05)
+    assert f0_of(a) == pytest.approx(f0_of(b), rel=1e-3)
+
+
+def test_a_clip_shorter_than_one_frame_gives_finite_statistics():
+    assert np.isfinite(prosody_batch([harmonic(200.0, seconds=0.01)]).numpy()).all()
+
+
+def _module(prosody: bool) -> SpeechLLMModule:
+    adapter = {"class_path": "speechllm.model.adapters.ClipStatsAdapter",
+               "init_args": {"tokens": 2, "hidden": 16, "prosody": prosody}}
+    m = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                        adapter=adapter, interleave_transcript=False)
+    m.configure_model()
+    return m
+
+
+def test_the_prosody_adapter_reads_the_waveform_statistics_the_processor_adds():
+    model = _module(prosody=True).model
+    exs = [Example(wavs=[harmonic(110.0)], instruction="Who speaks?", target="a man"),
+           Example(wavs=[harmonic(220.0)], instruction="Who speaks?", target="a woman")]
+    batch = model.processor(exs)
+    assert batch["clip_features"].shape == (2, N_PROSODY)
+    torch.manual_seed(0)
+    for p in model.adapter.parameters():  # away from any zero init, so the features can show
+        p.data.normal_(0, 0.5)
+    model.eval()
+    with torch.no_grad():
+        emb, n = model.encode_audio(batch)
+        swapped = dict(batch, clip_features=batch["clip_features"].flip(0))
+        emb_swapped, _ = model.encode_audio(swapped)
+    assert n.tolist() == [2, 2]
+    assert not torch.allclose(emb, emb_swapped)  # same Whisper states, other F0/level: other prompt
+    model.train()
+    out = model(batch)
+    out["loss"].backward()
+    first = model.adapter.stats.global_mlp[0].weight
+    assert torch.isfinite(out["loss"]) and first.grad[:, -N_PROSODY:].abs().sum() > 0
+    with pytest.raises(ValueError, match="clip_features"):
+        model.encode_audio({k: v for k, v in batch.items() if k != "clip_features"})
+
+
+def test_without_prosody_the_batch_has_no_clip_features():
+    model = _module(prosody=False).model
+    batch = model.processor([Example(wavs=[harmonic(150.0)], instruction="?", target="x")])
+    assert "clip_features" not in batch
+    assert model.adapter.stats.global_norm.num_features == 2 * 2 * model.encoder.dim
