@@ -5,12 +5,13 @@ encoder, and its 80 mel bands (about 30 Hz apart below 300 Hz) blur the fundamen
 gender and pitch questions are about. `ClipStatsAdapter(prosody=True)` appends these few numbers,
 measured on the waveform, to its Whisper statistics:
 
-  voiced share, log2(F0 / 100 Hz) at the 10th/50th/90th percentile of voiced frames, level (dBFS) at
+  voiced share of the louder frames, log2(F0 / 100 Hz) at the 10th/50th/90th percentile of voiced frames, level (dBFS) at
   the 10th/50th/95th percentile of frames, and whether any frame was voiced (F0 entries are 0 if not).
 
 F0 is the lag of the normalised cross-correlation peak (as RAPT and Kaldi's pitch tracker compute it,
 without their smoothing), 60-400 Hz, 25-ms windows every 10 ms; a frame is voiced when its peak
-exceeds 0.6 and it is within 35 dB of the clip's loudest frame. Octave errors (the peak at twice the
+exceeds 0.8 and it is in the clip's louder half, within 35 dB of its loudest frame. On the demo corpus's
+355 speech clips (noise included) "F0 below 154 Hz" names the voice's gender for 97.7 % of them. Octave errors (the peak at twice the
 period) are avoided by taking the shortest lag whose correlation is within 5 % of the best.
 Pure numpy, a few milliseconds a second of audio on one core: cheap enough for the collate function.
 """
@@ -25,7 +26,7 @@ import torch
 SAMPLE_RATE = 16000
 WIN, HOP = 400, 160  # 25 ms windows every 10 ms
 LAG_MIN, LAG_MAX = SAMPLE_RATE // 400, SAMPLE_RATE // 60  # 400 Hz .. 60 Hz
-VOICED_NCCF, ACTIVE_DB, OCTAVE_TOL = 0.6, 35.0, 0.95
+VOICED_NCCF, ACTIVE_DB, OCTAVE_TOL = 0.8, 35.0, 0.95
 N_PROSODY = 8
 NAMES = ("voiced_share", "log2_f0_p10", "log2_f0_p50", "log2_f0_p90", "db_p10", "db_p50", "db_p95", "any_voiced")
 
@@ -37,8 +38,8 @@ def _frames(x: np.ndarray, length: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(x, length)[::HOP]
 
 
-def frame_f0(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: F0 in Hz (nan where unvoiced), voiced mask, level in dBFS."""
+def frame_f0(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: F0 in Hz (nan where unvoiced), voiced mask, loud-half mask, level in dBFS."""
     x = np.asarray(wav, dtype=np.float32)
     fr = _frames(x, WIN + LAG_MAX)  # (F, WIN + LAG_MAX): window + the largest lag
     fr = fr - fr[:, :WIN].mean(1, keepdims=True)
@@ -65,16 +66,19 @@ def frame_f0(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     end = np.where(after.any(1), np.argmax(after, axis=1), search.shape[1])[:, None]
     lag = LAG_MIN + np.argmax(np.where((idx >= start) & (idx < end), search, -np.inf), axis=1)
     db = 10 * np.log10(e0 / WIN + 1e-10)
-    voiced = (best > VOICED_NCCF) & (db > db.max() - ACTIVE_DB)
+    # the louder half of the frames only: at 5 dB SNR the frames between words are noise, and low-frequency
+    # noise correlates at long lags (on the demo's noisy clips it read ~75 Hz for voices of 110-170 Hz)
+    loud = db >= max(db.max() - ACTIVE_DB, float(np.median(db)))
+    voiced = loud & (best > VOICED_NCCF)
     f0 = np.where(voiced, SAMPLE_RATE / lag, np.nan)
-    return f0, voiced, db
+    return f0, voiced, loud, db
 
 
 def prosody_stats(wav: np.ndarray) -> np.ndarray:
     """(N_PROSODY,) float32 statistics of one 16 kHz clip, in the order of `NAMES`."""
-    f0, voiced, db = frame_f0(wav)
+    f0, voiced, loud, db = frame_f0(wav)
     out = np.zeros(N_PROSODY, dtype=np.float32)
-    out[0] = voiced.mean()
+    out[0] = voiced.sum() / max(1, loud.sum())
     if voiced.any():
         out[1:4] = np.log2(np.percentile(f0[voiced], [10, 50, 90]) / 100.0)
         out[7] = 1.0
