@@ -5,14 +5,15 @@ encoder, and its 80 mel bands (about 30 Hz apart below 300 Hz) blur the fundamen
 gender and pitch questions are about. `ClipStatsAdapter(prosody=True)` appends these few numbers,
 measured on the waveform, to its Whisper statistics:
 
-  voiced share of the louder frames, log2(F0 / 100 Hz) at the 10th/50th/90th percentile of voiced frames, level (dBFS) at
-  the 10th/50th/95th percentile of frames, and whether any frame was voiced (F0 entries are 0 if not).
+  voiced share of the louder frames, log2(F0 / 100 Hz) at the 10th/50th/90th percentile of voiced
+  frames, level (dBFS) at the 10th/50th/95th percentile of frames, and whether any frame was voiced
+  (the F0 entries are 0 if none was).
 
 F0 is the lag of the normalised cross-correlation peak (as RAPT and Kaldi's pitch tracker compute it,
 without their smoothing), 60-400 Hz, 25-ms windows every 10 ms; a frame is voiced when its peak
-exceeds 0.8 and it is in the clip's louder half, within 35 dB of its loudest frame. On the demo corpus's
-355 speech clips (noise included) "F0 below 154 Hz" names the voice's gender for 97.7 % of them. Octave errors (the peak at twice the
-period) are avoided by taking the shortest lag whose correlation is within 5 % of the best.
+exceeds 0.8 and it is in the clip's louder half, within 35 dB of its loudest frame. Octave errors (the
+peak at twice the period) are avoided by taking the first lobe within 5 % of the best peak. On the demo
+corpus's 355 speech clips (noisy ones included), "F0 below 154 Hz" names the voice's gender for 97.7 %.
 Pure numpy, a few milliseconds a second of audio on one core: cheap enough for the collate function.
 """
 
