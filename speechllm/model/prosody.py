@@ -1,7 +1,7 @@
 """Clip-level prosody statistics from the waveform: what Whisper's front end keeps from the adapter.
 
 Whisper's log-mel is scaled to each clip's own maximum, so how loud a clip is never reaches the
-encoder, and its 80 mel bands (about 30 Hz apart below 300 Hz) blur the fundamental frequency that
+encoder, and its 80 mel bands (37 Hz apart below 1 kHz, 25-ms windows) blur the fundamental frequency that
 gender and pitch questions are about. `ClipStatsAdapter(prosody=True)` appends these few numbers,
 measured on the waveform, to its Whisper statistics:
 
