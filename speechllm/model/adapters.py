@@ -4,6 +4,8 @@ Every adapter has the same call: `adapter(hidden_states, lengths) -> (embeds, ou
 hidden_states a list of (B, T, D_enc) tensors (one per tapped layer), lengths (B,) valid encoder
 frames, embeds (B, N, D_llm) and out_lengths (B,) valid output tokens. Recipes pick one by
 `class_path`; `enc_dim`, `n_layers` and `llm_dim` are filled in by `build_adapter` from the models.
+An adapter with `wants_clip_features = True` is also called with `clip_features=` (A, P): per-clip
+waveform statistics the processor computes (`ClipStatsAdapter(prosody=True)`).
 """
 
 from __future__ import annotations
