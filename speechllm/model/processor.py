@@ -84,7 +84,8 @@ class SpeechLLMProcessor:
 
     def __call__(self, examples: Sequence[Example], groups: Sequence[Sequence[int]] | None = None) -> dict:
         """Batch for `SpeechLLM.forward`: right-padded ids (B, L) with slots, labels (B, L) (IGNORE_INDEX
-        outside targets), lengths (B,), audio features (A, n_mels, T) for all clips, example-major.
+        outside targets), lengths (B,), audio features (A, n_mels, T) for all clips, example-major, and
+        `clip_features` (A, P) when the processor has a `clip_feature_fn` (adapters that want them).
 
         `groups` (lists of example indices, each the rows of one clip): one packed sequence per group
         (speechllm.model.packing), with `segments` (B, L); the group's first example gives the audio."""
