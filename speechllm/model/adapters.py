@@ -117,7 +117,7 @@ class ClipStatsAdapter(nn.Module):
     Q-Former's per-clip queries fit the training clips and carry nothing to new ones.
 
     `prosody=True`: the waveform's F0 and level statistics (`speechllm.model.prosody`) join the Whisper
-    statistics, for what Whisper's per-clip-normalised log-mel hides (loudness) or blurs (F0). The
+    statistics: F0, which Whisper's mel bands blur, and the level, measured directly. The
     processor then computes them for every clip (`clip_features` in the batch)."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,

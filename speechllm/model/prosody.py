@@ -1,9 +1,9 @@
-"""Clip-level prosody statistics from the waveform: what Whisper's front end keeps from the adapter.
+"""Clip-level prosody statistics from the waveform: F0 and level, measured directly for the adapter.
 
-Whisper's log-mel is scaled to each clip's own maximum, so how loud a clip is never reaches the
-encoder, and its 80 mel bands (37 Hz apart below 1 kHz, 25-ms windows) blur the fundamental frequency that
-gender and pitch questions are about. `ClipStatsAdapter(prosody=True)` appends these few numbers,
-measured on the waveform, to its Whisper statistics:
+Whisper's 80 mel bands (37 Hz apart below 1 kHz, 25-ms windows) blur the fundamental frequency that
+gender and pitch questions are about, and a clip's level reaches its encoder only as a shift of every
+log-mel band at once. `ClipStatsAdapter(prosody=True)` appends these few numbers, measured directly
+on the waveform, to its Whisper statistics:
 
   voiced share of the louder frames, log2(F0 / 100 Hz) at the 10th/50th/90th percentile of voiced
   frames, level (dBFS) at the 10th/50th/95th percentile of frames, and whether any frame was voiced
