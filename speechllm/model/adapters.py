@@ -84,8 +84,9 @@ class ClipStatsTokens(nn.Module):
             if self.n_extra:
                 if extra is None or extra.shape != (len(pad), self.n_extra):
                     got = None if extra is None else tuple(extra.shape)
-                    raise ValueError(f"this adapter takes {self.n_extra} per-clip features beside the encoder "
-                                     f"states; got {got} for {len(pad)} clips")
+                    raise ValueError(f"this adapter takes {self.n_extra} per-clip features (`clip_features`) beside "
+                                     f"the encoder states; got {got} for {len(pad)} clips: build batches with "
+                                     f"model.processor, which adds them")
                 stats.append(extra.to(pad.device).float())
             x = torch.cat(stats, -1)
             bn = self.global_norm

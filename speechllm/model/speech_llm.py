@@ -122,11 +122,8 @@ class SpeechLLM(nn.Module):
             encoder_states = self.encoder(batch["input_features"], batch["feature_lengths"])
         hidden, lengths = encoder_states
         ad_dtype = next(self.adapter.parameters()).dtype
-        extra = {}
-        if getattr(self.adapter, "wants_clip_features", False):
-            if batch.get("clip_features") is None:
-                raise ValueError("this adapter needs `clip_features` in the batch: build batches with model.processor")
-            extra["clip_features"] = batch["clip_features"]
+        # the adapter itself checks they are there and fit its clips
+        extra = {"clip_features": batch.get("clip_features")} if getattr(self.adapter, "wants_clip_features", False) else {}
         embeds, counts = self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device), **extra)
         if batch.get("windows_per_audio") is not None:
             embeds, counts = join_windows(embeds, counts, batch["windows_per_audio"])
