@@ -66,6 +66,7 @@ def main() -> None:
     cfg = SpeechLLMConfig(encoder=args.encoder, llm=args.llm, encoder_layers=[1, 2, 3, 4], adapter=adapter,
                           interleave_transcript=True)
     model = SpeechLLM.from_config(cfg)
+    model.share_prefix = False  # like for like: the baseline runs every row's prompt opening (shared_prefix.py)
     rng = np.random.default_rng(0)
     n = int(16000 * args.seconds)
     exs = [Example(wavs=[(0.1 * rng.standard_normal(n)).astype(np.float32)], id=str(i),

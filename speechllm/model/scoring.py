@@ -14,14 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from speechllm.model.processor import Example
-
-
-def _cache_kwarg(llm) -> str:
-    """transformers >= 5.2x names the KV-cache argument `cache` (`past_key_values` is deprecated)."""
-    import inspect
-
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # peft wraps with **kwargs
-    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+from speechllm.model.shared_prefix import cache_kwarg
 
 
 @torch.no_grad()
@@ -48,7 +41,7 @@ def option_logprobs(llm, prefix_embeds: torch.Tensor, options: Sequence[Sequence
         mask = torch.cat([torch.ones(K, P, dtype=torch.long, device=dev), valid[:, :-1].long()], 1)
         pos = (P + torch.arange(L - 1, device=dev)).expand(K, -1)
         logits = llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True,
-                     **{_cache_kwarg(llm): cache}).logits  # (K, L-1, V)
+                     **{cache_kwarg(llm): cache}).logits  # (K, L-1, V)
         lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]  # (K, L-1)
         total = total + (lp * valid[:, 1:]).sum(1)
     return [float(x) for x in total]

@@ -19,6 +19,7 @@ from speechllm.model.adapters import build_adapter
 from speechllm.model.encoder import WhisperEncoder
 from speechllm.model.processor import AUDIO_SLOT, IGNORE_INDEX, Example, SpeechLLMProcessor
 from speechllm.model.prosody import prosody_batch
+from speechllm.model.shared_prefix import shared_prefix_length, split_shared_prefix
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -63,6 +64,8 @@ def answer_spans(keep: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 class SpeechLLM(nn.Module):
+    share_prefix = True  # training forward: run the rows' common prompt opening once (off: the plain forward)
+
     def __init__(self, encoder: WhisperEncoder, llm: nn.Module, tokenizer, config: SpeechLLMConfig):
         super().__init__()
         self.config = config
@@ -195,6 +198,10 @@ class SpeechLLM(nn.Module):
                        else (None, None))
         inp = self.embed(batch, audio, alen, padding_side="right")
         labels = inp.pop("labels")
+        p = (shared_prefix_length(batch["input_ids"], batch["lengths"], labels)
+             if self.share_prefix and not return_logits and "segments" not in batch else 0)
+        if p:  # the chat template's common opening runs once, not once per row (speechllm.model.shared_prefix)
+            inp, labels = split_shared_prefix(self.llm, inp, labels, p)
         shift_labels = labels[:, 1:]
         keep = shift_labels != IGNORE_INDEX  # (B, T-1)
         n_tok = keep.sum()
