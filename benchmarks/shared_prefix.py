@@ -71,8 +71,9 @@ def main() -> None:
             states = model.encoder(batch["input_features"], batch["feature_lengths"])
         batches.append((batch, states))
     res = {"plain": [], "shared": []}
-    losses, prefix, tokens = [], [], []
+    losses, prefix, tokens, per_batch = [], [], [], []
     for batch, states in batches:
+        mine = {"plain": [], "shared": []}
         step_seconds(model, batch, states, False)  # warm-up
         embedded = model.embed(batch, *model.encode_audio(batch, states))
         prefix.append(shared_prefix_length(batch["input_ids"], batch["lengths"], embedded["labels"]))
@@ -81,13 +82,15 @@ def main() -> None:
             for share in (False, True):
                 s, loss = step_seconds(model, batch, states, share)
                 res["shared" if share else "plain"].append(s)
+                mine["shared" if share else "plain"].append(s)
                 losses.append((share, loss))
+        per_batch.append({k: statistics.median(v) for k, v in mine.items()})
     med = {k: statistics.median(v) for k, v in res.items()}
     plain_l = [v for s, v in losses if not s]
     shared_l = [v for s, v in losses if s]
     out = {"batches": args.batches, "batch_size": args.batch_size, "repeats": args.repeats,
            "shared_prefix_tokens": prefix, "padded_row_tokens": tokens,
-           "median_s": med, "speedup": med["plain"] / med["shared"],
+           "median_s": med, "per_batch_median_s": per_batch, "speedup": med["plain"] / med["shared"],
            "max_loss_diff": max(abs(a - b) for a, b in zip(plain_l, shared_l)),
            "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "load_avg_1min": os.getloadavg()[0]}
@@ -99,6 +102,10 @@ def main() -> None:
                           [["every row runs the opening (plain)", f"{med['plain']:.3f}", "1.00"],
                            ["opening once, KV cache repeated (shared)", f"{med['shared']:.3f}",
                             f"{med['plain'] / med['shared']:.2f}x faster"]]),
+             "", *table_lines(["batch", "padded tokens a row", "shared opening", "plain s", "shared s", "ratio"],
+                              [[str(i), str(t), str(p), f"{b['plain']:.3f}", f"{b['shared']:.3f}",
+                                f"{b['plain'] / b['shared']:.2f}"]
+                               for i, (t, p, b) in enumerate(zip(tokens, prefix, per_batch))]),
              "", f"Shared opening: {prefix} tokens of {tokens} padded tokens a row. Largest loss difference "
              f"between the two: {out['max_loss_diff']:.2e}. {out['threads']} threads, 1-min load average "
              f"{out['load_avg_1min']:.1f} at the end."]
