@@ -97,6 +97,15 @@ def test_parameter_sets_select_what_they_say():
         restrict_params(m.ad, "everything")
 
 
+def test_conv_front_end_gets_its_own_lr_and_keeps_its_ratio():
+    m = WhisperEMMethod(tiny_whisper(seed=0), WhisperEMConfig(params="ln+conv", lr=1e-2, conv_lr=1e-4),
+                        objective="ln_topk_eos")
+    lrs = lambda opt: [g["lr"] for g in opt.param_groups]  # noqa: E731
+    assert lrs(m.ad.opt_ln) == [1e-2] and lrs(m.ad.opt_feat) == [1e-4]
+    m.ad.set_lr(1e-3)  # Dynamic-SUTA's slow-model lr: the conv stays 100x below the LayerNorms
+    assert lrs(m.ad.opt_ln) == [1e-3] and lrs(m.ad.opt_feat) == pytest.approx([1e-5])
+
+
 @pytest.mark.parametrize("objective", ["ln_topk_eos", "seq_em"])
 def test_episodic_reset_and_only_chosen_params_move(objective):
     asr = tiny_whisper(seed=1)

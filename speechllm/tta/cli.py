@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--topk", type=int, default=None, help="ln_topk_eos: k of the top-k entropy (5)")
     e.add_argument("--eos-coef", type=float, default=None, help="weight of the EOS pseudo-label CE (1.0; 0 = off)")
     e.add_argument("--params", default=None, help="adapted parameters: ln (enc+dec LayerNorms), ln+conv, enc_ln, dec_ln")
+    e.add_argument("--conv-lr", type=float, default=None,
+                   help="with --params ln+conv: the conv front end's own lr (default: --w-lr)")
     e.add_argument("--pg-coef", type=float, default=None, help="seq_em: weight of the policy-gradient term (1.0)")
     e.add_argument("--n-samples", type=int, default=None, help="seq_em: sampled hypotheses per step (2; <2 = no PG)")
     d = ap.add_argument_group("continual / Dynamic-SUTA")
@@ -97,7 +99,7 @@ def _whisper_config(args: argparse.Namespace):
 
     wcfg = WhisperEMConfig()
     for arg, field in (("w_steps", "steps"), ("w_lr", "lr"), ("w_temp", "temp"), ("topk", "topk"),
-                       ("eos_coef", "eos_coef"), ("params", "params"), ("pg_coef", "pg_coef"),
+                       ("eos_coef", "eos_coef"), ("params", "params"), ("conv_lr", "conv_lr"), ("pg_coef", "pg_coef"),
                        ("n_samples", "n_samples")):
         if getattr(args, arg) is not None:
             setattr(wcfg, field, getattr(args, arg))

@@ -106,14 +106,17 @@ class ParamAdapter:
         self.new_optimizer()
 
     def new_optimizer(self) -> None:
-        mk = lambda ps: torch.optim.AdamW(ps, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)  # noqa: E731
-        self.opt_ln = mk([p for _, p in self.ln]) if self.ln else None
-        self.opt_feat = mk([p for _, p in self.feat]) if self.feat else None
+        mk = lambda ps, lr: torch.optim.AdamW(ps, lr=lr, weight_decay=self.cfg.weight_decay)  # noqa: E731
+        self.opt_ln = mk([p for _, p in self.ln], self.cfg.lr) if self.ln else None
+        feat_lr = getattr(self.cfg, "conv_lr", None) or self.cfg.lr  # Whisper methods may give the conv its own
+        self.opt_feat = mk([p for _, p in self.feat], feat_lr) if self.feat else None
 
     def set_lr(self, lr: float) -> None:
-        for opt in (self.opt_ln, self.opt_feat):
+        """Every group to `lr`; a conv front end with its own lr keeps its ratio to the LayerNorms'."""
+        ratio = (getattr(self.cfg, "conv_lr", None) or self.cfg.lr) / self.cfg.lr
+        for opt, scale in ((self.opt_ln, 1.0), (self.opt_feat, ratio)):
             for g in (opt.param_groups if opt else []):
-                g["lr"] = lr
+                g["lr"] = lr * scale
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {k: p.detach().clone() for k, p in self.named.items()}

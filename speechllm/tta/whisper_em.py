@@ -41,6 +41,7 @@ class WhisperEMConfig(SUTAConfig):
     topk: int = 5
     eos_coef: float = 1.0  # weight of the EOS pseudo-label cross-entropy (0 = no guard)
     params: str = "ln"  # which parameters: ln (enc+dec LayerNorms), ln+conv, enc_ln, dec_ln
+    conv_lr: float | None = None  # ln+conv: the conv front end's lr (None = lr; at 1e-2 it wrecks every transcript)
     pg_coef: float = 1.0  # seq_em: weight of the policy-gradient term
     n_samples: int = 2  # seq_em: sampled hypotheses per step for the policy-gradient term (0 = off)
     sample_temp: float = 1.0
