@@ -105,15 +105,19 @@ class ParamAdapter:
             raise ConfigError("SUTA: no parameters selected (train_ln and train_feature both off)")
         self.new_optimizer()
 
+    def _feat_lr(self) -> float:
+        """The feature extractor's lr: the config's `conv_lr` where it has one (Whisper methods), else `lr`."""
+        conv_lr = getattr(self.cfg, "conv_lr", None)
+        return self.cfg.lr if conv_lr is None else conv_lr
+
     def new_optimizer(self) -> None:
         mk = lambda ps, lr: torch.optim.AdamW(ps, lr=lr, weight_decay=self.cfg.weight_decay)  # noqa: E731
         self.opt_ln = mk([p for _, p in self.ln], self.cfg.lr) if self.ln else None
-        feat_lr = getattr(self.cfg, "conv_lr", None) or self.cfg.lr  # Whisper methods may give the conv its own
-        self.opt_feat = mk([p for _, p in self.feat], feat_lr) if self.feat else None
+        self.opt_feat = mk([p for _, p in self.feat], self._feat_lr()) if self.feat else None
 
     def set_lr(self, lr: float) -> None:
         """Every group to `lr`; a conv front end with its own lr keeps its ratio to the LayerNorms'."""
-        ratio = (getattr(self.cfg, "conv_lr", None) or self.cfg.lr) / self.cfg.lr
+        ratio = self._feat_lr() / self.cfg.lr
         for opt, scale in ((self.opt_ln, 1.0), (self.opt_feat, ratio)):
             for g in (opt.param_groups if opt else []):
                 g["lr"] = lr * scale
