@@ -38,7 +38,8 @@ def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
     out: dict[str, list] = {"input": [], "pre": [], "hidden": [], "output": []}
     try:
         for r in rows:
-            batch = model.processor([Example(wavs=[load_audio(r["audio"])], instruction="", transcripts=[""], id="0")])
+            wav = r["wav"] if "wav" in r else load_audio(r["audio"])  # a waveform given, or a manifest row
+            batch = model.processor([Example(wavs=[wav], instruction="", transcripts=[""], id="0")])
             with torch.no_grad():
                 emb, _ = model.encode_audio(batch)
             for k in ("input", "pre", "hidden"):
