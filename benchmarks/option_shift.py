@@ -16,7 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
+from seed_spread import trained_score_file  # noqa: E402
 
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
@@ -46,11 +50,9 @@ def shift(rows: list[dict], a: str, b: str, resamples: int = 2000, seed: int = 0
 
 
 def model_rows(eval_dir: Path, task: str) -> list[dict]:
-    """The trained model's own rows (not a control's) of `task`."""
-    dirs = [d for d in sorted((eval_dir / "likelihood").glob("speechllm_*")) if "+" not in d.name]
-    if not dirs:
-        raise SystemExit(f"{eval_dir}: no trained model's likelihood cache")
-    return [json.loads(line) for line in (dirs[0] / f"{task}.jsonl").read_text().splitlines() if line.strip()]
+    """The trained model's own rows (not a control's) of `task`: its likelihood cache is named like its score file."""
+    path = eval_dir / "likelihood" / trained_score_file(eval_dir).stem / f"{task}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
+from adapter_info_probe import stages  # noqa: E402
+from seed_spread import trained_score_file  # noqa: E402
 
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
@@ -67,10 +72,7 @@ def model_likelihood(scores_dir: Path | None, task: str) -> float | None:
     """The trained model's likelihood accuracy on `task` from its evaluation scores (own audio)."""
     if scores_dir is None:
         return None
-    files = [f for f in sorted(scores_dir.glob("speechllm_*.json")) if "+" not in f.name]
-    if not files:
-        return None
-    v = json.loads(files[0].read_text())["tasks"].get(task, {}).get("scores", {}).get("likelihood_accuracy")
+    v = json.loads(trained_score_file(scores_dir.parent).read_text())["tasks"].get(task, {}).get("scores", {}).get("likelihood_accuracy")
     return None if v is None else round(100 * float(v), 1)
 
 
@@ -82,8 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scores", type=Path, default=None, help="<run>/eval/scores, for the model's own figure")
     p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
-    from adapter_info_probe import stages  # a sibling script: benchmarks/ is on sys.path when run
-
     from speechllm.model.speech_llm import SpeechLLM
 
     model = SpeechLLM.from_pretrained(a.ckpt).eval()
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
              if (r.get("attributes") or {}).get("speech", "yes") == "yes"]
     train = stages(model, clips)
     res: dict = {"ckpt": a.ckpt, "train_clips": len(clips), "tasks": {}}
-    rows = []
+    rows, cv_of = [], {}  # the two noise tasks share their corpus labels: one 5-fold CV per (attribute, stage)
     for task, (attr, to_label) in TASKS.items():
         if not (a.suite / task).exists():
             continue
@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
             pred = probe().fit(train[stage][keep], y).predict(suite[stage])
             hits = int(sum(p_ == t for p_, t in zip(pred, labels, strict=True)))
             lo, hi = wilson(hits, len(labels))
-            cv = cv_accuracy(train[stage][keep], y)
+            if (attr, stage) not in cv_of:
+                cv_of[attr, stage] = cv_accuracy(train[stage][keep], y)
+            cv = cv_of[attr, stage]
             res["tasks"][task][stage] = {"corpus_5fold": round(100 * cv, 1), "suite": round(100 * hits / len(labels), 1),
                                          "suite_ci": [round(100 * lo, 1), round(100 * hi, 1)]}
             cells += [f"{100 * cv:.1f}", f"{100 * hits / len(labels):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"]

@@ -18,13 +18,7 @@ from pathlib import Path
 
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
-from speechllm.metrics.wer import edit_distance, whisper_english_normalize
-
-
-def errors(row: dict) -> tuple[int, int]:
-    """(word edits, reference words) of one `adapt` row."""
-    ref = whisper_english_normalize(row["ref"]).split()
-    return edit_distance(ref, whisper_english_normalize(row["hyp"]).split()), len(ref)
+from speechllm.tta.report import row_errors  # the `adapt` reports' own per-row count (Whisper normaliser)
 
 
 def _summary(e: int, e_clean: int, n: int, worse: int, better: int, cut: float) -> dict:
@@ -48,7 +42,7 @@ def noise_errors(rows: list[dict], cut: float = 0.15) -> dict[str, dict]:
         for clip in by_clip.values():
             if domain not in clip or "clean" not in clip:
                 continue
-            (ed, words), (ec, _) = errors(clip[domain]), errors(clip["clean"])
+            (ed, words), (ec, _) = row_errors(clip[domain]), row_errors(clip["clean"])
             e, e_clean, n = e + ed, e_clean + ec, n + words
             worse, better = worse + (ed > ec), better + (ed < ec)
         if n == 0:

@@ -17,9 +17,10 @@ def test_noise_levels_map_to_the_detection_tasks_labels():
 
 def test_model_likelihood_reads_the_trained_models_file_not_a_controls(tmp_path):
     mod = load_benchmark("suite_probe")
-    task = "GenderClassification_Synth"
+    task, scores = "GenderClassification_Synth", tmp_path / "eval" / "scores"  # the layout `evaluate` writes
+    scores.mkdir(parents=True)
     for name, acc in (("speechllm_run+shuffled-audio", 0.5), ("speechllm_run", 0.65)):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"tasks": {task: {"scores": {"likelihood_accuracy": acc}}}}))
-    assert mod.model_likelihood(tmp_path, task) == 65.0
-    assert mod.model_likelihood(tmp_path, "PitchClassification_Synth") is None
+        (scores / f"{name}.json").write_text(json.dumps({"tasks": {task: {"scores": {"likelihood_accuracy": acc}}}}))
+    assert mod.model_likelihood(scores, task) == 65.0
+    assert mod.model_likelihood(scores, "PitchClassification_Synth") is None
     assert mod.model_likelihood(None, task) is None
