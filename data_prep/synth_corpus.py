@@ -35,12 +35,22 @@ from speechllm.io import atomic_write_json
 ENGINE_WEIGHTS = {"espeak-ng": 0.6, "flite": 0.25, "festival": 0.15}  # festival is ~10x slower per clip
 SPLITS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
 TEMPO_RANGE = (0.45, 2.5)
+# A faint floor for clean clips, well inside "clean" (>= 30 dB). Without it every clean clip has digital
+# silence in its padding and every noisy one has none, so "any exact silence" alone told them apart,
+# and clean recordings with a floor of their own (most real ones; some TTS voices) were called noisy.
+# Likewise clips cut tight to the speech (`unpadded`): noise must then be judged within the speech.
+CLEAN_FLOOR_SNR = (35.0, 60.0)
 
 
 def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repeats: int = 1,
                   noise_kinds: tuple[str, ...] = augment.NOISE_KINDS, reverb_prob: float = 0.0,
-                  splits: tuple[tuple[str, float], ...] = SPLITS) -> list[dict]:
-    """Deterministic clip designs (no audio yet): one dict per clip with everything the worker needs."""
+                  splits: tuple[tuple[str, float], ...] = SPLITS, clean_floor_share: float = 0.0,
+                  unpadded_share: float = 0.0) -> list[dict]:
+    """Deterministic clip designs (no audio yet): one dict per clip with everything the worker needs.
+
+    `clean_floor_share`: that share of the clean clips gets a faint noise floor (`CLEAN_FLOOR_SNR`, still
+    clean by the bucket's definition); `unpadded_share` of all speech clips is rendered without the silence
+    padding. Both are drawn from their own generator, so every other design is unchanged."""
     # Voices and sentences reserved for the offline evaluation suite never enter a training corpus.
     voices = [v for v in (voices if voices is not None else list_voices()) if not is_heldout_voice(v.id)]
     if not voices:
@@ -75,6 +85,12 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
             "reverb_rt60": round(rng.uniform(0.2, 0.8), 2) if rng.random() < reverb_prob else None,
             "seed": rng.getrandbits(31),
         }
+        floor = random.Random(f"{seed}-floor-{i}")
+        if noise == "clean" and floor.random() < clean_floor_share:
+            d["floor_snr_db"] = round(floor.uniform(*CLEAN_FLOOR_SNR), 2)
+            d["noise_kind"] = floor.choice(noise_kinds)
+        if random.Random(f"{seed}-unpadded-{i}").random() < unpadded_share:
+            d["unpadded"] = True
         designs.append(d)
     return designs
 
@@ -136,7 +152,8 @@ def render(design: dict, out_dir: str) -> dict:
     wps = labels.speaking_rate(n_words, st.voiced_span, wav)
     target_db = _u(rng, labels.DESIGN["volume"][design["volume"]])
     wav = augment.change_gain(wav, target_db - labels.loudness_db(wav))
-    pad = [np.zeros(int(_u(rng, (0.25, 0.5)) * SAMPLE_RATE), np.float32) for _ in range(2)]
+    pad = [np.zeros(int(_u(rng, (0.25, 0.5)) * SAMPLE_RATE) * (not design.get("unpadded")), np.float32)
+           for _ in range(2)]
     clean = np.concatenate([pad[0], wav, pad[1]])
     if design.get("reverb_rt60"):
         clean = augment.reverb(clean, design["reverb_rt60"], rng)
@@ -145,6 +162,10 @@ def render(design: dict, out_dir: str) -> dict:
     snr_range = labels.DESIGN["noise"][design["noise"]]
     if snr_range:
         noisy = augment.add_noise(clean, _u(rng, snr_range), design["noise_kind"], rng)
+        snr = round(augment.measured_snr(clean, noisy), 2)
+    elif design.get("floor_snr_db"):  # own generator: the clip's other draws stay as without a floor
+        floor_rng = np.random.default_rng([design["seed"], 1])
+        noisy = augment.add_noise(clean, design["floor_snr_db"], design["noise_kind"], floor_rng)
         snr = round(augment.measured_snr(clean, noisy), 2)
     noisy = np.clip(noisy, -1.0, 1.0).astype(np.float32)
     rel = f"wavs/{design['id']}.wav"
@@ -182,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nonspeech", type=int, default=0,
                    help="extra clips without speech (noise, beeps, hum, sweeps, ambience, near-silence), "
                         "so the model learns to say when no one is speaking (default 0)")
+    p.add_argument("--clean-floor-share", type=float, default=0.0,
+                   help="share of clean clips given a faint noise floor (35-60 dB SNR, still 'clean'), so that "
+                        "digital silence in the padding is not what marks a clip clean (default 0)")
+    p.add_argument("--unpadded-share", type=float, default=0.0,
+                   help="share of speech clips rendered without the 0.25-0.5 s of silence on each side (default 0)")
     p.add_argument("--force", action="store_true", help="re-render clips already present")
     return p
 
@@ -191,12 +217,16 @@ def main(argv: list[str]) -> int:
     for flag, value, ok, want in (("--n", args.n, args.n >= 1, ">= 1"), ("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
                                   ("--reverb-prob", args.reverb_prob, 0 <= args.reverb_prob <= 1, "in [0, 1]"),
                                   ("--nonspeech", args.nonspeech, args.nonspeech >= 0, ">= 0"),
+                                  ("--clean-floor-share", args.clean_floor_share, 0 <= args.clean_floor_share <= 1,
+                                   "in [0, 1]"),
+                                  ("--unpadded-share", args.unpadded_share, 0 <= args.unpadded_share <= 1, "in [0, 1]"),
                                   ("--workers", args.workers, args.workers >= 1, ">= 1")):
         if not ok:
             raise ConfigError(f"{flag} {value}: must be {want}")
     t0 = time.time()
     designs = design_corpus(args.n, args.seed, list_voices(args.engines), args.repeats,
-                            tuple(args.noise_kinds), args.reverb_prob)
+                            tuple(args.noise_kinds), args.reverb_prob, clean_floor_share=args.clean_floor_share,
+                            unpadded_share=args.unpadded_share)
     designs += design_nonspeech(args.nonspeech, args.seed, SPLITS)
     out = Path(args.out) / "synth.jsonl"
     if any(d.get("noise_kind") == "babble" for d in designs):

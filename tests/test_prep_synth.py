@@ -144,3 +144,52 @@ def test_nonspeech_clips_are_deterministic_labelled_and_leave_speech_designs_alo
     wav = load_audio(tmp_path / row["audio"])
     assert abs(len(wav) / 16000 - row["duration"]) < 0.01
     assert abs(20 * np.log10(np.sqrt(np.mean(wav**2))) - d["level_db"]) < 0.5
+
+
+def test_clean_floor_leaves_other_designs_alone_and_keeps_clean_clean():
+    from data_prep.synth_corpus import CLEAN_FLOOR_SNR
+
+    plain = design_corpus(200, seed=0, voices=_fake_voices())
+    floor = design_corpus(200, seed=0, voices=_fake_voices(), clean_floor_share=0.5)
+    changed = [(p, f) for p, f in zip(plain, floor, strict=True) if p != f]
+    clean = [p for p in plain if p["noise"] == "clean"]
+    assert all(p["noise"] == "clean" and "floor_snr_db" not in p for p, _ in changed)
+    assert 0.3 * len(clean) < len(changed) < 0.7 * len(clean)  # about half the clean clips
+    for p, f in changed:  # only the floor was added: voice, text, buckets and the render seed are the same
+        assert {k: v for k, v in f.items() if k not in ("floor_snr_db", "noise_kind")} == {
+            k: v for k, v in p.items() if k != "noise_kind"}
+        assert CLEAN_FLOOR_SNR[0] <= f["floor_snr_db"] <= CLEAN_FLOOR_SNR[1] and f["noise_kind"] in augment.NOISE_KINDS
+
+
+@needs_espeak
+def test_clean_floor_clip_has_no_digital_silence_and_stays_clean(tmp_path, monkeypatch):
+    from data_prep.synth_corpus import render
+
+    monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path / "home"))
+    espeak = list_voices(["espeak-ng"])
+    voices = [next(v for v in espeak if v.gender == g) for g in ("male", "female")]
+    d = next(x for x in design_corpus(40, seed=0, voices=voices, noise_kinds=("white",), clean_floor_share=1.0)
+             if x["noise"] == "clean")
+    bare = {k: v for k, v in d.items() if k != "floor_snr_db"} | {"noise_kind": None, "id": "bare"}
+    with_floor, without = render(d, str(tmp_path)), render(bare, str(tmp_path))
+    a, b = load_audio(tmp_path / with_floor["audio"]), load_audio(tmp_path / without["audio"])
+    assert with_floor["attributes"]["noise"] == "clean" and without["attributes"]["snr_db"] is None
+    assert abs(with_floor["attributes"]["snr_db"] - d["floor_snr_db"]) < 1.0
+    assert (b[:2000] == 0).all() and (a[:2000] == 0).mean() < 0.5  # the padding is no longer digital silence
+    assert len(a) == len(b) and np.abs(a - b).max() < 0.05  # the same clip underneath
+
+
+@needs_espeak
+def test_unpadded_clip_is_the_padded_one_without_its_silence(tmp_path, monkeypatch):
+    from data_prep.synth_corpus import render
+
+    monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path / "home"))
+    espeak = list_voices(["espeak-ng"])
+    voices = [next(v for v in espeak if v.gender == g) for g in ("male", "female")]
+    designs = design_corpus(40, seed=0, voices=voices, noise_kinds=("white",), unpadded_share=0.5)
+    d = next(x for x in designs if x.get("unpadded") and x["noise"] == "clean")
+    assert 0.3 < sum(bool(x.get("unpadded")) for x in designs) / len(designs) < 0.7
+    tight, padded = render(d, str(tmp_path)), render(d | {"unpadded": False, "id": "padded"}, str(tmp_path))
+    a, b = load_audio(tmp_path / tight["audio"]), load_audio(tmp_path / padded["audio"])
+    assert 0.5 <= (len(b) - len(a)) / 16000 <= 1.0  # 0.25-0.5 s of silence each side, gone
+    assert tight["attributes"] == padded["attributes"]  # same buckets: rate counts the voiced span only
