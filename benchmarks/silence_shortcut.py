@@ -8,33 +8,33 @@ silence (below `SILENT_DB` dBFS), and gives the model's accuracy on each group (
 margin log p(clean) - log p(noisy) from the saved option scores. The same split of a training corpus's
 clips shows whether the shortcut was there to learn.
 
-    python benchmarks/silence_shortcut.py --scores checkpoints/cpu_long/curve/step-000600/likelihood \
+    python benchmarks/silence_shortcut.py --eval checkpoints/cpu_long/curve/step-000600 \
         --suite data/suite --manifest data/long/synth.jsonl --out benchmarks/results/cpu_long16_silence_shortcut
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
+from option_shift import model_rows as saved_rows  # noqa: E402
+
+from data_prep.labels import frame_power
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import wilson
 from speechllm.metrics.tables import table_lines
 
 SILENT_DB = -80.0  # 16-bit silence reads about -100 dBFS; a faint 35-60 dB floor under speech, -55 to -95
 TASKS = ("NoiseDetection_Synth-Gaussian", "NoiseDetection_Synth-Babble")
-FRAME = 400  # 25 ms at 16 kHz
 
 
 def quiet_level(wav: np.ndarray) -> float:
-    """dBFS of the 10th-percentile 25-ms frame (non-overlapping frames; a short clip is one frame)."""
-    x = np.asarray(wav, dtype=np.float64)
-    n = max(1, len(x) // FRAME)
-    frames = np.resize(x, n * FRAME).reshape(n, FRAME) if len(x) >= FRAME else x[None, :]
-    return float(np.percentile(10 * np.log10(np.mean(frames**2, axis=1) + 1e-10), 10))
+    """dBFS of the 10th-percentile 25-ms frame (consecutive frames, as the attribute measurements use)."""
+    return float(np.percentile(10 * np.log10(frame_power(np.asarray(wav)) + 1e-10), 10))
 
 
 def split_by_silence(rows: list[dict]) -> dict[str, dict]:
@@ -50,17 +50,13 @@ def split_by_silence(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def model_rows(scores: Path, suite: Path, task: str) -> list[dict]:
-    """The clean clips of one task: silent or not, and the model's clean-minus-noisy margin."""
+def model_rows(eval_dir: Path, suite: Path, task: str) -> list[dict]:
+    """The clean clips of one task: silent or not, and the trained model's clean-minus-noisy margin."""
     import datasets
 
     from evaluation.dynamic_superb.loader import decode_audio
 
-    files = list(scores.glob(f"*/{task}.jsonl"))
-    own = [f for f in files if "+" not in f.parent.name and "transcript" not in f.parent.name]
-    if len(own) != 1:
-        raise SystemExit(f"{scores}: expected one model folder with {task}.jsonl (not a control), found {own}")
-    saved = {r["file"]: r for r in map(json.loads, own[0].read_text().splitlines())}
+    saved = {r["file"]: r for r in saved_rows(eval_dir, task)}
     out = []
     for i, ex in enumerate(datasets.load_from_disk(str(suite / task))):
         if str(ex["label"]).lower() != "clean":
@@ -87,22 +83,22 @@ def corpus_table(manifest: Path) -> list[list]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scores", required=True, type=Path, help="<eval out>/likelihood (the saved option scores)")
+    p.add_argument("--eval", required=True, type=Path, help="an evaluation folder run with --scoring likelihood")
     p.add_argument("--suite", required=True, type=Path)
     p.add_argument("--manifest", type=Path, default=None, help="a training corpus's manifest, for its own split")
     p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
-    res: dict = {"scores": str(a.scores), "silent_db": SILENT_DB, "tasks": {}}
+    res: dict = {"eval": str(a.eval), "silent_db": SILENT_DB, "tasks": {}}
     rows = []
     for task in TASKS:
         if not (a.suite / task).exists():
             continue
-        res["tasks"][task] = split_by_silence(model_rows(a.scores, a.suite, task))
+        res["tasks"][task] = split_by_silence(model_rows(a.eval, a.suite, task))
         for name, g in res["tasks"][task].items():
             acc = "–" if g["accuracy"] is None else f"{g['accuracy']:.0f} [{g['ci'][0]:.0f}, {g['ci'][1]:.0f}]"
             margin = "–" if g["mean_margin"] is None else f"{g['mean_margin']:+.2f}"
             rows.append([task, name, g["n"], acc, margin])
-    lines = [f"# Clean clips called clean, with and without digital silence: `{a.scores}`", "",
+    lines = [f"# Clean clips called clean, with and without digital silence: `{a.eval}`", "",
              f"Clean clips of the suite's noise-detection tasks, split by whether their 10th-percentile 25-ms frame is "
              f"below {SILENT_DB:.0f} dBFS; accuracy (95 % Wilson) and mean margin log p(clean) - log p(noisy), nats.", "",
              *table_lines(["task", "clean clips", "n", "called clean, %", "mean margin"], rows)]

@@ -152,6 +152,7 @@ def render(design: dict, out_dir: str) -> dict:
     wps = labels.speaking_rate(n_words, st.voiced_span, wav)
     target_db = _u(rng, labels.DESIGN["volume"][design["volume"]])
     wav = augment.change_gain(wav, target_db - labels.loudness_db(wav))
+    # the pad lengths are drawn for unpadded clips too, so their later draws match the padded clip's
     pad = [np.zeros(int(_u(rng, (0.25, 0.5)) * SAMPLE_RATE) * (not design.get("unpadded")), np.float32)
            for _ in range(2)]
     clean = np.concatenate([pad[0], wav, pad[1]])

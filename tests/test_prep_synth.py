@@ -161,13 +161,18 @@ def test_clean_floor_leaves_other_designs_alone_and_keeps_clean_clean():
         assert CLEAN_FLOOR_SNR[0] <= f["floor_snr_db"] <= CLEAN_FLOOR_SNR[1] and f["noise_kind"] in augment.NOISE_KINDS
 
 
+def _espeak_pair() -> list[Voice]:
+    """One male and one female espeak-ng voice: design_corpus draws each clip's gender first."""
+    espeak = list_voices(["espeak-ng"])
+    return [next(v for v in espeak if v.gender == g) for g in ("male", "female")]
+
+
 @needs_espeak
 def test_clean_floor_clip_has_no_digital_silence_and_stays_clean(tmp_path, monkeypatch):
     from data_prep.synth_corpus import render
 
     monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path / "home"))
-    espeak = list_voices(["espeak-ng"])
-    voices = [next(v for v in espeak if v.gender == g) for g in ("male", "female")]
+    voices = _espeak_pair()
     d = next(x for x in design_corpus(40, seed=0, voices=voices, noise_kinds=("white",), clean_floor_share=1.0)
              if x["noise"] == "clean")
     bare = {k: v for k, v in d.items() if k != "floor_snr_db"} | {"noise_kind": None, "id": "bare"}
@@ -184,8 +189,7 @@ def test_unpadded_clip_is_the_padded_one_without_its_silence(tmp_path, monkeypat
     from data_prep.synth_corpus import render
 
     monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path / "home"))
-    espeak = list_voices(["espeak-ng"])
-    voices = [next(v for v in espeak if v.gender == g) for g in ("male", "female")]
+    voices = _espeak_pair()
     designs = design_corpus(40, seed=0, voices=voices, noise_kinds=("white",), unpadded_share=0.5)
     d = next(x for x in designs if x.get("unpadded") and x["noise"] == "clean")
     assert 0.3 < sum(bool(x.get("unpadded")) for x in designs) / len(designs) < 0.7
