@@ -218,7 +218,8 @@ def main(argv: list[str]) -> int:
               f"in {time.time() - t0:.1f}s")
         return 0
     done, skipped = run_rows(rows, functools.partial(process_row, whisper_model=args.whisper), out,
-                             desc="attributes", workers=args.workers, force=args.force)
+                             desc="attributes", workers=args.workers, force=args.force,
+                             settings={"whisper": args.whisper})
     for r in done:  # keep audio paths relative to the manifest folder, as the input had them
         a = Path(r["audio"])
         if a.is_absolute() and a.is_relative_to(base) and out.parent.resolve() == base:

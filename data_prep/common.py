@@ -3,11 +3,15 @@
 Every step maps input rows to output rows by `id`. Finished rows go to `<out>.partial` (append-only,
 fsynced, keyed by id) so a killed step resumes where it stopped; when all rows are done the final
 manifest is written atomically in input order and the partial file is removed. A row that fails
-becomes an entry in the step's skip report with its reason — nothing is silently dropped.
+becomes an entry in the step's skip report with its reason — nothing is silently dropped. Each row
+records a fingerprint of the input it was made from (`input_sha`), so a rerun after the input or the
+step's settings changed redoes those rows instead of keeping stale ones under the same id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable
@@ -21,6 +25,14 @@ from speechllm.errors import ConfigError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
 
 SKIP_KEY = "_skip"  # a worker returns {"id":…, "_skip": {"reason":…, "detail":…}} for a bad row
+INPUT_SHA = "input_sha"  # fingerprint of the item a row was made from (its upstream fingerprint included)
+
+
+def input_fingerprint(item: dict, settings: dict | None = None) -> str:
+    """A stable hash of everything a step is given for one row: its item (a design, or an upstream row
+    with that row's own fingerprint) and the step's settings that shape the row."""
+    blob = json.dumps([item, settings or {}], sort_keys=True, default=repr, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def split_of(index: int, n: int, splits: tuple[tuple[str, float], ...]) -> str:
@@ -46,8 +58,6 @@ def select_shard(rows: list[dict], index: int, num: int) -> list[dict]:
         return rows
     if not 0 <= index < num:
         raise ConfigError(f"--shard-index must be in [0, {num}), got {index}")
-    import hashlib
-
     return [r for r in rows if int(hashlib.sha1(str(r["id"]).encode()).hexdigest()[:8], 16) % num == index]
 
 
@@ -72,9 +82,12 @@ def _init_worker() -> None:
 
 
 def run_rows(items: list[dict], fn: Callable[[dict], dict], out: str | Path, desc: str,
-             workers: int = 1, chunksize: int = 4, force: bool = False) -> tuple[list[dict], list[dict]]:
-    """Apply `fn` to every item not already in `<out>.partial`; returns (rows, skipped) in input order
-    and writes `out` (manifest) + `<out stem>.skipped.json` when everything is done."""
+             workers: int = 1, chunksize: int = 4, force: bool = False,
+             settings: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Apply `fn` to every item not already in `<out>.partial` (or a finished `out`) *from the same
+    input*; returns (rows, skipped) in input order and writes `out` (manifest) + `<out stem>.skipped.json`
+    when everything is done. `settings`: what `fn` is bound to that shapes a row (a model name, a
+    policy); with the item they make the row's fingerprint."""
     out = Path(out)
     if force:
         out.with_name(out.name + ".partial").unlink(missing_ok=True)
@@ -82,7 +95,14 @@ def run_rows(items: list[dict], fn: Callable[[dict], dict], out: str | Path, des
     if out.exists() and not force:  # a finished earlier run: its rows count as done (idempotent rerun)
         for r in read_jsonl(out):
             partial.rows.setdefault(str(r["id"]), r)
-    todo = [it for it in items if str(it["id"]) not in partial.done]
+    sha = {str(it["id"]): input_fingerprint(it, settings) for it in items}
+    stale = [i for i, r in partial.rows.items() if i in sha and r.get(INPUT_SHA) != sha[i]]
+    if stale:
+        print(f"{out}: {len(stale)} earlier rows were made from another input than this run's (its settings or "
+              "the input manifest changed since, or they predate input fingerprints): they are made again")
+        for i in stale:
+            del partial.rows[i]
+    todo = [it for it in items if str(it["id"]) not in partial.rows]
     if todo:
         results: Iterable[dict]
         if workers > 1 and len(todo) > 1:
@@ -94,7 +114,7 @@ def run_rows(items: list[dict], fn: Callable[[dict], dict], out: str | Path, des
             results = map(fn, todo)
         try:
             for row in tqdm(results, total=len(items), desc=desc, initial=len(items) - len(todo)):
-                partial.append(row)
+                partial.append({**row, INPUT_SHA: sha[str(row["id"])]})
         finally:
             if pool is not None:
                 pool.terminate()

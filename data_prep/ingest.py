@@ -196,7 +196,7 @@ def main(argv: list[str]) -> int:
         if len(set(ids)) != len(ids):
             raise ManifestError(f"{src}: duplicate clip ids; add an id column (--id-column) with unique values")
         rows, skipped = run_rows(items, functools.partial(validate_item, policy=policy), out,
-                                 desc="ingest", workers=args.workers, chunksize=16)
+                                 desc="ingest", workers=args.workers, chunksize=16, settings={"policy": policy})
     for r in rows:
         r.setdefault("split", args.split or "train")
         if args.split:

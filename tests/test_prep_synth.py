@@ -78,6 +78,11 @@ def test_synth_step_writes_labelled_clips_and_resumes(tmp_path, monkeypatch):
     first = (tmp_path / "c" / "synth.jsonl").read_text()
     assert synth_main(argv) == 0  # idempotent: nothing re-rendered, same manifest
     assert (tmp_path / "c" / "synth.jsonl").read_text() == first
+    # another design under the same ids: the speech clips are rendered again, not kept stale
+    assert synth_main(argv + ["--unpadded-share", "1"]) == 0
+    again = read_jsonl(tmp_path / "c" / "synth.jsonl")
+    assert all(b["duration"] < a["duration"] - 0.4 for a, b in zip(rows[:4], again[:4]))
+    assert again[4:] == rows[4:]  # the clips without speech had the same design: kept as they were
 
 
 def test_add_noise_hits_the_requested_snr():
