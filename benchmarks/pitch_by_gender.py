@@ -14,14 +14,14 @@ high), from the saved option scores.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
 from option_shift import model_rows  # noqa: E402
 
-from speechllm.io import atomic_write_json, atomic_write_text
+from evaluation.likelihood import best
+from speechllm.io import atomic_write_json, atomic_write_text, read_jsonl
 from speechllm.metrics.stats import wilson
 from speechllm.metrics.tables import table_lines
 
@@ -36,7 +36,7 @@ def by_gender(scored: list[dict], meta: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for r in scored:
         m = truth[r["file"]]
-        pred = r["options"][max(range(len(r["options"])), key=lambda i: r["option_scores"][i])]
+        pred = r["options"][best(r["option_scores"])]
         g = out.setdefault(m["gender"], {"n": 0, "hits": 0, "errors": [],
                                          "confusion": {t: dict.fromkeys(LEVELS, 0) for t in LEVELS}})
         g["n"] += 1
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
     meta_path = a.suite / "meta" / f"{TASK}.jsonl"
-    meta = [json.loads(line) for line in meta_path.read_text().splitlines() if line.strip()]
+    meta = read_jsonl(meta_path)
     if any("gender" not in m for m in meta):
         raise SystemExit(f"{meta_path}: rows without `gender`; rebuild the suite (speechllm evaluate build-suite)")
     res = {str(e): by_gender(model_rows(e, TASK), meta) for e in a.eval}
