@@ -28,13 +28,19 @@ SOUNDS = {
     "ambient": "ambient synthesizer pads", "near_silence": "near silence",
 }
 DURATION_S = (1.5, 6.0)
+PAD_S = (0.25, 0.5)  # digital silence on each side, as speech clips get (data_prep/synth_corpus.py)
 LEVEL_DB = (-45.0, -15.0)  # RMS dBFS of the clip
 NEAR_SILENCE_DB = -75.0
 
 
-def design_nonspeech(n: int, seed: int, splits: tuple[tuple[str, float], ...]) -> list[dict]:
+def design_nonspeech(n: int, seed: int, splits: tuple[tuple[str, float], ...],
+                     padded_share: float = 0.0) -> list[dict]:
     """`n` deterministic designs, ids `synth-<seed>-ns-<i>`, split by index in the given fractions.
-    Drawn from their own stream, so adding them leaves the speech designs unchanged."""
+    Drawn from their own stream, so adding them leaves the speech designs unchanged.
+
+    `padded_share` of them get `PAD_S` of digital silence on each side, like padded speech clips: without
+    it silence occurs only in speech clips and marks them as speech. Drawn from its own generator, so
+    every other draw is the same with or without padding."""
     rng = random.Random(f"nonspeech-{seed}")
     kinds = sorted(SOUNDS)
     out = []
@@ -44,6 +50,9 @@ def design_nonspeech(n: int, seed: int, splits: tuple[tuple[str, float], ...]) -
         out.append({"id": f"synth-{seed}-ns-{i:05d}", "kind": "nonspeech", "sound": kind,
                     "split": split_of(i, n, splits), "duration": duration,
                     "level_db": NEAR_SILENCE_DB if kind == "near_silence" else level, "seed": rng.getrandbits(31)})
+        pad = random.Random(f"nonspeech-{seed}-pad-{i}")
+        if pad.random() < padded_share:
+            out[-1]["pad_s"] = [round(pad.uniform(*PAD_S), 3), round(pad.uniform(*PAD_S), 3)]
     return out
 
 
@@ -77,6 +86,10 @@ def render_nonspeech(design: dict, out_dir: str) -> dict:
     n = int(design["duration"] * SAMPLE_RATE)
     level = design["level_db"]
     wav = np.clip(sound(design["sound"], n, rng) * 10 ** (level / 20), -1.0, 1.0).astype(np.float32)
+    if design.get("pad_s"):
+        before, after = (np.zeros(int(s * SAMPLE_RATE), np.float32) for s in design["pad_s"])
+        wav = np.concatenate([before, wav, after])
+        n = len(wav)
     rel = f"wavs/{design['id']}.wav"
     save_audio(Path(out_dir) / rel, wav)
     return {

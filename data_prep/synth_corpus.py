@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "digital silence in the padding is not what marks a clip clean (default 0)")
     p.add_argument("--unpadded-share", type=float, default=0.0,
                    help="share of speech clips rendered without the 0.25-0.5 s of silence on each side (default 0)")
+    p.add_argument("--nonspeech-padded-share", type=float, default=0.0,
+                   help="share of the clips without speech given the same 0.25-0.5 s of silence on each side "
+                        "as padded speech clips, so silence does not mark speech (default 0; the demo uses "
+                        "1 - --unpadded-share)")
     p.add_argument("--force", action="store_true", help="re-render clips already present")
     return p
 
@@ -221,6 +225,8 @@ def main(argv: list[str]) -> int:
                                   ("--clean-floor-share", args.clean_floor_share, 0 <= args.clean_floor_share <= 1,
                                    "in [0, 1]"),
                                   ("--unpadded-share", args.unpadded_share, 0 <= args.unpadded_share <= 1, "in [0, 1]"),
+                                  ("--nonspeech-padded-share", args.nonspeech_padded_share,
+                                   0 <= args.nonspeech_padded_share <= 1, "in [0, 1]"),
                                   ("--workers", args.workers, args.workers >= 1, ">= 1")):
         if not ok:
             raise ConfigError(f"{flag} {value}: must be {want}")
@@ -228,7 +234,7 @@ def main(argv: list[str]) -> int:
     designs = design_corpus(args.n, args.seed, list_voices(args.engines), args.repeats,
                             tuple(args.noise_kinds), args.reverb_prob, clean_floor_share=args.clean_floor_share,
                             unpadded_share=args.unpadded_share)
-    designs += design_nonspeech(args.nonspeech, args.seed, SPLITS)
+    designs += design_nonspeech(args.nonspeech, args.seed, SPLITS, padded_share=args.nonspeech_padded_share)
     out = Path(args.out) / "synth.jsonl"
     if any(d.get("noise_kind") == "babble" for d in designs):
         augment.babble_bed()  # build the shared cache once, before the workers race for it

@@ -151,6 +151,24 @@ def test_nonspeech_clips_are_deterministic_labelled_and_leave_speech_designs_alo
     assert abs(20 * np.log10(np.sqrt(np.mean(wav**2))) - d["level_db"]) < 0.5
 
 
+def test_nonspeech_padding_is_silence_around_the_same_sound_and_changes_no_other_draw(tmp_path):
+    from data_prep.nonspeech import PAD_S, design_nonspeech, render_nonspeech
+    from data_prep.synth_corpus import SPLITS
+
+    plain, padded = design_nonspeech(40, 0, SPLITS), design_nonspeech(40, 0, SPLITS, padded_share=0.75)
+    assert [{k: v for k, v in d.items() if k != "pad_s"} for d in padded] == plain
+    with_pad = [d for d in padded if "pad_s" in d]
+    assert 20 <= len(with_pad) <= 38 and all(PAD_S[0] <= s <= PAD_S[1] for d in with_pad for s in d["pad_s"])
+    d = next(d for d in with_pad if d["sound"] == "white")
+    bare = load_audio(tmp_path / "a" / render_nonspeech(plain[padded.index(d)], str(tmp_path / "a"))["audio"])
+    row = render_nonspeech(d, str(tmp_path / "b"))
+    wav = load_audio(tmp_path / "b" / row["audio"])
+    before, after = (int(s * 16000) for s in d["pad_s"])
+    assert len(wav) == len(bare) + before + after and abs(len(wav) / 16000 - row["duration"]) < 0.01
+    assert not wav[:before].any() and not wav[len(wav) - after:].any()
+    np.testing.assert_allclose(wav[before:len(wav) - after], bare, atol=1e-4)  # 16-bit round trip
+
+
 def test_clean_floor_leaves_other_designs_alone_and_keeps_clean_clean():
     from data_prep.synth_corpus import CLEAN_FLOOR_SNR
 
