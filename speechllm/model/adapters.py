@@ -54,7 +54,7 @@ class ClipStatsTokens(nn.Module):
     are an exponential average of the last batches. That broke down on the demo corpus once it held
     clips without speech: length-grouped batches put those clips together and their batches dragged
     the running statistics (acoustic gain over shuffled audio +5.6 points, against +9.4 with a 20-batch
-    warm-up; README). Under DDP each rank averages its own warm-up batches, as BatchNorm without
+    warm-up; docs/hearing.md). Under DDP each rank averages its own warm-up batches, as BatchNorm without
     SyncBatchNorm always did; rank 0's statistics are saved."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
