@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--w-steps", type=int, default=None, help="steps per utterance (default 3)")
     e.add_argument("--w-lr", type=float, default=None, help="AdamW lr (default 1e-2, picked on dev)")
     e.add_argument("--w-temp", type=float, default=None, help="ln_topk_eos: temperature on the top-k logits (1.0)")
-    e.add_argument("--topk", type=int, default=None, help="ln_topk_eos: k of the top-k entropy (5)")
+    e.add_argument("--topk", type=int, default=None, help="ln_topk_eos: k of the top-k entropy (20)")
     e.add_argument("--eos-coef", type=float, default=None, help="weight of the EOS pseudo-label CE (1.0; 0 = off)")
     e.add_argument("--params", default=None, help="adapted parameters: ln (enc+dec LayerNorms), ln+conv, enc_ln, dec_ln")
     e.add_argument("--conv-lr", type=float, default=None,
