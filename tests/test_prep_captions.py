@@ -183,6 +183,23 @@ def test_per_clip_no_speech_caps_only_clips_without_speech_and_keeps_their_first
         caption_rows(rows, per_clip=5, per_clip_no_speech=0)
 
 
+def test_clip_without_speech_is_asked_the_speech_question_in_each_form_in_turn():
+    from speechllm.prompts.captions import INSTRUCTION_BY_ID, ONE_WORD_FORMS
+    rows = [{"id": f"ns{i}", "audio": f"ns{i}.wav", "duration": 2.0, "transcript": "",
+             "attributes": {"speech": "no", "sound": "hum"}} for i in range(30)]
+    out = caption_rows(rows, per_clip=3, seed=0, one_word_share=0.8, attribute_share=0.15,
+                       default_share=0.05)
+    forms = {}
+    for r in out:
+        forms.setdefault(int(r["id"].split("#")[1]), set()).add(INSTRUCTION_BY_ID[r["instruction_id"]].form)
+    assert forms[0] == {"yes_no"}  # however large one_word_share: the rare "no" reaches the yes/no form
+    assert forms[1] <= set(ONE_WORD_FORMS)
+    assert not forms[2] & {"yes_no", *ONE_WORD_FORMS}
+    assert len({r["instruction_id"] for r in out if r["id"].endswith("#0")}) == 3  # each yes/no wording
+    assert len({r["id"] for r in out}) == len(out) and all(
+        len({r["instruction_id"] for r in out if r["clip_id"] == c["id"]}) == 3 for c in rows)
+
+
 def test_describe_each_clip_adds_one_description_per_speech_clip_and_changes_no_other_row():
     plain = caption_rows(_rows(40), per_clip=3, default_share=0.2, seed=1)
     rows = caption_rows(_rows(40), per_clip=3, default_share=0.2, seed=1, describe_each_clip=True)
