@@ -181,6 +181,25 @@ def test_adapt_help_documents_every_method_with_reference(capsys):
         assert "arXiv" in line or "code" in line, line
 
 
+def test_adapt_defaults_and_their_help_come_from_the_configs(monkeypatch):
+    from dataclasses import asdict, dataclass
+
+    from speechllm.tta import cli
+    from speechllm.tta.suta import SUTAConfig
+
+    @dataclass
+    class Changed(WhisperEMConfig):
+        topk: int = 7
+
+    monkeypatch.setattr(cli, "WhisperEMConfig", Changed)  # a changed dataclass default reaches --help
+    help_text = " ".join(cli.build_parser().format_help().split())
+    assert "k of the top-k entropy (7, picked on dev)" in help_text
+    args = cli.build_parser().parse_args(["--asr", "x", "--manifest", "m", "--out", "o"])
+    assert cli._whisper_config(args).topk == 7  # unset options keep the dataclass's values
+    suta = asdict(SUTAConfig())
+    assert (args.steps, args.lr, args.em_coef, args.temp) == (suta["steps"], suta["lr"], suta["em_coef"], suta["temp"])
+
+
 def _dsuta_ln(seed: int = 2):
     from speechllm.tta.continual import DynamicConfig, DynamicSUTA
     from speechllm.tta.whisper_em import ln_topk_eos_objective

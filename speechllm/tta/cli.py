@@ -18,6 +18,8 @@ import torch
 
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.tta.suta import SUTAConfig
+from speechllm.tta.whisper_em import WhisperEMConfig
 
 METHODS = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "continual", "dsuta", "dsuta_reset",
            "dsuta_ln_topk_eos", "dsuta_ln_topk_eos_reset")
@@ -54,27 +56,32 @@ def build_parser() -> argparse.ArgumentParser:
                          "instead of recomputing them for this stream")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = ap.add_argument_group("SUTA (defaults = the paper's)")
-    g.add_argument("--steps", type=int, default=10, help="adaptation steps per utterance (episodic/continual)")
-    g.add_argument("--lr", type=float, default=2e-5)
-    g.add_argument("--em-coef", type=float, default=0.3, help="α: entropy weight; 1−α for MCC")
-    g.add_argument("--temp", type=float, default=2.5)
+    s0 = SUTAConfig()  # defaults from the dataclass (the paper's), stated once
+    g.add_argument("--steps", type=int, default=s0.steps, help="adaptation steps per utterance (episodic/continual)")
+    g.add_argument("--lr", type=float, default=s0.lr)
+    g.add_argument("--em-coef", type=float, default=s0.em_coef, help="α: entropy weight; 1−α for MCC")
+    g.add_argument("--temp", type=float, default=s0.temp)
     g.add_argument("--no-non-blank", action="store_true", help="entropy over all positions")
     g.add_argument("--no-reweight", action="store_true", help="MCC without entropy re-weighting")
     g.add_argument("--no-train-feature", action="store_true", help="adapt LayerNorms only")
-    g.add_argument("--feature-repeat", type=int, default=1,
+    g.add_argument("--feature-repeat", type=int, default=s0.feature_repeat,
                    help="step the feature extractor N times per step (the reference code's duplicate listing)")
     g.add_argument("--class-num", type=int, default=None, help="MCC normaliser (default: vocabulary size)")
     e = ap.add_argument_group("Whisper methods (ln_topk_eos, seq_em; defaults fixed on the dev split)")
-    e.add_argument("--w-steps", type=int, default=None, help="steps per utterance (default 3)")
-    e.add_argument("--w-lr", type=float, default=None, help="AdamW lr (default 1e-2, picked on dev)")
-    e.add_argument("--w-temp", type=float, default=None, help="ln_topk_eos: temperature on the top-k logits (1.0)")
-    e.add_argument("--topk", type=int, default=None, help="ln_topk_eos: k of the top-k entropy (20)")
-    e.add_argument("--eos-coef", type=float, default=None, help="weight of the EOS pseudo-label CE (1.0; 0 = off)")
-    e.add_argument("--params", default=None, help="adapted parameters: ln (enc+dec LayerNorms), ln+conv, enc_ln, dec_ln")
+    w0 = WhisperEMConfig()  # the help states the dataclass's defaults, so the two cannot drift apart
+    e.add_argument("--w-steps", type=int, default=None, help=f"steps per utterance ({w0.steps})")
+    e.add_argument("--w-lr", type=float, default=None, help=f"AdamW lr ({w0.lr:g}, picked on dev)")
+    e.add_argument("--w-temp", type=float, default=None, help=f"ln_topk_eos: temperature on the top-k logits ({w0.temp:g})")
+    e.add_argument("--topk", type=int, default=None, help=f"ln_topk_eos: k of the top-k entropy ({w0.topk}, picked on dev)")
+    e.add_argument("--eos-coef", type=float, default=None,
+                   help=f"weight of the EOS pseudo-label CE ({w0.eos_coef:g}; 0 = off)")
+    e.add_argument("--params", default=None,
+                   help=f"adapted parameters: ln (enc+dec LayerNorms), ln+conv, enc_ln, dec_ln ({w0.params})")
     e.add_argument("--conv-lr", type=float, default=None,
                    help="with --params ln+conv: the conv front end's own lr (default: --w-lr)")
-    e.add_argument("--pg-coef", type=float, default=None, help="seq_em: weight of the policy-gradient term (1.0)")
-    e.add_argument("--n-samples", type=int, default=None, help="seq_em: sampled hypotheses per step (2; <2 = no PG)")
+    e.add_argument("--pg-coef", type=float, default=None, help=f"seq_em: weight of the policy-gradient term ({w0.pg_coef:g})")
+    e.add_argument("--n-samples", type=int, default=None,
+                   help=f"seq_em: sampled hypotheses per step ({w0.n_samples}; <2 = no PG)")
     d = ap.add_argument_group("continual / Dynamic-SUTA")
     d.add_argument("--continual-steps", type=int, default=1, help="steps per utterance for `continual` (CSUTA: 1)")
     d.add_argument("--fast-steps", type=int, default=5)
@@ -95,8 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _whisper_config(args: argparse.Namespace):
-    from speechllm.tta.whisper_em import WhisperEMConfig
-
     wcfg = WhisperEMConfig()
     for arg, field in (("w_steps", "steps"), ("w_lr", "lr"), ("w_temp", "temp"), ("topk", "topk"),
                        ("eos_coef", "eos_coef"), ("params", "params"), ("conv_lr", "conv_lr"), ("pg_coef", "pg_coef"),
@@ -109,7 +114,7 @@ def _whisper_config(args: argparse.Namespace):
 def make_method(name: str, args: argparse.Namespace):
     from speechllm.tta.asr import load_tta_asr
     from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA
-    from speechllm.tta.suta import EpisodicMethod, SourceMethod, SUTAConfig
+    from speechllm.tta.suta import EpisodicMethod, SourceMethod
 
     asr = load_tta_asr(args.asr, real_length=not args.full_window, pad_seconds=args.pad_seconds,
                         redecode=not args.no_redecode)  # Whisper options; ignored for CTC
