@@ -217,8 +217,8 @@ def _no_speech_picks(row_id: str, known: list[Instruction], k: int, seed: int) -
     """A clip without speech asks whether anyone speaks in each form in turn: yes/no first, then a
     listed choice, then the rest. It holds the rare answer, so a form it is seldom asked in is learned
     as "yes" whatever the audio: drawn by the shares above, the demo corpus asked the yes/no form
-    57 times, 54 of them of speech clips, and two of three seeds then scored "no" far below "yes"
-    on clips without speech (docs/hearing.md)."""
+    57 times, 54 of them of speech clips, and two of three seeds then failed the suite's yes/no
+    speech detection (35 and 50 %; docs/hearing.md)."""
     forms = ([i for i in known if i.form == "yes_no"], [i for i in known if _one_word_choice(i)],
              [i for i in known if i.form != "yes_no" and not _one_word_choice(i)])
     chosen: list[Instruction] = []
