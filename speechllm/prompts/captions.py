@@ -205,12 +205,17 @@ def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, 
             u = _unit(seed, row_id, slot, "category") * (1 - one_word_share)
             first = ("attribute" if u < attribute_share else "default" if u < attribute_share + default_share
                      else "other")
-        for cat in (first, "attribute", "other", "default", "one_word"):
-            pool = [i for i in pools[cat] if i not in chosen]
-            if pool:
-                chosen.append(pool[int(_unit(seed, row_id, slot, "pick") * len(pool))])
-                break
+        _draw([pools[c] for c in (first, "attribute", "other", "default", "one_word")], chosen, seed, row_id, slot)
     return chosen
+
+
+def _draw(pools: list[list[Instruction]], chosen: list[Instruction], seed: int, row_id: str, slot: int) -> None:
+    """Append to `chosen` one instruction not chosen yet, from the first of `pools` that has one."""
+    for pool in pools:
+        left = [i for i in pool if i not in chosen]
+        if left:
+            chosen.append(left[int(_unit(seed, row_id, slot, "pick") * len(left))])
+            return
 
 
 def _no_speech_picks(row_id: str, known: list[Instruction], k: int, seed: int) -> list[Instruction]:
@@ -223,11 +228,7 @@ def _no_speech_picks(row_id: str, known: list[Instruction], k: int, seed: int) -
              [i for i in known if i.form != "yes_no" and not _one_word_choice(i)])
     chosen: list[Instruction] = []
     for slot in range(min(k, len(known))):
-        for f in range(len(forms)):
-            pool = [i for i in forms[(slot + f) % len(forms)] if i not in chosen]
-            if pool:
-                chosen.append(pool[int(_unit(seed, row_id, slot, "pick") * len(pool))])
-                break
+        _draw([forms[(slot + f) % len(forms)] for f in range(len(forms))], chosen, seed, row_id, slot)
     return chosen
 
 
