@@ -6,9 +6,8 @@ import functools
 
 import pytest
 import torch
-from tta_tiny import changed_keys, signal, state_copy, tiny_whisper
+from tta_tiny import changed_keys, killed_then_resumed, signal, state_copy, tiny_whisper
 
-from speechllm.io import AppendOnlyJsonl
 from speechllm.tta.stream import run_stream
 from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, eos_guard_loss, restrict_params
 
@@ -126,28 +125,6 @@ def test_episodic_reset_and_only_chosen_params_move(objective):
     assert not changed_keys(asr.model, before)  # episodic: weights restored after the utterance
 
 
-class _Killed(Exception):
-    pass
-
-
-def _killed_then_resumed(method, rows, out, monkeypatch, die_at: int) -> list[dict]:
-    """Run the stream, the process dying as row `die_at` is appended; rerun it to the end."""
-    calls = {"n": 0}
-    real_append = AppendOnlyJsonl.append
-
-    def dying_append(self, row):
-        calls["n"] += 1
-        if calls["n"] == die_at:
-            raise _Killed
-        return real_append(self, row)
-
-    monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
-    with pytest.raises(_Killed):
-        run_stream(method(), rows, out, progress=False)
-    monkeypatch.undo()
-    return run_stream(method(), rows, out, progress=False)
-
-
 @pytest.mark.parametrize("objective", ["ln_topk_eos", "seq_em"])
 def test_kill_mid_stream_resumes_to_identical_rows(tmp_path, monkeypatch, objective):
     from speechllm.data.audio import save_audio
@@ -163,7 +140,7 @@ def test_kill_mid_stream_resumes_to_identical_rows(tmp_path, monkeypatch, object
                                objective=objective)
 
     ref = run_stream(method(), rows, tmp_path / "ref", progress=False)
-    got = _killed_then_resumed(method, rows, tmp_path / "resumed", monkeypatch, die_at=3)
+    got = killed_then_resumed(method, rows, tmp_path / "resumed", monkeypatch, die_at=3)
     assert len((tmp_path / "resumed" / f"{objective}.jsonl").read_text().splitlines()) == 4
     for a, b in zip(ref, got, strict=True):
         assert (a["id"], a["hyp"], a["losses"]) == (b["id"], b["hyp"], b["losses"])
@@ -176,7 +153,7 @@ def test_adapt_help_documents_every_method_with_reference(capsys):
     for m in METHODS:
         line = next((ln for ln in text.splitlines() if ln.strip().startswith(m + " ")), None)
         assert line is not None, m
-    for m in ("suta", "ln_topk_eos", "seq_em", "dsuta"):
+    for m in ("suta", "ln_topk_eos", "seq_em", "sgem", "dsuta"):
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(m + " "))
         assert "arXiv" in line or "code" in line, line
 
@@ -225,7 +202,7 @@ def test_dynamic_suta_on_ln_topk_eos_moves_only_its_parameters_and_resumes_exact
     moved = changed_keys(m.asr.model, before)  # the slow model after the stream
     assert moved and all(k.startswith("model.decoder.") and "layer_norm" in k for k in moved)
 
-    got = _killed_then_resumed(_dsuta_ln, rows, tmp_path / "resumed", monkeypatch, die_at=4)
+    got = killed_then_resumed(_dsuta_ln, rows, tmp_path / "resumed", monkeypatch, die_at=4)
     assert len((tmp_path / "resumed" / "dsuta_ln_topk_eos_reset.jsonl").read_text().splitlines()) == 6
     for a, b in zip(ref, got, strict=True):
         assert (a["id"], a["hyp"], a["losses"], a.get("reset")) == (b["id"], b["hyp"], b["losses"], b.get("reset"))

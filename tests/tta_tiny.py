@@ -91,3 +91,43 @@ def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def changed_keys(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> set[str]:
     return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+
+
+def wav_rows(folder: Path, n: int, seconds: float = 0.5) -> list[dict]:
+    """`n` manifest rows of short test signals saved as wav files in `folder`."""
+    from speechllm.data.audio import save_audio
+
+    rows = []
+    for i in range(n):
+        p = folder / f"u{i}.wav"
+        save_audio(p, signal(i, seconds=seconds))
+        rows.append({"id": f"u{i}", "audio": str(p), "transcript": "w1 w2", "attributes": {"domain": "d"}})
+    return rows
+
+
+class _Killed(Exception):
+    pass
+
+
+def killed_then_resumed(method, rows, out, monkeypatch, die_at: int) -> list[dict]:
+    """Run the stream (`method()` builds a fresh method), the process dying as row `die_at` is
+    appended; rerun it to the end and return the rows."""
+    import pytest
+
+    from speechllm.io import AppendOnlyJsonl
+    from speechllm.tta.stream import run_stream
+
+    calls = {"n": 0}
+    real_append = AppendOnlyJsonl.append
+
+    def dying_append(self, row):
+        calls["n"] += 1
+        if calls["n"] == die_at:
+            raise _Killed
+        return real_append(self, row)
+
+    monkeypatch.setattr(AppendOnlyJsonl, "append", dying_append)
+    with pytest.raises(_Killed):
+        run_stream(method(), rows, out, progress=False)
+    monkeypatch.undo()
+    return run_stream(method(), rows, out, progress=False)

@@ -18,12 +18,13 @@ import torch
 
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
+from speechllm.tta.sgem import SGEMConfig
 from speechllm.tta.suta import SUTAConfig
 from speechllm.tta.whisper_em import WhisperEMConfig
 
-METHODS = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "continual", "dsuta", "dsuta_reset",
+METHODS = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "sgem", "continual", "dsuta", "dsuta_reset",
            "dsuta_ln_topk_eos", "dsuta_ln_topk_eos_reset")
-EPISODIC = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em")
+EPISODIC = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "sgem")
 METHOD_HELP = {
     "source": "no adaptation (the unadapted model, greedy decoding)",
     "suta": "SUTA, faithful: entropy + MCC on LayerNorms + conv, 10 steps, episodic (Lin et al. 2022, arXiv 2203.14222)",
@@ -32,6 +33,8 @@ METHOD_HELP = {
                    "(public Whisper SUTA code; Lin et al. 2022)",
     "seq_em": "sequence-level entropy: token entropies + policy gradient on sampled hypotheses, EOS guard "
               "(Huang, Yu, Lin, Lee 2026, arXiv 2605.08186)",
+    "sgem": "SGEM: beam-search hypothesis, Renyi entropy + negative sampling, encoder, cosine lr "
+            "(Kim et al. 2023, arXiv 2306.01981)",
     "continual": "SUTA steps on every utterance, never reset: drifts/collapses (CSUTA, arXiv 2406.11064)",
     "dsuta": "Dynamic-SUTA: fast per-utterance model from a slow model updated on a buffer (arXiv 2406.11064)",
     "dsuta_reset": "Dynamic-SUTA + dynamic reset of the slow model on a detected domain shift (arXiv 2406.11064)",
@@ -82,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pg-coef", type=float, default=None, help=f"seq_em: weight of the policy-gradient term ({w0.pg_coef:g})")
     e.add_argument("--n-samples", type=int, default=None,
                    help=f"seq_em: sampled hypotheses per step ({w0.n_samples}; <2 = no PG)")
+    sg = ap.add_argument_group("SGEM (defaults = the SGEM code's conformer-CTC settings)")
+    g0 = SGEMConfig()
+    for flag, field, kind, what in (
+            ("--sgem-steps", "steps", int, "steps per utterance"), ("--sgem-lr", "lr", float, "AdamW lr, first step"),
+            ("--sgem-lr-min", "lr_min", float, "lr of the cosine schedule's end"),
+            ("--sgem-params", "params", str, "adapted parameters (as --params, or enc: every encoder weight)"),
+            ("--sgem-temp", "temp", float, "temperature"), ("--beam", "beam", int, "beam width"),
+            ("--renyi-alpha", "renyi_alpha", float, "order of the Renyi entropy"),
+            ("--ns-coef", "ns_coef", float, "weight of the negative-sampling loss"),
+            ("--ns-threshold", "ns_threshold", float, "negatives: probability below this x 10 / V"),
+            ("--sgem-eos-coef", "eos_coef", float, "ln_topk_eos's EOS guard (0 = off, as SGEM)")):
+        sg.add_argument(flag, dest=f"sgem_{field}", type=kind, default=None, help=f"{what} ({getattr(g0, field)})")
     d = ap.add_argument_group("continual / Dynamic-SUTA")
     d.add_argument("--continual-steps", type=int, default=1, help="steps per utterance for `continual` (CSUTA: 1)")
     d.add_argument("--fast-steps", type=int, default=5)
@@ -111,6 +126,15 @@ def _whisper_config(args: argparse.Namespace):
     return wcfg
 
 
+def _sgem_config(args: argparse.Namespace) -> SGEMConfig:
+    cfg = SGEMConfig()
+    for field in ("steps", "lr", "lr_min", "params", "temp", "beam", "renyi_alpha", "ns_coef", "ns_threshold",
+                  "eos_coef"):
+        if getattr(args, f"sgem_{field}") is not None:
+            setattr(cfg, field, getattr(args, f"sgem_{field}"))
+    return cfg
+
+
 def make_method(name: str, args: argparse.Namespace):
     from speechllm.tta.asr import load_tta_asr
     from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA
@@ -131,6 +155,11 @@ def make_method(name: str, args: argparse.Namespace):
 
         wcfg = _whisper_config(args)
         return WhisperEMMethod(asr, wcfg, objective=name), wcfg
+    if name == "sgem":
+        from speechllm.tta.sgem import SGEMMethod
+
+        scfg = _sgem_config(args)
+        return SGEMMethod(asr, scfg), scfg
     if name == "continual":
         cfg.steps = args.continual_steps
         return ContinualMethod(asr, cfg), cfg

@@ -191,10 +191,14 @@ def sdpl_objective(asr: TTAModel, inputs: dict) -> tuple[torch.Tensor | None, di
     return loss, {"loss": float(loss.detach()), "hyp": getattr(asr, "last_hypothesis", None)}
 
 
-def adapt_steps(ad: ParamAdapter, inputs: dict, objective: LossFn, steps: int) -> dict:
-    """Run `steps` guarded updates on one utterance; returns the loss curve and skips."""
+def adapt_steps(ad: ParamAdapter, inputs: dict, objective: LossFn, steps: int,
+                lr_at: Callable[[int], float] | None = None) -> dict:
+    """Run `steps` guarded updates on one utterance (update i at lr `lr_at(i)` where given);
+    returns the loss curve and skips."""
     losses, skips, first_hyp = [], [], None
     for i in range(steps):
+        if lr_at is not None:
+            ad.set_lr(lr_at(i))
         loss, info = objective(ad.asr, inputs)
         if i == 0:
             first_hyp = info.get("hyp")
@@ -248,7 +252,7 @@ class EpisodicMethod(Method):
         inputs = self.asr.prepare(wav)
         self.ad.load(self.source)
         self.ad.new_optimizer()
-        rec = adapt_steps(self.ad, inputs, self.objective, self.cfg.steps)
+        rec = adapt_steps(self.ad, inputs, self.objective, self.cfg.steps, getattr(self, "lr_at", None))
         hyp = self.asr.transcribe(inputs)
         self.ad.load(self.source)
         return {"hyp": hyp, "source_hyp": rec["first_hyp"], "losses": rec["losses"], "skips": rec["skips"]}

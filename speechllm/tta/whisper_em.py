@@ -28,7 +28,7 @@ from speechllm.errors import ConfigError, UnknownNameError
 from speechllm.tta.asr import Scores, WhisperTTA
 from speechllm.tta.suta import EpisodicMethod, ParamAdapter, SUTAConfig, softmax_entropy
 
-PARAM_SETS = ("ln", "ln+conv", "enc_ln", "dec_ln")
+PARAM_SETS = ("ln", "ln+conv", "enc_ln", "dec_ln", "enc")
 
 
 @dataclass
@@ -52,8 +52,11 @@ def restrict_params(ad: ParamAdapter, params: str) -> None:
     if params not in PARAM_SETS:
         raise UnknownNameError(f"unknown parameter set {params!r}; choose from {PARAM_SETS}")
     ln, feat = ad.asr.param_groups()
+    if params == "enc":  # every encoder weight (SGEM's `enc`), stepped at the LayerNorms' lr
+        ln = [(n, p) for n, p in ad.asr.model.named_parameters()
+              if n.startswith("model.encoder.") and "embed_positions" not in n]  # the sinusoid stays fixed
     keep = {"ln": ("model.encoder.", "model.decoder."), "ln+conv": ("model.encoder.", "model.decoder."),
-            "enc_ln": ("model.encoder.",), "dec_ln": ("model.decoder.",)}[params]
+            "enc_ln": ("model.encoder.",), "dec_ln": ("model.decoder.",), "enc": ("model.encoder.",)}[params]
     ad.ln = [(n, p) for n, p in ln if n.startswith(keep)]
     ad.feat = feat if params == "ln+conv" else []
     ad.asr.model.requires_grad_(False)

@@ -1,0 +1,142 @@
+"""SGEM for Whisper (Kim, Park, Shim, Yang, Interspeech 2023, arXiv 2306.01981; code drumpt/SGEM).
+
+Per utterance, episodic: beam search picks the hypothesis (the most plausible sequence rather than
+the greedy one); the decoder's distributions, teacher-forced along it, are adapted with
+
+  * generalised entropy: the Rényi entropy of order α of softmax(logits / T), mean over the text
+    positions (Whisper's analogue of SGEM's non-blank frames);
+  * negative sampling (the code's `ns3l`): at each position the classes whose probability (at T = 1)
+    is below `ns_threshold` × 10 / V are negatives, and −log(1 − their mass under softmax(logits / T))
+    pushes that mass down;
+
+with AdamW on a cosine schedule from `lr` to `lr_min` over the steps. Defaults are the SGEM code's
+conformer-CTC settings (the closest of its models to Whisper's encoder): beam 5, 10 steps, lr 4e-5 to
+2e-5, T 2.5, α 1.25, negative-sampling weight 2, threshold 0.04, the whole encoder adapted (`enc`).
+SGEM has no end-of-text guard; `eos_coef` > 0 adds `ln_topk_eos`'s (off by default: faithful).
+With `redecode` off the beam search runs once per utterance, as the other Whisper methods decode once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from speechllm.tta.asr import WhisperTTA, looping_tail
+from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, eos_guard_loss
+
+
+@dataclass
+class SGEMConfig(WhisperEMConfig):
+    steps: int = 10
+    lr: float = 4e-5
+    lr_min: float = 2e-5  # cosine annealing over the steps (the code's CosineAnnealingLR, t_max = steps)
+    temp: float = 2.5
+    params: str = "enc"
+    eos_coef: float = 0.0
+    beam: int = 5
+    renyi_alpha: float = 1.25
+    ns_coef: float = 2.0
+    ns_threshold: float = 0.04
+
+
+def renyi_entropy(logits: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N, V) -> (N,) Rényi entropy H_α = log Σ p^α / (1 − α), in log space; α = 1 is Shannon's."""
+    logp = logits.log_softmax(-1)
+    if abs(alpha - 1.0) < 1e-6:
+        return -(logp.exp() * logp).sum(-1)
+    return torch.logsumexp(alpha * logp, dim=-1) / (1.0 - alpha)
+
+
+def negative_sampling_loss(logits: torch.Tensor, temp: float, threshold: float) -> torch.Tensor:
+    """Mean over positions of −log(1 − mass of the negatives under softmax(logits / T)); negatives are
+    the classes below `threshold` × 10 / V at T = 1 (chosen without gradient)."""
+    v = logits.shape[-1]
+    neg = logits.detach().softmax(-1) < threshold * 10 / v
+    logp = (logits / temp).log_softmax(-1).masked_fill(~neg, -math.inf)
+    mass = torch.logsumexp(logp, dim=-1).exp().clamp(max=1 - 1e-6)
+    return -torch.log1p(-mass).mean()
+
+
+def cosine_lr(lr: float, lr_min: float, step: int, steps: int) -> float:
+    """CosineAnnealingLR(T_max = steps, eta_min = lr_min) before update `step` (0-based)."""
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * step / max(1, steps))) / 2
+
+
+@torch.no_grad()
+def beam_search(asr: WhisperTTA, enc_out: torch.Tensor, max_tokens: int | None, width: int) -> list[int]:
+    """The best hypothesis of a width-`width` beam search (Whisper's rules: the same suppressed tokens,
+    score = summed log-probability / length), EOT excluded. width 1 is greedy decoding."""
+    enc_out = enc_out.detach()
+    alive: list[tuple[list[int], float]] = [([], 0.0)]
+    done: list[tuple[list[int], float]] = []
+    for i in range(max_tokens or asr.max_new_tokens):
+        seqs = torch.stack([torch.cat([asr.prefix, torch.tensor(s, dtype=torch.long)]) for s, _ in alive])
+        out = asr.model(encoder_outputs=(enc_out.expand(len(alive), -1, -1),), decoder_input_ids=seqs, use_cache=False)
+        logits = out.logits[:, -1].clone()
+        logits[:, asr.suppress] = -math.inf
+        if i == 0 and asr.begin_suppress:
+            logits[:, asr.begin_suppress] = -math.inf
+        logp = logits.log_softmax(-1)
+        cands = []
+        for (s, score), lp in zip(alive, logp, strict=True):
+            top = lp.topk(width + 1)
+            cands += [(score + float(v), s, int(t)) for v, t in zip(top.values, top.indices, strict=True)]
+        cands.sort(key=lambda c: -c[0])
+        alive = []
+        for score, s, t in cands:
+            if t == asr.eot:
+                done.append((s, score))
+                continue
+            seq = s + [t]
+            cut = looping_tail(seq)
+            if cut:  # a looping beam ends here, as greedy decoding ends it
+                done.append((seq[:-cut], score))
+            else:
+                alive.append((seq, score))
+            if len(alive) == width:  # as Whisper's beam search: candidates below the last kept are dropped
+                break
+        if len(done) >= width or not alive:
+            break
+    pool = done or alive
+    return max(pool, key=lambda h: h[1] / max(1, len(h[0])))[0]
+
+
+def sgem_objective(cfg: SGEMConfig):
+    def f(asr: WhisperTTA, inputs: dict):
+        enc = asr.encode(inputs["input_features"])
+        limit = int(inputs["max_tokens"]) if "max_tokens" in inputs else None
+        if asr.redecode or "hyp" not in inputs:
+            inputs["hyp"] = beam_search(asr, enc, limit, cfg.beam)
+        asr.last_hypothesis = asr.decode_text(inputs["hyp"])
+        s = asr.forced_scores(enc, inputs["hyp"])
+        info: dict = {"hyp": asr.last_hypothesis}
+        loss = s.logits.new_zeros(())
+        if bool(s.mask.any()):
+            x = s.logits[s.mask, : asr.eot + 1]
+            ent = renyi_entropy(x / cfg.temp, cfg.renyi_alpha).mean()
+            ns = negative_sampling_loss(x, cfg.temp, cfg.ns_threshold)
+            loss = loss + ent + cfg.ns_coef * ns
+            info.update(entropy=float(ent.detach()), ns=float(ns.detach()))
+        elif cfg.eos_coef <= 0:
+            return None, {**info, "skipped": "empty"}
+        if cfg.eos_coef > 0:
+            e = eos_guard_loss(s, asr.eot)
+            loss = loss + cfg.eos_coef * e
+            info["eos_ce"] = float(e.detach())
+        info["loss"] = float(loss.detach())
+        return loss, info
+    return f
+
+
+class SGEMMethod(WhisperEMMethod):
+    """Episodic SGEM: beam-search hypothesis, Rényi entropy + negative sampling, cosine lr."""
+
+    def __init__(self, asr: WhisperTTA, cfg: SGEMConfig):
+        if not isinstance(asr, WhisperTTA):
+            raise SystemExit(f"sgem is a Whisper method here; {asr.name} is not a Whisper model")
+        super().__init__(asr, cfg, objective="ln_topk_eos")
+        self.name = "sgem"
+        self.objective = sgem_objective(cfg)
+        self.lr_at = lambda i: cosine_lr(cfg.lr, cfg.lr_min, i, cfg.steps)
