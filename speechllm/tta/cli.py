@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pg-coef", type=float, default=None, help=f"seq_em: weight of the policy-gradient term ({w0.pg_coef:g})")
     e.add_argument("--n-samples", type=int, default=None,
                    help=f"seq_em: sampled hypotheses per step ({w0.n_samples}; <2 = no PG)")
-    sg = ap.add_argument_group("SGEM (defaults = the SGEM code's conformer-CTC settings)")
+    sg = ap.add_argument_group("SGEM (the SGEM code's conformer-CTC settings; lr and EOS guard picked on dev)")
     g0 = SGEMConfig()
     for flag, field, kind, what in (
             ("--sgem-steps", "steps", int, "steps per utterance"), ("--sgem-lr", "lr", float, "AdamW lr, first step"),
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--renyi-alpha", "renyi_alpha", float, "order of the Renyi entropy"),
             ("--ns-coef", "ns_coef", float, "weight of the negative-sampling loss"),
             ("--ns-threshold", "ns_threshold", float, "negatives: probability below this x 10 / V"),
-            ("--sgem-eos-coef", "eos_coef", float, "ln_topk_eos's EOS guard (0 = off, as SGEM)")):
+            ("--sgem-eos-coef", "eos_coef", float, "ln_topk_eos's EOS guard (0 = off, as in SGEM)")):
         sg.add_argument(flag, dest=f"sgem_{field}", type=kind, default=None, help=f"{what} ({getattr(g0, field)})")
     d = ap.add_argument_group("continual / Dynamic-SUTA")
     d.add_argument("--continual-steps", type=int, default=1, help="steps per utterance for `continual` (CSUTA: 1)")
