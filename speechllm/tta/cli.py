@@ -116,23 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _whisper_config(args: argparse.Namespace):
-    wcfg = WhisperEMConfig()
-    for arg, field in (("w_steps", "steps"), ("w_lr", "lr"), ("w_temp", "temp"), ("topk", "topk"),
-                       ("eos_coef", "eos_coef"), ("params", "params"), ("conv_lr", "conv_lr"), ("pg_coef", "pg_coef"),
-                       ("n_samples", "n_samples")):
+def _overridden(cfg, args: argparse.Namespace, arg_to_field: dict[str, str]):
+    """`cfg` with each option the user gave (not None) written into its field; unset ones keep the default."""
+    for arg, field in arg_to_field.items():
         if getattr(args, arg) is not None:
-            setattr(wcfg, field, getattr(args, arg))
-    return wcfg
+            setattr(cfg, field, getattr(args, arg))
+    return cfg
+
+
+def _whisper_config(args: argparse.Namespace):
+    return _overridden(WhisperEMConfig(), args, {
+        "w_steps": "steps", "w_lr": "lr", "w_temp": "temp", "topk": "topk", "eos_coef": "eos_coef",
+        "params": "params", "conv_lr": "conv_lr", "pg_coef": "pg_coef", "n_samples": "n_samples"})
 
 
 def _sgem_config(args: argparse.Namespace) -> SGEMConfig:
-    cfg = SGEMConfig()
-    for field in ("steps", "lr", "lr_min", "params", "temp", "beam", "renyi_alpha", "ns_coef", "ns_threshold",
-                  "eos_coef"):
-        if getattr(args, f"sgem_{field}") is not None:
-            setattr(cfg, field, getattr(args, f"sgem_{field}"))
-    return cfg
+    fields = ("steps", "lr", "lr_min", "params", "temp", "beam", "renyi_alpha", "ns_coef", "ns_threshold", "eos_coef")
+    return _overridden(SGEMConfig(), args, {f"sgem_{f}": f for f in fields})
 
 
 def make_method(name: str, args: argparse.Namespace):

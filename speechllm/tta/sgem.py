@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from speechllm.tta.asr import WhisperTTA, looping_tail
-from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, eos_guard_loss
+from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, with_eos_guard
 
 
 @dataclass
@@ -122,12 +122,7 @@ def sgem_objective(cfg: SGEMConfig):
             info.update(entropy=float(ent.detach()), ns=float(ns.detach()))
         elif cfg.eos_coef <= 0:
             return None, {**info, "skipped": "empty"}
-        if cfg.eos_coef > 0:
-            e = eos_guard_loss(s, asr.eot)
-            loss = loss + cfg.eos_coef * e
-            info["eos_ce"] = float(e.detach())
-        info["loss"] = float(loss.detach())
-        return loss, info
+        return with_eos_guard(loss, s, asr.eot, cfg.eos_coef, info)
     return f
 
 
@@ -135,9 +130,8 @@ class SGEMMethod(WhisperEMMethod):
     """Episodic SGEM: beam-search hypothesis, Rényi entropy + negative sampling, cosine lr."""
 
     def __init__(self, asr: WhisperTTA, cfg: SGEMConfig):
-        if not isinstance(asr, WhisperTTA):
-            raise SystemExit(f"sgem is a Whisper method here; {asr.name} is not a Whisper model")
-        super().__init__(asr, cfg, objective="ln_topk_eos")
-        self.name = "sgem"
-        self.objective = sgem_objective(cfg)
+        super().__init__(asr, cfg, objective="sgem")
         self.lr_at = lambda i: cosine_lr(cfg.lr, cfg.lr_min, i, cfg.steps)
+
+    def make_objective(self, objective: str, cfg: SGEMConfig):
+        return sgem_objective(cfg)

@@ -241,6 +241,8 @@ class SourceMethod(Method):
 class EpisodicMethod(Method):
     """Adapt on each utterance alone, transcribe, then reset weights *and* optimizer (episodic)."""
 
+    lr_at: Callable[[int], float] | None = None  # a per-step lr schedule (SGEM's cosine); None = the config's lr
+
     def __init__(self, asr: TTAModel, cfg: SUTAConfig, objective: str = "suta"):
         self.asr, self.cfg = asr, cfg
         self.name = objective
@@ -252,7 +254,7 @@ class EpisodicMethod(Method):
         inputs = self.asr.prepare(wav)
         self.ad.load(self.source)
         self.ad.new_optimizer()
-        rec = adapt_steps(self.ad, inputs, self.objective, self.cfg.steps, getattr(self, "lr_at", None))
+        rec = adapt_steps(self.ad, inputs, self.objective, self.cfg.steps, self.lr_at)
         hyp = self.asr.transcribe(inputs)
         self.ad.load(self.source)
         return {"hyp": hyp, "source_hyp": rec["first_hyp"], "losses": rec["losses"], "skips": rec["skips"]}

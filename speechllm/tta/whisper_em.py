@@ -76,6 +76,16 @@ def eos_guard_loss(s: Scores, eot: int) -> torch.Tensor:
     return nn.functional.cross_entropy(s.logits[pos], s.labels[pos])
 
 
+def with_eos_guard(loss: torch.Tensor, s: Scores, eot: int, coef: float, info: dict) -> tuple[torch.Tensor, dict]:
+    """The Whisper objectives' shared tail: add `coef` x the EOS guard (when coef > 0), record the loss."""
+    if coef > 0:
+        e = eos_guard_loss(s, eot)
+        loss = loss + coef * e
+        info["eos_ce"] = float(e.detach())
+    info["loss"] = float(loss.detach())
+    return loss, info
+
+
 def topk_entropy(s: Scores, k: int, temp: float, vocab_end: int) -> torch.Tensor | None:
     """Mean entropy of softmax(top-k logits / T) over text positions (None if there are none)."""
     if not bool(s.mask.any()):
@@ -102,14 +112,9 @@ def ln_topk_eos_objective(cfg: WhisperEMConfig):
         if ent is not None:
             loss = loss + ent
             info["entropy"] = float(ent.detach())
-        if cfg.eos_coef > 0:
-            e = eos_guard_loss(s, asr.eot)
-            loss = loss + cfg.eos_coef * e
-            info["eos_ce"] = float(e.detach())
         if ent is None and cfg.eos_coef <= 0:
             return None, {**info, "skipped": "empty"}
-        info["loss"] = float(loss.detach())
-        return loss, info
+        return with_eos_guard(loss, s, asr.eot, cfg.eos_coef, info)
     return f
 
 
@@ -142,12 +147,7 @@ def seq_em_objective(cfg: WhisperEMConfig):
             pg = sum((r[i] - base[i]) * logps[i] for i in range(len(r))) / (len(r) * n_tok)
             loss = loss + cfg.pg_coef * pg
             info["pg"] = float(pg.detach())
-        if cfg.eos_coef > 0:
-            e = eos_guard_loss(s, asr.eot)
-            loss = loss + cfg.eos_coef * e
-            info["eos_ce"] = float(e.detach())
-        info["loss"] = float(loss.detach())
-        return loss, info
+        return with_eos_guard(loss, s, asr.eot, cfg.eos_coef, info)
     return f
 
 
@@ -161,9 +161,11 @@ class WhisperEMMethod(EpisodicMethod):
         self.name = objective
         restrict_params(self.ad, cfg.params)
         self.source = self.ad.snapshot()
+        self.objective = self.make_objective(objective, cfg)
+
+    def make_objective(self, objective: str, cfg: WhisperEMConfig):
         if objective == "ln_topk_eos":
-            self.objective = ln_topk_eos_objective(cfg)
-        elif objective == "seq_em":
-            self.objective = seq_em_objective(cfg)
-        else:
-            raise UnknownNameError(f"unknown Whisper objective {objective!r}")
+            return ln_topk_eos_objective(cfg)
+        if objective == "seq_em":
+            return seq_em_objective(cfg)
+        raise UnknownNameError(f"unknown Whisper objective {objective!r}")
