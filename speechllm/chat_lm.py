@@ -211,11 +211,11 @@ class HFGenerator(ChatGenerator):
         if model is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from speechllm.packs.hub import resolve
+            from speechllm.packs.hub import NO_HUB_KERNELS, resolve
 
             path = resolve(name_or_path or "smollm2-135m")
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **NO_HUB_KERNELS).eval()
             name = Path(path).name
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         else:

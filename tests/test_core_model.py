@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -185,3 +187,20 @@ def test_lora_weights_are_saved_and_reloaded(tmp_path):
     r = load_speechllm(tmp_path)
     batch = m.processor(examples(1))
     torch.testing.assert_close(r(batch, return_logits=True)["logits"], m(batch, return_logits=True)["logits"])
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 2, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False}])
+def test_new_weights_come_from_the_cpu_generator_whatever_the_default_device(model, lora):
+    # Lightning builds the model under the accelerator's device context; on an H200 the CUDA generator gave
+    # the same seed another adapter. "meta" stands in for "cuda" here: a device whose factories are not the CPU's.
+    def build(ctx):
+        llm = copy.deepcopy(model.llm)  # peft injects LoRA layers in place
+        torch.manual_seed(1)
+        with ctx:
+            return SpeechLLM(model.encoder, llm, model.tokenizer, tiny_config(lora=lora))
+
+    plain, under_meta = build(torch.device("cpu")), build(torch.device("meta"))
+    a, b = plain.trainable_state_dict(), under_meta.trainable_state_dict()
+    assert a.keys() == b.keys() and any(".lora_" in k for k in a) == bool(lora)
+    for k in a:
+        assert b[k].device.type == "cpu" and torch.equal(a[k], b[k]), k

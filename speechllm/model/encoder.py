@@ -127,10 +127,10 @@ def load_whisper(name_or_path: str | Path, dtype: torch.dtype = torch.float32) -
     through it."""
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-    from speechllm.packs.hub import resolve
+    from speechllm.packs.hub import NO_HUB_KERNELS, resolve
 
     path = Path(resolve(name_or_path))
-    whisper = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    whisper = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype, **NO_HUB_KERNELS)
     fe = WhisperFeatureExtractor.from_pretrained(path)
     has_vocab = (path / "vocab.json").exists() or (path / "tokenizer.json").exists()
     tok = WhisperTokenizer.from_pretrained(path) if has_vocab else None

@@ -76,7 +76,11 @@ class SpeechLLM(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
         emb = llm.get_input_embeddings().weight
         embed_rms = float(emb.detach().float().pow(2).mean().sqrt())  # per element, over the vocabulary
-        self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), emb.shape[1], embed_rms)
+        # New weights (adapter, LoRA) come from the CPU generator whatever the default device: Lightning
+        # builds the model under the accelerator's device context, and the CUDA generator gave the same
+        # seed another adapter (benchmarks/results/gpu_check.md: the GPU run ended 129 % away from the CPU's).
+        with torch.device("cpu"):
+            self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), emb.shape[1], embed_rms)
         clip_fn = prosody_batch if getattr(self.adapter, "wants_clip_features", False) else None
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript, clip_feature_fn=clip_fn)
@@ -85,7 +89,8 @@ class SpeechLLM(nn.Module):
         if config.lora:
             from peft import LoraConfig, get_peft_model
 
-            self.llm = get_peft_model(self.llm, LoraConfig(task_type="CAUSAL_LM", **config.lora))
+            with torch.device("cpu"):  # peft moves the new weights to their base layer's device
+                self.llm = get_peft_model(self.llm, LoraConfig(task_type="CAUSAL_LM", **config.lora))
         self.train(False)
 
     # ------------------------------------------------------------------ building
@@ -93,12 +98,12 @@ class SpeechLLM(nn.Module):
     def from_config(cls, config: SpeechLLMConfig) -> SpeechLLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from speechllm.packs.hub import resolve
+        from speechllm.packs.hub import NO_HUB_KERNELS, resolve
 
         dtype = DTYPES[config.dtype]
         encoder = WhisperEncoder.from_pretrained(config.encoder, config.encoder_layers, config.real_length, dtype)
         path = resolve(config.llm)
-        llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **NO_HUB_KERNELS)
         tok = AutoTokenizer.from_pretrained(path)
         return cls(encoder, llm, tok, config)
 
@@ -152,7 +157,7 @@ class SpeechLLM(nn.Module):
                 lab_pieces.append(labels[i, start:s])
                 k = int(audio_lengths[a])
                 pieces.append(audio_embeds[a, :k].to(text_emb.dtype))
-                lab_pieces.append(torch.full((k,), IGNORE_INDEX, dtype=labels.dtype))
+                lab_pieces.append(torch.full((k,), IGNORE_INDEX, dtype=labels.dtype, device=labels.device))
                 if segments is not None:  # the audio takes its slot's segment (the shared prefix)
                     seg_pieces += [segments[i, start:s], segments[i, s:s + 1].expand(k)]
                 start, a = s + 1, a + 1

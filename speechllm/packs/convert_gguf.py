@@ -22,11 +22,13 @@ def gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from speechllm.packs.hub import NO_HUB_KERNELS
+
     t0 = time.time()
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                 dtype=getattr(torch, dtype))
+                                                 dtype=getattr(torch, dtype), **NO_HUB_KERNELS)
     model.hf_quantizer = None  # the weights are plain tensors now; don't save quantizer state
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

@@ -37,6 +37,11 @@ from speechllm.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
+# transformers >= 5.25 swaps layers on CUDA for code fetched from the Hub ("hub kernels") unless told not
+# to: offline that load fails, online it runs downloaded code the user did not ask for (as trust_remote_code
+# would). Every model speechllm loads passes this. Seen on an H200: `fit` died in `from_pretrained`.
+NO_HUB_KERNELS = {"use_kernels": False}
+
 PACK_JSON = "pack.json"
 OPENAI_PT = "whisper-openai.pt"  # openai-whisper checkpoint inside a whisper pack
 CT2_SUBDIR = "ct2"  # the original CTranslate2 folder, kept in whisper packs (faster-whisper, tests)

@@ -6,6 +6,7 @@ cache, so the tiny models go through exactly the same loading code as real ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -38,15 +39,26 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, **overrides):
+@contextlib.contextmanager
+def seeded_on_cpu(seed: int):
+    """Build from the CPU generator at `seed`, then give the caller its RNG state back: a run that builds
+    a tiny model (the first on a machine) and one that finds it cached then initialise their adapters
+    alike, and a GPU run builds the same weights as a CPU run (seen on an H200: they did not)."""
     import torch
+
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.manual_seed(seed)
+        yield
+
+
+def tiny_llama(vocab_size: int, seed: int = 0, **overrides):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
     cfg = LlamaConfig(**{**dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                                 tie_word_embeddings=False), **overrides})
-    return LlamaForCausalLM(cfg).eval()
+    with seeded_on_cpu(seed):
+        return LlamaForCausalLM(cfg).eval()
 
 
 def tiny_whisper(seed: int = 0, english_vocab: bool = False, encoder_layers: int = 2, d_model: int = 64,
@@ -55,10 +67,8 @@ def tiny_whisper(seed: int = 0, english_vocab: bool = False, encoder_layers: int
     (openai-whisper's export assumes it). `english_vocab` uses tiny.en's vocabulary size and special ids,
     so the real whisper-tiny.en tokenizer pairs with it. Depth, width and heads can mimic a real size
     (e.g. Whisper-small's 12 layers and 12 heads) at a tiny cost."""
-    import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    torch.manual_seed(seed)
     ids = (dict(vocab_size=51864, pad_token_id=50256, bos_token_id=50257, eos_token_id=50256,
                 decoder_start_token_id=50257, begin_suppress_tokens=None, suppress_tokens=None) if english_vocab
            else dict(vocab_size=64, decoder_start_token_id=1, pad_token_id=2, eos_token_id=2, bos_token_id=1))
@@ -66,7 +76,8 @@ def tiny_whisper(seed: int = 0, english_vocab: bool = False, encoder_layers: int
                         encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * d_model,
                         decoder_ffn_dim=4 * d_model, num_mel_bins=80,
                         max_source_positions=1500, max_target_positions=64, **ids)
-    return WhisperForConditionalGeneration(cfg).eval()
+    with seeded_on_cpu(seed):
+        return WhisperForConditionalGeneration(cfg).eval()
 
 
 def materialize(name: str, root: str | Path | None = None) -> Path:

@@ -60,7 +60,7 @@ def whisper_agreement(name_or_path: str, sentences=DEFAULT_SENTENCES, max_new_to
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
     from transformers.modeling_outputs import BaseModelOutput
 
-    from speechllm.packs.hub import CT2_SUBDIR, resolve, whisper_openai_checkpoint
+    from speechllm.packs.hub import CT2_SUBDIR, NO_HUB_KERNELS, resolve, whisper_openai_checkpoint
 
     path = resolve(name_or_path)
     if not (path / CT2_SUBDIR / "model.bin").exists():
@@ -75,7 +75,7 @@ def whisper_agreement(name_or_path: str, sentences=DEFAULT_SENTENCES, max_new_to
     times = {}
 
     t0 = time.time()
-    hf = WhisperForConditionalGeneration.from_pretrained(path).eval()
+    hf = WhisperForConditionalGeneration.from_pretrained(path, **NO_HUB_KERNELS).eval()
     lang = {"language": "en", "task": "transcribe"} if multilingual else {}
     with torch.no_grad():  # each backend encodes once: 30 s windows are slow on 2 CPU cores
         enc_hf = hf.model.encoder(feats).last_hidden_state  # (B, 1500, D)
@@ -130,12 +130,12 @@ def llm_chat_check(name_or_path: str, question: str = "What is the capital of Fr
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from speechllm.packs.hub import resolve
+    from speechllm.packs.hub import NO_HUB_KERNELS, resolve
 
     path = resolve(name_or_path)
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, **NO_HUB_KERNELS).eval()
     load_s = time.time() - t0
     prompt = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                      tokenize=False)

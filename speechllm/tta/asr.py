@@ -274,7 +274,9 @@ class CTCTTA(TTAModel):
     def from_pretrained(cls, path: str | Path, **kw: Any) -> CTCTTA:
         from transformers import AutoModelForCTC, AutoProcessor
 
-        return cls(AutoModelForCTC.from_pretrained(str(path)), AutoProcessor.from_pretrained(str(path)),
+        from speechllm.packs.hub import NO_HUB_KERNELS
+
+        return cls(AutoModelForCTC.from_pretrained(str(path), **NO_HUB_KERNELS), AutoProcessor.from_pretrained(str(path)),
                    name=Path(str(path)).name, **kw)
 
     def feature_module_prefixes(self) -> tuple[str, ...]:
