@@ -19,6 +19,8 @@ from speechllm.cli_tree import TreeParser, run_tree
 BASELINES = ("majority", "random", "text-llm", "transcript-llm", "cascade")
 THREADS_HELP = ("torch CPU threads; on a shared/oversubscribed machine 1 is several times faster than the "
                 "default (measured: SmolLM2 24 tokens 8 s with 1 thread vs 49 s with 2 at load 10 on 2 cores)")
+DEVICE_HELP = ("where the trained model runs (its controls and the Whisper transcriber too): auto = CUDA when "
+               "visible, else the CPU; cpu | cuda | cuda:N")
 LLM_BACKEND_HELP = ("the frozen text LLM's engine (judge, baselines, retention base): hf = transformers, float32 on "
                     "the CPU (default; the outputs the caches hold); vllm = a GPU (generation only: likelihood "
                     "scoring needs hf); auto = vllm when installed and a GPU is visible")
@@ -46,6 +48,12 @@ def tasks_and_data(args) -> list:
     return [(t, open_task(t, args.data_dir)) for t in tasks]
 
 
+def _device(args) -> str:
+    from speechllm.hardware import resolve_device
+
+    return resolve_device(args.device)
+
+
 def _transcript_dir(args) -> Path:
     """Where the one transcriber's outputs are kept: beside the offline suite (every run over it reuses
     them), else in the output folder."""
@@ -66,7 +74,7 @@ def _predictors(args) -> list:
 
             llm = load_chat_lm(args.llm, args.llm_backend)
         if b in ("transcript-llm", "cascade") and asr is None:
-            asr = P.WhisperASR(args.asr, transcripts)
+            asr = P.WhisperASR(args.asr, transcripts, device=_device(args))
         if b == "majority":
             out.append(P.MajorityPredictor())
         elif b == "random":
@@ -84,14 +92,15 @@ def _predictors(args) -> list:
         bad = [c for c in controls if c not in C.CONTROLS]
         if bad:
             raise SystemExit(f"unknown control(s) {bad}; choose from {', '.join(C.CONTROLS)}")
-        trained = P.SpeechLLMPredictor(args.ckpt, name=args.name, max_new_tokens=args.max_new_tokens)
+        trained = P.SpeechLLMPredictor(args.ckpt, name=args.name, max_new_tokens=args.max_new_tokens,
+                                       device=_device(args))
         C.share_transcripts(trained.model, transcripts)  # model, controls, free-form and likelihood passes: one ASR per clip
         out.append(trained)
         if "shuffled" in controls:
             out.append(C.ShuffledAudioPredictor(trained, seed=args.seed))
         if "untrained" in controls:
-            model = C.share_transcripts(C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model),
-                                        transcripts)
+            fresh = C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model).to(_device(args))
+            model = C.share_transcripts(fresh, transcripts)
             out.append(P.SpeechLLMPredictor(args.ckpt, name=trained.name + C.UNTRAINED_SUFFIX, model=model,
                                             max_new_tokens=args.max_new_tokens))
     return out
@@ -126,6 +135,7 @@ def cmd_dynamic_superb(argv: list[str]) -> int:
                    help="generate: free-form answers (official, lenient, desta2-consecutive scores); likelihood: "
                         "every listed option scored by its log-probability (likelihood, likelihood-PMI scores)")
     p.add_argument("--seed", type=int, default=0, help="random baseline, shuffled-audio donors, untrained adapter")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     args = p.parse_args(argv)
     _set_threads(args.threads)
@@ -196,11 +206,14 @@ def cmd_retention(argv: list[str]) -> int:
     p.add_argument("--llm-backend", default="hf", choices=("hf", "vllm", "auto"), help=LLM_BACKEND_HELP)
     p.add_argument("--audio", help="WAV for the audio+constraint condition (default: a held-out synthetic clip)")
     p.add_argument("--no-audio", action="store_true", help="skip the audio+constraint condition")
+    p.add_argument("--device", default="auto",
+                   help="where the trained model and, with --ckpt, the base LLM run (the same device and float32 "
+                        "for both, so the text-only Δ compares weights alone): auto = CUDA when visible")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     args = p.parse_args(argv)
     _set_threads(args.threads)
     from evaluation import retention as R
-    from speechllm.chat_lm import load_chat_lm
+    from speechllm.chat_lm import choose_backend, load_chat_lm
     from speechllm.prompts.retention import build_prompts
 
     if not args.ckpt:
@@ -212,11 +225,13 @@ def cmd_retention(argv: list[str]) -> int:
     else:
         from evaluation.predictors import load_trained
 
-        model = load_trained(args.ckpt)
+        device = _device(args)
+        model = load_trained(args.ckpt, device)
         # the base LLM is shown the model's own chat template (same system prompt), so any difference in
         # the text-only condition comes from the weights (LoRA), not from formatting
+        base_kw = {"device": device} if choose_backend(args.llm_backend) == "hf" else {}
         base = load_chat_lm(args.base_llm or model.config.llm, args.llm_backend,
-                            render_fn=lambda q: model.render_prompt(q, 0), batch_size=args.batch_size)
+                            render_fn=lambda q: model.render_prompt(q, 0), batch_size=args.batch_size, **base_kw)
         audio = None
         if not args.no_audio:
             from speechllm.data.audio import INFERENCE_POLICY, load_audio

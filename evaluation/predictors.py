@@ -76,7 +76,8 @@ class WhisperASR:
     model interleaves with and `prepare attributes` stores) on an offline pack name or HF folder; an
     openai-whisper `.pt` inside a pack folder means that pack."""
 
-    def __init__(self, name_or_path: str = "whisper-tiny.en", store_dir: str | Path | None = None):
+    def __init__(self, name_or_path: str = "whisper-tiny.en", store_dir: str | Path | None = None,
+                 device: str = "cpu"):
         from speechllm.model.encoder import load_asr
 
         src = name_or_path
@@ -86,7 +87,7 @@ class WhisperASR:
                 raise ConfigError(f"{name_or_path}: give a Whisper pack name or HF folder (the transcriber is the "
                                   "HF Whisper that speechllm uses everywhere), not a bare openai-whisper .pt")
             src = str(folder)
-        self.model, self.name = load_asr(src), name_or_path
+        self.model, self.name = load_asr(src).to(device), name_or_path
         # transcript-llm and cascade share one ASR, and (same pack, same dtype) the trained model's store
         path = store_path(store_dir, name_or_path, "float32") if store_dir is not None else None
         self._memo = CachedTranscripts(self.model.transcribe, path)
@@ -125,18 +126,19 @@ class TranscriptLLMPredictor:
         return [{"prediction": p, "prompt": self.llm.render(q)} for p, q in zip(preds, prompts, strict=True)]
 
 
-def load_trained(ckpt: str) -> Any:
+def load_trained(ckpt: str, device: str = "cpu") -> Any:
     from speechllm.generation import load_speechllm
 
-    return load_speechllm(ckpt)
+    return load_speechllm(ckpt, device)
 
 
 class SpeechLLMPredictor:
     """The trained model: audio + instruction. When the model interleaves the Whisper transcript
     (DeSTA2), transcripts are computed here once and passed in, so the logged prompt is exact."""
 
-    def __init__(self, ckpt: str, max_new_tokens: int = 32, name: str | None = None, model: Any = None):
-        self.model = model if model is not None else load_trained(ckpt)
+    def __init__(self, ckpt: str, max_new_tokens: int = 32, name: str | None = None, model: Any = None,
+                 device: str = "cpu"):
+        self.model = model if model is not None else load_trained(ckpt, device)
         self.max_new_tokens = max_new_tokens
         self.name = name or f"speechllm:{str(ckpt).rstrip('/').split('/')[-1]}"
 

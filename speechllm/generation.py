@@ -11,16 +11,11 @@ import torch
 
 from speechllm.data.audio import INFERENCE_POLICY, load_audio
 from speechllm.errors import CheckpointError
+from speechllm.hardware import resolve_device
 from speechllm.model.checkpoint import load_speechllm
 from speechllm.model.speech_llm import SpeechLLM
 
 __all__ = ["load_speechllm", "SpeechLLM", "cli_main"]
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def cli_main(argv: list[str]) -> int:
@@ -36,7 +31,7 @@ def cli_main(argv: list[str]) -> int:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when visible) | cpu | cuda | cuda:N")
     ap.add_argument("--show-prompt", action="store_true", help="print the exact chat-templated prompt first")
     ap.add_argument("--json", action="store_true", help="print a JSON object instead of plain text")
     args = ap.parse_args(argv)
@@ -49,7 +44,7 @@ def cli_main(argv: list[str]) -> int:
         raise CheckpointError(f"{args.ckpt}: no config.yaml; pass a run directory written by `speechllm fit`")
     wavs = [load_audio(p, INFERENCE_POLICY) for p in args.audio]  # bad input fails before loading a model
     torch.manual_seed(args.seed)
-    model = load_speechllm(args.ckpt, _device(args.device))
+    model = load_speechllm(args.ckpt, resolve_device(args.device))
     audio = None if not wavs else (wavs[0] if len(wavs) == 1 else wavs)
     gen = {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p} if args.sample else {}
     transcripts = [[args.transcript] * max(1, len(wavs))] if args.transcript else None

@@ -24,6 +24,13 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+def resolve_device(name: str = "auto") -> str:
+    """A `--device` value as torch takes it: "auto" is CUDA when one is visible, else the CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def auto_dtype(device: str | torch.device = "cpu") -> str:
     """"bfloat16" where it is native on `device`, else "float32"."""
     return "bfloat16" if native_bf16(device) else "float32"

@@ -21,3 +21,11 @@ def test_auto_settings_follow_the_cpus_native_bfloat16(monkeypatch, capsys):
 def test_cuda_without_a_gpu_is_not_native():
     if not torch.cuda.is_available():
         assert not hardware.native_bf16("cuda")
+
+
+def test_auto_device_is_cuda_only_where_one_is_visible(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.resolve_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hardware.resolve_device("auto") == "cuda"
+    assert hardware.resolve_device("cpu") == "cpu" and hardware.resolve_device("cuda:1") == "cuda:1"

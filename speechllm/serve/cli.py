@@ -91,9 +91,9 @@ def cli_main(argv: list[str], prog: str = "speechllm serve", extensions: Sequenc
         print("speechllm serve needs FastAPI and uvicorn: pip install -e '.[serve]'", file=sys.stderr)
         return 2
     mounts = [m for m in (ext.mount(args, ap) for ext in extensions) if m is not None]
-    import torch
     import transformers
 
+    from speechllm.hardware import resolve_device
     from speechllm.model.checkpoint import load_speechllm
     from speechllm.serve.app import ServeSettings, create_app
 
@@ -103,8 +103,7 @@ def cli_main(argv: list[str], prog: str = "speechllm serve", extensions: Sequenc
     if not is_loopback(args.host) and not args.api_key:
         logging.warning("serving on %s without an API key: anyone who reaches this address can use the model",
                         args.host)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model = load_speechllm(args.ckpt, device)
+    model = load_speechllm(args.ckpt, resolve_device(args.device))
     settings = ServeSettings(
         model_name=args.model_name or Path(args.ckpt).resolve().name, api_key=args.api_key,
         max_request_bytes=int(args.max_request_mb * 2**20), max_audio_seconds=args.max_audio_seconds,
