@@ -77,12 +77,11 @@ def encoder_gap(device: str) -> float:
     return max((a[0, :n] - p[0, :n]).abs().max().item() for a, p in zip(alone, pair, strict=True))
 
 
-def eval_suite(ckpt: Path, suite: str, tasks: list[str], device: str, out: Path) -> dict:
+def eval_suite(ckpt: Path, suite: str, tasks: list[str], device: str, out: Path) -> None:
     res = cli("evaluate", "dynamic-superb", "--ckpt", str(ckpt), "--suite", suite, "--tasks", *tasks,
               "--control", "shuffled,untrained", "--device", device, "--out", str(out), "--batch-size", "4",
               "--max-new-tokens", "4")
     assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads((out / "report.json").read_text())
 
 
 def cached_rows(out: Path, kind: str) -> dict:
