@@ -90,11 +90,12 @@ def build_untrained(ckpt: str, seed: int = 0, trained: Any = None, build: Callab
 
 def share_transcripts(model: Any, store_dir: str | Path | None = None) -> Any:
     """Wrap the model's encoder.transcribe with a memo (no-op when it has none); with `store_dir`, the
-    memo is the on-disk one for this encoder and dtype (evaluation/transcripts.py)."""
+    memo is the on-disk one for this encoder, dtype and device (evaluation/transcripts.py)."""
     enc = getattr(model, "encoder", None)
     if enc is not None and hasattr(enc, "transcribe") and not isinstance(enc.transcribe, CachedTranscripts):
         cfg = getattr(model, "config", None)
-        path = (store_path(store_dir, cfg.encoder, cfg.dtype) if store_dir is not None and cfg is not None
+        device = next((p.device.type for p in enc.parameters()), "cpu") if hasattr(enc, "parameters") else "cpu"
+        path = (store_path(store_dir, cfg.encoder, cfg.dtype, device) if store_dir is not None and cfg is not None
                 else None)
         enc.transcribe = CachedTranscripts(enc.transcribe, path)
     return model

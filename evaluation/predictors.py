@@ -89,7 +89,7 @@ class WhisperASR:
             src = str(folder)
         self.model, self.name = load_asr(src).to(device), name_or_path
         # transcript-llm and cascade share one ASR, and (same pack, same dtype) the trained model's store
-        path = store_path(store_dir, name_or_path, "float32") if store_dir is not None else None
+        path = store_path(store_dir, name_or_path, "float32", device) if store_dir is not None else None
         self._memo = CachedTranscripts(self.model.transcribe, path)
 
     def __call__(self, wav: np.ndarray) -> str:

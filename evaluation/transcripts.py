@@ -4,7 +4,8 @@ The trained model, its controls, its free-form and likelihood passes and the tra
 all interleave the one transcriber's output (`speechllm.model.encoder.transcribe`). On CPU that ASR
 pass costs more than the scoring itself (~0.7 s a clip against ~0.3 s), and `make demo` runs several
 evaluation processes over the same suite, so the transcripts are memoised by waveform hash in an
-append-only JSONL per transcriber (pack name + dtype): a later process, or a rerun, reads them back.
+append-only JSONL per transcriber (pack name + dtype + device type): a later process, or a rerun, reads
+them back.
 A torn last line (kill -9) is dropped on load and that clip is transcribed again.
 """
 
@@ -24,9 +25,12 @@ def wav_key(wav: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()
 
 
-def store_path(folder: str | Path, transcriber: str, dtype: str = "float32") -> Path:
-    """One file per transcriber: the same clip gives different text from another model or precision."""
-    return Path(folder) / f"{safe_name(transcriber)}__{dtype}.jsonl"
+def store_path(folder: str | Path, transcriber: str, dtype: str = "float32", device: str = "cpu") -> Path:
+    """One file per transcriber: the same clip can give different text from another model, precision or
+    device (CUDA kernels round differently), so a GPU run never reuses CPU transcripts or the reverse.
+    CPU stores keep their earlier name."""
+    kind = str(device).split(":")[0]
+    return Path(folder) / f"{safe_name(transcriber)}__{dtype}{'' if kind == 'cpu' else '__' + kind}.jsonl"
 
 
 class CachedTranscripts:

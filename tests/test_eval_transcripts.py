@@ -38,7 +38,34 @@ def test_torn_last_line_is_transcribed_again(tmp_path):
     assert again.seen == [2.0]
 
 
-def test_transcribers_and_precisions_do_not_share_a_store(tmp_path):
+def test_transcribers_precisions_and_devices_do_not_share_a_store(tmp_path):
     names = {store_path(tmp_path, "whisper-tiny.en", "float32"), store_path(tmp_path, "whisper-tiny.en", "bfloat16"),
-             store_path(tmp_path, "whisper-base.en", "float32"), store_path(tmp_path, "/a/b:c", "float32")}
-    assert len(names) == 4 and all(p.parent == tmp_path for p in names)
+             store_path(tmp_path, "whisper-base.en", "float32"), store_path(tmp_path, "/a/b:c", "float32"),
+             store_path(tmp_path, "whisper-tiny.en", "float32", "cuda:1")}
+    assert len(names) == 5 and all(p.parent == tmp_path for p in names)
+    # a CPU store keeps its earlier name (existing caches stay valid); cuda:0 and cuda:1 share one
+    assert store_path(tmp_path, "whisper-tiny.en", "float32", "cpu").name == "whisper-tiny.en__float32.jsonl"
+    assert store_path(tmp_path, "w", "float32", "cuda:0") == store_path(tmp_path, "w", "float32", "cuda")
+
+
+def test_share_transcripts_keys_the_store_by_the_encoders_device(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from evaluation.controls import share_transcripts
+
+    class Encoder(torch.nn.Module):  # "meta" stands in for "cuda": any device but the CPU gets its own store
+        def __init__(self, device):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1, device=device))
+
+        def transcribe(self, wavs):
+            return ["text"] * len(wavs)
+
+    paths = []
+    for device in ("cpu", "meta"):
+        model = SimpleNamespace(encoder=Encoder(device), config=SimpleNamespace(encoder="whisper-tiny.en", dtype="float32"))
+        paths.append(share_transcripts(model, tmp_path).encoder.transcribe.store.path)
+    assert paths == [store_path(tmp_path, "whisper-tiny.en", "float32"),
+                     store_path(tmp_path, "whisper-tiny.en", "float32", "meta")]
