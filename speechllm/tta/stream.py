@@ -45,7 +45,7 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
     stateful = method.state() is not None
     if stateful:
         if state_path.exists():
-            st = torch.load(state_path, weights_only=False)
+            st = torch.load(state_path, weights_only=True)  # tensors, numbers, strings: nothing to unpickle
             method.load_state(st["method"])
             if st["pending"]["id"] not in log.done:
                 log.append(st["pending"])
