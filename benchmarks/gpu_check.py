@@ -9,7 +9,9 @@ models built in-process, so no weights to download):
 - the encoder's states for a 2 s clip alone and beside a 15 s clip, on the GPU;
 - `speechllm evaluate dynamic-superb` (free-form and likelihood, shuffled-audio and untrained-adapter
   controls) with `--device cuda` and `--device cpu` on one checkpoint: the same scores?
-- `speechllm generate --device cuda` and `speechllm predict` on the GPU run.
+- `speechllm generate --device cuda` and `speechllm predict` on the GPU run;
+- `speechllm adapt --device cuda` against `--device cpu` (a random Whisper with tiny.en's vocabulary; the
+  episodic and the continual Whisper methods): the same hypotheses?
 Writes gpu_check.json and gpu_check.md; exits 1 if a check fails.
 """
 
@@ -94,12 +96,51 @@ def cached_rows(out: Path, kind: str) -> dict:
     return rows
 
 
+def adapt_agreement(out: Path, device: str) -> tuple[int, int, float]:
+    """`speechllm adapt` in-process on `device` and on the CPU, over six 1 s noise clips; (hypotheses
+    identical, compared, the largest gap between their adaptation losses). The CLI's loader is swapped for a random tiny.en-shaped Whisper (no weights to
+    carry to the GPU machine); everything after it is the real path."""
+    import soundfile as sf
+    from transformers import WhisperFeatureExtractor
+
+    import speechllm.tta.asr as tta_asr
+    from speechllm.cli import main as cli_main
+    from speechllm.data.manifest import save_manifest
+    from speechllm.packs.tiny import StubWhisperTokenizer, tiny_whisper
+
+    rows = []
+    for i in range(6):
+        wav = out / "clips" / f"u{i}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, (0.1 * np.random.default_rng(i).standard_normal(16000)).astype(np.float32), 16000)
+        rows.append({"id": f"u{i}", "audio": str(wav), "transcript": "w1", "attributes": {"domain": "d"}})
+    save_manifest(out / "m.jsonl", rows)
+    proc = type("Proc", (), {"feature_extractor": WhisperFeatureExtractor(feature_size=80),
+                             "tokenizer": StubWhisperTokenizer()})()
+    real = tta_asr.load_tta_asr
+    tta_asr.load_tta_asr = lambda name, device="cpu", **kw: tta_asr.WhisperTTA(
+        tiny_whisper(english_vocab=True), proc, name=name, device=device, **kw)
+    methods = ["source", "ln_topk_eos", "dsuta_ln_topk_eos_reset"]
+    try:
+        for tag, dev in (("device", device), ("cpu", "cpu")):
+            cli_main(["adapt", "--asr", "tiny", "--device", dev, "--manifest", str(out / "m.jsonl"),
+                      "--out", str(out / tag), "--method", ",".join(methods), "--w-steps", "2", "--fast-steps", "2",
+                      "--K", "2", "--update-freq", "2", "--memory", "2", "--pad-seconds", "0.2"])
+    finally:
+        tta_asr.load_tta_asr = real
+    rows_of = {tag: {(m, r["id"]): r for m in methods for r in map(json.loads, (out / tag / f"{m}.jsonl").open())}
+               for tag in ("device", "cpu")}
+    a, b = rows_of["device"], rows_of["cpu"]
+    gaps = [abs(x - y) for k in a if k in b for x, y in zip(a[k].get("losses", []), b[k].get("losses", []), strict=True)]
+    return sum(a[k]["hyp"] == b.get(k, {}).get("hyp") for k in a), len(a), max(gaps, default=float("nan"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", required=True, help="offline suite folder (speechllm evaluate build-suite)")
     ap.add_argument("--tasks", nargs="*", default=["GenderClassification_Synth", "NoiseDetection_Synth-Gaussian"])
     ap.add_argument("--out", default="checkpoints/gpu_check")
-    ap.add_argument("--sections", nargs="*", default=["train", "resume", "encoder", "evaluate", "answer"],
+    ap.add_argument("--sections", nargs="*", default=["train", "resume", "encoder", "evaluate", "answer", "adapt"],
                     help="run only these (default: all)")
     ap.add_argument("--dry-run", action="store_true", help="the CPU in the GPU's place: checks this script's plumbing")
     args = ap.parse_args(argv)
@@ -185,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         n_pred = len((out / "predict/predictions.jsonl").read_text().splitlines()) if pred.returncode == 0 else 0
         check("predict on the GPU", pred.returncode == 0 and n_pred == 6, f"exit {pred.returncode}, {n_pred}/6 rows")
 
-    for section in (train, resume, encoder, evaluate, answer):
+    def adapt() -> None:
+        same, n, gap = adapt_agreement(out / "adapt", dev)
+        check("adapt --device cuda vs cpu: hypotheses and losses", n > 0 and same >= 0.9 * n and gap < 1e-3,
+              f"{same}/{n} hypotheses identical (source, ln_topk_eos, dsuta_ln_topk_eos_reset); "
+              f"adaptation losses within {gap:.1e}")
+
+    for section in (train, resume, encoder, evaluate, answer, adapt):
         if section.__name__ not in args.sections:
             continue
         try:

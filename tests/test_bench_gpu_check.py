@@ -28,3 +28,16 @@ def test_refuses_to_run_without_a_gpu_unless_dry(tmp_path, monkeypatch):
     monkeypatch.setattr(gc.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         gc.main(["--suite", str(tmp_path)])
+
+
+def test_dry_run_adapt_section_runs_the_adapt_cli_twice_and_compares(tmp_path):
+    import speechllm.tta.asr as tta_asr
+
+    gc = load_benchmark("gpu_check")
+    loader = tta_asr.load_tta_asr
+    assert gc.main(["--suite", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run", "--sections", "adapt"]) == 0
+    assert tta_asr.load_tta_asr is loader  # the swapped-in tiny loader is put back
+    (check,) = json.loads((tmp_path / "out/gpu_check.json").read_text())["checks"]
+    assert check["ok"] and check["figure"].startswith("18/18 hypotheses identical") and "within 0.0e+00" in check["figure"]
+    for tag in ("device", "cpu"):  # two separate runs, each with a report
+        assert json.loads((tmp_path / f"out/adapt/{tag}/report.json").read_text())["n_utterances"] == 6

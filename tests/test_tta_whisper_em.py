@@ -206,3 +206,12 @@ def test_dynamic_suta_on_ln_topk_eos_moves_only_its_parameters_and_resumes_exact
     assert len((tmp_path / "resumed" / "dsuta_ln_topk_eos_reset.jsonl").read_text().splitlines()) == 6
     for a, b in zip(ref, got, strict=True):
         assert (a["id"], a["hyp"], a["losses"], a.get("reset")) == (b["id"], b["hyp"], b["losses"], b.get("reset"))
+
+
+def test_whisper_tta_builds_its_tensors_on_the_models_device():
+    """"meta" stands in for "cuda": the decoding prefix, the suppression mask and the prepared features
+    follow the model (a CPU tensor beside a CUDA model fails at the first step on a GPU)."""
+    asr = tiny_whisper(device="meta")
+    feats = asr.prepare(signal(0, seconds=0.5))
+    assert {asr.prefix.device.type, asr.suppress.device.type, feats["input_features"].device.type} == {"meta"}
+    assert next(asr.model.parameters()).device.type == "meta"

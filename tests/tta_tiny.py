@@ -44,22 +44,11 @@ def save_tiny_ctc(path: Path, seed: int = 0) -> Path:
     return path
 
 
-class _StubWhisperTokenizer:
-    """Just what WhisperTTA needs from a tokenizer: special ids and a decode."""
-
-    ids = {"<|notimestamps|>": 50362, "<|en|>": 50259, "<|transcribe|>": 50359}
-
-    def convert_tokens_to_ids(self, t: str) -> int:
-        return self.ids[t]
-
-    def decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
-        return " ".join(f"w{t}" for t in tokens if t < 50256)
-
-
 def tiny_whisper(seed: int = 0, **kw):
     """WhisperTTA around a random 2-layer Whisper with the real vocabulary size and front end."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
+    from speechllm.packs.tiny import StubWhisperTokenizer
     from speechllm.tta.asr import WhisperTTA
 
     torch.manual_seed(seed)
@@ -70,7 +59,7 @@ def tiny_whisper(seed: int = 0, **kw):
                         decoder_start_token_id=50257, begin_suppress_tokens=None, suppress_tokens=None)
     model = WhisperForConditionalGeneration(cfg).eval()
     proc = SimpleNamespace(feature_extractor=WhisperFeatureExtractor(feature_size=80),
-                           tokenizer=_StubWhisperTokenizer())
+                           tokenizer=StubWhisperTokenizer())
     kw.setdefault("pad_seconds", 0.2)
     return WhisperTTA(model, proc, name="tiny-whisper", **kw)
 

@@ -80,6 +80,20 @@ def tiny_whisper(seed: int = 0, english_vocab: bool = False, encoder_layers: int
         return WhisperForConditionalGeneration(cfg).eval()
 
 
+class StubWhisperTokenizer:
+    """What test-time adaptation needs of a tokenizer (special ids, a decode) for a random Whisper with
+    tiny.en's vocabulary size (`tiny_whisper(english_vocab=True)`), which ships no vocabulary files:
+    token t decodes as "w<t>"."""
+
+    ids = {"<|notimestamps|>": 50362, "<|en|>": 50259, "<|transcribe|>": 50359}
+
+    def convert_tokens_to_ids(self, t: str) -> int:
+        return self.ids[t]
+
+    def decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
+        return " ".join(f"w{t}" for t in tokens if t < 50256)
+
+
 def materialize(name: str, root: str | Path | None = None) -> Path:
     """Build (once) and return the folder of a tiny model."""
     from transformers import WhisperFeatureExtractor

@@ -109,8 +109,9 @@ class WhisperTTA(TTAModel):
 
     def __init__(self, model: nn.Module, processor: Any, name: str = "whisper", real_length: bool = True,
                  pad_seconds: float = 3.0, max_new_tokens: int = 96, language: str = "en",
-                 redecode: bool = True):
-        self.model, self.processor, self.name = model.eval(), processor, name
+                 redecode: bool = True, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model, self.processor, self.name = model.to(self.device).eval(), processor, name
         self.real_length, self.pad_seconds, self.max_new_tokens = real_length, pad_seconds, max_new_tokens
         self.redecode = redecode
         tok = processor.tokenizer
@@ -122,17 +123,17 @@ class WhisperTTA(TTAModel):
         if cfg.vocab_size >= 51865:  # multilingual vocab: language + task tokens
             prefix += [tok.convert_tokens_to_ids(f"<|{language}|>"), tok.convert_tokens_to_ids("<|transcribe|>")]
         prefix.append(tok.convert_tokens_to_ids("<|notimestamps|>"))
-        self.prefix = torch.tensor(prefix, dtype=torch.long)
+        self.prefix = torch.tensor(prefix, dtype=torch.long, device=self.device)
         V = cfg.vocab_size
         sup = torch.zeros(V, dtype=torch.bool)
         for t in list(getattr(gc, "suppress_tokens", None) or []):
             if 0 <= t < V:
                 sup[t] = True
         # timestamps and other specials never belong in a no-timestamp transcript
-        first_special = min(self.eot, int(self.prefix.min()))
+        first_special = min(self.eot, *prefix)
         sup[first_special:] = True
         sup[self.eot] = False
-        self.suppress = sup
+        self.suppress = sup.to(self.device)
         self.begin_suppress = [t for t in (getattr(gc, "begin_suppress_tokens", None) or []) if 0 <= t < V]
         self.first_special = first_special
 
@@ -160,7 +161,7 @@ class WhisperTTA(TTAModel):
             x = x[..., :n]
         # a hypothesis far longer than speech can carry is a repetition loop: cap it (~6 tokens/s)
         limit = min(self.max_new_tokens, int(6 * len(wav) / SAMPLE_RATE) + 10)
-        return {"input_features": x, "max_tokens": torch.tensor(limit)}
+        return {"input_features": x.to(self.device), "max_tokens": torch.tensor(limit)}
 
     def encode(self, input_features: torch.Tensor) -> torch.Tensor:
         """(1, n_mels, F) -> (1, F/2, D); any F ≤ 3000 (the project's one Whisper forward, with grad)."""
@@ -202,7 +203,7 @@ class WhisperTTA(TTAModel):
             if cut:  # a looping hypothesis: keep one copy and stop, as a human reader would
                 del out[-cut:]
                 break
-            step_in = torch.tensor([t])
+            step_in = torch.tensor([t], device=self.device)
         return out
 
     def decode_text(self, tokens: list[int]) -> str:
@@ -218,7 +219,7 @@ class WhisperTTA(TTAModel):
             hyp = self.greedy(enc_out, _limit(inputs))
             inputs["hyp"] = hyp  # per-utterance cache for redecode=False
         hyp = inputs["hyp"]
-        labels = torch.tensor(hyp + [self.eot], dtype=torch.long)  # (N,)
+        labels = torch.tensor(hyp + [self.eot], dtype=torch.long, device=self.device)  # (N,)
         tokens = torch.cat([self.prefix, labels[:-1]])
         logits = self._decoder_logits(enc_out, tokens)[len(self.prefix) - 1:]  # (N, V)
         mask = labels < self.first_special
@@ -231,7 +232,7 @@ class WhisperTTA(TTAModel):
 
     def forced_scores(self, enc_out: torch.Tensor, hyp: list[int]) -> Scores:
         """Scores teacher-forced along a given token sequence (EOT appended), with grad."""
-        labels = torch.tensor(hyp + [self.eot], dtype=torch.long)
+        labels = torch.tensor(hyp + [self.eot], dtype=torch.long, device=self.device)
         tokens = torch.cat([self.prefix, labels[:-1]])
         logits = self._decoder_logits(enc_out, tokens)[len(self.prefix) - 1:]
         return Scores(logits=logits, mask=labels < self.first_special, labels=labels)
@@ -266,8 +267,10 @@ def _limit(inputs: dict[str, torch.Tensor]) -> int | None:
 class CTCTTA(TTAModel):
     """Any HF `Wav2Vec2ForCTC`-style model + its processor (blank = pad id, as in the SUTA code)."""
 
-    def __init__(self, model: nn.Module, processor: Any = None, name: str = "ctc", blank_id: int | None = None):
-        self.model, self.processor, self.name = model.eval(), processor, name
+    def __init__(self, model: nn.Module, processor: Any = None, name: str = "ctc", blank_id: int | None = None,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model, self.processor, self.name = model.to(self.device).eval(), processor, name
         self.blank = int(blank_id if blank_id is not None else model.config.pad_token_id or 0)
 
     @classmethod
@@ -290,7 +293,7 @@ class CTCTTA(TTAModel):
         else:  # zero-mean unit-variance, what Wav2Vec2FeatureExtractor does
             w = torch.as_tensor(wav, dtype=torch.float32)
             x = ((w - w.mean()) / (w.std() + 1e-7)).unsqueeze(0)
-        return {"input_values": x}  # (1, T)
+        return {"input_values": x.to(self.device)}  # (1, T)
 
     def _logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(inputs["input_values"]).logits[0]  # (frames, V)
@@ -319,14 +322,14 @@ class CTCTTA(TTAModel):
         target = [t for i, t in enumerate(ids) if t != self.blank and (i == 0 or t != ids[i - 1])]
         self.last_hypothesis = self.ids_to_text(ids)
         logp = logits.log_softmax(-1).unsqueeze(1)  # (frames, 1, V)
-        return nn.functional.ctc_loss(logp, torch.tensor([target], dtype=torch.long),
+        return nn.functional.ctc_loss(logp, torch.tensor([target], dtype=torch.long, device=logp.device),
                                       torch.tensor([logp.shape[0]]), torch.tensor([len(target)]),
                                       blank=self.blank, zero_infinity=True)
 
 
-def load_tta_asr(name: str, **kw: Any) -> TTAModel:
-    """A pack name / HF id / local folder as a `TTAModel` to adapt: `WhisperTTA` or `CTCTTA`, by its
-    config. (Not `speechllm.model.encoder.load_asr`, the frozen transcriber.)"""
+def load_tta_asr(name: str, device: str | torch.device = "cpu", **kw: Any) -> TTAModel:
+    """A pack name / HF id / local folder as a `TTAModel` to adapt on `device`: `WhisperTTA` or `CTCTTA`,
+    by its config. (Not `speechllm.model.encoder.load_asr`, the frozen transcriber.)"""
     from transformers import AutoConfig
 
     from speechllm.packs.hub import resolve
@@ -334,5 +337,5 @@ def load_tta_asr(name: str, **kw: Any) -> TTAModel:
     path = Path(resolve(name))
     cfg = AutoConfig.from_pretrained(str(path))
     if cfg.model_type == "whisper":
-        return WhisperTTA.from_pretrained(path, **kw)
-    return CTCTTA.from_pretrained(path)  # the Whisper-only options in `kw` do not apply
+        return WhisperTTA.from_pretrained(path, device=device, **kw)
+    return CTCTTA.from_pretrained(path, device=device)  # the Whisper-only options in `kw` do not apply

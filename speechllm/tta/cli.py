@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="another run folder: copy its rows of episodic methods (source/suta/sdpl: order-independent) "
                          "instead of recomputing them for this stream")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default: every table in the README), cuda or auto (CUDA when visible); the CUDA path "
+                         "is not yet checked against the CPU one (benchmarks/gpu_check.py --sections adapt does)")
     g = ap.add_argument_group("SUTA (defaults = the paper's)")
     s0 = SUTAConfig()  # defaults from the dataclass (the paper's), stated once
     g.add_argument("--steps", type=int, default=s0.steps, help="adaptation steps per utterance (episodic/continual)")
@@ -136,12 +139,13 @@ def _sgem_config(args: argparse.Namespace) -> SGEMConfig:
 
 
 def make_method(name: str, args: argparse.Namespace):
+    from speechllm.hardware import resolve_device
     from speechllm.tta.asr import load_tta_asr
     from speechllm.tta.continual import ContinualMethod, DynamicConfig, DynamicSUTA
     from speechllm.tta.suta import EpisodicMethod, SourceMethod
 
-    asr = load_tta_asr(args.asr, real_length=not args.full_window, pad_seconds=args.pad_seconds,
-                        redecode=not args.no_redecode)  # Whisper options; ignored for CTC
+    asr = load_tta_asr(args.asr, device=resolve_device(args.device), real_length=not args.full_window,
+                       pad_seconds=args.pad_seconds, redecode=not args.no_redecode)  # Whisper options; ignored for CTC
     cfg = SUTAConfig(steps=args.steps, lr=args.lr, em_coef=args.em_coef, temp=args.temp,
                      non_blank=not args.no_non_blank, reweight=not args.no_reweight,
                      train_feature=not args.no_train_feature, feature_repeat=args.feature_repeat,

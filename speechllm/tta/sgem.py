@@ -73,7 +73,7 @@ def beam_search(asr: WhisperTTA, enc_out: torch.Tensor, max_tokens: int | None, 
     alive: list[tuple[list[int], float]] = [([], 0.0)]
     done: list[tuple[list[int], float]] = []
     for i in range(max_tokens or asr.max_new_tokens):
-        seqs = torch.stack([torch.cat([asr.prefix, torch.tensor(s, dtype=torch.long)]) for s, _ in alive])
+        seqs = torch.stack([torch.cat([asr.prefix, torch.tensor(s, dtype=torch.long, device=asr.device)]) for s, _ in alive])
         out = asr.model(encoder_outputs=(enc_out.expand(len(alive), -1, -1),), decoder_input_ids=seqs, use_cache=False)
         logits = out.logits[:, -1].clone()
         logits[:, asr.suppress] = -math.inf

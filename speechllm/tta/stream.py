@@ -45,7 +45,9 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
     stateful = method.state() is not None
     if stateful:
         if state_path.exists():
-            st = torch.load(state_path, weights_only=True)  # tensors, numbers, strings: nothing to unpickle
+            # tensors, numbers, strings: nothing to unpickle. On the CPU first: the method copies them into
+            # its parameters and optimiser wherever those live, so a stream saved on a GPU resumes anywhere.
+            st = torch.load(state_path, weights_only=True, map_location="cpu")
             method.load_state(st["method"])
             if st["pending"]["id"] not in log.done:
                 log.append(st["pending"])

@@ -56,7 +56,7 @@ def mcc_loss(logits: torch.Tensor, reweight: bool = True, class_num: int | None 
         w = 1 + torch.exp(-h)
         w = n * w / w.sum()
     else:
-        w = torch.ones(n, dtype=p.dtype)
+        w = torch.ones(n, dtype=p.dtype, device=p.device)
     col = (w[:, None] * p).sum(0)  # (V,)  = row/column sums of C
     diag = (w[:, None] * p * p).sum(0)  # (V,)
     trace = (diag / col.clamp_min(torch.finfo(p.dtype).tiny)).sum()

@@ -141,7 +141,7 @@ def seq_em_objective(cfg: WhisperEMConfig):
                 lp = sy.logits[:, :V].log_softmax(-1)
                 logps.append(lp.gather(1, sy.labels[:, None]).sum())
                 rewards.append(float(softmax_entropy(sy.logits[:, :V].detach()).sum()))  # H-to-go at t=0
-            r = torch.tensor(rewards)
+            r = torch.tensor(rewards, device=s.logits.device)
             base = (r.sum() - r) / (len(r) - 1)  # leave-one-out baseline
             n_tok = max(1, len(hyp) + 1)
             pg = sum((r[i] - base[i]) * logps[i] for i in range(len(r))) / (len(r) * n_tok)
