@@ -120,7 +120,7 @@ def adapt_agreement(out: Path, device: str) -> tuple[int, int, float]:
     real = tta_asr.load_tta_asr
     tta_asr.load_tta_asr = lambda name, device="cpu", **kw: tta_asr.WhisperTTA(
         tiny_whisper(english_vocab=True), proc, name=name, device=device, **kw)
-    methods = ["source", "ln_topk_eos", "dsuta_ln_topk_eos_reset"]
+    methods = ["source", "ln_topk_eos", "seq_em", "dsuta_ln_topk_eos_reset"]
     try:
         for tag, dev in (("device", device), ("cpu", "cpu")):
             cli_main(["adapt", "--asr", "tiny", "--device", dev, "--manifest", str(out / "m.jsonl"),
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     def adapt() -> None:
         same, n, gap = adapt_agreement(out / "adapt", dev)
         check("adapt --device cuda vs cpu: hypotheses and losses", n > 0 and same >= 0.9 * n and gap < 1e-3,
-              f"{same}/{n} hypotheses identical (source, ln_topk_eos, dsuta_ln_topk_eos_reset); "
+              f"{same}/{n} hypotheses identical (source, ln_topk_eos, seq_em, dsuta_ln_topk_eos_reset); "
               f"adaptation losses within {gap:.1e}")
 
     for section in (train, resume, encoder, evaluate, answer, adapt):

@@ -193,7 +193,8 @@ class WhisperTTA(TTAModel):
             if i == 0 and self.begin_suppress:
                 logits[self.begin_suppress] = -math.inf
             if temperature > 0:
-                t = int(torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator))
+                # drawn on the CPU with the CPU generator: the same samples whatever the model's device
+                t = int(torch.multinomial((logits / temperature).softmax(-1).cpu(), 1, generator=generator))
             else:
                 t = int(logits.argmax())
             if t == self.eot:

@@ -97,7 +97,7 @@ def topk_entropy(s: Scores, k: int, temp: float, vocab_end: int) -> torch.Tensor
 
 def _generator(inputs: dict, step: int) -> torch.Generator:
     """Seeded from the utterance's features: sampled hypotheses identical across reruns/resumes."""
-    x = inputs["input_features"].detach().numpy()
+    x = inputs["input_features"].detach().cpu().numpy()
     g = torch.Generator()
     g.manual_seed(zlib.crc32(np.ascontiguousarray(x[..., ::7]).tobytes()) * 1000 + step)
     return g
