@@ -69,12 +69,17 @@ def direct_mlp_curve(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: n
     return out
 
 
+def probe_accuracy(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """The linear probe of `suite_probe.py`, fitted on (x, y), scored on (x_test, y_test)."""
+    return float(np.mean(probe().fit(x, y).predict(x_test) == y_test))
+
+
 def pca_probe(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, rank: int) -> float:
     """Accuracy of the linear probe on the top-`rank` principal components of the training inputs."""
     from sklearn.decomposition import PCA
 
     pca = PCA(min(rank, *x.shape)).fit(x)
-    return float(np.mean(probe().fit(pca.transform(x), y).predict(pca.transform(x_test)) == y_test))
+    return probe_accuracy(pca.transform(x), y, pca.transform(x_test), y_test)
 
 
 def optimiser_settings(ckpt: Path) -> dict:
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     if not hasattr(model.adapter, "stats"):
         raise SystemExit(f"{a.ckpt}: not a ClipStatsAdapter checkpoint")
     hp = optimiser_settings(Path(a.ckpt))
-    lr, betas, wd = float(hp.get("lr", 2e-3)), tuple(hp.get("betas", (0.9, 0.98))), float(hp.get("weight_decay", 0.01))
+    lr, betas, wd = float(hp["lr"]), tuple(hp["betas"]), float(hp["weight_decay"])
     hidden = model.adapter.stats.global_mlp[0].out_features
     clips = [r for r in {r["clip_id"]: r for r in load_manifest(a.manifest, "train")}.values()
              if (r.get("attributes") or {}).get("speech", "yes") == "yes"]
@@ -119,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
         suite, yt = stages(model, [{"wav": w} for w in wavs]), np.array(labels)
         x, xt = train["input"][keep], suite["input"]
         r = {"n": len(yt),
-             "input": float(np.mean(probe().fit(x, y).predict(xt) == yt)),
-             "trained_first_layer": float(np.mean(probe().fit(train["pre"][keep], y).predict(suite["pre"]) == yt)),
-             "trained_output": float(np.mean(probe().fit(train["output"][keep], y).predict(suite["output"]) == yt)),
+             "input": probe_accuracy(x, y, xt, yt),
+             "trained_first_layer": probe_accuracy(train["pre"][keep], y, suite["pre"], yt),
+             "trained_output": probe_accuracy(train["output"][keep], y, suite["output"], yt),
              "pca": {k: pca_probe(x, y, xt, yt, k) for k in PCA_RANKS},
              "direct_mlp": direct_mlp_curve(x, y, xt, yt, hidden, lr, betas, wd)}
         res["tasks"][task] = r

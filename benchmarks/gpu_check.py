@@ -97,9 +97,9 @@ def cached_rows(out: Path, kind: str) -> dict:
 
 
 def adapt_agreement(out: Path, device: str) -> tuple[int, int, float]:
-    """`speechllm adapt` in-process on `device` and on the CPU, over six 1 s noise clips; (hypotheses
-    identical, compared, the largest gap between their adaptation losses). The CLI's loader is swapped for a random tiny.en-shaped Whisper (no weights to
-    carry to the GPU machine); everything after it is the real path."""
+    """`speechllm adapt` in-process on `device` and on the CPU, over six 1 s noise clips; returns (hypotheses
+    identical, compared, the largest gap between their adaptation losses). The CLI's loader is swapped for a
+    random tiny.en-shaped Whisper (no weights to carry to the GPU machine); everything after it is the real path."""
     import soundfile as sf
     from transformers import WhisperFeatureExtractor
 
