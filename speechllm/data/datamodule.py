@@ -35,7 +35,8 @@ class SpeechDataModule(L.LightningDataModule):
                  max_duration: float = 30.0, shuffle: bool = True, seed: int = 0,
                  transcript_field: str = ASR_FIELD, allow_foreign_targets: bool = False, streaming: bool = False,
                  shuffle_buffer: int = 10_000, replay_manifest: str | None = None, replay_share: float = 0.0,
-                 group_by_length: bool = False, pack_clip_rows: bool = False):
+                 group_by_length: bool = False, pack_clip_rows: bool = False,
+                 instruction_weights: dict[str, float] | None = None):
         """Rows need `id`, `audio`, `target` (training); `instruction` defaults to the DeSTA2 one.
         `skip_bad_audio`: drop and count unreadable/empty/silent/too-long clips instead of stopping.
         `transcript_field`: what training interleaves after the audio (default: the transcriber's output,
@@ -48,12 +49,17 @@ class SpeechDataModule(L.LightningDataModule):
         `group_by_length`: batch rows of similar length (less padding; speechllm.data.sampler).
         `pack_clip_rows`: train on the rows of one clip (same `clip_id`) as one packed sequence, the shared
         prompt prefix (system turn, audio, transcript) once (speechllm.model.packing; same loss, fewer
-        tokens); `batch_size` then counts clips, each with all its rows."""
+        tokens); `batch_size` then counts clips, each with all its rows.
+        `instruction_weights`: repeat the training rows of an instruction family every epoch, e.g.
+        `{pitch: 3}` (speechllm.data.weighting; deterministic, so resuming is exact)."""
         super().__init__()
         for flag, name in ((group_by_length, "group_by_length"), (pack_clip_rows, "pack_clip_rows")):
             if flag and (streaming or (replay_manifest and replay_share > 0)):
                 raise ConfigError(f"data.{name} works with a loaded training manifest only: turn off "
                                   f"data.streaming and data.replay_share, or data.{name}")
+        if instruction_weights and (streaming or pack_clip_rows):
+            raise ConfigError("data.instruction_weights repeats rows of a loaded manifest: turn off data.streaming "
+                              "and data.pack_clip_rows (a packed clip would hold the same row twice), or the weights")
         self.save_hyperparameters()
         self.policy = AudioPolicy(max_duration=max_duration)
         self.rows: dict[str, list[dict]] = {}
@@ -72,6 +78,8 @@ class SpeechDataModule(L.LightningDataModule):
             check_fields(self.rows["train"], TRAIN_REQUIRED, hp.train_manifest)
             if not self.rows["train"]:
                 raise ManifestError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
+            if hp.instruction_weights:
+                self._weight_train_rows()
             if val and not hp.val_manifest:
                 self.rows["val"] = val
         for key, path in (("val", hp.val_manifest), ("test", hp.test_manifest), ("predict", hp.predict_manifest)):
@@ -79,6 +87,17 @@ class SpeechDataModule(L.LightningDataModule):
                 self.rows[key] = load_manifest(path)
                 if key != "predict":
                     self._check_against_model(self.rows[key], path)
+
+    def _weight_train_rows(self) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from speechllm.data.weighting import weight_rows
+
+        hp = self.hparams
+        self.rows["train"], counts = weight_rows(self.rows["train"], dict(hp.instruction_weights), hp.seed,
+                                                 str(hp.train_manifest))
+        rank_zero_info("instruction_weights: " + ", ".join(
+            f"{k} {a} -> {b} rows" for k, (a, b) in counts.items()) + f" ({len(self.rows['train'])} training rows)")
 
     def _check_against_model(self, rows: list[dict], source: str) -> None:
         """Targets from model.llm; the interleaved transcript field present (and from model.encoder)."""
