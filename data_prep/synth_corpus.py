@@ -27,7 +27,7 @@ from data_prep import augment, labels
 from data_prep.common import run_rows, skip, split_of
 from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from data_prep.nonspeech import design_nonspeech, render_nonspeech
-from data_prep.tts_engines import ENGINES, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
+from data_prep.tts_engines import ENGINES, VOICE_SETS, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
 from speechllm.data.audio import SAMPLE_RATE, save_audio
 from speechllm.errors import ConfigError, MissingToolError
 from speechllm.io import atomic_write_json
@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--engines", nargs="*", default=None, choices=ENGINES, help="TTS engines (default: all installed)")
+    p.add_argument("--voice-set", default="default", choices=sorted(VOICE_SETS),
+                   help="espeak-ng variants: default (3 male, 3 female for training per accent) or wide (11 and 11; "
+                        "voices reserved for the suite stay out either way)")
     p.add_argument("--repeats", type=int, default=1, help="clips per sentence (different voices), same split")
     p.add_argument("--noise-kinds", nargs="*", default=list(augment.NOISE_KINDS), choices=augment.NOISE_KINDS)
     p.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of clips with synthetic-RIR reverb")
@@ -231,7 +234,7 @@ def main(argv: list[str]) -> int:
         if not ok:
             raise ConfigError(f"{flag} {value}: must be {want}")
     t0 = time.time()
-    designs = design_corpus(args.n, args.seed, list_voices(args.engines), args.repeats,
+    designs = design_corpus(args.n, args.seed, list_voices(args.engines, args.voice_set), args.repeats,
                             tuple(args.noise_kinds), args.reverb_prob, clean_floor_share=args.clean_floor_share,
                             unpadded_share=args.unpadded_share)
     designs += design_nonspeech(args.nonspeech, args.seed, SPLITS, padded_share=args.nonspeech_padded_share)

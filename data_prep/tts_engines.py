@@ -61,6 +61,15 @@ ESPEAK_ACCENTS = {
 }
 ESPEAK_VARIANTS = [("", "male"), ("+m1", "male"), ("+m3", "male"), ("+m7", "male"),
                    ("+f1", "female"), ("+f2", "female"), ("+f3", "female"), ("+f4", "female")]
+# `--voice-set wide`: more espeak-ng variants, whose own F0 spans 76-252 Hz (median F0 on the reference
+# sentence, en-us), so a voice's timbre tells less about the pitch level a clip is labelled with. With the
+# default set, sox's pitch shift (which moves formants with F0) makes timbre and pitch label go together.
+ESPEAK_VARIANTS_WIDE = ESPEAK_VARIANTS + [
+    ("+f5", "female"), ("+Annie", "female"), ("+linda", "female"), ("+steph", "female"), ("+belinda", "female"),
+    ("+Andrea", "female"), ("+Alicia", "female"), ("+aunty", "female"),
+    ("+m2", "male"), ("+m4", "male"), ("+m5", "male"), ("+m6", "male"), ("+m8", "male"), ("+Andy", "male"),
+    ("+Lee", "male"), ("+david", "male")]
+VOICE_SETS = {"default": ESPEAK_VARIANTS, "wide": ESPEAK_VARIANTS_WIDE}
 FLITE_VOICES = [("kal16", "male", "US"), ("rms", "male", "US"), ("awb", "male", "Scottish"),
                 ("slt", "female", "US"), ("kal", "male", "US")]
 # festival voice function suffix -> (gender, accent); availability checked on disk
@@ -102,18 +111,21 @@ def _festival_installed(name: str) -> bool:
     return False
 
 
-def list_voices(engines: list[str] | tuple[str, ...] | None = None) -> list[Voice]:
-    """Voices of the requested engines that are actually installed here (none → all engines)."""
+def list_voices(engines: list[str] | tuple[str, ...] | None = None, voice_set: str = "default") -> list[Voice]:
+    """Voices of the requested engines that are actually installed here (none → all engines);
+    `voice_set` picks the espeak-ng variants (`VOICE_SETS`)."""
     engines = tuple(engines or ENGINES)
     unknown = set(engines) - set(ENGINES)
     if unknown:
         raise UnknownNameError(f"unknown TTS engine(s) {sorted(unknown)}; choose from {ENGINES}")
+    if voice_set not in VOICE_SETS:
+        raise UnknownNameError(f"unknown voice set {voice_set!r}; choose from {sorted(VOICE_SETS)}")
     voices: list[Voice] = []
     if "espeak-ng" in engines and _have("espeak-ng"):
         langs = _espeak_languages()
         for lang, accent in ESPEAK_ACCENTS.items():
             if lang in langs:
-                voices += [Voice("espeak-ng", lang + var, g, accent) for var, g in ESPEAK_VARIANTS]
+                voices += [Voice("espeak-ng", lang + var, g, accent) for var, g in VOICE_SETS[voice_set]]
     if "flite" in engines and _have("flite"):
         have = _flite_voices()
         voices += [Voice("flite", n, g, a) for n, g, a in FLITE_VOICES if n in have]

@@ -220,3 +220,27 @@ def test_unpadded_clip_is_the_padded_one_without_its_silence(tmp_path, monkeypat
     a, b = load_audio(tmp_path / tight["audio"]), load_audio(tmp_path / padded["audio"])
     assert 0.5 <= (len(b) - len(a)) / 16000 <= 1.0  # 0.25-0.5 s of silence each side, gone
     assert tight["attributes"] == padded["attributes"]  # same buckets: rate counts the voiced span only
+
+
+def test_wide_voice_set_adds_variants_but_never_the_suites_voices():
+    from data_prep.holdout import is_heldout_voice
+    from data_prep.tts_engines import ESPEAK_VARIANTS, ESPEAK_VARIANTS_WIDE
+    from speechllm.errors import UnknownNameError
+
+    extra = [v for v in ESPEAK_VARIANTS_WIDE if v not in ESPEAK_VARIANTS]
+    assert {g for _, g in extra} == {"male", "female"} and len({n for n, _ in ESPEAK_VARIANTS_WIDE}) == len(
+        ESPEAK_VARIANTS_WIDE)
+    assert not any(is_heldout_voice(f"espeak-ng:en-us{n}") for n, _ in extra)  # the suite's voices stay unseen
+    with pytest.raises(UnknownNameError, match="voice set"):
+        list_voices(["espeak-ng"], voice_set="huge")
+
+
+@needs_espeak
+def test_wide_voices_speak_in_their_gender_range():
+    wide = [v for v in list_voices(["espeak-ng"], voice_set="wide") if v.name.startswith("en-us+")]
+    from data_prep import labels
+
+    for name in ("en-us+Annie", "en-us+m8"):  # one added voice of each gender: espeak-ng knows the variant
+        v = next(x for x in wide if x.name == name)
+        f0 = labels.pitch_stats(tts("The quick brown fox jumps over the lazy dog.", v)).f0_median
+        assert (f0 > 180) if v.gender == "female" else (f0 < 130), (name, f0)
