@@ -27,7 +27,16 @@ from data_prep import augment, labels
 from data_prep.common import run_rows, skip, split_of
 from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from data_prep.nonspeech import design_nonspeech, render_nonspeech
-from data_prep.tts_engines import ENGINES, VOICE_SETS, TTSError, Voice, list_voices, sentence_pool, sox_effects, tts
+from data_prep.tts_engines import (
+    ENGINES,
+    VOICE_SETS,
+    TTSError,
+    Voice,
+    list_voices,
+    sentence_pool,
+    sox_effects,
+    tts,
+)
 from speechllm.data.audio import SAMPLE_RATE, save_audio
 from speechllm.errors import ConfigError, MissingToolError
 from speechllm.io import atomic_write_json
