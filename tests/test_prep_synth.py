@@ -237,9 +237,9 @@ def test_wide_voice_set_adds_variants_but_never_the_suites_voices():
 
 @needs_espeak
 def test_wide_voices_speak_in_their_gender_range():
-    wide = [v for v in list_voices(["espeak-ng"], voice_set="wide") if v.name.startswith("en-us+")]
     from data_prep import labels
 
+    wide = [v for v in list_voices(["espeak-ng"], voice_set="wide") if v.name.startswith("en-us+")]
     for name in ("en-us+Annie", "en-us+m8"):  # one added voice of each gender: espeak-ng knows the variant
         v = next(x for x in wide if x.name == name)
         f0 = labels.pitch_stats(tts("The quick brown fox jumps over the lazy dog.", v)).f0_median

@@ -12,22 +12,17 @@ A key names the rows whose `instruction_id` is the key or starts with `key_`: `p
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 
 from speechllm.errors import ConfigError
+from speechllm.prompts.captions import stable_unit
 
 
 def family_of(instruction_id: str, keys: list[str]) -> str | None:
     """The longest key that names this instruction id (see the module docstring), or None."""
     hits = [k for k in keys if instruction_id == k or instruction_id.startswith(k + "_")]
     return max(hits, key=len) if hits else None
-
-
-def _keep_fraction(seed: int, row_id: str, frac: float) -> bool:
-    digest = hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < frac
 
 
 def weight_rows(rows: list[dict], weights: dict[str, float], seed: int = 0,
@@ -48,7 +43,7 @@ def weight_rows(rows: list[dict], weights: dict[str, float], seed: int = 0,
             out.append(row)
             continue
         w = float(weights[key])
-        n = int(w) + _keep_fraction(seed, str(row["id"]), w - int(w))
+        n = int(w) + (stable_unit(seed, row["id"], "instruction_weight") < w - int(w))
         out.extend([row] * n)
         before[key] += 1
         after[key] += n

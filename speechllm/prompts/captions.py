@@ -159,7 +159,7 @@ INSTRUCTION_BY_ID = {i.id: i for i in INSTRUCTIONS}
 INSTRUCTION_BY_TEXT = {i.text: i for i in INSTRUCTIONS}
 
 
-def _unit(*keys: object) -> float:
+def stable_unit(*keys: object) -> float:
     """A stable number in [0, 1) from the keys (independent of row order and Python's hash seed)."""
     h = hashlib.sha256("\x1f".join(map(str, keys)).encode()).digest()
     return int.from_bytes(h[:8], "big") / 2**64
@@ -199,10 +199,10 @@ def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, 
     chosen: list[Instruction] = []
     for slot in range(k):
         # the one-word draw comes from its own stream, so one_word_share=0 keeps earlier captions unchanged
-        if _unit(seed, row_id, slot, "one_word") < one_word_share:
+        if stable_unit(seed, row_id, slot, "one_word") < one_word_share:
             first = "one_word"
         else:
-            u = _unit(seed, row_id, slot, "category") * (1 - one_word_share)
+            u = stable_unit(seed, row_id, slot, "category") * (1 - one_word_share)
             first = ("attribute" if u < attribute_share else "default" if u < attribute_share + default_share
                      else "other")
         _draw([pools[c] for c in (first, "attribute", "other", "default", "one_word")], chosen, seed, row_id, slot)
@@ -214,7 +214,7 @@ def _draw(pools: list[list[Instruction]], chosen: list[Instruction], seed: int, 
     for pool in pools:
         left = [i for i in pool if i not in chosen]
         if left:
-            chosen.append(left[int(_unit(seed, row_id, slot, "pick") * len(left))])
+            chosen.append(left[int(stable_unit(seed, row_id, slot, "pick") * len(left))])
             return
 
 
