@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from data_prep import augment
+from data_prep import augment, labels
 from data_prep.synth_corpus import design_corpus
 from data_prep.synth_corpus import main as synth_main
 from data_prep.tts_engines import Voice, list_voices, sentence_pool, tts
@@ -237,8 +237,6 @@ def test_wide_voice_set_adds_variants_but_never_the_suites_voices():
 
 @needs_espeak
 def test_wide_voices_speak_in_their_gender_range():
-    from data_prep import labels
-
     wide = [v for v in list_voices(["espeak-ng"], voice_set="wide") if v.name.startswith("en-us+")]
     for name in ("en-us+Annie", "en-us+m8"):  # one added voice of each gender: espeak-ng knows the variant
         v = next(x for x in wide if x.name == name)
