@@ -29,12 +29,15 @@ from speechllm.metrics.tables import table_lines
 from speechllm.prompts.choice_questions import ATTRIBUTES
 
 
-def choice_rows(manifest: Path, split: str, limit: int | None) -> list[dict]:
-    """Rows asking a listed-option attribute question whose caption value maps to an option."""
+def choice_rows(manifest: Path, split: str, limit: int | None, attributes: list[str] | None = None) -> list[dict]:
+    """Rows asking a listed-option attribute question whose caption value maps to an option
+    (`split` "all": every split, for an evaluation-only corpus such as one of unseen voices)."""
     out = []
-    for r in load_manifest(manifest, split):
+    for r in load_manifest(manifest, None if split == "all" else split):
         attr = r.get("instruction_id", "").split("_choice_")[0]
         if "_choice_" not in r.get("instruction_id", "") or attr not in ATTRIBUTES:
+            continue
+        if attributes and attr not in attributes:
             continue
         words, value_word, _ = ATTRIBUTES[attr]
         label = value_word.get((r.get("attributes") or {}).get(attr))
@@ -96,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True)
     p.add_argument("--manifest", required=True, type=Path)
-    p.add_argument("--split", default="validation")
+    p.add_argument("--split", default="validation", help="a split, or all (default validation)")
+    p.add_argument("--attributes", nargs="*", default=None, choices=sorted(ATTRIBUTES),
+                   help="score these attributes' questions only (default: all)")
     p.add_argument("--limit", type=int, default=None, help="score the first N questions only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True, type=Path, help="writes OUT.json and OUT.md")
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     from speechllm.model.speech_llm import SpeechLLM
 
-    rows = choice_rows(a.manifest, a.split, a.limit)
+    rows = choice_rows(a.manifest, a.split, a.limit, a.attributes)
     if not rows:
         raise SystemExit(f"{a.manifest}: no choice questions in split {a.split!r}; build the corpus with "
                          "`speechllm prepare captions` (choice questions) first")

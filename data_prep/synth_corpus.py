@@ -54,12 +54,13 @@ CLEAN_FLOOR_SNR = (35.0, 60.0)
 def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repeats: int = 1,
                   noise_kinds: tuple[str, ...] = augment.NOISE_KINDS, reverb_prob: float = 0.0,
                   splits: tuple[tuple[str, float], ...] = SPLITS, clean_floor_share: float = 0.0,
-                  unpadded_share: float = 0.0) -> list[dict]:
+                  unpadded_share: float = 0.0, pitch_by: str = "sox") -> list[dict]:
     """Deterministic clip designs (no audio yet): one dict per clip with everything the worker needs.
 
     `clean_floor_share`: that share of the clean clips gets a faint noise floor (`CLEAN_FLOOR_SNR`, still
     clean by the bucket's definition); `unpadded_share` of all speech clips is rendered without the silence
-    padding. Both are drawn from their own generator, so every other design is unchanged."""
+    padding. Both are drawn from their own generator, so every other design is unchanged. `pitch_by="engine"`
+    reaches the pitch level of espeak-ng clips with the engine's own pitch (`render`)."""
     # Voices and sentences reserved for the offline evaluation suite never enter a training corpus.
     voices = [v for v in (voices if voices is not None else list_voices()) if not is_heldout_voice(v.id)]
     if not voices:
@@ -100,6 +101,8 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
             d["noise_kind"] = floor.choice(noise_kinds)
         if random.Random(f"{seed}-unpadded-{i}").random() < unpadded_share:
             d["unpadded"] = True
+        if pitch_by == "engine":
+            d["pitch_by"] = "engine"
         designs.append(d)
     return designs
 
@@ -110,19 +113,41 @@ def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
 
 _VOICE_F0: dict[str, float] = {}
 REFERENCE_SENTENCE = "The quick brown fox jumps over the lazy dog near the old river bank."
+ENGINE_PITCH_GRID = (0, 25, 50, 75, 99)  # espeak-ng -p values measured per voice; log F0 is interpolated between
 
 
-def voice_f0(voice: Voice) -> float:
-    """Median F0 of a voice on a reference sentence (pyin), cached in memory and on disk, so each
-    clip needs only one pyin pass (on its final clean audio)."""
-    if voice.id not in _VOICE_F0:
+def voice_f0(voice: Voice, engine_pitch: int | None = None) -> float:
+    """Median F0 of a voice (at an espeak-ng `-p`, if given) on a reference sentence (pyin), cached in memory
+    and on disk under what the engine renders (`Voice.render_id`), so each clip needs only one pyin pass."""
+    key = voice.render_id + ("" if engine_pitch is None else f"@p{engine_pitch}")
+    if key not in _VOICE_F0:
         cache = augment.cache_dir().parent / "voice_f0.json"
         disk = json.loads(cache.read_text()) if cache.exists() else {}
-        if voice.id not in disk:
-            disk[voice.id] = labels.pitch_stats(tts(REFERENCE_SENTENCE, voice)).f0_median
+        if key not in disk:
+            disk[key] = labels.pitch_stats(tts(REFERENCE_SENTENCE, voice, engine_pitch=engine_pitch)).f0_median
             atomic_write_json(cache, disk)
         _VOICE_F0.update(disk)
-    return _VOICE_F0[voice.id]
+    return _VOICE_F0[key]
+
+
+def engine_pitch_for(voice: Voice, target_f0: float) -> tuple[int, float]:
+    """The espeak-ng `-p` whose F0 (log-interpolated between `ENGINE_PITCH_GRID`) is nearest `target_f0`,
+    and that F0; a target outside the voice's range gets the nearest end (sox shifts the rest)."""
+    grid = np.array(ENGINE_PITCH_GRID, dtype=float)
+    log_f0 = np.log([voice_f0(voice, int(p)) for p in ENGINE_PITCH_GRID])
+    ps = np.arange(0, 100)
+    curve = np.interp(ps, grid, log_f0)
+    i = int(np.argmin(np.abs(curve - math.log(target_f0))))
+    return int(ps[i]), float(math.exp(curve[i]))
+
+
+def check_voice_gender(voice: Voice, f0: float) -> None:
+    """A voice whose own F0 sits on the other gender's side of the split is mislabelled, or the engine
+    ignored its variant (as espeak-ng does after "en-gb"); either way its clips' labels would be wrong."""
+    if np.isfinite(f0) and labels.gender_from_pitch(f0) != voice.gender:
+        raise ConfigError(f"{voice.id} is listed as {voice.gender} but speaks at {f0:.0f} Hz (split: "
+                          f"{labels.GENDER_SPLIT_HZ:.0f} Hz): check that the engine takes this voice name "
+                          "(data_prep/tts_engines.py, ESPEAK_VARIANT_BASE)")
 
 
 def _speech_span(wav: np.ndarray) -> float:
@@ -142,14 +167,20 @@ def render(design: dict, out_dir: str) -> dict:
     rng = np.random.default_rng(design["seed"])
     voice = Voice(**design["voice"])
     gender = voice.gender
+    target_f0 = labels.GENDER_CENTRE_HZ[gender] * 2 ** (_u(rng, labels.DESIGN["pitch"][design["pitch"]]) / 12)
+    # "engine": espeak-ng's -p sets F0 and keeps the voice's formants, so pitch label and timbre part ways;
+    # sox (the rest) moves formants with F0, so within a voice a timbre goes with each pitch level.
+    engine_pitch = None
     try:
-        base = tts(design["text"], voice)
-        base_f0 = voice_f0(voice)
+        if design.get("pitch_by") == "engine" and voice.engine == "espeak-ng":
+            engine_pitch, base_f0 = engine_pitch_for(voice, target_f0)
+        else:
+            base_f0 = voice_f0(voice)
+        base = tts(design["text"], voice, engine_pitch=engine_pitch)
     except TTSError as e:
         return skip(design["id"], "tts_failed", str(e))
     if not np.isfinite(base_f0):
         return skip(design["id"], "unvoiced", f"pyin finds no voiced speech in {voice.id}")
-    target_f0 = labels.GENDER_CENTRE_HZ[gender] * 2 ** (_u(rng, labels.DESIGN["pitch"][design["pitch"]]) / 12)
     shift = 12 * math.log2(target_f0 / base_f0)
     n_words = labels.count_words(design["text"])
     base_rate = n_words / _speech_span(base)  # approx. words per voiced second before tempo
@@ -193,6 +224,7 @@ def render(design: dict, out_dir: str) -> dict:
         "duration": round(len(noisy) / SAMPLE_RATE, 3), "transcript": design["text"],
         "attributes": attrs, "attributes_source": "synth", "split": design["split"],
         "synth": {"voice": voice.id, "pitch_shift_st": round(shift, 3), "tempo": round(tempo, 4),
+                  **({} if engine_pitch is None else {"engine_pitch": engine_pitch}),
                   "design": {k: design[k] for k in ("pitch", "speed", "volume", "noise")}},
     }
 
@@ -210,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice-set", default="default", choices=sorted(VOICE_SETS),
                    help="espeak-ng variants: default (3 male, 3 female for training per accent) or wide (11 and 11; "
                         "voices reserved for the suite stay out either way)")
+    p.add_argument("--pitch-by", default="sox", choices=("sox", "engine"),
+                   help="how an espeak-ng clip reaches its pitch level: sox (shift; formants move with F0, so "
+                        "timbre follows the label) or engine (espeak-ng -p: F0 only, the voice's timbre stays; "
+                        "sox corrects the remainder). Other engines use sox either way (default sox)")
     p.add_argument("--repeats", type=int, default=1, help="clips per sentence (different voices), same split")
     p.add_argument("--noise-kinds", nargs="*", default=list(augment.NOISE_KINDS), choices=augment.NOISE_KINDS)
     p.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of clips with synthetic-RIR reverb")
@@ -245,7 +281,7 @@ def main(argv: list[str]) -> int:
     t0 = time.time()
     designs = design_corpus(args.n, args.seed, list_voices(args.engines, args.voice_set), args.repeats,
                             tuple(args.noise_kinds), args.reverb_prob, clean_floor_share=args.clean_floor_share,
-                            unpadded_share=args.unpadded_share)
+                            unpadded_share=args.unpadded_share, pitch_by=args.pitch_by)
     designs += design_nonspeech(args.nonspeech, args.seed, SPLITS, padded_share=args.nonspeech_padded_share)
     out = Path(args.out) / "synth.jsonl"
     if any(d.get("noise_kind") == "babble" for d in designs):
@@ -253,8 +289,10 @@ def main(argv: list[str]) -> int:
     for kind in {d.get("noise_kind") or d.get("sound") for d in designs} & set(augment.REAL_NOISE):
         augment.real_noise(kind)
     speech = [d for d in designs if d.get("kind") != "nonspeech"]
-    for vid in sorted({Voice(**d["voice"]).id for d in speech}):  # measured once, inherited by workers
-        voice_f0(next(Voice(**d["voice"]) for d in speech if Voice(**d["voice"]).id == vid))
+    for voice in sorted({Voice(**d["voice"]) for d in speech}, key=lambda v: v.id):  # measured once, inherited
+        check_voice_gender(voice, voice_f0(voice))
+        if args.pitch_by == "engine" and voice.engine == "espeak-ng":
+            engine_pitch_for(voice, labels.GENDER_CENTRE_HZ[voice.gender])
     rows, skipped = run_rows(designs, functools.partial(render, out_dir=str(args.out)), out,
                              desc="synth", workers=args.workers, force=args.force)
     print(f"wrote {len(rows)} clips to {out} ({len(skipped)} skipped) in {time.time() - t0:.1f}s")

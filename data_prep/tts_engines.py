@@ -44,6 +44,11 @@ class Voice:
     def id(self) -> str:
         return f"{self.engine}:{self.name}"
 
+    @property
+    def render_id(self) -> str:
+        """What the engine is actually asked for: the key of measurements of this voice's audio."""
+        return f"{self.engine}:{espeak_name(self.name) if self.engine == 'espeak-ng' else self.name}"
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -69,7 +74,19 @@ ESPEAK_VARIANTS_WIDE = ESPEAK_VARIANTS + [
     ("+Andrea", "female"), ("+Alicia", "female"), ("+aunty", "female"),
     ("+m2", "male"), ("+m4", "male"), ("+m5", "male"), ("+m6", "male"), ("+m8", "male"), ("+Andy", "male"),
     ("+Lee", "male"), ("+david", "male")]
-VOICE_SETS = {"default": ESPEAK_VARIANTS, "wide": ESPEAK_VARIANTS_WIDE}
+# `--voice-set extra`: the wide set's variants that the default set lacks, for a validation corpus of voices a
+# default-voice corpus never trains on (benchmarks/choice_accuracy.py on it reads unseen-voice accuracy).
+ESPEAK_VARIANTS_EXTRA = [v for v in ESPEAK_VARIANTS_WIDE if v not in ESPEAK_VARIANTS]
+VOICE_SETS = {"default": ESPEAK_VARIANTS, "wide": ESPEAK_VARIANTS_WIDE, "extra": ESPEAK_VARIANTS_EXTRA}
+# espeak-ng (1.51) ignores a variant after "en-gb": "en-gb+f1" speaks as plain "en-gb", one male voice for
+# every British variant. "en" is the same British voice and takes the variant. Voice ids keep "en-gb".
+ESPEAK_VARIANT_BASE = {"en-gb": "en"}
+
+
+def espeak_name(name: str) -> str:
+    """The name espeak-ng's `-v` must get for `name` ("en-gb+f1" -> "en+f1") so that the variant applies."""
+    lang, plus, variant = name.partition("+")
+    return ESPEAK_VARIANT_BASE.get(lang, lang) + plus + variant if plus else name
 FLITE_VOICES = [("kal16", "male", "US"), ("rms", "male", "US"), ("awb", "male", "Scottish"),
                 ("slt", "female", "US"), ("kal", "male", "US")]
 # festival voice function suffix -> (gender, accent); availability checked on disk
@@ -134,9 +151,12 @@ def list_voices(engines: list[str] | tuple[str, ...] | None = None, voice_set: s
     return voices
 
 
-def _engine_cmd(text: str, voice: Voice, out: str) -> tuple[list[str], str | None]:
+def _engine_cmd(text: str, voice: Voice, out: str, engine_pitch: int | None = None) -> tuple[list[str], str | None]:
+    if engine_pitch is not None and voice.engine != "espeak-ng":
+        raise TTSError(f"{voice.id}: only espeak-ng takes an engine pitch (-p)")
     if voice.engine == "espeak-ng":
-        return ["espeak-ng", "-v", voice.name, "-w", out, text], None
+        p = [] if engine_pitch is None else ["-p", str(int(engine_pitch))]
+        return ["espeak-ng", "-v", espeak_name(voice.name), *p, "-w", out, text], None
     if voice.engine == "flite":
         return ["flite", "-voice", voice.name, "-t", text, "-o", out], None
     if voice.engine == "festival":
@@ -162,18 +182,20 @@ def sox_effects(wav: np.ndarray, pitch: float | None, rate: float | None) -> np.
 
 
 def tts(text: str, voice: Voice, pitch: float | None = None, rate: float | None = None,
-        volume_db: float = 0.0) -> np.ndarray:
+        volume_db: float = 0.0, engine_pitch: int | None = None) -> np.ndarray:
     """Speak `text` with `voice`: float32 mono 16 kHz, shape (T,).
 
     pitch: shift in semitones (sox `pitch`, formants move too — fine for labels);
     rate: tempo factor, 1.0 = the engine's own speed (sox `tempo`, pitch kept);
-    volume_db: gain applied to the engine's output level.
+    volume_db: gain applied to the engine's output level;
+    engine_pitch: espeak-ng's own base pitch (`-p`, 0-99, 50 = the voice's default), which moves F0 and
+    leaves the formants (the voice's timbre) where they are.
     """
     import soundfile as sf
 
     with tempfile.TemporaryDirectory(prefix="speechllm-tts-") as tmp:
         out = os.path.join(tmp, "out.wav")
-        cmd, stdin = _engine_cmd(text, voice, out)
+        cmd, stdin = _engine_cmd(text, voice, out, engine_pitch)
         try:
             proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
         except FileNotFoundError as e:

@@ -26,6 +26,8 @@ def test_only_choice_questions_of_the_split_with_a_mapped_value_are_kept(tmp_pat
     kept = ca.choice_rows(path, "validation", None)
     assert [(r["clip_id"], r["_attr"], r["_label"]) for r in kept] == [("c0", "gender", "male"), ("c3", "noise", "noisy")]
     assert kept[0]["audio"] == str((tmp_path / "c0.wav").resolve())  # relative audio resolved
+    every = ca.choice_rows(path, "all", None, ["gender"])  # an evaluation-only corpus: every split, one attribute
+    assert [(r["clip_id"], r["_attr"]) for r in every] == [("c0", "gender"), ("c1", "gender")]
 
 
 def test_summary_counts_hits_margins_and_the_paired_difference():
