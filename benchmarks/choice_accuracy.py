@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from speechllm.data.audio import load_audio
 from speechllm.data.manifest import load_manifest
@@ -54,7 +55,7 @@ def score(model, rows: list[dict], control: bool) -> list[list[float]]:
     first = {r["clip_id"]: r for r in rows}
     wavs = {c: load_audio(r["audio"]) for c, r in first.items()}  # each clip read once, not once a question
     out = []
-    for r in rows:
+    for r in tqdm(rows, desc="shuffled audio" if control else "own audio", unit="question"):
         src = first[other[r["clip_id"]]] if control else r
         out += score_options(model, [wavs[src["clip_id"]]], [r["instruction"]], [r["_options"]],
                              transcripts=[[src.get("asr_transcript") or ""]])
@@ -114,9 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{a.manifest}: no choice questions in split {a.split!r}; build the corpus with "
                          "`speechllm prepare captions` (choice questions) first")
     model = SpeechLLM.from_pretrained(a.ckpt).eval()
-    res = summarise(rows, score(model, rows, False), score(model, rows, True))
+    own, shuf = score(model, rows, False), score(model, rows, True)
+    res = summarise(rows, own, shuf)
+    answers = [{"id": r["id"], "attribute": r["_attr"], "label": r["_label"],  # for paired comparisons of runs
+                "own": r["_options"][int(np.argmax(o))], "shuffled": r["_options"][int(np.argmax(x))]}
+               for r, o, x in zip(rows, own, shuf)]
     atomic_write_json(a.out.with_suffix(".json"), {"ckpt": str(a.ckpt), "manifest": str(a.manifest),
-                                                  "split": a.split, "attributes": res})
+                                                  "split": a.split, "attributes": res, "answers": answers})
     md = markdown(res, str(a.ckpt), a.split)
     atomic_write_text(a.out.with_suffix(".md"), md)
     print(md)
