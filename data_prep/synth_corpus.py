@@ -61,6 +61,8 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
     clean by the bucket's definition); `unpadded_share` of all speech clips is rendered without the silence
     padding. Both are drawn from their own generator, so every other design is unchanged. `pitch_by="engine"`
     reaches the pitch level of espeak-ng clips with the engine's own pitch (`render`)."""
+    if pitch_by not in ("sox", "engine"):
+        raise ConfigError(f"pitch_by {pitch_by!r}: choose sox or engine")
     # Voices and sentences reserved for the offline evaluation suite never enter a training corpus.
     voices = [v for v in (voices if voices is not None else list_voices()) if not is_heldout_voice(v.id)]
     if not voices:
@@ -240,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--engines", nargs="*", default=None, choices=ENGINES, help="TTS engines (default: all installed)")
     p.add_argument("--voice-set", default="default", choices=sorted(VOICE_SETS),
-                   help="espeak-ng variants: default (3 male, 3 female for training per accent) or wide (11 and 11; "
-                        "voices reserved for the suite stay out either way)")
+                   help="espeak-ng variants: default (3 male, 3 female for training per accent), wide (11 and 11) or "
+                        "extra (wide minus default: voices a default-voice corpus never hears); voices reserved "
+                        "for the suite stay out either way")
     p.add_argument("--pitch-by", default="sox", choices=("sox", "engine"),
                    help="how an espeak-ng clip reaches its pitch level: sox (shift; formants move with F0, so "
                         "timbre follows the label) or engine (espeak-ng -p: F0 only, the voice's timbre stays; "

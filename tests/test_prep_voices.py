@@ -56,6 +56,8 @@ def test_engine_pitch_is_a_design_key_only_when_asked_for():
     assert all("pitch_by" not in d for d in plain)  # existing corpora design exactly as before
     assert [{k: v for k, v in d.items() if k != "pitch_by"} for d in engine] == plain
     assert all(d["pitch_by"] == "engine" for d in engine)
+    with pytest.raises(ConfigError, match="choose sox or engine"):
+        design_corpus(3, voices=voices, pitch_by="espeak")
 
 
 @needs_espeak
