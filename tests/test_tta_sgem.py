@@ -8,6 +8,7 @@ import pytest
 import torch
 from tta_tiny import changed_keys, killed_then_resumed, signal, state_copy, tiny_whisper, wav_rows
 
+from speechllm.tta.asr import looping_tail
 from speechllm.tta.sgem import (
     SGEMConfig,
     SGEMMethod,
@@ -54,6 +55,44 @@ def test_beam_of_width_one_is_greedy_decoding():
     assert beam_search(asr, enc, 12, 1) == asr.greedy(enc, 12)
     wide = beam_search(asr, enc, 12, 4)
     assert len(wide) <= 12 and not any(asr.suppress[t] for t in wide)
+
+
+def uncached_beam(asr, enc, max_tokens, width):
+    """Oracle: the same search re-scoring every beam's whole prefix each step (no key-value cache)."""
+    alive, done = [([], 0.0)], []
+    for _ in range(max_tokens):  # (the tiny model has no begin-suppressed tokens)
+        cands = []
+        for s, score in alive:
+            ids = torch.cat([asr.prefix, torch.tensor(s, dtype=torch.long)]).unsqueeze(0)
+            logits = asr.model(encoder_outputs=(enc,), decoder_input_ids=ids, use_cache=False).logits[0, -1]
+            logits = logits.masked_fill(asr.suppress, -math.inf)
+            top = logits.log_softmax(-1).topk(width + 1)
+            cands += [(score + float(v), s, int(t)) for v, t in zip(top.values, top.indices, strict=True)]
+        alive = []
+        for score, s, t in sorted(cands, key=lambda c: -c[0]):
+            cut = 0 if t == asr.eot else looping_tail(s + [t])
+            if t == asr.eot or cut:
+                done.append((s if t == asr.eot else (s + [t])[:-cut], score))
+            else:
+                alive.append((s + [t], score))
+            if len(alive) == width:
+                break
+        if len(done) >= width or not alive:
+            break
+    return max(done or alive, key=lambda h: h[1] / max(1, len(h[0])))[0]
+
+
+@pytest.mark.parametrize("seed,width", [(4, 3), (5, 2), (7, 5)])
+def test_cached_beam_search_equals_rescoring_every_prefix(seed, width):
+    asr = tiny_whisper(seed=seed)
+    attn = asr.model.model.decoder.layers[0].self_attn
+    with torch.no_grad():  # a random tiny decoder barely looks back: make the history (the cache) matter
+        attn.v_proj.weight.mul_(8)
+        attn.out_proj.weight.mul_(8)
+        enc = asr.encode(asr.prepare(signal(seed))["input_features"])
+        hyp = beam_search(asr, enc, 10, width)
+        assert hyp != asr.greedy(enc, 10)  # the beams diverge, so a wrong cache reorder would show
+        assert hyp == uncached_beam(asr, enc, 10, width)
 
 
 def test_sgem_adapts_the_encoder_only_on_a_cosine_lr_and_resets():

@@ -146,6 +146,19 @@ def test_nan_guards_skip_the_step():
     assert not changed_keys(asr.model, before)
 
 
+def test_non_finite_weights_roll_back_to_the_step_before():
+    asr = tiny_ctc()
+    ad = ParamAdapter(asr, SUTAConfig(lr=1e-3))
+    inputs = asr.prepare(signal(5))
+    assert ad.apply(sdpl_objective(asr, inputs)[0]) is None  # one good step: the rollback target moves
+    after_first = state_copy(asr.model)
+    ad.set_lr(math.inf)  # finite gradients, infinite update
+    assert ad.apply(sdpl_objective(asr, inputs)[0]) == "nan_weights"
+    assert not changed_keys(asr.model, after_first)
+    ad.set_lr(1e-3)
+    assert ad.apply(sdpl_objective(asr, inputs)[0]) is None and changed_keys(asr.model, after_first)
+
+
 def test_sdpl_trains_on_own_transcript_and_resets():
     asr = tiny_ctc()
     before = state_copy(asr.model)

@@ -87,6 +87,13 @@ def suta_loss(scores: Scores, cfg: SUTAConfig) -> tuple[torch.Tensor | None, dic
 
 
 # ---------------------------------------------------------------------------------------- adapter
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """True if no tensor holds a NaN or an infinity. One fused L2 norm (it overflows only past ~1e19 an
+    element, which counts as non-finite too): per-tensor `isfinite` cost SGEM 60 ms a step on 20 M weights."""
+    with torch.no_grad():
+        return bool(torch.nn.utils.get_total_norm(tensors, 2.0).isfinite()) if tensors else True
+
+
 class ParamAdapter:
     """The adapted parameter set of one model: freezes the rest, snapshots/restores, takes guarded
     AdamW steps. Snapshots cover only the chosen parameters (everything else never changes)."""
@@ -101,6 +108,7 @@ class ParamAdapter:
         for _, p in self.ln + self.feat:
             p.requires_grad_(True)
         self.named = dict(self.ln + self.feat)
+        self._before: dict[str, torch.Tensor] | None = None  # the weights before the last step (NaN rollback)
         if not self.named:
             raise ConfigError("SUTA: no parameters selected (train_ln and train_feature both off)")
         self.new_optimizer()
@@ -157,18 +165,22 @@ class ParamAdapter:
 
     def step(self) -> str | None:
         """Step on the gradients already accumulated (guarded as in `apply`)."""
-        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.named.values()):
+        if not all_finite([p.grad for p in self.named.values() if p.grad is not None]):
             self.zero_grad()
             return "nan_grad"
-        before = self.snapshot()
+        if self._before is None or self._before.keys() != self.named.keys():  # reused: a fresh copy of the whole encoder (SGEM) each step cost more than its AdamW
+            self._before = self.snapshot()
+        else:
+            for k, p in self.named.items():
+                self._before[k].copy_(p.detach())
         if self.opt_ln:
             self.opt_ln.step()
         if self.opt_feat:
             for _ in range(max(1, self.cfg.feature_repeat)):
                 self.opt_feat.step()
         self.zero_grad()
-        if any(not torch.isfinite(p).all() for p in self.named.values()):
-            self.load(before)
+        if not all_finite(list(self.named.values())):
+            self.load(self._before)
             return "nan_weights"
         return None
 
