@@ -152,6 +152,12 @@ def check_voice_gender(voice: Voice, f0: float) -> None:
                           "(data_prep/tts_engines.py, ESPEAK_VARIANT_BASE)")
 
 
+def check_voices(voices) -> None:
+    """`check_voice_gender` on each voice; F0s are measured once and cached on disk (`voice_f0`)."""
+    for voice in sorted(set(voices), key=lambda v: v.id):
+        check_voice_gender(voice, voice_f0(voice))
+
+
 def _speech_span(wav: np.ndarray) -> float:
     """Seconds between the first and last active frame of a clean TTS clip (digital-silence edges)."""
     idx = np.flatnonzero(augment.active_mask(wav, 35.0))
@@ -292,8 +298,9 @@ def main(argv: list[str]) -> int:
     for kind in {d.get("noise_kind") or d.get("sound") for d in designs} & set(augment.REAL_NOISE):
         augment.real_noise(kind)
     speech = [d for d in designs if d.get("kind") != "nonspeech"]
-    for voice in sorted({Voice(**d["voice"]) for d in speech}, key=lambda v: v.id):  # measured once, inherited
-        check_voice_gender(voice, voice_f0(voice))
+    voices = {Voice(**d["voice"]) for d in speech}
+    check_voices(voices)  # measured once, inherited by the workers
+    for voice in sorted(voices, key=lambda v: v.id):
         if args.pitch_by == "engine" and voice.engine == "espeak-ng":
             engine_pitch_for(voice, labels.GENDER_CENTRE_HZ[voice.gender])
     rows, skipped = run_rows(designs, functools.partial(render, out_dir=str(args.out)), out,

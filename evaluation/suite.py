@@ -31,12 +31,17 @@ DEFAULT_N = 20
 
 
 def heldout_voices(voices: list[Any] | None = None) -> list[Any]:
+    """The held-out voices of `voices` (default: the installed engines', each checked to speak on its listed
+    gender's side of the F0 split, since the gender and pitch tasks take their labels from the listing)."""
+    from data_prep.synth_corpus import check_voices
     from data_prep.tts_engines import list_voices
 
     vs = [v for v in (voices if voices is not None else list_voices()) if is_heldout_voice(v.id)]
     if len(vs) < 6:
         raise MissingToolError(f"only {len(vs)} held-out TTS voices installed; the suite needs espeak-ng with its "
                                "English accents (apt-get install espeak-ng flite)")
+    if voices is None:
+        check_voices(vs)
     return vs
 
 

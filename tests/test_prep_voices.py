@@ -40,6 +40,22 @@ def test_a_voice_on_the_wrong_side_of_the_gender_split_is_refused():
         check_voice_gender(Voice("espeak-ng", "en-gb+f1", "female", "British"), 102.7)
 
 
+def test_the_suite_checks_its_installed_voices_and_trusts_injected_ones(monkeypatch):
+    from data_prep import tts_engines
+    from evaluation.suite import heldout_voices
+
+    voices = [Voice("espeak-ng", f"en-us+f{i}", "female", "US") for i in range(1, 8)]
+    monkeypatch.setattr(tts_engines, "list_voices", lambda *a: voices)
+    monkeypatch.setattr("evaluation.suite.is_heldout_voice", lambda vid: True)
+    measured = []
+    monkeypatch.setattr(synth_corpus, "voice_f0", lambda v, engine_pitch=None: measured.append(v.id) or 185.0)
+    assert heldout_voices() == voices and len(measured) == len(voices)
+    monkeypatch.setattr(synth_corpus, "voice_f0", lambda v, engine_pitch=None: 110.0 if v.name.endswith("f3") else 185.0)
+    with pytest.raises(ConfigError, match="en-us\\+f3 is listed as female but speaks at 110 Hz"):
+        heldout_voices()
+    assert heldout_voices(voices) == voices  # tests inject fake voices that no engine can speak
+
+
 def test_engine_pitch_is_the_nearest_on_the_log_interpolated_curve(monkeypatch):
     curve = {0: 70.0, 25: 85.0, 50: 100.0, 75: 130.0, 99: 170.0}
     monkeypatch.setattr(synth_corpus, "voice_f0", lambda voice, engine_pitch=None: curve[engine_pitch])
