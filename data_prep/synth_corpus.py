@@ -143,6 +143,11 @@ def engine_pitch_for(voice: Voice, target_f0: float) -> tuple[int, float]:
     return int(ps[i]), float(math.exp(curve[i]))
 
 
+def engine_pitched(pitch_by: str | None, voice: Voice) -> bool:
+    """Whether a clip reaches its pitch with the engine's own `-p` (only espeak-ng has one; sox does the rest)."""
+    return pitch_by == "engine" and voice.engine == "espeak-ng"
+
+
 def check_voice_gender(voice: Voice, f0: float) -> None:
     """A voice whose own F0 sits on the other gender's side of the split is mislabelled, or the engine
     ignored its variant (as espeak-ng does after "en-gb"); either way its clips' labels would be wrong."""
@@ -180,7 +185,7 @@ def render(design: dict, out_dir: str) -> dict:
     # sox (the rest) moves formants with F0, so within a voice a timbre goes with each pitch level.
     engine_pitch = None
     try:
-        if design.get("pitch_by") == "engine" and voice.engine == "espeak-ng":
+        if engine_pitched(design.get("pitch_by"), voice):
             engine_pitch, base_f0 = engine_pitch_for(voice, target_f0)
         else:
             base_f0 = voice_f0(voice)
@@ -301,7 +306,7 @@ def main(argv: list[str]) -> int:
     voices = {Voice(**d["voice"]) for d in speech}
     check_voices(voices)  # measured once, inherited by the workers
     for voice in sorted(voices, key=lambda v: v.id):
-        if args.pitch_by == "engine" and voice.engine == "espeak-ng":
+        if engine_pitched(args.pitch_by, voice):
             engine_pitch_for(voice, labels.GENDER_CENTRE_HZ[voice.gender])
     rows, skipped = run_rows(designs, functools.partial(render, out_dir=str(args.out)), out,
                              desc="synth", workers=args.workers, force=args.force)
