@@ -10,6 +10,8 @@ DATA=${DEMO_DATA:-data/demo}
 RUN=${DEMO_RUN:-checkpoints/demo}
 N=${DEMO_CLIPS:-360}
 NS=${DEMO_NONSPEECH:-40}  # noise, beeps, hum, ambience: so "is anyone speaking?" can be answered "no"
+SUITE=${DEMO_SUITE:-data/suite}
+SEED=${DEMO_SEED:-0}  # the adapter's init and data order; the corpus and suite do not depend on it
 SUITE_N=${DEMO_SUITE_N:-20}  # 20 per task: acoustic macro mean within about +-8 points (evaluation/README.md)
 say() { printf '\n\033[1m== %s\033[0m  (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 start=$(date +%s)
@@ -44,7 +46,7 @@ resume=()
 # bf16-mixed only where this CPU has bfloat16 in hardware (speechllm/hardware.py), else float32
 "$BIN/speechllm" fit -c recipes/demo.yaml --data.train_manifest "$DATA/targets.jsonl" \
   --trainer.precision "$("$BIN/python" -m speechllm.hardware precision)" \
-  --trainer.default_root_dir "$RUN" "${resume[@]}"
+  --seed_everything "$SEED" --trainer.default_root_dir "$RUN" "${resume[@]}"
 
 say "6/7 answer questions about a held-out test clip"
 read -r CLIP CAPTION < <("$BIN/python" - "$DATA/targets.jsonl" <<'PY'
@@ -63,7 +65,7 @@ for q in "What can you hear from the audio?" "Is the speaker male or female?"; d
 done
 
 say "7/7 offline Dynamic-SUPERB-format suite: trained model vs baselines"
-"$BIN/speechllm" evaluate build-suite --out data/suite --n "$SUITE_N"
+"$BIN/speechllm" evaluate build-suite --out "$SUITE" --n "$SUITE_N"
 # the single-audio tasks (8 acoustic + 3 content; drop --tasks for the 3 multi-speaker ones too). The
 # trained model and its controls (another example's audio, a fresh adapter) by option likelihood, the
 # scoring that measures perception, in one process (one ASR pass per clip); then its free-form answers
@@ -73,7 +75,7 @@ TASKS=(AccentClassification_Synth GenderClassification_Synth NoiseDetection_Synt
        NoiseDetection_Synth-Gaussian NoiseSNRLevelPrediction_Synth-Gaussian PitchClassification_Synth
        ReverberationDetection_Synth SpeakingRateClassification_Synth SpeechDetection_Synth
        SpeechTextMatching_Synth SpokenTermDetection_Synth)
-ev() { "$BIN/speechllm" evaluate dynamic-superb --suite data/suite --tasks "${TASKS[@]}" --out "$RUN/eval" "$@"; }
+ev() { "$BIN/speechllm" evaluate dynamic-superb --suite "$SUITE" --tasks "${TASKS[@]}" --out "$RUN/eval" "$@"; }
 ev --ckpt "$RUN" --control shuffled,untrained --scoring likelihood
 ev --ckpt "$RUN" --scoring generate
 ev --baseline majority,random
