@@ -168,7 +168,8 @@ class ParamAdapter:
         if not all_finite([p.grad for p in self.named.values() if p.grad is not None]):
             self.zero_grad()
             return "nan_grad"
-        if self._before is None or self._before.keys() != self.named.keys():  # reused: a fresh copy of the whole encoder (SGEM) each step cost more than its AdamW
+        # the rollback copy reuses its buffer: a fresh copy of SGEM's whole encoder each step cost more than AdamW
+        if self._before is None or self._before.keys() != self.named.keys():
             self._before = self.snapshot()
         else:
             for k, p in self.named.items():
