@@ -44,6 +44,7 @@ from speechllm.io import atomic_write_json
 ENGINE_WEIGHTS = {"espeak-ng": 0.6, "flite": 0.25, "festival": 0.15}  # festival is ~10x slower per clip
 SPLITS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
 TEMPO_RANGE = (0.45, 2.5)
+PITCH_BY = ("sox", "engine")  # how a clip reaches its pitch level (`render`)
 # A faint floor for clean clips, well inside "clean" (>= 30 dB). Without it every clean clip has digital
 # silence in its padding and every noisy one has none, so "any exact silence" alone told them apart,
 # and clean recordings with a floor of their own (most real ones; some TTS voices) were called noisy.
@@ -61,8 +62,8 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
     clean by the bucket's definition); `unpadded_share` of all speech clips is rendered without the silence
     padding. Both are drawn from their own generator, so every other design is unchanged. `pitch_by="engine"`
     reaches the pitch level of espeak-ng clips with the engine's own pitch (`render`)."""
-    if pitch_by not in ("sox", "engine"):
-        raise ConfigError(f"pitch_by {pitch_by!r}: choose sox or engine")
+    if pitch_by not in PITCH_BY:
+        raise ConfigError(f"pitch_by {pitch_by!r}: choose {' or '.join(PITCH_BY)}")
     # Voices and sentences reserved for the offline evaluation suite never enter a training corpus.
     voices = [v for v in (voices if voices is not None else list_voices()) if not is_heldout_voice(v.id)]
     if not voices:
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="espeak-ng variants: default (3 male, 3 female for training per accent), wide (11 and 11) or "
                         "extra (wide minus default: voices a default-voice corpus never hears); voices reserved "
                         "for the suite stay out either way")
-    p.add_argument("--pitch-by", default="sox", choices=("sox", "engine"),
+    p.add_argument("--pitch-by", default="sox", choices=PITCH_BY,
                    help="how an espeak-ng clip reaches its pitch level: sox (shift; formants move with F0, so "
                         "timbre follows the label) or engine (espeak-ng -p: F0 only, the voice's timbre stays; "
                         "sox corrects the remainder). Other engines use sox either way (default sox)")
