@@ -7,6 +7,7 @@ The run directory is `trainer.default_root_dir` (e.g. checkpoints/demo): `RunChe
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -25,6 +26,9 @@ class SpeechLLMCLI(LightningCLI):
 
 def run_lightning_cli(args: list[str] | None, run: bool = True) -> SpeechLLMCLI:
     """`run=False`: parse and instantiate only (no subcommand in `args`), as tests do."""
+    # SpeechLLM.train keeps the frozen encoder and LLM in eval mode on purpose (no dropout in frozen parts);
+    # Lightning warns about every such module at each fit
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
     if args == sys.argv[1:]:
         args = None  # called from the console script: let LightningCLI read sys.argv itself
     return SpeechLLMCLI(SpeechLLMModule, SpeechDataModule, args=args, run=run, seed_everything_default=0,
