@@ -145,7 +145,7 @@ class _IdsAsText:
     """Stand-in tokenizer (the tiny random Whisper has none): a transcript is its token ids, so equal
     transcripts mean equal decodes."""
 
-    def batch_decode(self, ids, skip_special_tokens=True):
+    def batch_decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=None):
         return [" ".join(map(str, row.tolist())) for row in ids]
 
 

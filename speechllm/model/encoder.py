@@ -80,7 +80,9 @@ def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[
         # generation_config.max_length (448) is also set.
         ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_length=ASR_MAX_NEW_TOKENS,
                                do_sample=False, num_beams=1, return_timestamps=False, **lang)
-        texts.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True))
+        # clean-up off: transformers ignores it for Whisper's BPE anyway (same text), and warns each process
+        texts.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True,
+                                                               clean_up_tokenization_spaces=False))
     out, k = [], 0
     for n in counts:
         out.append(" ".join(t for t in texts[k : k + n] if t))

@@ -208,7 +208,9 @@ class WhisperTTA(TTAModel):
         return out
 
     def decode_text(self, tokens: list[int]) -> str:
-        return self.processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        # clean-up off: ignored for Whisper's BPE anyway (same text), without transformers' warning
+        return self.processor.tokenizer.decode(tokens, skip_special_tokens=True,
+                                               clean_up_tokenization_spaces=False).strip()
 
     def transcribe(self, inputs: dict[str, torch.Tensor]) -> str:
         with torch.no_grad():
