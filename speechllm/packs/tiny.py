@@ -90,7 +90,8 @@ class StubWhisperTokenizer:
     def convert_tokens_to_ids(self, t: str) -> int:
         return self.ids[t]
 
-    def decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, tokens: list[int], skip_special_tokens: bool = True,
+               clean_up_tokenization_spaces: bool | None = None) -> str:  # as a HF tokenizer takes it
         return " ".join(f"w{t}" for t in tokens if t < 50256)
 
 
