@@ -1,5 +1,6 @@
 """The docs match the code: every `speechllm <command> --flag` written in the README, docs/, a package
-README or a recipe's header names a command that exists and flags that command accepts.
+README or a recipe's header names a command that exists and flags that command accepts, and every
+repository path they name (a script, a recipe, a results file) exists.
 
 LightningCLI verbs (fit, validate, ...) are left to tests/test_recipes.py: their flags are config keys."""
 
@@ -17,6 +18,8 @@ from speechllm.cli import NESTED, SUBCOMMANDS, main
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = re.compile(r"speechllm ([a-z][\w-]*)(?: ([a-z][\w-]*))?([^`|;&#\n]*)")
 FLAG = re.compile(r"(?<![\w-])(--[a-z][\w-]*)")
+REPO_PATH = re.compile(r"(?<![\w./-])((?:benchmarks|scripts|recipes|docs|tests|speechllm|data_prep|evaluation)/"
+                       r"[\w{},./-]*[\w}])(\*?)")
 
 
 def doc_files() -> list[Path]:
@@ -68,6 +71,27 @@ def problems(text: str) -> list[str]:
     return found
 
 
+def expand_braces(path: str) -> list[str]:
+    """`a_{x,y}.md` -> [`a_x.md`, `a_y.md`] (each group in turn), as the docs write families of files."""
+    m = re.search(r"\{([^{}]*)\}", path)
+    if m is None:
+        return [path]
+    return [q for alt in m.group(1).split(",") for q in expand_braces(path[: m.start()] + alt + path[m.end():])]
+
+
+def missing_paths(text: str) -> list[str]:
+    """Repository paths named in `text` that do not exist: a path followed by `*` is a glob, and one without
+    a suffix may be an output stem (`--out benchmarks/results/x` writes x.md and x.json)."""
+    missing = []
+    for m in REPO_PATH.finditer(text):
+        for p in expand_braces(m.group(1)):
+            found = (any(ROOT.glob(p + "*")) if m.group(2) or not Path(p).suffix
+                     else (ROOT / p).exists())
+            if not found:
+                missing.append(p)
+    return missing
+
+
 def test_the_checker_finds_a_wrong_flag_and_a_wrong_command():
     text = ("speechllm prepare synth --n 10 --no-such-flag 3 --out d\n"
             "```\nspeechllm adapt --asr whisper-tiny.en \\\n    --method source --bogus\n```\n"
@@ -81,6 +105,17 @@ def test_the_checker_finds_a_wrong_flag_and_a_wrong_command():
 @pytest.mark.parametrize("doc", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_documented_commands_exist_with_their_flags(doc):
     assert problems(doc.read_text()) == [], f"{doc.relative_to(ROOT)}: fix the doc or the command"
+
+
+def test_the_path_checker_expands_braces_and_stems():
+    assert expand_braces("r/a_{x,y}_{1,2}.md") == ["r/a_x_1.md", "r/a_x_2.md", "r/a_y_1.md", "r/a_y_2.md"]
+    text = "see `recipes/{demo,no_such_recipe}.yaml`, recipes/forget_*.yaml and `--out benchmarks/results/tta/base_test`"
+    assert missing_paths(text) == ["recipes/no_such_recipe.yaml"]
+
+
+@pytest.mark.parametrize("doc", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_documented_paths_exist(doc):
+    assert missing_paths(doc.read_text()) == [], f"{doc.relative_to(ROOT)} names files that are not in the repository"
 
 
 def test_the_docs_document_commands():
