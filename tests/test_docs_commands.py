@@ -7,6 +7,7 @@ LightningCLI verbs (fit, validate, ...) are left to tests/test_recipes.py: their
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 from pathlib import Path
@@ -42,27 +43,22 @@ def doc_commands(text: str) -> list[tuple[list[str], set[str], str]]:
     return out
 
 
-_HELP: dict[tuple[str, ...], str] = {}
-
-
-def help_text(path: list[str]) -> str:
+@functools.cache
+def help_text(path: tuple[str, ...]) -> str:
     """What `speechllm <path> --help` prints ("" for an unknown command, whose error goes to stderr)."""
-    key = tuple(path)
-    if key not in _HELP:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            try:
-                main([*path, "--help"])
-            except SystemExit:
-                pass
-        _HELP[key] = out.getvalue()
-    return _HELP[key]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main([*path, "--help"])
+        except SystemExit:
+            pass
+    return out.getvalue()
 
 
 def problems(text: str) -> list[str]:
     found = []
     for path, flags, line in doc_commands(text):
-        known = help_text(path)
+        known = help_text(tuple(path))
         if not known:
             found.append(f"unknown command `speechllm {' '.join(path)}`: {line}")
             continue
