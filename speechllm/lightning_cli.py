@@ -29,6 +29,8 @@ def run_lightning_cli(args: list[str] | None, run: bool = True) -> SpeechLLMCLI:
     # SpeechLLM.train keeps the frozen encoder and LLM in eval mode on purpose (no dropout in frozen parts);
     # Lightning warns about every such module at each fit
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+    # Lightning 2.6's own copy of torch's tree_flatten builds the LeafSpec torch >= 2.13 deprecates: not ours to fix
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     if args == sys.argv[1:]:
         args = None  # called from the console script: let LightningCLI read sys.argv itself
     return SpeechLLMCLI(SpeechLLMModule, SpeechDataModule, args=args, run=run, seed_everything_default=0,

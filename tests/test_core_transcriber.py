@@ -192,3 +192,28 @@ def test_transcribe_is_quiet_and_keeps_the_greedy_budget(tiny_whisper, tiny_whis
     want, old_log = _transformers_log(old_call)
     assert [m for m in old_log if "seem to have been set" in m]  # the capture does see the warning
     assert got == want and all(len(t.split()) == 6 for t in got)
+
+
+def test_transcribe_drops_only_the_two_messages_of_transformers_own_whisper_generate(tiny_whisper,
+                                                                                    tiny_whisper_path):
+    """transformers' Whisper `generate` warns about what it passes itself; `transcribe` drops those two
+    messages (each checked against a bare `generate` call that logs it) and nothing else."""
+    import logging
+
+    import torch
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor.from_pretrained(tiny_whisper_path)
+    feats = fe([_voice(1.0)], sampling_rate=16000, return_tensors="pt").input_features
+    noise = encoder_mod._GENERATE_NOISE
+    once = logging.Logger.warning_once  # transformers logs these once a process: forget that between calls
+    once.cache_clear()
+    _, got = _transformers_log(lambda: encoder_mod.transcribe(tiny_whisper, fe, _IdsAsText(), [_voice(1.0)]))
+    once.cache_clear()
+    with torch.no_grad():
+        _, bare = _transformers_log(lambda: tiny_whisper.generate(feats, max_new_tokens=2, return_timestamps=False))
+    assert not [m for m in got if m.startswith(noise)], got
+    if not [m for m in bare if m.startswith(noise)]:
+        pytest.skip("this transformers version logs neither message")
+    kept = logging.LogRecord("transformers.generation.utils", logging.WARNING, "", 0, "anything else", None, None)
+    assert encoder_mod._DropGenerateNoise().filter(kept)

@@ -19,8 +19,10 @@ data, inference interleaving and the transcript/cascade baselines all call it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +46,31 @@ WINDOW_SAMPLES = 30 * 16000  # Whisper sees at most 30 s: longer clips are encod
 # The one transcriber's decoding setting: greedy, no timestamps, temperature 0, English, fixed budget.
 ASR_MAX_NEW_TOKENS = 128
 ASR_BATCH_SIZE = 1  # one window per decode: a transcript never depends on its batch-mates
+
+
+# transformers' own Whisper `generate` warns in every process for two things the caller cannot change: it
+# passes the suppress tokens beside the generation config itself, and it reads `forced_decoder_ids`, the
+# layout of the openai/whisper-* hub checkpoints (and of our packs). Only these two messages are dropped.
+_GENERATE_NOISE = ("Passing `generation_config` together with", "Using custom `forced_decoder_ids`")
+
+
+class _DropGenerateNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_GENERATE_NOISE)
+
+
+@contextlib.contextmanager
+def _quiet_whisper_generate():
+    loggers = [logging.getLogger(n) for n in ("transformers.generation.utils",
+                                               "transformers.models.whisper.generation_whisper")]
+    drop = _DropGenerateNoise()
+    for log in loggers:
+        log.addFilter(drop)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(drop)
 
 
 def split_windows(wavs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
@@ -78,8 +105,9 @@ def transcribe(whisper: nn.Module, feature_extractor, tokenizer, wavs: Sequence[
         # Whisper's generate reads `max_length` as new tokens after its start tokens (capped at the decoder's
         # positions): the same budget as `max_new_tokens`, without HF's per-call warning that the pack's
         # generation_config.max_length (448) is also set.
-        ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_length=ASR_MAX_NEW_TOKENS,
-                               do_sample=False, num_beams=1, return_timestamps=False, **lang)
+        with _quiet_whisper_generate():
+            ids = whisper.generate(feats.to(whisper.device, whisper.dtype), max_length=ASR_MAX_NEW_TOKENS,
+                                   do_sample=False, num_beams=1, return_timestamps=False, **lang)
         # clean-up off: transformers ignores it for Whisper's BPE anyway (same text), and warns each process
         texts.extend(t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True,
                                                                clean_up_tokenization_spaces=False))
@@ -180,13 +208,25 @@ def encoder_states(enc: nn.Module, input_features: torch.Tensor, layers: Sequenc
     h = x + enc.embed_positions.weight[:t]
     taps: dict[int, torch.Tensor] = {0: h} if 0 in layers else {}
     for i, layer in enumerate(enc.layers[: min(max(layers), n)], start=1):
-        out = layer(h, mask, layer_head_mask=None) if _takes_head_mask(type(layer)) else layer(h, mask)
-        h = out[0] if isinstance(out, tuple) else out
+        h = _block(layer, h, mask)
         if i in layers and i != n:
             taps[i] = h
     if n in layers:
         taps[n] = enc.layer_norm(h)
     return [taps[i] if keep is None else taps[i] * keep.to(h.dtype) for i in layers]
+
+
+def _block(layer: nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    out = layer(h, mask, layer_head_mask=None) if _takes_head_mask(type(layer)) else layer(h, mask)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def encoder_output_from(enc: nn.Module, h: torch.Tensor, start: int) -> torch.Tensor:
+    """The encoder's output from `h`, the hidden state after its first `start` blocks (as
+    `encoder_states(enc, x, (start,))` returns it for start < the block count; unmasked, one clip)."""
+    for layer in enc.layers[start:]:
+        h = _block(layer, h, None)
+    return enc.layer_norm(h)
 
 
 class WhisperEncoder(nn.Module):

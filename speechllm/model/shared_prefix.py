@@ -10,6 +10,9 @@ graph, so the LoRA weights still get the prefix's share of the gradient through 
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 
 from speechllm.model.processor import AUDIO_SLOT, IGNORE_INDEX
@@ -17,12 +20,15 @@ from speechllm.model.processor import AUDIO_SLOT, IGNORE_INDEX
 MIN_SHARED = 4  # below this the extra (tiny) forward is not worth its overhead
 
 
-def cache_kwarg(llm) -> str:
+def cache_kwarg(model) -> str:
     """transformers >= 5.2x names the KV-cache argument `cache` (`past_key_values` is deprecated)."""
-    import inspect
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps with **kwargs
+    return _cache_kwarg_of(type(base))
 
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # peft wraps with **kwargs
-    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+@functools.cache  # asked at every decoding step
+def _cache_kwarg_of(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def shared_prefix_length(input_ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> int:
