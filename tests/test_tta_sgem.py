@@ -117,6 +117,53 @@ def test_sgem_adapts_the_encoder_only_on_a_cosine_lr_and_resets():
     assert not changed_keys(asr.model, before)  # episodic: restored after the utterance
 
 
+def test_sgem_on_the_top_encoder_layers_moves_only_them_and_skips_the_lower_backward():
+    asr = tiny_whisper(seed=1, redecode=False)
+    n = asr.model.config.encoder_layers
+    m = SGEMMethod(asr, SGEMConfig(steps=2, lr=1e-2, lr_min=1e-3, beam=2, params="enc_top1"))
+    top = (f"model.encoder.layers.{n - 1}.", "model.encoder.layer_norm.")
+    assert m.ad.named and all(k.startswith(top) for k in m.ad.named)
+    assert any(k.startswith(top[0]) and k.endswith("fc1.weight") for k in m.ad.named)  # whole layers, not LNs
+    before = state_copy(asr.model)
+    moved, lower_grads = set(), []
+    real_step = m.ad.step
+
+    def spy():
+        lower_grads.extend(p.grad for name, p in asr.model.named_parameters() if name.startswith("model.encoder.conv"))
+        out = real_step()
+        moved.update(changed_keys(asr.model, before))
+        return out
+
+    m.ad.step = spy
+    m.process(signal(2))
+    assert moved and all(k.startswith(top) for k in moved)
+    assert lower_grads and all(g is None for g in lower_grads)  # autograd stopped above the conv front end
+    with pytest.raises(ValueError, match=f"has {n} encoder layers"):
+        SGEMMethod(tiny_whisper(seed=1, redecode=False), SGEMConfig(params=f"enc_top{n + 1}"))
+
+
+def test_frozen_bottom_of_the_encoder_runs_once_an_utterance_with_the_same_rows(tmp_path, monkeypatch):
+    """SGEM on enc_top1: the conv front end trains nothing, so it runs once per utterance (not once per
+    step and decode), and the rows equal those of a run that recomputes it every time."""
+    rows = wav_rows(tmp_path, 2)
+
+    def run(out, memo: bool):
+        asr = tiny_whisper(seed=3, redecode=False)
+        calls = []
+        asr.model.model.encoder.conv1.register_forward_hook(lambda *_: calls.append(1))
+        if not memo:
+            monkeypatch.setattr(asr, "frozen_encoder_blocks", lambda: None)
+        got = run_stream(SGEMMethod(asr, SGEMConfig(steps=3, lr=1e-2, beam=2, params="enc_top1")), rows,
+                         tmp_path / out, progress=False)
+        return got, len(calls)
+
+    ref, n_ref = run("recomputed", memo=False)
+    got, n_got = run("memo", memo=True)
+    assert n_got == len(rows) and n_ref == len(rows) * (3 + 1)  # 3 steps + the final transcript
+    for a, b in zip(ref, got, strict=True):
+        assert (a["hyp"], a["losses"]) == (b["hyp"], b["losses"])
+
+
 def test_sgem_kill_mid_stream_resumes_to_identical_rows(tmp_path, monkeypatch):
     rows = wav_rows(tmp_path, 4)
 

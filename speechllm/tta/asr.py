@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from speechllm.errors import ConfigError
-from speechllm.model.encoder import encoder_states, load_whisper
+from speechllm.model.encoder import encoder_output_from, encoder_states, load_whisper
+from speechllm.model.shared_prefix import cache_kwarg
 
 SAMPLE_RATE = 16_000
 
@@ -163,10 +164,33 @@ class WhisperTTA(TTAModel):
         limit = min(self.max_new_tokens, int(6 * len(wav) / SAMPLE_RATE) + 10)
         return {"input_features": x.to(self.device), "max_tokens": torch.tensor(limit)}
 
-    def encode(self, input_features: torch.Tensor) -> torch.Tensor:
-        """(1, n_mels, F) -> (1, F/2, D); any F ≤ 3000 (the project's one Whisper forward, with grad)."""
+    def encode(self, input_features: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
+        """(1, n_mels, F) -> (1, F/2, D); any F ≤ 3000 (the project's one Whisper forward, with grad).
+        With `memo` (the utterance's inputs), the bottom of the encoder that no trainable weight reaches
+        runs once per utterance, without grad, and later calls start above it: the same numbers, without
+        re-running blocks adaptation cannot change (SGEM on the top encoder layers: each of its steps)."""
         enc = self.model.model.encoder
-        return encoder_states(enc, input_features, (len(enc.layers),))[0]
+        n = len(enc.layers)
+        k = None if memo is None else self.frozen_encoder_blocks()
+        if k is None:
+            return encoder_states(enc, input_features, (n,))[0]
+        k = min(k, n - 1)  # state after k < n blocks: encoder_states applies the final LayerNorm at n
+        key = f"_encoder_state_after_block_{k}"
+        if key not in memo:
+            with torch.no_grad():
+                memo[key] = encoder_states(enc, input_features, (k,))[0]
+        return encoder_output_from(enc, memo[key], k)
+
+    def frozen_encoder_blocks(self) -> int | None:
+        """How many bottom encoder blocks have no trainable weight (the conv front end frozen too), or
+        None when the front end trains. Read from requires_grad, so it follows whatever is adapted."""
+        enc = self.model.model.encoder
+        if any(p.requires_grad for p in (*enc.conv1.parameters(), *enc.conv2.parameters())):
+            return None
+        for i, layer in enumerate(enc.layers):
+            if any(p.requires_grad for p in layer.parameters()):
+                return i
+        return len(enc.layers)
 
     def _decoder_logits(self, enc_out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         out = self.model(encoder_outputs=(enc_out,), decoder_input_ids=tokens.unsqueeze(0), use_cache=False)
@@ -186,8 +210,8 @@ class WhisperTTA(TTAModel):
         out: list[int] = []
         for i in range(max_tokens or self.max_new_tokens):
             o = self.model(encoder_outputs=(enc_out,), decoder_input_ids=step_in.unsqueeze(0),
-                           past_key_values=cache, use_cache=True)
-            cache = o.past_key_values
+                           use_cache=True, **{cache_kwarg(self.model): cache})
+            cache = getattr(o, "cache", None) or o.past_key_values
             logits = o.logits[0, -1].clone()
             logits[self.suppress] = -math.inf
             if i == 0 and self.begin_suppress:
@@ -214,10 +238,10 @@ class WhisperTTA(TTAModel):
 
     def transcribe(self, inputs: dict[str, torch.Tensor]) -> str:
         with torch.no_grad():
-            return self.decode_text(self.greedy(self.encode(inputs["input_features"]), _limit(inputs)))
+            return self.decode_text(self.greedy(self.encode(inputs["input_features"], inputs), _limit(inputs)))
 
     def scores(self, inputs: dict[str, torch.Tensor]) -> Scores:
-        enc_out = self.encode(inputs["input_features"])  # with grad
+        enc_out = self.encode(inputs["input_features"], inputs)  # with grad
         if self.redecode or "hyp" not in inputs:
             hyp = self.greedy(enc_out, _limit(inputs))
             inputs["hyp"] = hyp  # per-utterance cache for redecode=False

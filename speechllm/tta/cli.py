@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, field, kind, what in (
             ("--sgem-steps", "steps", int, "steps per utterance"), ("--sgem-lr", "lr", float, "AdamW lr, first step"),
             ("--sgem-lr-min", "lr_min", float, "lr of the cosine schedule's end"),
-            ("--sgem-params", "params", str, "adapted parameters (as --params, or enc: every encoder weight)"),
+            ("--sgem-params", "params", str,
+             "adapted parameters (as --params; enc: every encoder weight; enc_topN: the top N encoder layers)"),
             ("--sgem-temp", "temp", float, "temperature"), ("--beam", "beam", int, "beam width"),
             ("--renyi-alpha", "renyi_alpha", float, "order of the Renyi entropy"),
             ("--ns-coef", "ns_coef", float, "weight of the negative-sampling loss"),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from speechllm.model.shared_prefix import cache_kwarg
 from speechllm.tta.asr import WhisperTTA, looping_tail
 from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, with_eos_guard
 
@@ -80,8 +81,8 @@ def beam_search(asr: WhisperTTA, enc_out: torch.Tensor, max_tokens: int | None, 
     done: list[tuple[list[int], float]] = []
     for i in range(max_tokens or asr.max_new_tokens):
         out = asr.model(encoder_outputs=(enc_out.expand(len(alive), -1, -1),), decoder_input_ids=step_in,
-                        past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+                        use_cache=True, **{cache_kwarg(asr.model): cache})
+        cache = getattr(out, "cache", None) or out.past_key_values
         logits = out.logits[:, -1].clone()
         logits[:, asr.suppress] = -math.inf
         if i == 0 and asr.begin_suppress:
@@ -116,7 +117,7 @@ def beam_search(asr: WhisperTTA, enc_out: torch.Tensor, max_tokens: int | None, 
 
 def sgem_objective(cfg: SGEMConfig):
     def f(asr: WhisperTTA, inputs: dict):
-        enc = asr.encode(inputs["input_features"])
+        enc = asr.encode(inputs["input_features"], inputs)
         limit = int(inputs["max_tokens"]) if "max_tokens" in inputs else None
         if asr.redecode or "hyp" not in inputs:
             inputs["hyp"] = beam_search(asr, enc, limit, cfg.beam)

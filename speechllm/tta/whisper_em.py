@@ -17,6 +17,7 @@ Both are episodic (reset after every utterance) and share the guarded AdamW adap
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -28,7 +29,8 @@ from speechllm.errors import ConfigError, UnknownNameError
 from speechllm.tta.asr import Scores, WhisperTTA
 from speechllm.tta.suta import EpisodicMethod, ParamAdapter, SUTAConfig, softmax_entropy
 
-PARAM_SETS = ("ln", "ln+conv", "enc_ln", "dec_ln", "enc")
+PARAM_SETS = ("ln", "ln+conv", "enc_ln", "dec_ln", "enc")  # and enc_topN, N a layer count
+_ENC_TOP = re.compile(r"enc_top(\d+)")
 
 
 @dataclass
@@ -47,16 +49,30 @@ class WhisperEMConfig(SUTAConfig):
     sample_temp: float = 1.0
 
 
+def encoder_weights(asr: WhisperTTA, top: int | None = None) -> list[tuple[str, nn.Parameter]]:
+    """Every encoder weight but the fixed sinusoid (SGEM's `enc`), or, with `top`, those of the top `top`
+    layers and the final LayerNorm: autograd then stops below them, so the backward skips the rest."""
+    enc = [(n, p) for n, p in asr.model.named_parameters()
+           if n.startswith("model.encoder.") and "embed_positions" not in n]
+    if top is None:
+        return enc
+    n_layers = asr.model.config.encoder_layers
+    if not 1 <= top <= n_layers:
+        raise ConfigError(f"enc_top{top}: {asr.name} has {n_layers} encoder layers; choose 1 to {n_layers}")
+    keep = tuple(f"model.encoder.layers.{i}." for i in range(n_layers - top, n_layers)) + ("model.encoder.layer_norm.",)
+    return [(n, p) for n, p in enc if n.startswith(keep)]
+
+
 def restrict_params(ad: ParamAdapter, params: str) -> None:
     """Re-select the adapted parameters of `ad` (and rebuild its optimizers)."""
-    if params not in PARAM_SETS:
-        raise UnknownNameError(f"unknown parameter set {params!r}; choose from {PARAM_SETS}")
+    top = _ENC_TOP.fullmatch(params)
+    if params not in PARAM_SETS and not top:
+        raise UnknownNameError(f"unknown parameter set {params!r}; choose from {PARAM_SETS} or enc_topN (N layers)")
     ln, feat = ad.asr.param_groups()
-    if params == "enc":  # every encoder weight (SGEM's `enc`), stepped at the LayerNorms' lr
-        ln = [(n, p) for n, p in ad.asr.model.named_parameters()
-              if n.startswith("model.encoder.") and "embed_positions" not in n]  # the sinusoid stays fixed
+    if params == "enc" or top:  # encoder weights, stepped at the LayerNorms' lr
+        ln = encoder_weights(ad.asr, int(top.group(1)) if top else None)
     keep = {"ln": ("model.encoder.", "model.decoder."), "ln+conv": ("model.encoder.", "model.decoder."),
-            "enc_ln": ("model.encoder.",), "dec_ln": ("model.decoder.",), "enc": ("model.encoder.",)}[params]
+            "enc_ln": ("model.encoder.",), "dec_ln": ("model.decoder.",)}.get(params, ("model.encoder.",))
     ad.ln = [(n, p) for n, p in ln if n.startswith(keep)]
     ad.feat = feat if params == "ln+conv" else []
     ad.asr.model.requires_grad_(False)
@@ -121,7 +137,7 @@ def ln_topk_eos_objective(cfg: WhisperEMConfig):
 def seq_em_objective(cfg: WhisperEMConfig):
     def f(asr: WhisperTTA, inputs: dict):
         step = inputs["_em_step"] = inputs.get("_em_step", -1) + 1  # per-utterance step counter
-        enc = asr.encode(inputs["input_features"])
+        enc = asr.encode(inputs["input_features"], inputs)
         limit = int(inputs["max_tokens"]) if "max_tokens" in inputs else None
         if asr.redecode or "hyp" not in inputs:
             inputs["hyp"] = asr.greedy(enc, limit)
