@@ -138,8 +138,10 @@ def test_sgem_on_the_top_encoder_layers_moves_only_them_and_skips_the_lower_back
     m.process(signal(2))
     assert moved and all(k.startswith(top) for k in moved)
     assert lower_grads and all(g is None for g in lower_grads)  # autograd stopped above the conv front end
-    with pytest.raises(ValueError, match=f"has {n} encoder layers"):
-        SGEMMethod(tiny_whisper(seed=1, redecode=False), SGEMConfig(params=f"enc_top{n + 1}"))
+    deeper = SGEMMethod(tiny_whisper(seed=1, redecode=False), SGEMConfig(params=f"enc_top{n + 2}"))
+    assert deeper.ad.named.keys() == m.ad.named.keys()  # a shallower encoder adapts all its layers, not the convs
+    with pytest.raises(ValueError, match="at least one encoder layer"):
+        SGEMMethod(tiny_whisper(seed=1, redecode=False), SGEMConfig(params="enc_top0"))
 
 
 def test_frozen_bottom_of_the_encoder_runs_once_an_utterance_with_the_same_rows(tmp_path, monkeypatch):

@@ -51,14 +51,16 @@ class WhisperEMConfig(SUTAConfig):
 
 def encoder_weights(asr: WhisperTTA, top: int | None = None) -> list[tuple[str, nn.Parameter]]:
     """Every encoder weight but the fixed sinusoid (SGEM's `enc`), or, with `top`, those of the top `top`
-    layers and the final LayerNorm: autograd then stops below them, so the backward skips the rest."""
+    layers (all layers of a shallower encoder, never the conv front end) and the final LayerNorm: autograd
+    then stops below them, so the backward skips the rest."""
     enc = [(n, p) for n, p in asr.model.named_parameters()
            if n.startswith("model.encoder.") and "embed_positions" not in n]
     if top is None:
         return enc
+    if top < 1:
+        raise ConfigError(f"enc_top{top}: adapt at least one encoder layer (enc_top1 or more)")
     n_layers = asr.model.config.encoder_layers
-    if not 1 <= top <= n_layers:
-        raise ConfigError(f"enc_top{top}: {asr.name} has {n_layers} encoder layers; choose 1 to {n_layers}")
+    top = min(top, n_layers)
     keep = tuple(f"model.encoder.layers.{i}." for i in range(n_layers - top, n_layers)) + ("model.encoder.layer_norm.",)
     return [(n, p) for n, p in enc if n.startswith(keep)]
 
