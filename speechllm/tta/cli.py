@@ -33,7 +33,7 @@ METHOD_HELP = {
                    "(public Whisper SUTA code; Lin et al. 2022)",
     "seq_em": "sequence-level entropy: token entropies + policy gradient on sampled hypotheses, EOS guard "
               "(Huang, Yu, Lin, Lee 2026, arXiv 2605.08186)",
-    "sgem": "SGEM: beam-search hypothesis, Renyi entropy + negative sampling, encoder, cosine lr "
+    "sgem": "SGEM: beam-search hypothesis, Renyi entropy + negative sampling, top encoder layers, cosine lr "
             "(Kim et al. 2023, arXiv 2306.01981)",
     "continual": "SUTA steps on every utterance, never reset: drifts/collapses (CSUTA, arXiv 2406.11064)",
     "dsuta": "Dynamic-SUTA: fast per-utterance model from a slow model updated on a buffer (arXiv 2406.11064)",
