@@ -110,6 +110,8 @@ def generate_shared_prefix(model: Any, tokenizer: Any, rows: list[list[int]], ma
     Positions follow the attention mask, so every row sees the tokens and positions it would alone."""
     import torch
 
+    from speechllm.model.shared_prefix import returned_cache
+
     groups = prefix_groups(rows, min_prefix)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     P = max(p for p, _ in groups)
@@ -132,7 +134,7 @@ def generate_shared_prefix(model: Any, tokenizer: Any, rows: list[list[int]], ma
     with torch.inference_mode():
         out = model(input_ids=pre.to(dev), attention_mask=pre_mask.to(dev), use_cache=True, logits_to_keep=1,
                     position_ids=(pre_mask.cumsum(-1) - 1).clamp(min=0).to(dev))
-    cache = getattr(out, "cache", None) or out.past_key_values
+    cache = returned_cache(out)
     cache.batch_select_indices(torch.tensor(owner, device=dev))
     return generate_batch(model, tokenizer, mask.to(dev), max_new_tokens, input_ids=full.to(dev), cache=cache,
                           **kwargs)

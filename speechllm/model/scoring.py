@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from speechllm.model.processor import Example
-from speechllm.model.shared_prefix import cache_kwarg
+from speechllm.model.shared_prefix import cache_kwarg, returned_cache
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def option_logprobs(llm, prefix_embeds: torch.Tensor, options: Sequence[Sequence
         valid[k, : len(o)] = True
     total = first[ids[:, 0]]  # (K,)
     if L > 1:
-        cache = getattr(out, "cache", None) or out.past_key_values
+        cache = returned_cache(out)
         cache.batch_repeat_interleave(K)
         emb = llm.get_input_embeddings()(ids[:, :-1])  # the last token predicts nothing we score
         mask = torch.cat([torch.ones(K, P, dtype=torch.long, device=dev), valid[:, :-1].long()], 1)

@@ -31,6 +31,11 @@ def _cache_kwarg_of(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
+def returned_cache(out):
+    """The KV cache a forward returned, under either name (`cache` since transformers 5.2x)."""
+    return getattr(out, "cache", None) or out.past_key_values
+
+
 def shared_prefix_length(input_ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> int:
     """Tokens every row of a right-padded batch starts with, before any audio slot and before the first
     target (so slicing them off drops no label). 0 when the batch has one row or under MIN_SHARED."""
@@ -49,7 +54,7 @@ def shared_prefix_length(input_ids: torch.Tensor, lengths: torch.Tensor, labels:
 def repeated_prefix_cache(llm, prefix_embeds: torch.Tensor, batch_size: int) -> dict:
     """KV cache of `prefix_embeds` (P, D), computed once and repeated over `batch_size` rows."""
     out = llm(inputs_embeds=prefix_embeds[None], use_cache=True, logits_to_keep=1)
-    cache = getattr(out, "cache", None) or out.past_key_values
+    cache = returned_cache(out)
     cache.batch_repeat_interleave(batch_size)
     return {cache_kwarg(llm): cache}
 

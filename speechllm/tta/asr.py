@@ -22,7 +22,7 @@ from torch import nn
 
 from speechllm.errors import ConfigError
 from speechllm.model.encoder import encoder_output_from, encoder_states, load_whisper
-from speechllm.model.shared_prefix import cache_kwarg
+from speechllm.model.shared_prefix import cache_kwarg, returned_cache
 
 SAMPLE_RATE = 16_000
 
@@ -211,7 +211,7 @@ class WhisperTTA(TTAModel):
         for i in range(max_tokens or self.max_new_tokens):
             o = self.model(encoder_outputs=(enc_out,), decoder_input_ids=step_in.unsqueeze(0),
                            use_cache=True, **{cache_kwarg(self.model): cache})
-            cache = getattr(o, "cache", None) or o.past_key_values
+            cache = returned_cache(o)
             logits = o.logits[0, -1].clone()
             logits[self.suppress] = -math.inf
             if i == 0 and self.begin_suppress:

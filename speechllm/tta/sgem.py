@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from speechllm.model.shared_prefix import cache_kwarg
+from speechllm.model.shared_prefix import cache_kwarg, returned_cache
 from speechllm.tta.asr import WhisperTTA, looping_tail
 from speechllm.tta.whisper_em import WhisperEMConfig, WhisperEMMethod, with_eos_guard
 
@@ -84,7 +84,7 @@ def beam_search(asr: WhisperTTA, enc_out: torch.Tensor, max_tokens: int | None, 
     for i in range(max_tokens or asr.max_new_tokens):
         out = asr.model(encoder_outputs=(enc_out.expand(len(alive), -1, -1),), decoder_input_ids=step_in,
                         use_cache=True, **{cache_kwarg(asr.model): cache})
-        cache = getattr(out, "cache", None) or out.past_key_values
+        cache = returned_cache(out)
         logits = out.logits[:, -1].clone()
         logits[:, asr.suppress] = -math.inf
         if i == 0 and asr.begin_suppress:
