@@ -73,6 +73,31 @@ def test_adapt_cli_end_to_end_and_resume(tmp_path, capsys):
     assert "different settings" in capsys.readouterr().err
 
 
+def test_rows_decoded_another_way_are_not_joined(tmp_path):
+    from speechllm.tta.cli import _check_same_decoding, _decoding, build_parser
+
+    def decoding(*extra):
+        return _decoding(build_parser().parse_args(["--asr", "a", "--manifest", "m", "--out", "o", *extra]))
+
+    assert decoding() == {"whisper_window": "clip+3.0s", "decode_beam": 1}
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"whisper_window": "clip+3.0s"}))  # written before --decode-beam: greedy
+    _check_same_decoding(report, decoding(), "--out")
+    with pytest.raises(SystemExit, match="decode_beam: 1"):
+        _check_same_decoding(report, decoding("--decode-beam", "5"), "--out")
+    with pytest.raises(SystemExit, match="whisper_window"):
+        _check_same_decoding(report, decoding("--full-window"), "--reuse")
+    _check_same_decoding(tmp_path / "none.json", decoding("--decode-beam", "5"), "--out")  # a fresh folder
+
+
+def test_decode_beam_is_refused_for_ctc(tmp_path):
+    from speechllm.errors import ConfigError
+    from speechllm.tta.asr import load_tta_asr
+
+    with pytest.raises(ConfigError, match="decode-beam is for Whisper"):
+        load_tta_asr(str(save_tiny_ctc(tmp_path / "ctc")), decode_beam=5)
+
+
 def test_adapt_cli_rejects_unknown_method(tmp_path):
     from speechllm.tta.cli import main
 

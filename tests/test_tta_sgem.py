@@ -9,10 +9,10 @@ import torch
 from tta_tiny import changed_keys, killed_then_resumed, signal, state_copy, tiny_whisper, wav_rows
 
 from speechllm.tta.asr import looping_tail
+from speechllm.tta.beam import beam_search
 from speechllm.tta.sgem import (
     SGEMConfig,
     SGEMMethod,
-    beam_search,
     cosine_lr,
     negative_sampling_loss,
     renyi_entropy,
@@ -55,6 +55,22 @@ def test_beam_of_width_one_is_greedy_decoding():
     assert beam_search(asr, enc, 12, 1) == asr.greedy(enc, 12)
     wide = beam_search(asr, enc, 12, 4)
     assert len(wide) <= 12 and not any(asr.suppress[t] for t in wide)
+
+
+def test_decode_beam_sets_the_final_transcript_of_every_method():
+    from speechllm.errors import ConfigError
+    from speechllm.tta.suta import SourceMethod
+
+    greedy, wide = tiny_whisper(seed=4), tiny_whisper(seed=4, decode_beam=4)
+    wav = signal(3)
+    inputs = wide.prepare(wav)
+    enc = wide.encode(inputs["input_features"])
+    want = wide.decode_text(beam_search(wide, enc, None, 4))
+    assert SourceMethod(wide).process(wav)["hyp"] == want
+    assert SourceMethod(greedy).process(wav)["hyp"] == greedy.decode_text(greedy.greedy(enc))
+    assert beam_search(wide, enc, None, 4) != greedy.greedy(enc)  # this seed's widths disagree: the test can fail
+    with pytest.raises(ConfigError, match="decode_beam 0"):
+        tiny_whisper(seed=4, decode_beam=0)
 
 
 def uncached_beam(asr, enc, max_tokens, width):

@@ -110,11 +110,13 @@ class WhisperTTA(TTAModel):
 
     def __init__(self, model: nn.Module, processor: Any, name: str = "whisper", real_length: bool = True,
                  pad_seconds: float = 3.0, max_new_tokens: int = 96, language: str = "en",
-                 redecode: bool = True, device: str | torch.device = "cpu"):
+                 redecode: bool = True, decode_beam: int = 1, device: str | torch.device = "cpu"):
+        if decode_beam < 1:
+            raise ConfigError(f"decode_beam {decode_beam}: the beam width of the final transcript is >= 1 (1 = greedy)")
         self.device = torch.device(device)
         self.model, self.processor, self.name = model.to(self.device).eval(), processor, name
         self.real_length, self.pad_seconds, self.max_new_tokens = real_length, pad_seconds, max_new_tokens
-        self.redecode = redecode
+        self.redecode, self.decode_beam = redecode, decode_beam
         tok = processor.tokenizer
         gc = model.generation_config
         cfg = model.config
@@ -237,8 +239,14 @@ class WhisperTTA(TTAModel):
                                                clean_up_tokenization_spaces=False).strip()
 
     def transcribe(self, inputs: dict[str, torch.Tensor]) -> str:
+        """The transcript every method reports: greedy, or a width-`decode_beam` beam search."""
         with torch.no_grad():
-            return self.decode_text(self.greedy(self.encode(inputs["input_features"], inputs), _limit(inputs)))
+            enc = self.encode(inputs["input_features"], inputs)
+            if self.decode_beam == 1:
+                return self.decode_text(self.greedy(enc, _limit(inputs)))
+            from speechllm.tta.beam import beam_search  # beam.py builds on this module
+
+            return self.decode_text(beam_search(self, enc, _limit(inputs), self.decode_beam))
 
     def scores(self, inputs: dict[str, torch.Tensor]) -> Scores:
         enc_out = self.encode(inputs["input_features"], inputs)  # with grad
@@ -365,4 +373,6 @@ def load_tta_asr(name: str, device: str | torch.device = "cpu", **kw: Any) -> TT
     cfg = AutoConfig.from_pretrained(str(path))
     if cfg.model_type == "whisper":
         return WhisperTTA.from_pretrained(path, device=device, **kw)
-    return CTCTTA.from_pretrained(path, device=device)  # the Whisper-only options in `kw` do not apply
+    if kw.get("decode_beam", 1) != 1:
+        raise ConfigError(f"{name}: --decode-beam is for Whisper; a CTC model's transcript is its greedy path")
+    return CTCTTA.from_pretrained(path, device=device)  # the other Whisper-only options in `kw` do not apply

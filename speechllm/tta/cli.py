@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--pad-seconds", type=float, default=3.0)
     w.add_argument("--no-redecode", action="store_true",
                    help="teacher-force every step along the first hypothesis (cheaper) instead of re-decoding")
+    w.add_argument("--decode-beam", type=int, default=1,
+                   help="beam width of every method's final transcript, source included (1 = greedy, every README "
+                        "table); SGEM's --beam is the width of its adaptation hypothesis")
     return ap
 
 
@@ -146,7 +149,8 @@ def make_method(name: str, args: argparse.Namespace):
     from speechllm.tta.suta import EpisodicMethod, SourceMethod
 
     asr = load_tta_asr(args.asr, device=resolve_device(args.device), real_length=not args.full_window,
-                       pad_seconds=args.pad_seconds, redecode=not args.no_redecode)  # Whisper options; ignored for CTC
+                       pad_seconds=args.pad_seconds, redecode=not args.no_redecode,
+                       decode_beam=args.decode_beam)  # Whisper options; ignored for CTC
     cfg = SUTAConfig(steps=args.steps, lr=args.lr, em_coef=args.em_coef, temp=args.temp,
                      non_blank=not args.no_non_blank, reweight=not args.no_reweight,
                      train_feature=not args.no_train_feature, feature_repeat=args.feature_repeat,
@@ -201,6 +205,25 @@ def _check_same_config(report: Path, name: str, cfg: dict) -> None:
                          "rerun without --reuse or with matching options")
 
 
+def _decoding(args: argparse.Namespace) -> dict:
+    """Settings every method's rows depend on, source included (a report without `decode_beam` was greedy)."""
+    return {"whisper_window": "full" if args.full_window else f"clip+{args.pad_seconds}s",
+            "decode_beam": args.decode_beam}
+
+
+def _check_same_decoding(report: Path, mine: dict, what: str) -> None:
+    """Rows are only joined (a resumed --out, a --reuse folder) when they were decoded the same way."""
+    if not report.exists():
+        return
+    rep = json.loads(report.read_text())
+    theirs = {k: rep.get(k, 1 if k == "decode_beam" else None) for k in mine}
+    diff = sorted(k for k in mine if theirs[k] != mine[k])
+    if diff:
+        was = ", ".join(f"{k}: {theirs[k]}" for k in diff)
+        raise SystemExit(f"{what}: {report.parent} was decoded with other settings ({was}); "
+                         "use a new --out or matching options")
+
+
 def _reuse(src: Path, dst: Path, rows: list[dict]) -> None:
     """Seed `dst` with `src`'s rows for this stream's ids (re-indexed to this stream's order)."""
     from speechllm.io import AppendOnlyJsonl, read_jsonl
@@ -229,6 +252,9 @@ def main(argv: list[str]) -> int:
     if not rows:
         raise SystemExit(f"{args.manifest}: no rows")
     out = Path(args.out)
+    _check_same_decoding(out / "report.json", _decoding(args), "--out")
+    if args.reuse:
+        _check_same_decoding(Path(args.reuse) / "report.json", _decoding(args), "--reuse")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     results, configs = {}, {}
     for name in methods:
@@ -240,7 +266,7 @@ def main(argv: list[str]) -> int:
         results[name] = run_stream(method, rows, out)
     summary = summarize(results)
     summary.update(asr=args.asr, manifest=str(args.manifest), n_utterances=len(rows), configs=configs,
-                   whisper_window="full" if args.full_window else f"clip+{args.pad_seconds}s")
+                   **_decoding(args))
     atomic_write_json(out / "report.json", summary)
     md = markdown_table(summary)
     atomic_write_text(out / "report.md", f"# {args.asr} on {args.manifest}\n\n{md}")
