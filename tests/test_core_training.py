@@ -35,6 +35,7 @@ def reference_run(tmp_path_factory) -> Path:
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "module(s) in eval mode" not in ref.stderr  # frozen parts are in eval mode on purpose: no warning
     assert "LeafSpec)` is deprecated" not in ref.stderr  # Lightning's use of a torch API, not the user's
+    assert "tensorboardX" not in ref.stderr and "litlogger" not in ref.stderr + ref.stdout  # Lightning's notices
     return run
 
 
