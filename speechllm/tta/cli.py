@@ -150,7 +150,7 @@ def make_method(name: str, args: argparse.Namespace):
 
     asr = load_tta_asr(args.asr, device=resolve_device(args.device), real_length=not args.full_window,
                        pad_seconds=args.pad_seconds, redecode=not args.no_redecode,
-                       decode_beam=args.decode_beam)  # Whisper options; ignored for CTC
+                       decode_beam=args.decode_beam)  # Whisper options (CTC ignores them, refuses --decode-beam)
     cfg = SUTAConfig(steps=args.steps, lr=args.lr, em_coef=args.em_coef, temp=args.temp,
                      non_blank=not args.no_non_blank, reweight=not args.no_reweight,
                      train_feature=not args.no_train_feature, feature_repeat=args.feature_repeat,
