@@ -55,6 +55,7 @@ def test_adapt_cli_end_to_end_and_resume(tmp_path, capsys):
     assert set(rep["wer"]["suta"]) == {"x", "y", "noisy", "all"} and rep["rtf"]["suta"] > 0  # noisy: all but clean
     assert rep["configs"]["suta"]["lr"] == 2e-5 and rep["configs"]["suta"]["em_coef"] == 0.3
     assert (out / "wer_stream.png").stat().st_size > 1000
+    assert json.loads((out / "decoding.json").read_text())["decode_beam"] == 1
     before = {p.name: p.read_text() for p in out.glob("*.jsonl")}
     assert main(argv) == 0  # everything done: a rerun appends nothing
     assert {p.name: p.read_text() for p in out.glob("*.jsonl")} == before
@@ -80,14 +81,20 @@ def test_rows_decoded_another_way_are_not_joined(tmp_path):
         return _decoding(build_parser().parse_args(["--asr", "a", "--manifest", "m", "--out", "o", *extra]))
 
     assert decoding() == {"whisper_window": "clip+3.0s", "decode_beam": 1}
-    report = tmp_path / "report.json"
-    report.write_text(json.dumps({"whisper_window": "clip+3.0s"}))  # written before --decode-beam: greedy
-    _check_same_decoding(report, decoding(), "--out")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "report.json").write_text(json.dumps({"whisper_window": "clip+3.0s"}))  # before --decode-beam: greedy
+    _check_same_decoding(old, decoding(), "--out")
     with pytest.raises(SystemExit, match="decode_beam: 1"):
-        _check_same_decoding(report, decoding("--decode-beam", "5"), "--out")
+        _check_same_decoding(old, decoding("--decode-beam", "5"), "--out")
     with pytest.raises(SystemExit, match="whisper_window"):
-        _check_same_decoding(report, decoding("--full-window"), "--reuse")
-    _check_same_decoding(tmp_path / "none.json", decoding("--decode-beam", "5"), "--out")  # a fresh folder
+        _check_same_decoding(old, decoding("--full-window"), "--reuse")
+    _check_same_decoding(tmp_path / "fresh", decoding("--decode-beam", "5"), "--out")  # nothing there yet
+    killed = tmp_path / "killed"  # a run killed before its report: decoding.json, written first, guards it
+    killed.mkdir()
+    (killed / "decoding.json").write_text(json.dumps(decoding("--decode-beam", "5")))
+    with pytest.raises(SystemExit, match="decode_beam: 5"):
+        _check_same_decoding(killed, decoding(), "--out")
 
 
 def test_decode_beam_is_refused_for_ctc(tmp_path):

@@ -4,7 +4,8 @@
 
 Writes DIR/<method>.jsonl (append-only, resumable after kill), DIR/report.{json,md} (WER per
 domain with Whisper's English normalizer, relative reduction vs source, real-time factor) and
-DIR/wer_stream.png (WER along the stream per method, reset points in red).
+DIR/wer_stream.png (WER along the stream per method, reset points in red), and DIR/decoding.json (the
+decoding settings; a rerun into DIR with other ones is refused).
 """
 
 from __future__ import annotations
@@ -211,16 +212,20 @@ def _decoding(args: argparse.Namespace) -> dict:
             "decode_beam": args.decode_beam}
 
 
-def _check_same_decoding(report: Path, mine: dict, what: str) -> None:
-    """Rows are only joined (a resumed --out, a --reuse folder) when they were decoded the same way."""
-    if not report.exists():
+def _check_same_decoding(folder: Path, mine: dict, what: str) -> None:
+    """Rows are only joined (a resumed --out, a --reuse folder) when they were decoded the same way: the
+    folder's decoding.json (written before its first row) or, for folders older than it, its report.json."""
+    for name in ("decoding.json", "report.json"):
+        if (folder / name).exists():
+            rep = json.loads((folder / name).read_text())
+            break
+    else:
         return
-    rep = json.loads(report.read_text())
     theirs = {k: rep.get(k, 1 if k == "decode_beam" else None) for k in mine}
     diff = sorted(k for k in mine if theirs[k] != mine[k])
     if diff:
         was = ", ".join(f"{k}: {theirs[k]}" for k in diff)
-        raise SystemExit(f"{what}: {report.parent} was decoded with other settings ({was}); "
+        raise SystemExit(f"{what}: {folder} was decoded with other settings ({was}); "
                          "use a new --out or matching options")
 
 
@@ -252,9 +257,10 @@ def main(argv: list[str]) -> int:
     if not rows:
         raise SystemExit(f"{args.manifest}: no rows")
     out = Path(args.out)
-    _check_same_decoding(out / "report.json", _decoding(args), "--out")
+    _check_same_decoding(out, _decoding(args), "--out")
     if args.reuse:
-        _check_same_decoding(Path(args.reuse) / "report.json", _decoding(args), "--reuse")
+        _check_same_decoding(Path(args.reuse), _decoding(args), "--reuse")
+    atomic_write_json(out / "decoding.json", _decoding(args))  # before any row, so a killed run is guarded too
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     results, configs = {}, {}
     for name in methods:
