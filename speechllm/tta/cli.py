@@ -257,10 +257,11 @@ def main(argv: list[str]) -> int:
     if not rows:
         raise SystemExit(f"{args.manifest}: no rows")
     out = Path(args.out)
-    _check_same_decoding(out, _decoding(args), "--out")
+    decoding = _decoding(args)
+    _check_same_decoding(out, decoding, "--out")
     if args.reuse:
-        _check_same_decoding(Path(args.reuse), _decoding(args), "--reuse")
-    atomic_write_json(out / "decoding.json", _decoding(args))  # before any row, so a killed run is guarded too
+        _check_same_decoding(Path(args.reuse), decoding, "--reuse")
+    atomic_write_json(out / "decoding.json", decoding)  # before any row, so a killed run is guarded too
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     results, configs = {}, {}
     for name in methods:
@@ -272,7 +273,7 @@ def main(argv: list[str]) -> int:
         results[name] = run_stream(method, rows, out)
     summary = summarize(results)
     summary.update(asr=args.asr, manifest=str(args.manifest), n_utterances=len(rows), configs=configs,
-                   **_decoding(args))
+                   **decoding)
     atomic_write_json(out / "report.json", summary)
     md = markdown_table(summary)
     atomic_write_text(out / "report.md", f"# {args.asr} on {args.manifest}\n\n{md}")
