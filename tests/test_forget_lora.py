@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -40,6 +42,16 @@ def test_with_lora_only_lora_modules_train():
     assert m.adapter.training and not m.encoder.training
     m.train(False)
     assert not any(mod.training for mod in m.modules())
+
+
+def test_lora_build_and_load_print_no_peft_deprecation(tmp_path):
+    """peft's own use of transformers' deprecated `is_gradient_checkpointing` is kept off the user's screen."""
+    from speechllm.model.checkpoint import load_speechllm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        trained_lora_run(tmp_path / "run")
+        load_speechllm(tmp_path / "run")
 
 
 def _logits(model, text="Tell me a story about a cat."):

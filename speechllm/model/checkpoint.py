@@ -63,7 +63,7 @@ def load_speechllm(ckpt_dir: str | Path, device: str | torch.device = "cpu", bui
     the frozen parts are created (tests pass tiny in-process models)."""
     from safetensors.torch import load_file
 
-    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig, quiet_peft
 
     ckpt_dir = Path(ckpt_dir)
     raw = read_config(ckpt_dir)["model"]
@@ -75,6 +75,7 @@ def load_speechllm(ckpt_dir: str | Path, device: str | torch.device = "cpu", bui
     if lora_cfg:
         from peft import PeftModel
 
-        model.llm = PeftModel.from_pretrained(model.llm, str(ckpt_dir / LORA_DIR))
+        with quiet_peft():
+            model.llm = PeftModel.from_pretrained(model.llm, str(ckpt_dir / LORA_DIR))
         model.config.lora = lora_cfg
     return model.to(device).eval()

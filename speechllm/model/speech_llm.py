@@ -6,7 +6,9 @@ A plain nn.Module, usable without Lightning. `forward(batch)` returns the loss o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,15 @@ from speechllm.model.shared_prefix import shared_prefix_length, split_shared_pre
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model, and every
+    LoRA build printed that FutureWarning, which is about peft's code, not the user's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 @dataclass
@@ -89,7 +100,7 @@ class SpeechLLM(nn.Module):
         if config.lora:
             from peft import LoraConfig, get_peft_model
 
-            with torch.device("cpu"):  # peft moves the new weights to their base layer's device
+            with torch.device("cpu"), quiet_peft():  # peft moves the new weights to their base layer's device
                 self.llm = get_peft_model(self.llm, LoraConfig(task_type="CAUSAL_LM", **config.lora))
         self.train(False)
 
