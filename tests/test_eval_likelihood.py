@@ -177,5 +177,8 @@ def test_likelihood_scores_from_cached_rows_count_open_questions_apart():
     s = score_task(t, gen, lik_rows=lik)
     assert s["likelihood_accuracy"] == 0.5 and s["likelihood_pmi_accuracy"] == 0.5 and s["n_likelihood"] == 2
     assert s["per_example"]["likelihood"] == {"0": 1, "1": 0} and s["per_example"]["likelihood-PMI"] == {"0": 0, "1": 1}
-    assert s["likelihood_no_options"] == 1
+    assert s["likelihood_no_options"] == 1 and s["likelihood_label_not_in_options"] == 0
+    lik[1]["options"] = ["male", "drinking", "sipping"]  # a label the options lost (a parsing gap): counted, warned
+    with pytest.warns(UserWarning, match="not among the options"):
+        assert score_task(t, gen, lik_rows=lik)["likelihood_label_not_in_options"] == 1
     assert s["official_accuracy"] == 0.5 and s["desta2_consecutive_accuracy"] == 1.0 and s["lenient_accuracy"] == 1.0

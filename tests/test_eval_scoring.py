@@ -35,6 +35,10 @@ def test_parse_options_reads_dynamic_superb_phrasing():
     assert parse_options(ins) == ["zero", "five", "ten", "fifteen", "clean"]
     assert parse_options("Is it speech? The answer could be yes or no.") == ["yes", "no"]
     assert parse_options("No options here.") == []
+    esc50 = "The answer could be crying baby, sneezing, snoring, or drinking or sipping."  # phase-1 ESC-50 wording
+    assert parse_options(esc50) == ["crying baby", "sneezing", "snoring", "drinking or sipping"]
+    assert parse_options("The answer could be door or wood knock, mouse click, or clock tick.")[0] == "door or wood knock"
+    assert parse_options("The answer could be anger or disgust or fear.") == ["anger", "disgust", "fear"]
 
 
 def test_lenient_extract_strips_and_finds_the_single_option():

@@ -54,7 +54,9 @@ def parse_options(instruction: str) -> list[str]:
     if not m:
         return []
     body = m.group(1).strip().rstrip(".").strip()
-    parts = re.split(r",\s*(?:or\s+)?|\s+or\s+", body)
+    # A comma list ("a, b, or c") splits on its commas only, so an option with "or" inside survives
+    # ("snoring, or drinking or sipping" in ESC-50); "a or b or c" has no comma and splits on "or".
+    parts = re.split(r",\s*(?:or\s+)?", body) if "," in body else re.split(r"\s+or\s+", body)
     return [p.strip().strip('"\'') for p in parts if p.strip()]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -163,6 +164,13 @@ def score_task(task: Task, rows: list[dict], judge: Any = None, lik_rows: list[d
         no_opts = sum(r.get("error") == NO_OPTIONS for r in lik_rows)
         lik_rows = sorted((r for r in lik_rows if r.get("error") != NO_OPTIONS), key=lambda r: r["id"])
         res["likelihood_no_options"] = no_opts
+        # a label outside the listed options can never be picked: count it so a parsing gap shows
+        outside = sum(label_str(r["label"]).lower() not in {o.lower() for o in r["options"]}
+                      for r in lik_rows if not r.get("error"))
+        res["likelihood_label_not_in_options"] = outside
+        if outside:
+            warnings.warn(f"{task.name}: {outside} example(s) have a label that is not among the options their "
+                          "instruction lists; likelihood scores them wrong", stacklevel=2)
         hits = {r["id"]: likelihood_correct(r) for r in lik_rows}
         per["likelihood"] = {i: int(h[0]) for i, h in hits.items()}
         per["likelihood-PMI"] = {i: int(h[1]) for i, h in hits.items()}
