@@ -45,3 +45,14 @@ def test_verdicts_and_pairing():
     errs = {("a", "x"): (1, 3), ("a", "z"): (0, 3), ("b", "y"): (2, 5)}
     got = paired_rows(src, met, lambda r: errs[(r["id"], r["hyp"])])
     assert got["clean"] == ([1], [0], [3]) and got["noisy"] == ([2], [2], [5]) and got["all"][0] == [2, 1]
+
+
+def test_rows_without_a_domain_count_once_in_all_only():
+    """A manifest without domains: each utterance is one resampling unit, not two (the interval would shrink)."""
+    from speechllm.tta.report import wer_by_domain
+
+    src = [{"id": str(i), "hyp": "x", "domain": "all", "ref": "x y"} for i in range(3)]
+    met = [{"id": str(i), "hyp": "x", "domain": "all", "ref": "x y"} for i in range(3)]
+    got = paired_rows(src, met, lambda r: (1, 2))
+    assert set(got) == {"all"} and got["all"] == ([1, 1, 1], [1, 1, 1], [2, 2, 2])
+    assert wer_by_domain(met) == {"all": 50.0}

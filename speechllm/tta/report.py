@@ -7,6 +7,7 @@ from pathlib import Path
 
 from speechllm.metrics.tables import markdown_table as _table
 from speechllm.metrics.wer import edit_distance, whisper_english_normalize
+from speechllm.tta.bootstrap import domain_keys
 
 normalize = whisper_english_normalize  # ASR WER as the Whisper/SUTA papers report it
 
@@ -24,8 +25,7 @@ def wer_by_domain(rows: list[dict]) -> dict[str, float]:
         if row.get("hyp") is None and row.get("error"):
             continue
         e, w = row_errors(row)
-        dom = row.get("domain", "all")
-        for d in (dom, "all") + (("noisy",) if dom != "clean" else ()):
+        for d in domain_keys(row.get("domain", "all")):
             err[d] += e
             n[d] += w
     return {d: 100.0 * err[d] / n[d] for d in n if n[d]}
