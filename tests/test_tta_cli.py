@@ -105,13 +105,45 @@ def test_decode_beam_is_refused_for_ctc(tmp_path):
         load_tta_asr(str(save_tiny_ctc(tmp_path / "ctc")), decode_beam=5)
 
 
-def test_adapt_cli_rejects_unknown_method(tmp_path):
+def test_adapt_cli_rejects_bad_methods_and_limits_before_loading_a_model(tmp_path):
     from speechllm.tta.cli import main
 
+    base = ["--asr", str(tmp_path / "no-such-model"), "--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match="unknown 'tent'"):  # not "no-such-model not found": nothing loaded
+        main([*base, "--method", "source,tent"])
+    with pytest.raises(SystemExit, match="--limit 0"):
+        main([*base, "--method", "source", "--limit", "0"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_adapt_cli_guards_method_settings_and_reports_unreadable_audio(tmp_path, capsys):
+    from speechllm.cli import main
+
     model = save_tiny_ctc(tmp_path / "ctc")
-    with pytest.raises(SystemExit, match="unknown method"):
-        main(["--asr", str(model), "--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "o"),
-              "--method", "tent"])
+    rows = load_manifest(_manifest(tmp_path))
+    (tmp_path / "bad.wav").write_bytes(b"not a wav")
+    rows.append({"id": "bad", "audio": str(tmp_path / "bad.wav"), "transcript": "ab", "attributes": {"domain": "x"}})
+    rows.append({"id": "cell", "audio": {"array": signal(9, seconds=0.6).tolist(), "sampling_rate": 16000},
+                 "transcript": "ab cd", "domain": "y"})  # a `datasets` audio cell, top-level domain
+    save_manifest(tmp_path / "m2.jsonl", rows)
+    out = tmp_path / "run"
+    argv = ["adapt", "--asr", str(model), "--manifest", str(tmp_path / "m2.jsonl"), "--out", str(out),
+            "--method", "source,suta", "--steps", "1"]
+    assert main(argv) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["failed"] == {"source": ["bad"], "suta": ["bad"]}  # counted and named, not silently dropped
+    assert "unreadable audio" in (out / "report.md").read_text()
+    assert [r["id"] for r in load_manifest(out / "suta.jsonl") if r.get("hyp") is not None][-1] == "cell"
+    assert json.loads((out / "suta.config.json").read_text())["redecode"] is True
+    capsys.readouterr()
+    assert main([*argv, "--lr", "1e-3"]) == 2  # resuming into the same folder with another lr: refused
+    assert "different settings (lr)" in capsys.readouterr().err
+    reuse = ["adapt", "--asr", str(model), "--manifest", str(tmp_path / "m2.jsonl"), "--method", "suta",
+             "--steps", "1", "--reuse", str(out), "--out", str(tmp_path / "r2")]
+    assert main([*reuse, "--no-redecode"]) == 2  # rows adapted the other way are not reused either
+    assert "different settings (redecode)" in capsys.readouterr().err
+    assert main(["adapt", "--asr", str(model), "--manifest", str(tmp_path / "m2.jsonl"), "--out", str(tmp_path / "r3"),
+                 "--method", "source", "--domains", "y", "--limit", "1"]) == 0  # top-level domains filter too
 
 
 def test_gaussian_domain_has_the_papers_absolute_sigma():

@@ -4,8 +4,9 @@
 
 Writes DIR/<method>.jsonl (append-only, resumable after kill), DIR/report.{json,md} (WER per
 domain with Whisper's English normalizer, relative reduction vs source, real-time factor) and
-DIR/wer_stream.png (WER along the stream per method, reset points in red), and DIR/decoding.json (the
-decoding settings; a rerun into DIR with other ones is refused).
+DIR/wer_stream.png (WER along the stream per method, reset points in red), DIR/decoding.json (the
+decoding settings) and DIR/<method>.config.json (the method's settings), each written before the first row: a
+rerun into DIR, or a --reuse of DIR, with other settings is refused.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         sg.add_argument(flag, dest=f"sgem_{field}", type=kind, default=None, help=f"{what} ({getattr(g0, field)})")
     d = ap.add_argument_group("continual / Dynamic-SUTA")
     d.add_argument("--continual-steps", type=int, default=1, help="steps per utterance for `continual` (CSUTA: 1)")
-    d.add_argument("--fast-steps", type=int, default=5)
+    d.add_argument("--fast-steps", type=int, default=5,
+                   help="fast-model steps of dsuta / dsuta_reset (the dsuta_ln_topk_eos* ones take --w-steps)")
     d.add_argument("--update-freq", type=int, default=5)
     d.add_argument("--memory", type=int, default=5)
     d.add_argument("--K", type=int, default=100, help="utterances after a reset used to fit the shift detector")
@@ -195,15 +197,22 @@ def make_method(name: str, args: argparse.Namespace):
     raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
-def _check_same_config(report: Path, name: str, cfg: dict) -> None:
-    """Reused rows must come from the same method settings (the other run's report records them)."""
-    if name == "source" or not report.exists():
+def _check_same_config(folder: Path, name: str, cfg: dict, what: str) -> None:
+    """Rows are only joined (a resumed --out, a --reuse folder) when the method ran with the same settings:
+    the folder's `<method>.config.json` (written before its first row) or, for older folders, its report.json.
+    A setting an older folder did not record is not compared."""
+    if name == "source":
         return
-    theirs = json.loads(report.read_text()).get("configs", {}).get(name)
-    if theirs is not None and theirs != cfg:
-        diff = sorted(k for k in set(cfg) | set(theirs) if cfg.get(k) != theirs.get(k))
-        raise SystemExit(f"--reuse: {report.parent} ran {name!r} with different settings ({', '.join(diff)}); "
-                         "rerun without --reuse or with matching options")
+    if (folder / f"{name}.config.json").exists():
+        theirs = json.loads((folder / f"{name}.config.json").read_text())
+    elif (folder / "report.json").exists():
+        theirs = json.loads((folder / "report.json").read_text()).get("configs", {}).get(name)
+    else:
+        return
+    diff = sorted(k for k in set(cfg) & set(theirs or {}) if cfg[k] != theirs[k])
+    if diff:
+        raise SystemExit(f"{what}: {folder} ran {name!r} with different settings ({', '.join(diff)}); "
+                         "use a new --out, or matching options")
 
 
 def _decoding(args: argparse.Namespace) -> dict:
@@ -249,10 +258,17 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = load_manifest(args.manifest)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:  # before any model loads: a typo must not cost the methods before it
+        raise SystemExit(f"--method: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from "
+                         f"{', '.join(METHODS)}")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"--limit {args.limit}: give a number of rows ≥ 1, or leave it out for all")
     if args.domains:
         keep = set(args.domains.split(","))
-        rows = [r for r in rows if (r.get("attributes") or {}).get("domain") in keep]
-    if args.limit:
+        rows = [r for r in rows if (r.get("attributes") or {}).get("domain", r.get("domain")) in keep]
+    if args.limit is not None:
         rows = rows[: args.limit]
     if not rows:
         raise SystemExit(f"{args.manifest}: no rows")
@@ -262,14 +278,16 @@ def main(argv: list[str]) -> int:
     if args.reuse:
         _check_same_decoding(Path(args.reuse), decoding, "--reuse")
     atomic_write_json(out / "decoding.json", decoding)  # before any row, so a killed run is guarded too
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
     results, configs = {}, {}
     for name in methods:
         method, cfg = make_method(name, args)
-        configs[name] = cfg if isinstance(cfg, dict) else asdict(cfg)
+        configs[name] = {**(cfg if isinstance(cfg, dict) else asdict(cfg)), "redecode": not args.no_redecode}
+        _check_same_config(out, name, configs[name], "--out")
         if args.reuse and name in EPISODIC:
-            _check_same_config(Path(args.reuse) / "report.json", name, configs[name])
+            _check_same_config(Path(args.reuse), name, configs[name], "--reuse")
             _reuse(Path(args.reuse) / f"{name}.jsonl", out / f"{name}.jsonl", rows)
+        if name != "source":
+            atomic_write_json(out / f"{name}.config.json", configs[name])
         results[name] = run_stream(method, rows, out)
     summary = summarize(results)
     summary.update(asr=args.asr, manifest=str(args.manifest), n_utterances=len(rows), configs=configs,

@@ -53,9 +53,10 @@ def intervals(results: dict[str, list[dict]], B: int = 2000, seed: int = 0) -> d
 def summarize(results: dict[str, list[dict]]) -> dict:
     """results: method -> stream rows. Adds relative WER reduction vs 'source' (with its paired
     bootstrap 95 % interval and verdict) and real-time factor."""
-    out: dict = {"wer": {}, "rel_reduction": {}, "rtf": {}, "resets": {}}
+    out: dict = {"wer": {}, "rel_reduction": {}, "rtf": {}, "resets": {}, "failed": {}}
     for m, rows in results.items():
         out["wer"][m] = wer_by_domain(rows)
+        out["failed"][m] = [r["id"] for r in rows if r.get("hyp") is None and r.get("error")]
         secs = sum(r.get("seconds", 0.0) for r in rows)
         audio = sum(r.get("audio_seconds", 0.0) for r in rows)
         out["rtf"][m] = secs / audio if audio else None
@@ -88,9 +89,12 @@ def markdown_table(summary: dict) -> str:
         rtf = summary["rtf"].get(m)
         rtf_s = f"{rtf:.2f}" if rtf else "–"
         rows.append([m, *cells, rtf_s])
+    failed = {m: len(ids) for m, ids in summary.get("failed", {}).items() if ids}
+    note = (f"\nNot in any WER, unreadable audio (ids in report.json `failed`): "
+            f"{', '.join(f'{m} {n}' for m, n in failed.items())} utterance(s).\n" if failed else "")
     return _table(["method", *domains, "RTF"], rows) + (
         "\nWER % (relative reduction vs source [paired bootstrap 95 % interval, utterances "
-        "resampled]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n")
+        "resampled]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n") + note
 
 
 _MARK = {"helps": " ▲", "hurts": " ▼", "noise": "", "n/a": ""}

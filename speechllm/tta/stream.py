@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from speechllm.data.audio import SAMPLE_RATE, AudioError, load_audio
+from speechllm.data.audio import DEFAULT_POLICY, SAMPLE_RATE, AudioError, decode_audio_cell
 from speechllm.errors import ManifestError, OutputStateError
 from speechllm.io import AppendOnlyJsonl
 from speechllm.tta.suta import Method
@@ -65,7 +65,8 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
                "domain": (row.get("attributes") or {}).get("domain", row.get("domain", "all")),
                "ref": row.get("transcript", "")}
         try:
-            wav = load_audio(row["audio"])
+            # a path or a `datasets` audio cell; clips over 30 s or silent are refused (Whisper's window)
+            wav = decode_audio_cell(row["audio"], where=str(row["id"]), policy=DEFAULT_POLICY)
         except AudioError as e:
             rec.update(hyp=None, error=f"{e.reason}: {e.detail}")
         else:

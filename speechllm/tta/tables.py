@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     for spec in args.run:
         name, _, path = spec.partition("=")
-        if not Path(path).exists():
+        if not name or not path:
+            raise SystemExit(f"--run {spec}: give NAME=path/to/method.jsonl")
+        if not Path(path).is_file():
             raise SystemExit(f"--run {spec}: {path} not found")
         runs[name] = list(read_jsonl(path))
     res = compare(src, runs, args.B)
