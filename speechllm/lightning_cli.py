@@ -53,4 +53,7 @@ def run_lightning_cli(args: list[str] | None, run: bool = True) -> SpeechLLMCLI:
     if args == sys.argv[1:]:
         args = None  # called from the console script: let LightningCLI read sys.argv itself
     return SpeechLLMCLI(SpeechLLMModule, SpeechDataModule, args=args, run=run, seed_everything_default=0,
-                        save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})
+                        # not "config.yaml": without a logger Lightning writes it into the run directory, over the
+                        # exported model's config.yaml, which then no longer loads
+                        save_config_kwargs={"overwrite": True, "config_filename": "cli_config.yaml"},
+                        parser_kwargs={"default_env": False})

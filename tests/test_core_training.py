@@ -36,6 +36,13 @@ def reference_run(tmp_path_factory) -> Path:
     assert "module(s) in eval mode" not in ref.stderr  # frozen parts are in eval mode on purpose: no warning
     assert "LeafSpec)` is deprecated" not in ref.stderr  # Lightning's use of a torch API, not the user's
     assert "tensorboardX" not in ref.stderr and "litlogger" not in ref.stderr + ref.stdout  # Lightning's notices
+    # debug.yaml has no logger, so Lightning saves its CLI config into the run directory: beside the exported
+    # config.yaml, never over it (the model must still load)
+    from speechllm.model.checkpoint import read_config
+    from speechllm.model.speech_llm import SpeechLLMConfig
+
+    assert (run / "cli_config.yaml").exists()
+    SpeechLLMConfig(**read_config(run)["model"])
     return run
 
 
