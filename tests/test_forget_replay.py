@@ -97,12 +97,13 @@ def test_datamodule_mixes_text_only_rows_that_train_through_the_model(tmp_path):
         adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 3}},
         lora={"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}))
     dm = SpeechDataModule(train_manifest="debug:8", replay_manifest=_replay_manifest(tmp_path / "r.jsonl"),
-                          replay_share=0.5, batch_size=4)
+                          replay_share=0.5, batch_size=4, transcript_field="transcript")
     dm.setup("fit")
     progress = SimpleNamespace(current=SimpleNamespace(ready=0))
     dm.trainer = SimpleNamespace(current_epoch=0, world_size=1, global_rank=0,
                                  lightning_module=SimpleNamespace(processor=model.processor),
                                  fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+    assert dm.train_dataloader().collate_fn.transcript_field == "transcript"  # the recipe's field, with replay too
     batches = list(dm.train_dataloader())
     ids = [i for b in batches for i in b["ids"]]
     text_only = [i for i in ids if i.startswith("replay-")]

@@ -127,11 +127,12 @@ class SpeechDataModule(L.LightningDataModule):
         n = int(path.split(":")[1]) if ":" in path else 16
         return str(make_debug_manifest(speechllm_home() / "debug_data", n))
 
-    def _collator(self, require_target: bool = True) -> SpeechCollator:
+    def _collator(self, require_target: bool = True, cls: type[SpeechCollator] = SpeechCollator) -> SpeechCollator:
+        """The one place a collator is configured (a subclass, e.g. the replay one, gets the same settings)."""
         processor = self.trainer.lightning_module.processor
         policy = self.policy if require_target else INFERENCE_POLICY  # predict answers any decodable clip
-        return SpeechCollator(processor, policy, self.hparams.skip_bad_audio, require_target,
-                              self.hparams.transcript_field, str(self.hparams.train_manifest or "manifest"))
+        return cls(processor, policy, self.hparams.skip_bad_audio, require_target,
+                   self.hparams.transcript_field, str(self.hparams.train_manifest or "manifest"))
 
     def _loader(self, key: str, require_target: bool = True) -> DataLoader:
         bs = self.hparams.eval_batch_size or self.hparams.batch_size

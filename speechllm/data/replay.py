@@ -128,6 +128,5 @@ def replay_train_loader(dm) -> DataLoader:
     if trainer is not None:
         epoch, sampler.skip_batches = dm._position(sampler.num_batches())
         sampler.set_epoch(epoch)
-    collate = ReplayCollator(trainer.lightning_module.processor, dm.policy, hp.skip_bad_audio)
     return DataLoader(rows, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
-                      collate_fn=collate)
+                      collate_fn=dm._collator(cls=ReplayCollator))  # data.transcript_field etc. as without replay
