@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from speechllm.data.encoder_cache import batch_clip_ids
+from speechllm.data.encoder_cache import batch_clip_ids, one_clip_per_row
 from speechllm.errors import CheckpointError, ConfigError, SpeechLLMError
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
@@ -138,9 +138,7 @@ class SpeechLLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _encoder_states(self, batch: dict):
-        if not self.hparams.cache_encoder_outputs or "input_features" not in batch:
-            return None
-        if int(batch["audio_counts"].sum()) != len(batch["ids"]):  # cache keyed per clip: single-audio rows only
+        if not self.hparams.cache_encoder_outputs or not one_clip_per_row(batch):
             return None
         # The states of a clip do not depend on its batch-mates (WhisperEncoder), so a cache filled by
         # any batch order (first epoch, or a resumed run) holds the same values.

@@ -4,6 +4,7 @@ batch-independent encoder, and the in-memory encoder cache (keyed by the encoder
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -110,9 +111,25 @@ def test_rows_of_one_clip_share_one_cache_entry(tmp_path):
     rows = [{"id": f"c#{k}", "clip_id": "c", "audio": str(tmp_path / "c.wav"), "instruction": "q", "target": "a"}
             for k in range(3)] + [{"id": "d", "audio": str(tmp_path / "c.wav"), "instruction": "q", "target": "a"}]
     batch = SpeechCollator(module.model.processor)(rows)
-    assert batch["clip_ids"] == ["c", "c", "c", "d"] and batch["ids"] == ["c#0", "c#1", "c#2", "d"]
+    f = os.path.realpath(tmp_path / "c.wav")
+    assert batch["clip_ids"] == [f"c|{f}"] * 3 + [f"d|{f}"] and batch["ids"] == ["c#0", "c#1", "c#2", "d"]
     module._encoder_states(batch)
-    assert sorted(k for _, k in module._encoder_cache) == ["c", "d"]
+    assert sorted(k for _, k in module._encoder_cache) == [f"c|{f}", f"d|{f}"]
+    # the same id in another manifest (a separate val_manifest, another corpus) is another clip: never a hit
+    sf.write(tmp_path / "other.wav", _wav(2.0, 1), 16000)
+    other = SpeechCollator(module.model.processor)([{**rows[3], "audio": str(tmp_path / "other.wav")}])
+    hidden, _ = module._encoder_states(other)
+    fresh, _ = module.model.encoder(other["input_features"], other["feature_lengths"])
+    assert len(module._encoder_cache) == 3 and all(torch.equal(h, x) for h, x in zip(hidden, fresh, strict=True))
+
+
+def test_caches_serve_only_batches_with_one_clip_in_every_row():
+    """A text-only row beside a two-clip row has as many clips as rows, but not one each: no cache."""
+    from speechllm.data.encoder_cache import one_clip_per_row
+
+    assert one_clip_per_row({"input_features": 0, "audio_counts": torch.tensor([1, 1])})
+    assert not one_clip_per_row({"input_features": 0, "audio_counts": torch.tensor([0, 2])})
+    assert not one_clip_per_row({"audio_counts": torch.tensor([0, 0])})
 
 
 def test_frozen_encoder_ignores_the_trainers_autocast():

@@ -7,6 +7,7 @@ dropped silently.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from speechllm.data.audio import DEFAULT_POLICY, AudioError, AudioPolicy, load_audio
@@ -61,7 +62,9 @@ class SpeechCollator:
             for row in unit:
                 try:
                     examples.append(self._example(row))
-                    clips.append(str(row.get("clip_id") or row["id"]))  # `--per-clip K` rows share one clip
+                    # `--per-clip K` rows share one clip; the file joins the key, so rows of two manifests
+                    # with the same ids (a separate val_manifest, another corpus) never share cached states
+                    clips.append(f"{row.get('clip_id') or row['id']}|{os.path.realpath(row_audio_paths(row)[0])}")
                     owner.append(u)
                 except AudioError as e:
                     if not self.skip_bad_audio:

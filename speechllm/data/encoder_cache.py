@@ -33,8 +33,14 @@ FORMAT_VERSION = 1
 
 
 def batch_clip_ids(batch: dict) -> list[str]:
-    """The cache key of each row's clip: `clip_id` (rows of one clip share it), else the row id."""
+    """The cache key of each row's clip: `clip_id` (rows of one clip share it) or the row id, with its file."""
     return [str(k) for k in batch.get("clip_ids", batch["ids"])]
+
+
+def one_clip_per_row(batch: dict) -> bool:
+    """Caches are keyed per clip, so they serve only batches in which every row has exactly one clip (a
+    text-only row beside a two-clip row gives as many clips as rows, but not one each)."""
+    return "input_features" in batch and bool((batch["audio_counts"] == 1).all())
 
 
 def encoder_cache_key(settings: dict) -> str:
@@ -81,7 +87,7 @@ class DiskEncoderCache:
     def batch_states(self, encoder, batch: dict) -> tuple[list[torch.Tensor], torch.Tensor] | None:
         """Tapped states for a batch of single-audio rows, padded like the encoder's own output;
         None (run the encoder as usual) when rows carry several clips."""
-        if "input_features" not in batch or int(batch["audio_counts"].sum()) != len(batch["ids"]):
+        if not one_clip_per_row(batch):
             return None
         items = []
         for i, clip_id in enumerate(batch_clip_ids(batch)):
