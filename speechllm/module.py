@@ -229,12 +229,21 @@ class SpeechLLMModule(L.LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        for name, p in self.model.named_parameters():
-            if p.grad is not None and not torch.isfinite(p.grad).all():
-                raise NonFiniteLossError(f"non-finite gradient in {name} at step {self.global_step}; stopping "
-                                         "before the update (weights and checkpoints are untouched).")
+        bad = next((n for n, p in self.model.named_parameters()
+                    if p.grad is not None and not torch.isfinite(p.grad).all()), None)
+        if bad is None:
+            return
+        # fp16: an overflow is the GradScaler's normal business (it skips this step and halves its scale);
+        # only when the scale has fallen to 1 and gradients are still not finite is the run broken
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        if scaler is not None and scaler.get_scale() > 1.0:
+            return
+        raise NonFiniteLossError(f"non-finite gradient in {bad} at step {self.global_step}; stopping "
+                                 "before the update (weights and checkpoints are untouched).")
 
     def validation_step(self, batch: dict, batch_idx: int):
+        if batch.get("skipped"):  # data.skip_bad_audio: counted here too, so val/loss says what it covers
+            self.log("val/skipped", float(len(batch["skipped"])), reduce_fx="sum", batch_size=1, sync_dist=True)
         if batch.get("empty"):
             return None
         loss = self.model(batch, encoder_states=self._batch_encoder_states(batch),
@@ -253,11 +262,12 @@ class SpeechLLMModule(L.LightningModule):
         self._predictions = AppendOnlyJsonl(Path(self.trainer.default_root_dir) / "predictions.jsonl")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        if batch.get("empty"):
-            return []
-        answers = self.model.generate(batch["wavs"], batch["instructions"], transcripts=batch.get("transcripts"),
-                                      max_new_tokens=self.hparams.generate_max_new_tokens)
-        rows = [{"id": i, "prediction": a, "prompt": p} for i, a, p in zip(batch["ids"], answers, batch["prompts"])]
+        # a clip skipped for unusable audio (data.skip_bad_audio) gets a row with its reason, never no row
+        rows = [{"id": i, "prediction": None, "error": reason} for i, reason in batch.get("skipped", [])]
+        if not batch.get("empty"):
+            answers = self.model.generate(batch["wavs"], batch["instructions"], transcripts=batch.get("transcripts"),
+                                          max_new_tokens=self.hparams.generate_max_new_tokens)
+            rows += [{"id": i, "prediction": a, "prompt": p} for i, a, p in zip(batch["ids"], answers, batch["prompts"])]
         writer = getattr(self, "_predictions", None)
         if writer is not None:
             writer.extend(rows)

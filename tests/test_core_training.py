@@ -104,14 +104,46 @@ def test_nan_loss_stops_training_without_a_poisoned_checkpoint(tmp_path):
 
 def test_predict_writes_one_prediction_per_row_with_its_prompt(tmp_path):
     from speechllm.data.debug_data import make_debug_manifest
+    from speechllm.data.manifest import save_manifest
     from speechllm.io import read_jsonl
 
-    manifest = make_debug_manifest(tmp_path / "data", n=6)
+    good = read_jsonl(make_debug_manifest(tmp_path / "data", n=6))
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    manifest = tmp_path / "predict.jsonl"
+    save_manifest(manifest, [*good[:3], {**good[0], "id": "bad", "audio": str(tmp_path / "bad.wav")}, *good[3:]])
     cmd = [sys.executable, "-m", "speechllm.cli", "predict", "-c", str(ROOT / "recipes/debug.yaml"),
            "--data.predict_manifest", str(manifest), "--trainer.default_root_dir", str(tmp_path / "run"),
-           "--trainer.enable_progress_bar", "false", "--model.generate_max_new_tokens", "3"]
+           "--trainer.enable_progress_bar", "false", "--model.generate_max_new_tokens", "3",
+           "--data.skip_bad_audio", "true"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = read_jsonl(tmp_path / "run" / "predictions.jsonl")
-    assert [r["id"] for r in rows] == [r["id"] for r in read_jsonl(manifest)]
-    assert all("<|audio|>" in r["prompt"] and isinstance(r["prediction"], str) for r in rows)
+    rows = {r["id"]: r for r in read_jsonl(tmp_path / "run" / "predictions.jsonl")}
+    assert sorted(rows) == sorted(r["id"] for r in read_jsonl(manifest))  # the skipped clip has its row too
+    assert rows.pop("bad")["error"] and rows
+    assert all("<|audio|>" in r["prompt"] and isinstance(r["prediction"], str) for r in rows.values())
+
+
+def test_gradient_guard_leaves_fp16_overflow_to_the_grad_scaler():
+    """A non-finite gradient stops a run, unless a GradScaler (fp16) still has room to skip the step and
+    lower its scale, which is how fp16 training handles an overflow."""
+    from types import SimpleNamespace
+
+    from speechllm.module import NonFiniteLossError, SpeechLLMModule
+
+    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[2],
+                             adapter={"class_path": "speechllm.model.adapters.LinearAdapter"})
+    module.configure_model()
+    p = next(module.model.adapter.parameters())
+    p.grad = torch.full_like(p, float("inf"))
+
+    def guard(scaler):
+        module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler), global_step=0)
+        module.on_before_optimizer_step(None)
+
+    guard(SimpleNamespace(get_scale=lambda: 65536.0))  # fp16 overflow: the scaler skips the step
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient"):
+        guard(SimpleNamespace(get_scale=lambda: 1.0))  # the scale has collapsed: broken, stop
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient"):
+        guard(None)  # fp32 / bf16: no scaler, stop at once
+    p.grad = torch.zeros_like(p)
+    guard(None)
