@@ -2,7 +2,8 @@
 
 - shuffled audio: the trained model given another example's audio (and so that audio's transcript) from
   the same task, with this example's instruction; the donor is a seeded derangement (no example keeps its
-  own audio). If accuracy with shuffled audio equals accuracy with true audio, nothing came from audio.
+  own audio, nor another row's copy of its file). If accuracy with shuffled audio equals accuracy with true
+  audio, nothing came from audio.
 - untrained adapter: the same checkpoint config with a freshly initialised adapter (fixed seed, no LoRA):
   what the frozen Whisper + LLM pair gives with an adapter that learned nothing.
 Both are ordinary predictors, cached and scored like any other row (free-form and likelihood).
@@ -41,20 +42,37 @@ class ShuffledAudioPredictor:
         self._ids: list[str] = []
         self._load: Callable[[int], list] | None = None
 
-    def prepare_donors(self, task: Any, ids: list[str], load: Callable[[int], list]) -> None:
+    def prepare_donors(self, task: Any, ids: list[str], load: Callable[[int], list],
+                       files: list[str | None] | None = None) -> None:
         """Called by the runner per task with every example id of the task (not only a --limit subset,
-        so the donor of an example never depends on the limit) and a loader of example j's audios."""
+        so the donor of an example never depends on the limit), a loader of example j's audios and, if
+        known, each example's file: a donor with the same file is passed over along the derangement's cycle
+        (a task may list one file in several rows), and an example with no other file has no donor."""
         self._ids, self._load = ids, load
-        self._perm = derangement(len(ids), f"{self.seed}:{task.name}")
+        perm = derangement(len(ids), f"{self.seed}:{task.name}")
+        self._perm = []
+        for i in range(len(ids)):
+            j = perm[i]
+            for _ in range(len(ids)):
+                if j != i and not (files and files[i] and files[j] == files[i]):
+                    break
+                j = perm[j]
+            self._perm.append(j if j != i and not (files and files[i] and files[j] == files[i]) else None)
 
-    def swap(self, batch: list[dict]) -> list[dict]:
+    def donor(self, item: dict) -> dict:
+        """The donor's audios and id for one runner item; the runner calls it where an unreadable clip is
+        recorded as that example's error row instead of stopping the control."""
+        from speechllm.data.audio import AudioError
+
         if self._load is None:
             raise RuntimeError("prepare_donors was not called (run through evaluation.dynamic_superb.runner)")
-        out = []
-        for it in batch:
-            j = self._perm[it["index"]]
-            out.append({**it, "audios": self._load(j), "audio_from": self._ids[j]})
-        return out
+        j = self._perm[item["index"]]
+        if j is None:
+            raise AudioError(item.get("file") or item["id"], "no_donor", "no other example of the task has other audio")
+        return {"audios": self._load(j), "audio_from": self._ids[j]}
+
+    def swap(self, batch: list[dict]) -> list[dict]:
+        return [it if "audio_from" in it else {**it, **self.donor(it)} for it in batch]
 
     def predict(self, batch: list[dict]) -> list[dict]:
         items = self.swap(batch)

@@ -48,6 +48,33 @@ def test_derangement_is_a_seeded_permutation_without_fixed_points():
     assert derangement(40, "a") != derangement(40, "b")
 
 
+def test_shuffled_donors_never_share_the_examples_file_and_a_bad_donor_is_that_rows_error():
+    from types import SimpleNamespace
+
+    from speechllm.data.audio import AudioError
+
+    def load(j):
+        if j == 3:
+            raise AudioError(f"clip{j}.wav", "corrupt", "cannot decode")
+        return [f"audio-{j}"]
+
+    files = ["a.wav", "a.wav", "b.wav", "c.wav", "a.wav"]  # one file listed in three rows
+    p = ShuffledAudioPredictor(SimpleNamespace(name="m"), seed=0)
+    p.prepare_donors(SimpleNamespace(name="T"), [f"id{i}" for i in range(5)], load, files)
+    for i, j in enumerate(p._perm):
+        assert j is not None and files[j] != files[i]
+    donors = {}
+    for i in range(5):
+        try:
+            donors[i] = p.donor({"id": f"id{i}", "index": i})["audio_from"]
+        except AudioError as e:  # the runner records this row as an error; the others go on
+            donors[i] = e.reason
+    assert sum(v == "corrupt" for v in donors.values()) == sum(j == 3 for j in p._perm) >= 1
+    p.prepare_donors(SimpleNamespace(name="T"), ["only"], load, ["x.wav"])  # one example: no donor at all
+    with pytest.raises(AudioError, match="no other example"):
+        p.donor({"id": "only", "index": 0})
+
+
 def test_untrained_adapter_is_fresh_and_seeded(ckpt):
     from speechllm.generation import load_speechllm
 

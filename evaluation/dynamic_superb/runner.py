@@ -112,7 +112,7 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
         predictor.prepare_task(task, [label_str(r["label"]) for r in ds.select_columns(["label"]).select(range(n))])
     if hasattr(predictor, "prepare_donors"):  # the shuffled-audio control takes other examples' audio
         predictor.prepare_donors(task, [example_id(i, r) for i, r in enumerate(meta)],
-                                 lambda j: _audios(ds, j, audio_cols, task))
+                                 lambda j: _audios(ds, j, audio_cols, task), [r.get("file") for r in meta])
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{model} · {task.name} · {mode}", unit="ex")
     for chunk in _batches(todo, batch_size):
         items, broken = [], []
@@ -127,6 +127,8 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
                 continue
             try:
                 item["audios"] = _audios(ds, i, audio_cols, task)
+                if hasattr(predictor, "donor"):  # shuffled audio: a donor clip that fails is this row's error
+                    item.update(predictor.donor(item))
                 items.append((item, r))
             except AudioError as e:  # an unusable clip is scored wrong, never silently dropped
                 broken.append({**fail, "prediction": "", "error": f"{e.reason}: {e.detail}"})
