@@ -102,7 +102,7 @@ def _predictors(args) -> list:
             fresh = C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model).to(_device(args))
             model = C.share_transcripts(fresh, transcripts)
             out.append(P.SpeechLLMPredictor(args.ckpt, name=trained.name + C.UNTRAINED_SUFFIX, model=model,
-                                            max_new_tokens=args.max_new_tokens))
+                                            max_new_tokens=args.max_new_tokens, settings={"adapter_seed": args.seed}))
     return out
 
 

@@ -42,6 +42,10 @@ class ShuffledAudioPredictor:
         self._ids: list[str] = []
         self._load: Callable[[int], list] | None = None
 
+    def cache_settings(self) -> dict:
+        inner = self.inner.cache_settings() if hasattr(self.inner, "cache_settings") else {}
+        return {**inner, "donor_seed": self.seed}
+
     def prepare_donors(self, task: Any, ids: list[str], load: Callable[[int], list],
                        files: list[str | None] | None = None) -> None:
         """Called by the runner per task with every example id of the task (not only a --limit subset,

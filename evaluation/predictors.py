@@ -12,6 +12,7 @@ All fit `Predictor.predict(batch) -> [dict(prediction, prompt)]`, where each bat
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from pathlib import Path
@@ -46,6 +47,9 @@ class RandomPredictor:
     def __init__(self, seed: int = 0) -> None:
         self.seed, self.options = seed, ()
 
+    def cache_settings(self) -> dict:
+        return {"seed": self.seed}
+
     def prepare_task(self, task: Task, labels: list[str]) -> None:
         self.options = tuple(task.options) or tuple(sorted(set(labels)))
 
@@ -64,6 +68,9 @@ class TextOnlyLLMPredictor:
     def __init__(self, llm: ChatGenerator, max_new_tokens: int = 32, name: str | None = None):
         self.llm, self.max_new_tokens = llm, max_new_tokens
         self.name = name or f"text-llm:{llm.name}"
+
+    def cache_settings(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens}
 
     def predict(self, batch: list[dict]) -> list[dict]:
         prompts = [it["instruction"] for it in batch]
@@ -116,6 +123,9 @@ class TranscriptLLMPredictor:
         self.attributes = attributes or (describe_attributes if cascade else None)
         self.name = name or f"{'cascade' if cascade else 'transcript-llm'}:{llm.name}"
 
+    def cache_settings(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens, "asr": str(self.asr.name)}
+
     def predict(self, batch: list[dict]) -> list[dict]:
         prompts = []
         for it in batch:
@@ -132,15 +142,33 @@ def load_trained(ckpt: str, device: str = "cpu") -> Any:
     return load_speechllm(ckpt, device)
 
 
+def weights_fingerprint(ckpt: str | Path) -> str:
+    """16 hex digits of sha256 over a run folder's trained weights (adapter, LoRA); "" for anything else."""
+    root = Path(ckpt)
+    files = [root / "adapter.safetensors", *sorted((root / "lora").glob("*.safetensors"))]
+    if not files[0].is_file():
+        return ""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class SpeechLLMPredictor:
     """The trained model: audio + instruction. When the model interleaves the Whisper transcript
     (DeSTA2), transcripts are computed here once and passed in, so the logged prompt is exact."""
 
     def __init__(self, ckpt: str, max_new_tokens: int = 32, name: str | None = None, model: Any = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", settings: dict | None = None):
+        """`settings`: what the cached answers depend on besides the answer length (default: the hash of
+        the checkpoint's trained weights, so a run retrained into the same folder is not mixed with the old)."""
         self.model = model if model is not None else load_trained(ckpt, device)
         self.max_new_tokens = max_new_tokens
         self.name = name or f"speechllm:{str(ckpt).rstrip('/').split('/')[-1]}"
+        self._settings = settings if settings is not None else {"weights": weights_fingerprint(ckpt)}
+
+    def cache_settings(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens, **self._settings}
 
     def predict(self, batch: list[dict]) -> list[dict]:
         audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None

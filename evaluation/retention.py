@@ -123,6 +123,20 @@ def default_audio():
     return tts(heldout_sentences(60)[0], voice)
 
 
+def _trained_tensors(model) -> list:
+    """The adapter's state and any LoRA weights, in a fixed order."""
+    parts = [v for _, v in sorted(model.adapter.state_dict().items())]
+    return parts + [p for n, p in sorted(model.llm.named_parameters()) if "lora_" in n]
+
+
+def _digest(arrays: list) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        a = a.detach().float().cpu().numpy() if hasattr(a, "detach") else np.asarray(a, dtype=np.float32)
+        h.update(a.tobytes())
+    return h.hexdigest()[:8]
+
+
 def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics: int = 14,
                    max_new_tokens: int = 96, audio=None, kinds: list[str] | None = None, batch_size: int = 8,
                    closed: bool = True) -> list[dict]:
@@ -145,9 +159,12 @@ def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics:
         return model.generate([wav] * len(batch), [x["prompt"] for x in batch], max_new_tokens=max_new_tokens,
                               do_sample=False, batch_size=batch_size)
 
-    results.append(run_condition(f"trained-text:{tag}", gen, text_prompts, out_dir, batch_size, settings=mnt))
+    # the trained weights (and the clip) join the cache key: a run retrained into the same folder, or another
+    # --audio, never reuses answers
+    trained = f"{mnt}_{_digest(_trained_tensors(model))}"
+    results.append(run_condition(f"trained-text:{tag}", gen, text_prompts, out_dir, batch_size, settings=trained))
     if audio is not None:
         results.append(run_condition(f"trained-audio:{tag}", lambda b: gen(b, audio),
                                      build_prompts(n_topics, audio=True, kinds=kinds), out_dir, batch_size,
-                                     settings=mnt))
+                                     settings=f"{trained}_{_digest([audio])}"))
     return results

@@ -68,8 +68,13 @@ def test_retention_text_path_without_lora_has_zero_delta(ckpt, tmp_path):
     assert text["diff_vs_base"] == 0.0
     assert text["delta_vs_base"] == (0.0 if base["pass_rate"] > 0 else None)
     b = read_jsonl(next((tmp_path / "retention").glob(f"{base['condition'].replace(':', '_')}__mnt4_*.jsonl")))
-    t = read_jsonl(tmp_path / "retention" / f"{text['condition'].replace(':', '_')}__mnt4.jsonl")
+    t = read_jsonl(next((tmp_path / "retention").glob(f"{text['condition'].replace(':', '_')}__mnt4_*.jsonl")))
     assert [r["response"] for r in b] == [r["response"] for r in t]  # frozen LLM: identical generations
+    # another clip is another cache: its answers are generated, not read back from the first clip's
+    save_audio(wav, (0.1 * np.random.default_rng(1).standard_normal(16000)).astype(np.float32))
+    assert main(["retention", "--ckpt", str(ckpt), "--out", str(tmp_path), *SMALL_RETENTION,
+                 "--max-new-tokens", "4", "--audio", str(wav)]) == 0
+    assert len(list((tmp_path / "retention").glob("trained-audio*.jsonl"))) == 2
 
 
 def test_speechllm_predictor_passes_and_logs_interleaved_transcripts():
@@ -117,5 +122,5 @@ def test_retention_with_lora_measures_a_changed_text_path(tmp_path):
                  "--max-new-tokens", "4", "--audio", str(wav)]) == 0
     res = json.loads((tmp_path / "retention.json").read_text())["results"]
     b = read_jsonl(next((tmp_path / "retention").glob(f"{res[0]['condition'].replace(':', '_')}__mnt4_*.jsonl")))
-    t = read_jsonl(tmp_path / "retention" / f"{res[1]['condition'].replace(':', '_')}__mnt4.jsonl")
+    t = read_jsonl(next((tmp_path / "retention").glob(f"{res[1]['condition'].replace(':', '_')}__mnt4_*.jsonl")))
     assert [r["response"] for r in b] != [r["response"] for r in t]  # the text path is no longer the base model

@@ -75,6 +75,24 @@ def test_shuffled_donors_never_share_the_examples_file_and_a_bad_donor_is_that_r
         p.donor({"id": "only", "index": 0})
 
 
+def test_cached_rows_are_not_joined_across_settings(ckpt, suite, tmp_path):
+    """A rerun into the same --out with another answer length, donor seed or retrained weights is refused;
+    the same settings resume."""
+    out = tmp_path / "eval"
+    argv = ["dynamic-superb", "--ckpt", str(ckpt), "--control", "shuffled", "--suite", str(suite), "--tasks", TASKS[0],
+            "--out", str(out), "--max-new-tokens", "2", "--limit", "2", "--scoring", "generate"]
+    assert main(argv) == 0
+    assert json.loads((out / "predictions" / "speechllm_tiny-run+shuffled-audio" / "settings.json").read_text()
+                      )["donor_seed"] == 0
+    assert main(argv) == 0  # same settings: resumes
+    from speechllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_new_tokens: 2 → 3"):
+        main([*argv, "--max-new-tokens", "3"])
+    with pytest.raises(ConfigError, match="donor_seed: 0 → 1"):
+        main([*argv, "--seed", "1"])
+
+
 def test_untrained_adapter_is_fresh_and_seeded(ckpt):
     from speechllm.generation import load_speechllm
 

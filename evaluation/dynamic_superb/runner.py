@@ -7,6 +7,7 @@ resumes where it stopped and `--rescore` re-scores without generating anything.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import warnings
@@ -75,6 +76,21 @@ def _batches(items: list, n: int) -> Iterable[list]:
 NO_OPTIONS = "no listed options"
 
 
+def check_cache_settings(folder: Path, settings: dict) -> None:
+    """A model's cached rows are only added to when made with the same settings (answer length, seeds, ASR,
+    trained weights): `settings.json` in its cache folder, written before its first row. A setting the
+    folder did not record is not compared (folders older than this check have none)."""
+    f = folder / "settings.json"
+    old = json.loads(f.read_text()) if f.exists() else {}
+    diff = sorted(k for k in set(old) & set(settings) if old[k] != settings[k])
+    if diff:
+        was = ", ".join(f"{k}: {old[k]} → {settings[k]}" for k in diff)
+        raise ConfigError(f"{folder} holds rows made with other settings ({was}); use another --out, or delete "
+                          "that folder to redo them")
+    if settings and old != {**old, **settings}:
+        atomic_write_json(f, {**old, **settings})
+
+
 def likelihood_path(out_dir: str | Path, model: str, task: str) -> Path:
     """Cache of option log-likelihoods (one row per example: every option's score, with and without audio)."""
     return Path(out_dir) / "likelihood" / safe_name(model) / f"{safe_name(task)}.jsonl"
@@ -101,6 +117,10 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
         path, call = predictions_path(out_dir, model, task.name), predictor.predict
     else:
         raise UnknownNameError(f"unknown mode {mode!r}: generate | likelihood")
+    settings = dict(predictor.cache_settings()) if hasattr(predictor, "cache_settings") else {}
+    if mode == "likelihood":
+        settings.pop("max_new_tokens", None)  # no generation
+    check_cache_settings(path.parent, settings)
     cache = AppendOnlyJsonl(path, key="id")
     n = len(ds) if limit is None else min(limit, len(ds))
     meta_cols = [c for c in ds.column_names if not c.startswith("audio")]

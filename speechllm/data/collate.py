@@ -64,7 +64,8 @@ class SpeechCollator:
                     examples.append(self._example(row))
                     # `--per-clip K` rows share one clip; the file joins the key, so rows of two manifests
                     # with the same ids (a separate val_manifest, another corpus) never share cached states
-                    clips.append(f"{row.get('clip_id') or row['id']}|{os.path.realpath(row_audio_paths(row)[0])}")
+                    paths = row_audio_paths(row)  # none for a text-only (replay) row
+                    clips.append(f"{row.get('clip_id') or row['id']}|{os.path.realpath(paths[0]) if paths else ''}")
                     owner.append(u)
                 except AudioError as e:
                     if not self.skip_bad_audio:
