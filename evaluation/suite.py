@@ -12,6 +12,7 @@ gives the same suite; tasks already on disk are skipped (delete the folder to re
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from data_prep.holdout import is_heldout_sentence, is_heldout_voice
 from evaluation.dynamic_superb.registry import get_task
 from evaluation.suite_tasks import TASKS, Ctx
 from speechllm.data.audio import SAMPLE_RATE
-from speechllm.errors import MissingToolError, UnknownNameError
+from speechllm.errors import ConfigError, MissingToolError, UnknownNameError
 from speechllm.io import atomic_write_json, write_jsonl
 
 DEFAULT_N = 20
@@ -101,6 +102,13 @@ def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: l
     unknown = [t for t in names if t not in TASKS]
     if unknown:
         raise UnknownNameError(f"unknown suite task(s) {unknown}; choose from {list(TASKS)}")
+    old = json.loads((out_dir / "suite.json").read_text()) if (out_dir / "suite.json").exists() else {}
+    if old and (old.get("seed"), old.get("n_per_task")) != (seed, n):
+        raise ConfigError(f"{out_dir} holds a suite built with seed {old.get('seed')} and n {old.get('n_per_task')}; "
+                          f"build with those, or into a new --out (asked: seed {seed}, n {n})")
+    # tasks built before and not named now stay in suite.json (`--tasks X` adds X, it does not drop the rest)
+    kept = {e["name"]: e for e in old.get("tasks", []) if e["name"] in TASKS and e["name"] not in names and (out_dir / e["name"]).exists()}
+    built_before = {e["name"]: e for e in old.get("tasks", [])}
     entries = []
     for name in names:
         gen, labels, dim, mirror = TASKS[name]
@@ -111,6 +119,8 @@ def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: l
                         "mirrors": mirror, "hf_dataset": None, "revision": None})
         path = out_dir / name
         if path.exists():
+            if "build_seconds" in built_before.get(name, {}):
+                entries[-1]["build_seconds"] = built_before[name]["build_seconds"]
             continue
         ctx = Ctx(speak=speak, voices=voices, sentences=sentences, rng=np.random.default_rng([seed, list(TASKS).index(name)]))
         order = [labels[i % len(labels)] for i in range(n)]
@@ -126,6 +136,7 @@ def build_suite(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, tasks: l
         write_jsonl(out_dir / "meta" / f"{name}.jsonl", metas)
         save_task(path, rows, len(rows[0]["audios"]))
         entries[-1]["build_seconds"] = round(time.time() - t0, 1)
+    entries = sorted([*kept.values(), *entries], key=lambda e: list(TASKS).index(e["name"]))
     suite = {"what": "speechllm offline synthetic Dynamic-SUPERB-format suite", "seed": seed, "n_per_task": n,
              "voices": [v.id for v in voices], "tasks": entries}
     atomic_write_json(out_dir / "suite.json", suite)

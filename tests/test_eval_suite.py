@@ -21,6 +21,7 @@ from evaluation.suite_tasks import (
     measured_wps,
     words,
 )
+from speechllm.errors import ConfigError
 
 SENTENCES = [f"the quick {c} fox saw {n} dogs" for c in
              ("brown", "red", "grey", "white", "black") for n in ("seven", "three", "many", "two")]
@@ -128,6 +129,14 @@ def test_build_is_deterministic_and_skips_existing_tasks(suite, tmp_path):
     build_suite(out, n=6, seed=3, tasks=["SpeakerCounting_Synth"], speak=fake_speak, voices=fake_voices(),
                 sentences=SENTENCES)
     assert not (out / "meta").exists()  # the saved task was kept, not regenerated
+    # adding a task keeps the ones built before in suite.json (the file every evaluation reads)
+    build_suite(out, n=6, seed=3, tasks=["SpeechDetection_Synth"], speak=fake_speak, voices=fake_voices(),
+                sentences=SENTENCES)
+    listed = [e["name"] for e in json.loads((out / "suite.json").read_text())["tasks"]]
+    assert sorted(listed) == ["SpeakerCounting_Synth", "SpeechDetection_Synth"]
+    with pytest.raises(ConfigError, match="seed 3 and n 6"):  # other settings never join these tasks
+        build_suite(out, n=8, seed=3, tasks=["SpeechDetection_Synth"], speak=fake_speak, voices=fake_voices(),
+                    sentences=SENTENCES)
 
 
 def test_heldout_rule_is_a_pure_function_of_ids():
