@@ -80,6 +80,13 @@ def summarize(scores: dict[str, dict]) -> dict[str, Any]:
     return summary
 
 
+def _shared_task_diff(tasks: dict[str, dict], m: str, r: str, key: str) -> tuple[float | None, int]:
+    """Macro mean of m − r over the tasks both have a `key` score on (like with like), and their number."""
+    d = [t["models"][m][key] - t["models"][r][key] for t in tasks.values()
+         if t["models"].get(m, {}).get(key) is not None and t["models"].get(r, {}).get(key) is not None]
+    return (sum(d) / len(d) if d else None), len(d)
+
+
 def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evaluation") -> str:
     models = summary["models"]
     tasks = summary["tasks"]
@@ -129,17 +136,18 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
     trained = [m for m in models if model_order(m)[0] == 0]
     refs = [m for m in models if model_order(m)[0] > 0]
     if trained and refs:
-        lines += ["## What the audio adds (overall, percentage points: official / lenient)", ""]
+        lines += ["## What the audio adds (percentage points: official / lenient)", "",
+                  "Each difference is a macro mean over the tasks both systems were scored on; (k) gives that "
+                  "number of tasks where it is fewer than all.", ""]
         rows = []
         for m in trained:
             cells = [m]
             for r in refs:
-                pair = []
-                for key in ("overall", "overall_lenient"):
-                    ov = summary[key]
-                    pair.append(f"{100 * (ov[m] - ov[r]):+.1f}" if ov.get(m) is not None and ov.get(r) is not None
-                                else "–")
-                cells.append(" / ".join(pair))
+                pair, k = [], 0
+                for key in ("headline", "lenient_accuracy"):
+                    diff, k = _shared_task_diff(tasks, m, r, key)
+                    pair.append(f"{100 * diff:+.1f}" if diff is not None else "–")
+                cells.append(" / ".join(pair) + (f" ({k})" if 0 < k < len(tasks) else ""))
             rows.append(cells)
         lines += [*table_lines(["model", *(f"vs {r}" for r in refs)], rows), ""]
     lines += render_score_tables(summary)

@@ -202,3 +202,15 @@ def test_local_copy_of_a_real_task_loads_and_scores_boolean_labels(tmp_path, lay
     assert res["tasks"][task.name]["scores"]["official_accuracy"] == pytest.approx(2 / 3)
     text = write_report(tmp_path / "out").read_text()  # real task: published baselines beside our number
     assert "pub: Whisper-LLM" in text and "46.5" in text and "66.7" in text and "50.5" in text
+
+
+def test_what_the_audio_adds_compares_only_tasks_both_systems_have():
+    """A baseline scored on a subset of tasks is compared on that subset, not mean-over-its-tasks minus
+    mean-over-all (which mixes task difficulty into the difference)."""
+    from evaluation.report import _shared_task_diff
+
+    tasks = {"easy": {"models": {"speechllm:m": {"headline": 0.9}, "majority": {"headline": 0.8}}},
+             "hard": {"models": {"speechllm:m": {"headline": 0.3}}}}
+    diff, k = _shared_task_diff(tasks, "speechllm:m", "majority", "headline")
+    assert k == 1 and abs(diff - 0.1) < 1e-12  # over all tasks of each it would read 0.6 − 0.8 = −0.2
+    assert _shared_task_diff(tasks, "speechllm:m", "random", "headline") == (None, 0)
