@@ -39,10 +39,12 @@ def tasks_and_data(args) -> list:
 
     if args.suite:
         reg = load_suite_tasks(args.suite)
-        names = args.tasks or list(reg)
-        bad = [n for n in names if n not in reg]
+        # a name, or a family prefix ("NoiseDetection"), as for the real tasks
+        picked = {s: [s] if s in reg else [n for n in reg if n.startswith(s)] for s in args.tasks or list(reg)}
+        bad = [s for s, got in picked.items() if not got]
         if bad:
             raise SystemExit(f"tasks {bad} are not in suite {args.suite}; it has {list(reg)}")
+        names = list(dict.fromkeys(n for got in picked.values() for n in got))
         return [(reg[n], open_task(reg[n], [args.suite], allow_hub=False)) for n in names]
     tasks = select_tasks(args.tasks or ["all"], phase=args.phase, dimension=args.dimension, track=args.track)
     return [(t, open_task(t, args.data_dir)) for t in tasks]
@@ -73,6 +75,9 @@ def _predictors(args) -> list:
             from speechllm.chat_lm import load_chat_lm
 
             llm = load_chat_lm(args.llm, args.llm_backend)
+            if "likelihood" in args.scoring.split(",") and getattr(llm, "backend", "hf") != "hf":
+                raise SystemExit(f"--scoring likelihood reads the baseline LLM's logits: {args.llm} loaded with the "
+                                 f"{llm.backend} back-end; use --llm-backend hf, or --scoring generate")
         if b in ("transcript-llm", "cascade") and asr is None:
             asr = P.WhisperASR(args.asr, transcripts, device=_device(args))
         if b == "majority":

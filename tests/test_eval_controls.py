@@ -173,3 +173,14 @@ def test_report_shows_a_deaf_model_as_deaf_and_a_hearing_one_as_hearing(suite, t
     assert d[1] > 0.2  # the lower bound clears zero by a wide margin
     assert summ["perception"]["delta"]["acoustic"]["deaf − shuffled audio"]["likelihood"] == [0.0, 0.0, 0.0]
     assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_suite_tasks_can_be_named_by_family(suite):
+    from types import SimpleNamespace
+
+    from evaluation.cli import tasks_and_data
+
+    got = tasks_and_data(SimpleNamespace(suite=str(suite), tasks=["Gender", "SpeechDetection_Synth", "Gender"]))
+    assert [t.name for t, _ in got] == ["GenderClassification_Synth", "SpeechDetection_Synth"]
+    with pytest.raises(SystemExit, match="not in suite"):
+        tasks_and_data(SimpleNamespace(suite=str(suite), tasks=["Pitch"]))
