@@ -179,18 +179,28 @@ class SpeechLLMModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         self._record_skips(batch)
-        if batch.get("empty"):
-            return None  # every clip in this batch was skipped (counted above)
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        if batch.get("empty"):  # every clip in this batch was skipped (counted above)
+            if not distributed:
+                return None
+            # the other ranks are in this step's collectives: join them with a zero loss on every trainable weight
+            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            return self._global_mean(zero, torch.zeros(()), torch.zeros(()), torch.ones((), dtype=torch.bool))[0]
         out = self.model(batch, encoder_states=self._batch_encoder_states(batch),
                          loss_reduction=self.hparams.loss_reduction)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
+        loss, finite = out["loss"], torch.isfinite(out["loss"])
+        # under DDP every rank learns of a non-finite loss on any rank in the same all-reduce, and all stop
+        # (one rank raising alone leaves the others waiting in that all-reduce)
+        loss, shown, n_tok, bad_ranks = self._global_mean(torch.where(finite, loss, torch.zeros_like(loss)),
+                                                          out["n_loss_units"], out["n_target_tokens"], finite)
+        if bad_ranks > 0:
+            where = (f"on rows {batch.get('row_ids', batch['ids'])}" if not finite
+                     else f"on {int(bad_ranks)} other rank(s)")
             raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step} on rows {batch.get('row_ids', batch['ids'])}. "
+                f"non-finite training loss at step {self.global_step} {where}. "
                 "Training stopped before the optimizer step, so no checkpoint holds poisoned weights. "
                 "Try a lower lr, bf16 instead of fp16, or check these rows' audio/targets.")
         bs = len(batch["ids"])
-        loss, shown, n_tok = self._global_mean(loss, out["n_loss_units"], out["n_target_tokens"])
         self.log("train/loss", shown, prog_bar=True, batch_size=bs)
         self.log("train/target_tokens", n_tok, reduce_fx="sum", batch_size=bs)
         if self.skipped:
@@ -201,21 +211,23 @@ class SpeechLLMModule(L.LightningModule):
             self.log("adapter/clip_spread", spread, batch_size=bs)
         return loss
 
-    def _global_mean(self, loss: torch.Tensor, n_units: torch.Tensor, n_tok: torch.Tensor):
-        """-> (loss to backpropagate, loss to log, target tokens of the global batch).
+    def _global_mean(self, loss: torch.Tensor, n_units: torch.Tensor, n_tok: torch.Tensor, finite: torch.Tensor):
+        """-> (loss to backpropagate, loss to log, target tokens of the global batch, ranks whose loss was
+        not finite).
 
         The model's loss is a mean over this rank's units (target tokens, or answers), and DDP/FSDP
         average gradients over ranks: with unequal counts per rank that is not the mean over the
         global batch. Rescaling by world * local_units / global_units makes the averaged gradient
-        exactly the one-process gradient of the global batch (one 3-float all-reduce per step)."""
+        exactly the one-process gradient of the global batch (one 4-float all-reduce per step)."""
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
-            return loss, loss.detach(), n_tok.float()
-        n_local = n_units.float()
-        total = self.trainer.strategy.reduce(torch.stack([loss.detach() * n_local, n_local, n_tok.float()]),
-                                             reduce_op="sum")
+            return loss, loss.detach(), n_tok.float(), (~finite).float()
+        n_local = n_units.float().to(loss.device)
+        flags = torch.stack([loss.detach() * n_local, n_local, n_tok.float().to(loss.device),
+                             (~finite).float().to(loss.device)])
+        total = self.trainer.strategy.reduce(flags, reduce_op="sum")
         n_global = total[1].clamp(min=1)
-        return loss * (world * n_local / n_global), total[0] / n_global, total[2]
+        return loss * (world * n_local / n_global), total[0] / n_global, total[2], total[3]
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's FSDP precision plugin refuses norm clipping; the FSDP root clips the global norm

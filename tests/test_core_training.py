@@ -147,3 +147,27 @@ def test_gradient_guard_leaves_fp16_overflow_to_the_grad_scaler():
         guard(None)  # fp32 / bf16: no scaler, stop at once
     p.grad = torch.zeros_like(p)
     guard(None)
+
+
+def test_an_all_skipped_batch_under_ddp_joins_the_step_with_a_zero_loss():
+    """Every clip of this rank's batch was unusable: alone it returns None (Lightning skips the step); under DDP
+    it must still take part in the all-reduce and give every trainable weight a (zero) gradient, or the other
+    ranks wait in the collectives."""
+    from types import SimpleNamespace
+
+    from speechllm.module import SpeechLLMModule
+
+    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[2],
+                             adapter={"class_path": "speechllm.model.adapters.LinearAdapter"})
+    module.configure_model()
+    batch = {"empty": True, "skipped": [("r1", "corrupt")], "ids": []}
+    assert module.training_step(batch, 0) is None
+    reduced = []
+    module._trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(
+        reduce=lambda t, reduce_op: reduced.append(t) or t * 2))
+    loss = module.training_step(batch, 0)
+    assert len(reduced) == 1 and loss.item() == 0.0
+    loss.backward()
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and not p.grad.any() for p in trainable)
+    assert module.skipped == {"corrupt": 2}

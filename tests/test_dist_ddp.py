@@ -38,6 +38,15 @@ HELPERS = textwrap.dedent("""
             with open(path, "a") as f:
                 f.write(json.dumps(row) + "\\n")
 
+    class PoisonRankOne(L.Callback):  # a NaN in rank 1's adapter before `step`: only that rank's loss is NaN
+        def __init__(self, step: int = -1):
+            self.step = step
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == self.step and trainer.global_rank == 1:
+                import torch
+                with torch.no_grad():
+                    next(module.model.adapter.parameters()).fill_(float("nan"))
+
     class KillAtStep(L.Callback):
         def __init__(self, step: int = -1):
             self.step = step
@@ -56,9 +65,10 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def _fit(tmp: Path, run_dir: Path, devices: int, batch_size: int, kill_step: int = -1, *extra: str):
+def _fit(tmp: Path, run_dir: Path, devices: int, batch_size: int, kill_step: int = -1, *extra: str,
+         poison_step: int = -1):
     (tmp / "helpers.py").write_text(HELPERS)
-    cfg = tmp / f"callbacks_{kill_step}.yaml"
+    cfg = tmp / f"callbacks_{kill_step}_{poison_step}.yaml"
     cfg.write_text(textwrap.dedent(f"""
         trainer:
           callbacks:
@@ -68,6 +78,8 @@ def _fit(tmp: Path, run_dir: Path, devices: int, batch_size: int, kill_step: int
             - class_path: helpers.RecordRows
             - class_path: helpers.KillAtStep
               init_args: {{step: {kill_step}}}
+            - class_path: helpers.PoisonRankOne
+              init_args: {{step: {poison_step}}}
     """))
     strategy = ("--trainer.strategy", "ddp") if devices > 1 else ()
     cmd = [sys.executable, "-m", "speechllm.cli", "fit", "-c", str(ROOT / "recipes/debug.yaml"), "-c", str(cfg),
@@ -182,3 +194,12 @@ def test_killed_two_process_run_resumes_mid_epoch_to_identical_weights(runs, tmp
     resumed = _records(resumed_dir, 0) + _records(resumed_dir, 1)
     expected = [r for r in _records(runs / "ddp", 0) + _records(runs / "ddp", 1) if r["step"] > 4]
     assert sorted(map(json.dumps, resumed)) == sorted(map(json.dumps, expected))
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_with_the_reason(tmp_path):
+    """Rank 1 alone has a NaN loss: both ranks learn it in the step's all-reduce and raise the same error
+    (one rank raising alone leaves the others in a collective: a hang under NCCL)."""
+    rc, err = _fit(tmp_path, tmp_path / "run", 2, 4, poison_step=3)
+    assert rc != 0
+    assert "non-finite training loss at step 3 on rows" in err  # rank 1, its own rows
+    assert "non-finite training loss at step 3 on 1 other rank(s)" in err  # rank 0, told by the all-reduce
