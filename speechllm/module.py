@@ -323,7 +323,8 @@ class SpeechLLMModule(L.LightningModule):
         _, keys, pos, has_gauss, cached = np.random.get_state()
         # plain tensors/ints only, so the checkpoint loads with torch.load(weights_only=True)
         checkpoint["speechllm_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                       "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+                                       "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+                                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
         checkpoint["speechllm_skipped"] = dict(self.skipped)
 
     def _checkpoint_keys(self) -> tuple[set[str], set[str]]:
@@ -366,4 +367,6 @@ class SpeechLLMModule(L.LightningModule):
             keys, pos, has_gauss, cached = rng["numpy"]
             np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             random.setstate(rng["python"])
+            if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         self.skipped = dict(checkpoint.get("speechllm_skipped", {}))

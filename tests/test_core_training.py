@@ -28,10 +28,15 @@ KILLER = textwrap.dedent("""
 """)
 
 
+# adapter dropout on: a resumed run must draw the same dropout masks as the uninterrupted one
+DROPOUT = ("--model.adapter", "{class_path: speechllm.model.adapters.QFormerAdapter, "
+                              "init_args: {n_queries: 4, depth: 1, dropout: 0.2}}")
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ref")
-    ref = fit_cli(run)
+    ref = fit_cli(run, *DROPOUT)
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "module(s) in eval mode" not in ref.stderr  # frozen parts are in eval mode on purpose: no warning
     assert "LeafSpec)` is deprecated" not in ref.stderr  # Lightning's use of a torch API, not the user's
@@ -61,13 +66,13 @@ def test_killed_fit_resumes_from_last_ckpt_to_the_same_final_weights(tmp_path, r
               init_args: {{step: {kill_step}}}
     """))
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    killed = fit_cli(tmp_path / "run", "-c", str(tmp_path / "kill.yaml"), env=env)
+    killed = fit_cli(tmp_path / "run", *DROPOUT, "-c", str(tmp_path / "kill.yaml"), env=env)
     assert killed.returncode == -9, killed.stderr[-3000:]
     ckpt = torch.load(tmp_path / "run" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == kill_step - 1
     assert all(k.startswith("model.adapter.") for k in ckpt["state_dict"])  # no frozen weights inside
 
-    resumed = fit_cli(tmp_path / "run", "--ckpt_path", str(tmp_path / "run" / "last.ckpt"))
+    resumed = fit_cli(tmp_path / "run", *DROPOUT, "--ckpt_path", str(tmp_path / "run" / "last.ckpt"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = load_file(str(reference_run / "adapter.safetensors"))
     b = load_file(str(tmp_path / "run" / "adapter.safetensors"))

@@ -10,6 +10,7 @@ seen yet.
 from __future__ import annotations
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from speechllm.data.audio import INFERENCE_POLICY, AudioPolicy
@@ -26,6 +27,13 @@ from speechllm.data.sampler import ShardedEpochSampler, clip_units, unit_length
 from speechllm.errors import ConfigError, ManifestError, OutputStateError
 
 VAL_SPLITS = ("validation", "val", "dev")
+
+
+def loader_generator(seed: int, epoch: int = 0) -> torch.Generator:
+    """A DataLoader's own generator. Its iterator draws the workers' base seed from it instead of from the
+    global RNG, so building a loader never moves the RNG that dropout uses: a run resumed at an epoch's start
+    or in its middle then draws the masks an uninterrupted run draws (tests/test_core_training.py)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -137,7 +145,7 @@ class SpeechDataModule(L.LightningDataModule):
     def _loader(self, key: str, require_target: bool = True) -> DataLoader:
         bs = self.hparams.eval_batch_size or self.hparams.batch_size
         return DataLoader(self.rows[key], batch_size=bs, shuffle=False, num_workers=self.hparams.num_workers,
-                          collate_fn=self._collator(require_target))
+                          collate_fn=self._collator(require_target), generator=loader_generator(self.hparams.seed))
 
     def _position(self, n_batches: int) -> tuple[int, int]:
         """(epoch, batches of it to skip) where this (possibly resumed) run starts. Lightning has
@@ -164,11 +172,13 @@ class SpeechDataModule(L.LightningDataModule):
             rows = clip_units(rows)
         lengths = [unit_length(r, hp.transcript_field) for r in rows] if hp.group_by_length else None
         sampler = ShardedEpochSampler(len(rows), hp.batch_size, hp.seed, hp.shuffle, world, rank, lengths)
+        epoch = 0
         if trainer is not None:
             epoch, sampler.skip_batches = self._position(sampler.num_batches())
             sampler.set_epoch(epoch)
         return DataLoader(rows, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
-                          collate_fn=self._collator(), persistent_workers=False)
+                          collate_fn=self._collator(), persistent_workers=False,
+                          generator=loader_generator(hp.seed, epoch))
 
     def _stream_dataloader(self) -> DataLoader:
         from speechllm.data.streaming import StreamingLoader, StreamingManifest
@@ -195,7 +205,7 @@ class SpeechDataModule(L.LightningDataModule):
         epochs = iter([first_epoch])  # the first iterator may run before Lightning advances its counter
         epoch_fn = (lambda: next(epochs, trainer.current_epoch)) if trainer is not None else (lambda: 0)
         return StreamingLoader(ds, epoch_fn, num_workers=hp.num_workers, collate_fn=self._collator(),
-                               persistent_workers=False)
+                               persistent_workers=False, generator=loader_generator(hp.seed, first_epoch))
 
     def state_dict(self) -> dict:
         """A streamed run's position, saved in last.ckpt: which rows (the stream's identity) and how

@@ -117,6 +117,8 @@ def load_replay_rows(path: str) -> list[dict]:
 
 def replay_train_loader(dm) -> DataLoader:
     """The training DataLoader of `SpeechDataModule` when `replay_manifest` is set."""
+    from speechllm.data.datamodule import loader_generator
+
     hp, trainer = dm.hparams, dm.trainer
     main_rows = dm.rows["train"]
     if "replay" not in dm.rows:
@@ -125,8 +127,10 @@ def replay_train_loader(dm) -> DataLoader:
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
     sampler = ReplayMixSampler(len(main_rows), len(dm.rows["replay"]), hp.batch_size, hp.replay_share, hp.seed,
                                hp.shuffle, world, rank)
+    epoch = 0
     if trainer is not None:
         epoch, sampler.skip_batches = dm._position(sampler.num_batches())
         sampler.set_epoch(epoch)
     return DataLoader(rows, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
-                      collate_fn=dm._collator(cls=ReplayCollator))  # data.transcript_field etc. as without replay
+                      collate_fn=dm._collator(cls=ReplayCollator),  # data.transcript_field etc. as without replay
+                      generator=loader_generator(hp.seed, epoch))
