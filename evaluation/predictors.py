@@ -143,14 +143,19 @@ def load_trained(ckpt: str, device: str = "cpu") -> Any:
 
 
 def weights_fingerprint(ckpt: str | Path) -> str:
-    """16 hex digits of sha256 over a run folder's trained weights (adapter, LoRA); "" for anything else."""
+    """16 hex digits of sha256 over a run folder's trained tensors (adapter, LoRA), not the files' bytes: the
+    same weights saved again (a resumed run's export) keep their fingerprint; "" for anything else."""
+    from safetensors.torch import load_file
+
     root = Path(ckpt)
     files = [root / "adapter.safetensors", *sorted((root / "lora").glob("*.safetensors"))]
     if not files[0].is_file():
         return ""
     h = hashlib.sha256()
     for f in files:
-        h.update(f.read_bytes())
+        for k, v in sorted(load_file(str(f)).items()):
+            h.update(k.encode())
+            h.update(v.float().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -189,6 +189,27 @@ def test_lora_weights_are_saved_and_reloaded(tmp_path):
     torch.testing.assert_close(r(batch, return_logits=True)["logits"], m(batch, return_logits=True)["logits"])
 
 
+def test_parts_of_two_saves_are_refused_not_mixed(tmp_path):
+    """A kill between the renames of an export leaves the adapter (or LoRA) of one save beside the config of
+    another: loading names the parts instead of running mismatched weights."""
+    import shutil
+
+    from speechllm.errors import CheckpointError
+    from speechllm.model.checkpoint import load_speechllm
+
+    torch.manual_seed(0)
+    m = SpeechLLM.from_config(tiny_config(lora={"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}))
+    m.save_pretrained(tmp_path / "a")
+    m.save_pretrained(tmp_path / "b")
+    load_speechllm(tmp_path / "a")
+    shutil.copy(tmp_path / "b" / "adapter.safetensors", tmp_path / "a" / "adapter.safetensors")
+    with pytest.raises(CheckpointError, match="the adapter and config.yaml come from different saves"):
+        load_speechllm(tmp_path / "a")
+    shutil.copy(tmp_path / "b" / "config.yaml", tmp_path / "a" / "config.yaml")  # now only the LoRA is stale
+    with pytest.raises(CheckpointError, match="the LoRA and config.yaml"):
+        load_speechllm(tmp_path / "a")
+
+
 @pytest.mark.parametrize("lora", [None, {"r": 2, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False}])
 def test_new_weights_come_from_the_cpu_generator_whatever_the_default_device(model, lora):
     # Lightning builds the model under the accelerator's device context; on an H200 the CUDA generator gave

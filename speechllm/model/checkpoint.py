@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import torch
@@ -19,11 +20,14 @@ from speechllm.errors import CheckpointError
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "config.yaml"
 LORA_DIR = "lora"
+EXPORT_ID_FILE = "export_id"  # in lora/: which save it belongs to
 
 
 def save_speechllm(model, out_dir: str | Path, extra_config: dict | None = None,
                    adapter_state: dict | None = None) -> Path:
-    """Write atomically: everything goes to a temp folder inside out_dir, then files are renamed in.
+    """Write atomically: everything goes to a temp folder inside out_dir, then files are renamed in. The
+    parts (adapter, config, LoRA) are renamed one by one, so each carries this save's id: a load that finds
+    parts of two saves (a kill between the renames) refuses instead of mixing them.
     `adapter_state`: the adapter's weights when `model.adapter` is sharded (FSDP gathers them)."""
     from safetensors.torch import save_file
 
@@ -33,11 +37,13 @@ def save_speechllm(model, out_dir: str | Path, extra_config: dict | None = None,
     try:
         state = model.adapter.state_dict() if adapter_state is None else adapter_state
         adapter_sd = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
-        save_file(adapter_sd, str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
-        cfg = {"model": model.config_dict(), **(extra_config or {})}
+        export_id = uuid.uuid4().hex
+        save_file(adapter_sd, str(tmp / ADAPTER_FILE), metadata={"format": "pt", "export_id": export_id})
+        cfg = {"model": model.config_dict(), **(extra_config or {}), "export_id": export_id}
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
         if model.config.lora:
             model.llm.save_pretrained(str(tmp / LORA_DIR))
+            (tmp / LORA_DIR / EXPORT_ID_FILE).write_text(export_id)
         for name in (ADAPTER_FILE, CONFIG_FILE):
             os.replace(tmp / name, out_dir / name)
         if (tmp / LORA_DIR).exists():
@@ -58,6 +64,23 @@ def read_config(ckpt_dir: str | Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def check_one_export(ckpt_dir: Path) -> None:
+    """The adapter, config and LoRA of a run folder come from one save (folders older than the id pass)."""
+    from safetensors import safe_open
+
+    want = read_config(ckpt_dir).get("export_id")
+    if not want or not (ckpt_dir / ADAPTER_FILE).exists():
+        return
+    with safe_open(str(ckpt_dir / ADAPTER_FILE), "pt") as f:
+        ids = {"adapter": (f.metadata() or {}).get("export_id")}
+    if (ckpt_dir / LORA_DIR / EXPORT_ID_FILE).exists():
+        ids["LoRA"] = (ckpt_dir / LORA_DIR / EXPORT_ID_FILE).read_text().strip()
+    stale = [k for k, v in ids.items() if v != want]
+    if stale:
+        raise CheckpointError(f"{ckpt_dir}: the {' and '.join(stale)} and config.yaml come from different saves "
+                              "(the export was interrupted); resume the run from last.ckpt, which exports again")
+
+
 def load_speechllm(ckpt_dir: str | Path, device: str | torch.device = "cpu", build=None):
     """Rebuild the model from config.yaml and load the trainable weights. `build(config)` overrides how
     the frozen parts are created (tests pass tiny in-process models)."""
@@ -66,6 +89,7 @@ def load_speechllm(ckpt_dir: str | Path, device: str | torch.device = "cpu", bui
     from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig, quiet_peft
 
     ckpt_dir = Path(ckpt_dir)
+    check_one_export(ckpt_dir)
     raw = read_config(ckpt_dir)["model"]
     cfg = SpeechLLMConfig(**raw)
     lora_cfg, cfg.lora = cfg.lora, None  # LoRA weights come from lora/ below
