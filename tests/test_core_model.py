@@ -225,3 +225,25 @@ def test_new_weights_come_from_the_cpu_generator_whatever_the_default_device(mod
     assert a.keys() == b.keys() and any(".lora_" in k for k in a) == bool(lora)
     for k in a:
         assert b[k].device.type == "cpu" and torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("family", ["gemma2", "cohere", "granite"])
+def test_the_target_only_lm_head_matches_the_models_own_logits(family):
+    """The loss projects only target positions; families that scale or soft-cap their logits after the head
+    must get the same logits that way as from their own forward."""
+    import transformers
+
+    from speechllm.model.speech_llm import head_logits
+
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1)
+    cfg, cls = {"gemma2": (transformers.Gemma2Config(**small, head_dim=16, final_logit_softcapping=0.5),
+                           transformers.Gemma2ForCausalLM),
+                "cohere": (transformers.CohereConfig(**small, logit_scale=0.25), transformers.CohereForCausalLM),
+                "granite": (transformers.GraniteConfig(**small, logits_scaling=4.0),
+                            transformers.GraniteForCausalLM)}[family]
+    torch.manual_seed(0)
+    llm = cls(cfg).eval()
+    with torch.no_grad():
+        out = llm(torch.randint(0, 64, (1, 7)), output_hidden_states=True)
+        torch.testing.assert_close(head_logits(llm, out.hidden_states[-1]), out.logits)

@@ -36,6 +36,20 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
+def head_logits(llm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head as the model's own forward applies it: some families scale or soft-cap the projection
+    (Cohere `logit_scale`, Granite `logits_scaling`, Gemma 2 `final_logit_softcapping`)."""
+    cfg = llm.config
+    logits = llm.get_output_embeddings()(hidden)
+    if getattr(cfg, "logit_scale", None):
+        logits = logits * cfg.logit_scale
+    if getattr(cfg, "logits_scaling", None):
+        logits = logits / cfg.logits_scaling
+    if getattr(cfg, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / cfg.final_logit_softcapping) * cfg.final_logit_softcapping
+    return logits
+
+
 @dataclass
 class SpeechLLMConfig:
     """Everything needed to rebuild the model (saved as the checkpoint's config.yaml `model`)."""
@@ -228,7 +242,7 @@ class SpeechLLM(nn.Module):
             logits = None
             out = self.llm(**inp, use_cache=False, output_hidden_states=True, logits_to_keep=1)
             hidden = out.hidden_states[-1][:, :-1][keep]  # final-norm states at target positions (N, D)
-            pred = self.llm.get_output_embeddings()(hidden)
+            pred = head_logits(self.llm, hidden)
         ce = nn.functional.cross_entropy(pred.float(), shift_labels[keep], reduction="none")
         if loss_reduction == "token":
             loss, n_units = ce.sum() / n_tok.clamp(min=1), n_tok
