@@ -86,3 +86,19 @@ def test_missing_target_names_the_row_and_the_fix(tmp_path):
     save_audio(good, tone(1.0))
     with pytest.raises(ManifestError, match="row 'x'.*prepare targets"):
         SpeechCollator(_FakeProcessor())([{"id": "x", "audio": str(good)}])
+
+
+def test_validation_rows_without_a_target_are_refused_at_setup(tmp_path):
+    """Not at the first validation, minutes into the run: the split's rows are checked when the data loads."""
+    from speechllm.data.datamodule import SpeechDataModule
+    from speechllm.data.manifest import ManifestError, save_manifest
+
+    good = tmp_path / "good.wav"
+    save_audio(good, tone(1.0))
+    rows = [{"id": "t", "audio": str(good), "target": "a"}, {"id": "v", "audio": str(good), "split": "validation"}]
+    save_manifest(tmp_path / "m.jsonl", rows)
+    with pytest.raises(ManifestError, match="target"):
+        SpeechDataModule(train_manifest=str(tmp_path / "m.jsonl")).setup("fit")
+    save_manifest(tmp_path / "val.jsonl", rows[1:])
+    with pytest.raises(ManifestError, match="val.jsonl"):
+        SpeechDataModule(train_manifest=str(tmp_path / "m.jsonl"), val_manifest=str(tmp_path / "val.jsonl")).setup("fit")

@@ -89,11 +89,13 @@ class SpeechDataModule(L.LightningDataModule):
             if hp.instruction_weights:
                 self._weight_train_rows()
             if val and not hp.val_manifest:
+                check_fields(val, TRAIN_REQUIRED, hp.train_manifest)  # at setup, not at the first validation
                 self.rows["val"] = val
         for key, path in (("val", hp.val_manifest), ("test", hp.test_manifest), ("predict", hp.predict_manifest)):
             if path and key not in self.rows:
                 self.rows[key] = load_manifest(path)
                 if key != "predict":
+                    check_fields(self.rows[key], TRAIN_REQUIRED, path)
                     self._check_against_model(self.rows[key], path)
 
     def _weight_train_rows(self) -> None:
