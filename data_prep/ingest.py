@@ -63,7 +63,7 @@ def scan_librispeech(root: Path) -> list[dict]:
             audio = next((trans.parent / f"{uid}{e}" for e in AUDIO_EXT if (trans.parent / f"{uid}{e}").exists()),
                          trans.parent / f"{uid}.flac")
             spk = uid.split("-")[0]
-            items.append({"id": uid, "audio": str(audio), "transcript": text.strip(),
+            items.append({"id": uid, "audio": str(audio.resolve()), "transcript": text.strip(),
                           "labels": _norm_labels({"speaker": spk, "gender": speakers.get(spk)})})
     return items
 
@@ -75,7 +75,7 @@ def scan_folder(root: Path) -> list[dict]:
         seen.add(rid)
         text = next((t.read_text(errors="replace").strip() for t in (a.with_suffix(".txt"), a.with_suffix(".lab"))
                      if t.exists()), None)
-        items.append({"id": rid, "audio": str(a), "transcript": text, "labels": {}})
+        items.append({"id": rid, "audio": str(a.resolve()), "transcript": text, "labels": {}})
     return items
 
 
@@ -94,7 +94,8 @@ def scan_table(path: Path, audio_col: str, text_col: str, label_cols: tuple[str,
         a = Path(str(r[audio_col]))
         a = a if a.is_absolute() else path.parent / a
         rid = str(r.get(id_col) or a.stem or f"row{i}")
-        items.append({"id": rid, "audio": str(a), "transcript": (r.get(text_col) or None),
+        # absolute: a manifest's relative paths are read from the manifest's folder, not the shell's
+        items.append({"id": rid, "audio": str(a.resolve()), "transcript": (r.get(text_col) or None),
                       "labels": _norm_labels({k: r.get(k) for k in label_cols if k in r}),
                       "split": r.get("split") or None})
     return items
@@ -116,22 +117,30 @@ def validate_item(item: dict, policy: AudioPolicy) -> dict:
 
 
 def ingest_hf(src: Path, out_dir: Path, policy: AudioPolicy, text_col: str, label_cols: tuple[str, ...],
-              num_proc: int) -> list[dict]:
+              num_proc: int, audio_col: str = "audio", id_col: str = "id") -> list[dict]:
     """A `datasets` folder → 16 kHz WAVs + rows, decoded in parallel (`num_proc`) with datasets.map."""
     import datasets
 
     ds = datasets.load_from_disk(str(src))
     if isinstance(ds, datasets.DatasetDict):
         ds = datasets.concatenate_datasets([d.add_column("split", [k] * len(d)) for k, d in ds.items()])
-    if "audio" in ds.features and isinstance(ds.features["audio"], datasets.Audio):
-        ds = ds.cast_column("audio", datasets.Audio(decode=False))  # decode ourselves: no torchcodec needed
+    if audio_col not in ds.features:
+        raise ManifestError(f"{src}: no column {audio_col!r} (columns: {sorted(ds.features)}); set --audio-column")
+    if isinstance(ds.features[audio_col], datasets.Audio):
+        ds = ds.cast_column(audio_col, datasets.Audio(decode=False))  # decode ourselves: no torchcodec needed
+    if id_col in ds.features:  # each id names its WAV: a repeat would overwrite another clip
+        ids = [str(i) for i in ds[id_col]]
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3] if len(set(ids)) != len(ids) else []
+        if dup:
+            raise ManifestError(f"{src}: duplicate ids in column {id_col!r} ({', '.join(dup)} …), e.g. across "
+                                "splits; give each row a unique id, or drop the column to number the rows")
 
     def convert(ex: dict, idx: int) -> dict:
         from speechllm.data.audio import decode_audio_cell
 
-        rid = str(ex.get("id") or f"{src.name}-{idx:07d}")
+        rid = str(ex.get(id_col) or f"{src.name}-{idx:07d}")
         try:
-            wav = decode_audio_cell(ex["audio"], rid, policy)
+            wav = decode_audio_cell(ex[audio_col], rid, policy)
         except AudioError as e:
             return {"row": json.dumps(skip(rid, e.reason, str(e)))}
         except Exception as e:  # undecodable bytes
@@ -178,7 +187,8 @@ def main(argv: list[str]) -> int:
         from data_prep.common import write_skip_report
         from speechllm.data.manifest import save_manifest
 
-        results = ingest_hf(src, out_dir, policy, args.text_column, labels, args.workers)
+        results = ingest_hf(src, out_dir, policy, args.text_column, labels, args.workers, args.audio_column,
+                            args.id_column)
         rows = [r for r in results if "_skip" not in r]
         skipped = [{"id": r["id"], **r["_skip"]} for r in results if "_skip" in r]
         save_manifest(out, rows)

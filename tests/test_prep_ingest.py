@@ -81,6 +81,44 @@ def test_datasets_folder_with_num_proc(tmp_path):
     assert rep["by_reason"] == {"silent": 1}
 
 
+def test_relative_sources_give_paths_later_steps_find(tmp_path, monkeypatch):
+    """The README's form (`--source meta.csv --out data/mine` from the corpus's folder): a manifest's relative
+    paths are read from the manifest's folder, so ingest must not write paths relative to the shell's."""
+    from speechllm.data.audio import load_audio
+    from speechllm.data.manifest import load_manifest
+
+    (tmp_path / "clips").mkdir()
+    sf.write(tmp_path / "clips" / "a.wav", _tone(), 16000)
+    (tmp_path / "meta.csv").write_text("audio,text\nclips/a.wav,hello\n")
+    monkeypatch.chdir(tmp_path)
+    assert ingest_main(["--source", "meta.csv", "--out", "data/mine", "--workers", "1"]) == 0
+    assert ingest_main(["--source", "clips", "--out", "data/folder", "--workers", "1"]) == 0
+    for out in ("data/mine", "data/folder"):
+        row = load_manifest(tmp_path / out / "ingest.jsonl")[0]
+        assert load_audio(row["audio"]).size == 16000
+
+
+def test_datasets_folder_ids_must_be_unique_and_columns_are_honoured(tmp_path):
+    import datasets
+    import pytest
+
+    from speechllm.data.manifest import ManifestError
+
+    def split(ids, texts):
+        return datasets.Dataset.from_dict({"clip": [{"array": _tone(), "sampling_rate": 16000}] * len(ids),
+                                           "uid": ids, "text": texts})
+    dd = datasets.DatasetDict({"train": split(["utt1"], ["a"]), "test": split(["utt1"], ["b"])})
+    dd.save_to_disk(str(tmp_path / "dup"))
+    with pytest.raises(ManifestError, match="duplicate ids in column 'uid'"):  # one WAV would hold both clips
+        ingest_main(["--source", str(tmp_path / "dup"), "--out", str(tmp_path / "o"), "--audio-column", "clip",
+                     "--id-column", "uid", "--workers", "1"])
+    datasets.DatasetDict({"train": split(["u1"], ["a"]), "test": split(["u2"], ["b"])}).save_to_disk(str(tmp_path / "ok"))
+    assert ingest_main(["--source", str(tmp_path / "ok"), "--out", str(tmp_path / "o2"), "--audio-column", "clip",
+                        "--id-column", "uid", "--workers", "1"]) == 0
+    assert [(r["id"], r["split"]) for r in read_jsonl(tmp_path / "o2" / "ingest.jsonl")] == [("u1", "train"),
+                                                                                            ("u2", "test")]
+
+
 def test_prepare_cli_lists_steps_and_rejects_unknown(capsys):
     assert prepare_main(["--help"]) == 0
     out = capsys.readouterr().out
