@@ -24,9 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import labels
-from data_prep.common import add_shard_args, default_out, run_rows, select_shard, shard_out, skip
+from data_prep.common import (
+    SKIP_KEY,
+    add_shard_args,
+    default_out,
+    run_rows,
+    select_shard,
+    shard_out,
+    skip,
+    write_skip_report,
+)
 from speechllm.data.audio import SAMPLE_RATE, AudioError, load_audio
-from speechllm.data.manifest import load_manifest
+from speechllm.data.manifest import ManifestError, load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
 
@@ -53,6 +62,8 @@ def add_asr(rows: list[dict], out: Path, whisper_model: str, force: bool = False
     from speechllm.model.encoder import canonical_model_name
 
     want = canonical_model_name(whisper_model)
+    if force:
+        out.with_name(out.name + ".asr.partial").unlink(missing_ok=True)
     partial = AppendOnlyJsonl(out.with_name(out.name + ".asr.partial"))
     by_audio: dict[str, dict] = {}
     for r in rows:
@@ -62,9 +73,16 @@ def add_asr(rows: list[dict], out: Path, whisper_model: str, force: bool = False
             partial.append(r)
             continue
         if r["audio"] not in by_audio:
-            by_audio[r["audio"]] = asr_fields(load_audio(r["audio"]), whisper_model)
-        partial.append({**r, **by_audio[r["audio"]]})
-    rows = [dict(partial.rows[str(r["id"])]) for r in rows]
+            try:
+                by_audio[r["audio"]] = asr_fields(load_audio(r["audio"]), whisper_model)
+            except AudioError as e:  # counted in the skip report, never a crash every rerun hits again
+                by_audio[r["audio"]] = skip(r["id"], e.reason, str(e))
+        partial.append({**r, **by_audio[r["audio"]]} if SKIP_KEY not in by_audio[r["audio"]]
+                       else {**r, SKIP_KEY: by_audio[r["audio"]][SKIP_KEY]})
+    done = [dict(partial.rows[str(r["id"])]) for r in rows]
+    rows = [r for r in done if SKIP_KEY not in r]
+    write_skip_report(out.with_name(out.stem + "_asr" + out.suffix),
+                      [{"id": r["id"], **r[SKIP_KEY]} for r in done if SKIP_KEY in r], total=len(done))
     for r in rows:
         a = Path(r["audio"])
         if base is not None and a.is_absolute() and a.is_relative_to(base) and out.parent.resolve() == base:
@@ -88,8 +106,9 @@ def extract(wav: np.ndarray, transcript: str | None, gender: str | None) -> dict
     out: dict = {"duration": round(len(wav) / SAMPLE_RATE, 3)}
     if np.isfinite(st.f0_median):
         g_est = labels.gender_from_pitch(st.f0_median)
+        anchor = gender if gender in labels.GENDER_CENTRE_HZ else g_est  # "other", "unknown": no pitch centre
         out.update(f0_hz=round(st.f0_median, 1), f0_std_st=round(st.f0_std_st, 2),
-                   gender_from_pitch=g_est, pitch=labels.pitch_bucket(st.f0_median, gender or g_est),
+                   gender_from_pitch=g_est, pitch=labels.pitch_bucket(st.f0_median, anchor),
                    pitch_variation=variation_bucket(st.f0_std_st), voiced_fraction=round(st.voiced_fraction, 3))
     if transcript:
         wps = labels.speaking_rate(labels.count_words(transcript), st.voiced_span, clean)
@@ -209,6 +228,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.time()
     rows = select_shard(load_manifest(args.manifest), args.shard_index, args.num_shards)
+    if rows and not isinstance(rows[0].get("audio"), str):  # a datasets folder holding the audio itself
+        raise ManifestError(f"{args.manifest}: its `audio` holds audio data, not a file path; write WAVs and a "
+                            f"manifest first: speechllm prepare ingest --source {args.manifest} --out DIR")
     default = Path(args.manifest) if args.asr_only else default_out(args.manifest, "attributes")
     out = shard_out(Path(args.out) if args.out else default, args.shard_index, args.num_shards)
     base = Path(args.manifest).parent.resolve()

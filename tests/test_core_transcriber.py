@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -139,6 +140,13 @@ def test_asr_only_adds_the_field_in_place_and_keeps_everything_else(tmp_path, fa
     n = len(load_audio(tmp_path / "a.wav"))
     assert [r["asr_transcript"] for r in out] == [f"heard {n}"] * 3 and len(fake_transcriber) == 1  # once per clip
     assert [{k: r[k] for k in ("id", "audio", "target", "transcript")} for r in out] == rows
+    # a corrupt clip is counted and left out, not a crash every rerun hits again
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    write_jsonl(tmp_path / "targets.jsonl", [*rows, {"id": "b", "audio": "bad.wav", "target": "t", "transcript": "x"}])
+    assert main(["--manifest", str(tmp_path / "targets.jsonl"), "--asr-only", "--whisper", "tiny-random-whisper",
+                 "--force"]) == 0
+    assert [r["id"] for r in read_jsonl(tmp_path / "targets.jsonl")] == ["r0", "r1", "r2"]
+    assert json.loads((tmp_path / "targets_asr.skipped.json").read_text())["rows"][0]["id"] == "b"
 
 
 class _IdsAsText:

@@ -73,6 +73,9 @@ def test_process_row_keeps_given_labels_and_reports_bad_audio(tmp_path, monkeypa
     assert out["attributes"]["gender"] == "female" and out["attributes"]["emotion"] == "happy"  # not overwritten
     assert out["attributes_extracted"]["gender_from_pitch"] == "male"
     assert out["attributes"]["pitch"] == "low"  # 120 Hz is low for the labelled (female) speaker
+    other = process_row({**row, "attributes": {"gender": "other"}}, whisper_model="tiny-random-whisper")
+    assert other["attributes"]["gender"] == "other"  # kept; the pitch level is read against the estimate
+    assert other["attributes"]["pitch"] == "normal"  # 120 Hz for a voice estimated male
     save_audio(tmp_path / "s.wav", np.zeros(16000, np.float32))
     bad = process_row({"id": "s", "audio": str(tmp_path / "s.wav"), "transcript": "x"})
     assert bad["_skip"]["reason"] == "silent"
