@@ -112,7 +112,10 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
         partial.extend(new)
         bar.update(len(new))
     bar.close()
-    done = [partial.rows[i] for i in ids]
+    # the manifest's row as it is now (its split, audio, transcripts) with the answer made for it: a reused
+    # answer never brings back the fields of the row it was first written into
+    done = [{**r, "target": partial.rows[i]["target"], "target_meta": partial.rows[i]["target_meta"]}
+            for i, r in zip(ids, rows, strict=True)]
     save_manifest(out, done)
     partial.path.unlink(missing_ok=True)
     return done
@@ -233,6 +236,9 @@ def main(argv: list[str]) -> int:
     else:
         gen, meta = None, {"generator": args.source}
     sources = SOURCES[args.source](args, gen, settings)
+    # in every row's target_meta, so a resumed or rerun file never mixes answers of two target recipes
+    meta["recipe"] = {"source": args.source, "resample": args.resample, "resample_temperature": args.resample_temperature,
+                      "fallback": args.fallback, "fallback_llm": args.fallback_llm, "foreign_llm": args.foreign_llm}
     done = generate_targets(rows, out, gen, settings, meta, sources=sources)
     seconds = round(time.time() - t0, 1)
     report = fidelity_report(done)

@@ -14,6 +14,7 @@ from data_prep.targets import (
     plan_batches,
 )
 from speechllm.chat_lm import Generation, HFGenerator, vllm_request
+from speechllm.errors import OutputStateError
 from speechllm.io import read_jsonl
 from speechllm.prompts.captions import seed_caption
 
@@ -350,6 +351,18 @@ def test_cli_writes_fidelity_report_and_template_source(tmp_path):
                          "--source", "template"]) == 0
     tpl = read_jsonl(tmp_path / "tpl.jsonl")
     assert all(r["target_meta"]["source"] == "template" and r["target_meta"]["verdict"]["ok"] for r in tpl)
+    # a reused answer carries the manifest's row as it is now (a clip moved to test stays in test)
+    moved = [{**r, "split": "test", "asr_transcript": "new"} for r in _attr_rows(4)]
+    write_jsonl(tmp_path / "captions.jsonl", moved)
+    assert targets_main(["--manifest", str(tmp_path / "captions.jsonl"), "--out", str(tmp_path / "tpl.jsonl"),
+                         "--source", "template"]) == 0
+    again = read_jsonl(tmp_path / "tpl.jsonl")
+    assert [r["target"] for r in again] == [r["target"] for r in tpl]
+    assert all(r["split"] == "test" and r["asr_transcript"] == "new" for r in again)
+    # answers made with another resampling budget are not reused (only the recipe differs)
+    with pytest.raises(OutputStateError, match="recipe"):
+        targets_main(["--manifest", str(tmp_path / "captions.jsonl"), "--model", "tiny-random-llama",
+                      "--max-new-tokens", "3", "--resample", "2"])
 
 
 def test_plan_batches_keeps_the_questions_of_a_clip_together():
