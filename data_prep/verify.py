@@ -37,7 +37,7 @@ from data_prep.verify_lexicon import (
 from speechllm.metrics.wer import edit_distance
 from speechllm.prompts.captions import INSTRUCTION_BY_ID, INSTRUCTION_BY_TEXT, Instruction
 
-VERIFIER_VERSION = "verify-v1"
+VERIFIER_VERSION = "verify-v2"  # v2: a general value is wrong where the question lists the exact one
 TRANSCRIBE_MAX_WER = 0.2
 SUMMARY_MIN_RECALL = 0.3  # share of the transcript's content words a summary must keep
 TOPIC_MIN_SHARED = 1  # content words a topic answer must share with the transcript
@@ -142,17 +142,24 @@ def _resolve(cands: list[tuple[str, str]], toks: list[str], i: int, n: int,
     return None
 
 
-def accepted_values(attr: str, value: str) -> set[str]:
-    return {value} | COMPATIBLE.get((attr, value), set())
+def accepted_values(attr: str, value: str, ins: Instruction | None = None) -> set[str]:
+    """The caption's value and the more general ones it implies, except those the question lists as another
+    option: "noisy" answers "clean or noisy?" for a slightly noisy clip, but is wrong when "slightly noisy" is
+    an option of its own."""
+    ok = COMPATIBLE.get((attr, value), set())
+    word = dict(ins.options) if ins is not None and attr in ins.asks else {}
+    if value in word:  # drop a general value the question words as another option than the caption's
+        ok = {c for c in ok if word.get(c, word[value]) == word[value]}
+    return {value} | ok
 
 
-def contradictions(ms: list[Mention], attrs: dict[str, str]) -> list[str]:
+def contradictions(ms: list[Mention], attrs: dict[str, str], ins: Instruction | None = None) -> list[str]:
     """'speed: says fast, caption slow' for every stated value that is not the caption's."""
     out = []
     for m in ms:
         if m.negated or m.attr not in attrs:
             continue
-        if m.value not in accepted_values(m.attr, attrs[m.attr]):
+        if m.value not in accepted_values(m.attr, attrs[m.attr], ins):
             out.append(f"{m.attr}: says {m.value!r}, caption {attrs[m.attr]!r}")
     return sorted(set(out))
 
@@ -228,7 +235,7 @@ def _verify(ins: Instruction, row: dict, answer: str) -> Verdict:
     ms = mentions(body, asked, ignore)
     if content:  # pronouns in a content answer may be the transcript's ("she said"), not the speaker
         ms = [m for m in ms if not (m.attr == "gender" and m.value not in ("male", "female"))]
-    bad = contradictions(ms, attrs)
+    bad = contradictions(ms, attrs, ins)
     if bad:
         return Verdict(False, "contradicts the caption: " + "; ".join(bad))
     if (MUSIC.search(answer.lower()) and not MUSIC.search(transcript.lower())
@@ -244,7 +251,7 @@ def _verify(ins: Instruction, row: dict, answer: str) -> Verdict:
     for a in ins.asks:
         if a not in attrs:
             continue
-        if not any(m.attr == a and not m.negated and m.value in accepted_values(a, attrs[a]) for m in ms) and not (
+        if not any(m.attr == a and not m.negated and m.value in accepted_values(a, attrs[a], ins) for m in ms) and not (
                 attrs[a] not in LEXICON[a] and _states(tokens(body), attrs[a])):
             return Verdict(False, f"does not state the caption's {a} ({attrs[a]!r})")
     return Verdict(True, "ok")

@@ -141,7 +141,12 @@ for _ins in INSTRUCTIONS:
         _wrong = next(w for v, w in _opts.items() if w != _opts[_val])
         CASES += [(_ins.id, {_attr: _val}, _opts[_val], True), (_ins.id, {_attr: _val}, _wrong, False)]
 CASES += [("noise_choice_00", {"noise": "slightly noisy"}, "noisy", True),
-          ("noise_choice_00", {"noise": "slightly noisy"}, "Clean.", False)]
+          ("noise_choice_00", {"noise": "slightly noisy"}, "Clean.", False),
+          # where "slightly noisy" is an option of its own, "noisy" is the wrong option, not a general one
+          ("noise_words", {"noise": "slightly noisy"}, "Noisy.", False),
+          ("noise_words", {"noise": "slightly noisy"}, "Slightly noisy.", True),
+          ("noise_options", {"noise": "slightly noisy"}, "A lot of noise.", False),
+          ("noise_options", {"noise": "slightly noisy"}, "A little noise.", True)]
 
 
 @pytest.mark.parametrize("ins_id,attrs,answer,ok", CASES)
