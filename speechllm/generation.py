@@ -28,8 +28,8 @@ def cli_main(argv: list[str]) -> int:
     ap.add_argument("--transcript", default=None, help="transcript to interleave (default: Whisper's own, if the model uses one)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--top-p", type=float, default=0.9)
+    ap.add_argument("--temperature", type=float, default=0.7, help="with --sample")
+    ap.add_argument("--top-p", type=float, default=0.9, help="with --sample")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto (CUDA when visible) | cpu | cuda | cuda:N")
     ap.add_argument("--show-prompt", action="store_true", help="print the exact chat-templated prompt first")
@@ -48,11 +48,15 @@ def cli_main(argv: list[str]) -> int:
     audio = None if not wavs else (wavs[0] if len(wavs) == 1 else wavs)
     gen = {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p} if args.sample else {}
     transcripts = [[args.transcript] * max(1, len(wavs))] if args.transcript else None
-    answer = model.generate([audio], [args.prompt], transcripts=transcripts, max_new_tokens=args.max_new_tokens, **gen)[0]
+    # built once (Whisper's transcript filled in where the model interleaves one), so the prompt shown is the
+    # one the model is given
+    ex = model.build_examples([audio], [args.prompt], transcripts)[0]
+    answer = model.generate([audio], [args.prompt], transcripts=[ex.transcripts], max_new_tokens=args.max_new_tokens,
+                            **gen)[0]
     if args.json:
         print(json.dumps({"audio": args.audio, "prompt": args.prompt, "answer": answer}, ensure_ascii=False))
     else:
         if args.show_prompt:
-            print(model.render_prompt(args.prompt, len(wavs)), file=sys.stderr)
+            print(model.render_prompt(args.prompt, len(wavs), transcripts=ex.transcripts), file=sys.stderr)
         print(answer)
     return 0

@@ -171,3 +171,21 @@ def test_the_command_tree_lists_each_level_and_refuses_unknown_commands():
     assert r.returncode == 2 and "speechllm: error: argument <command>: invalid choice: 'bogus'" in r.stderr
     r = _speechllm("evaluate", "list", "--phase", "phase9")  # a leaf's own argparse error: exit 2 on stderr
     assert r.returncode == 2 and "invalid choice: 'phase9'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_shows_the_prompt_the_model_is_given_transcript_included(tmp_path, capsys):
+    """--show-prompt prints the exact prompt: for a model that interleaves transcripts, with the transcript."""
+    import numpy as np
+    import torch
+
+    from speechllm.data.audio import save_audio
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    torch.manual_seed(0)
+    SpeechLLM.from_config(SpeechLLMConfig(
+        encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1], interleave_transcript=True,
+        adapter={"class_path": "speechllm.model.adapters.LinearAdapter"})).save_pretrained(tmp_path / "run")
+    save_audio(tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))
+    assert main(["generate", "--ckpt", str(tmp_path / "run"), "--audio", str(tmp_path / "a.wav"), "--device", "cpu",
+                 "--transcript", "the words said", "--max-new-tokens", "2", "--show-prompt"]) == 0
+    assert "the words said" in capsys.readouterr().err

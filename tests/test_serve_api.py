@@ -207,6 +207,16 @@ def test_missing_or_wrong_api_key_is_a_401(server, clips):
         {"type": "input_audio", "input_audio": {"data": "UklGRgAAAAA=", "format": "wav"}}]}]}, 400, "decode"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "image_url"),
     ({"messages": [{"role": "user", "content": "say <|audio|>"}]}, 400, "<|audio|>"),
+    # malformed parts are the client's fault: 400s, never a 500 with a traceback in the log
+    ({"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": 3}}]}]}, 400, "format"),
+    ({"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": "file:///x"}]}]}, 400, "request body"),
+    ({"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": ["x"]}]}]}, 400, "request body"),
+    ({"messages": [{"role": "system", "content": [{"type": "text", "text": None}]},
+                   {"role": "user", "content": Q}]}, 400, "system"),
+    ("[" * 100_000 + "]" * 100_000, 400, "nested"),
+    ({"messages": [{"role": "user", "content": Q}], "stop": ["x"]}, 400, "stop is not supported"),
+    ({"messages": [{"role": "user", "content": Q}], "logit_bias": {"5": 10}}, 400, "logit_bias"),
 ])
 def test_bad_requests_get_a_4xx_json_error_naming_the_problem(server, body, status, words):
     content = body if isinstance(body, str) else json.dumps(body)
@@ -215,6 +225,13 @@ def test_bad_requests_get_a_4xx_json_error_naming_the_problem(server, body, stat
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert words in err["message"] and "Traceback" not in r.text
+
+
+def test_null_stream_and_n_mean_their_defaults(server):
+    r = httpx.post(server + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"messages": [{"role": "user", "content": Q}], "stream": None, "n": None, "stop": None,
+                         "max_tokens": 2})
+    assert r.status_code == 200, r.text
 
 
 def test_unknown_route_is_a_json_404(server):
@@ -230,6 +247,14 @@ def test_serve_command_is_wired_and_refuses_a_directory_without_a_checkpoint(tmp
     assert main(["serve", "--ckpt", str(tmp_path)]) == 2  # one line on stderr, no traceback
     err = capsys.readouterr().err
     assert "no config.yaml" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # settings that cannot serve stop the command before the model loads (a batch of 0 froze the server)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {}\n")
+    assert main(["serve", "--ckpt", str(run), "--max-batch", "0"]) == 2
+    assert "--max-batch 0: must be at least 1" in capsys.readouterr().err
+    assert main(["serve", "--ckpt", str(run), "--default-max-tokens", "64", "--max-tokens-limit", "32"]) == 2
+    assert "over --max-tokens-limit" in capsys.readouterr().err
     from speechllm.serve.cli import build_parser, is_loopback
 
     assert build_parser().parse_args(["--ckpt", "x"]).host == "127.0.0.1"  # loopback unless told otherwise

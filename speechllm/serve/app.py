@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from speechllm.errors import ConfigError
 from speechllm.serve import protocol
 from speechllm.serve.engine import BatchingEngine, Result
 from speechllm.serve.protocol import ApiError
@@ -42,6 +43,18 @@ class ServeSettings:
     batch_window_ms: float = 10.0
     max_waiting: int = 64
     demo_page: bool = True  # GET /demo: upload or record a clip, ask, see answer + transcript + prompt
+
+    def __post_init__(self) -> None:
+        """Settings that cannot serve anything are refused at start (a batch of 0 spun the event loop)."""
+        for name in ("max_batch", "max_waiting", "max_clips", "default_max_tokens", "max_tokens_limit",
+                     "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        if self.max_audio_seconds <= 0 or self.batch_window_ms < 0:
+            raise ConfigError("--max-audio-seconds must be > 0 and --batch-window-ms ≥ 0")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ConfigError(f"--default-max-tokens {self.default_max_tokens} is over --max-tokens-limit "
+                              f"{self.max_tokens_limit}: every request without max_tokens would be refused")
 
 
 @dataclass
@@ -114,6 +127,8 @@ def create_app(model, settings: ServeSettings | None = None, mounts: Sequence[Mo
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"request body is not valid JSON ({e})") from None
+        except RecursionError:  # nesting deeper than the parser's stack: a client's fault, not a 500
+            raise ApiError(400, "request body is nested too deeply") from None
 
     if s.demo_page:
         @app.get("/", include_in_schema=False)

@@ -56,7 +56,7 @@ def _check_length_from_header(raw: bytes, where: str, max_seconds: float) -> Non
 def decode_audio(data: str, fmt: str | None, where: str, max_seconds: float) -> np.ndarray:
     """base64 audio -> validated mono 16 kHz waveform. Silence is a valid question (speech detection);
     empty, corrupt, NaN, shorter than 0.1 s or longer than `max_seconds` clips are 400s."""
-    if fmt is not None and fmt.lower() not in FORMATS:
+    if fmt is not None and (not isinstance(fmt, str) or fmt.lower() not in FORMATS):
         raise ApiError(400, f"{where}: audio format {fmt!r} is not supported; use one of {', '.join(FORMATS)}", where)
     raw = decode_base64(data, where)
     if not raw:

@@ -103,13 +103,13 @@ def cli_main(argv: list[str], prog: str = "speechllm serve", extensions: Sequenc
     if not is_loopback(args.host) and not args.api_key:
         logging.warning("serving on %s without an API key: anyone who reaches this address can use the model",
                         args.host)
-    model = load_speechllm(args.ckpt, resolve_device(args.device))
-    settings = ServeSettings(
+    settings = ServeSettings(  # checked before the model loads: a bad option stops the command at once
         model_name=args.model_name or Path(args.ckpt).resolve().name, api_key=args.api_key,
         max_request_bytes=int(args.max_request_mb * 2**20), max_audio_seconds=args.max_audio_seconds,
         max_clips=args.max_clips, default_max_tokens=args.default_max_tokens, max_tokens_limit=args.max_tokens_limit,
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_waiting=args.max_waiting,
         demo_page=not args.no_demo_page)
+    model = load_speechllm(args.ckpt, resolve_device(args.device))
     app = create_app(model, settings, mounts)
     print(f"speechllm serve: {settings.model_name} on http://{args.host}:{args.port}/v1 "
           f"{'(page: /demo) ' if settings.demo_page else ''}"

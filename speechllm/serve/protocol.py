@@ -55,9 +55,17 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
-    stream: bool = False
+    stream: bool | None = False  # null = the default, as OpenAI's schema allows
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    n: int | None = Field(default=1, ge=1, le=1)
+
+
+# OpenAI fields that would change the answer but that this server does not implement: a request that sets
+# one is refused, rather than answered as if it had not (a stop sequence silently ignored, say)
+UNSUPPORTED = {"stop": (None, "", []), "frequency_penalty": (None, 0, 0.0), "presence_penalty": (None, 0, 0.0),
+               "logit_bias": (None, {}), "logprobs": (None, False), "top_logprobs": (None, 0),
+               "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
+               "response_format": (None, {"type": "text"})}
 
 
 @dataclass
@@ -110,6 +118,10 @@ def parse_request(body: Any, *, model_name: str, system_prompt: str | None, defa
         req = ChatRequest.model_validate(body)
     except ValidationError as e:
         raise ApiError(400, _validation_message(e)) from None
+    for name, defaults in UNSUPPORTED.items():
+        if name in (req.model_extra or {}) and req.model_extra[name] not in defaults:
+            raise ApiError(400, f"{name} is not supported by this server; leave it out (the answer would ignore it)",
+                           name)
     if req.model not in (None, "", model_name):
         raise ApiError(404, f"model {req.model!r} is not served here; this server serves {model_name!r}", "model",
                        code="model_not_found")
@@ -121,7 +133,7 @@ def parse_request(body: Any, *, model_name: str, system_prompt: str | None, defa
     for i, m in enumerate(req.messages):
         if m.role in ("system", "developer"):
             text = m.content if isinstance(m.content, str) else " ".join(
-                p.get("text", "") for p in (m.content or []) if isinstance(p, dict))
+                p["text"] for p in (m.content or []) if isinstance(p, dict) and isinstance(p.get("text"), str))
             if text.strip() != (system_prompt or "").strip():
                 raise ApiError(400, f"messages[{i}]: the system prompt is fixed by the checkpoint "
                                     f"({system_prompt!r}); omit the system message or send exactly that",
@@ -148,7 +160,8 @@ def parse_request(body: Any, *, model_name: str, system_prompt: str | None, defa
                                where)
             wavs.append(decode_audio(audio["data"], audio.get("format"), where, max_audio_seconds))
         elif kind == "audio_url":
-            url = (part.get("audio_url") or {}).get("url", "")
+            url = part.get("audio_url")
+            url = url.get("url", "") if isinstance(url, dict) else url
             if not isinstance(url, str) or not url.startswith("data:"):
                 raise ApiError(400, f"{where}: audio is read only from the request body: send input_audio "
                                     "or a data: URL, never a path or a remote URL", where)
@@ -167,7 +180,7 @@ def parse_request(body: Any, *, model_name: str, system_prompt: str | None, defa
     temp = req.temperature
     sampling = Sampling() if not temp else Sampling(True, float(temp), float(req.top_p or 1.0), req.seed)
     return ParsedRequest(wavs=wavs, instruction=instruction, max_tokens=max_tokens, sampling=sampling,
-                         stream=req.stream, include_usage=bool(req.stream_options and req.stream_options.include_usage),
+                         stream=bool(req.stream), include_usage=bool(req.stream_options and req.stream_options.include_usage),
                          model=model_name)
 
 
