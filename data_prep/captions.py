@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_prep.common import default_out
+from data_prep.common import default_out, write_skip_report
 from speechllm.data.manifest import ManifestError, load_manifest, save_manifest
 from speechllm.errors import ConfigError
 from speechllm.io import atomic_write_json
@@ -31,21 +31,28 @@ from speechllm.prompts.captions import (
 
 def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.2,
                  attribute_share: float = 0.5, one_word_share: float = 0.0,
-                 per_clip_no_speech: int | None = None, describe_each_clip: bool = False) -> list[dict]:
+                 per_clip_no_speech: int | None = None, describe_each_clip: bool = False,
+                 skipped: list[dict] | None = None) -> list[dict]:
     """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`.
 
     `per_clip_no_speech`: rows for a clip without speech (default `per_clip`). Only the speech-presence
     questions apply to such a clip, so K of them ask one thing K times; its rows are the first slots of
     the K it would get, so capping changes no other row. `describe_each_clip`: a speech clip whose
-    rows do not ask the default question gets one more row that does (id `<clip>#K`)."""
+    rows do not ask the default question gets one more row that does (id `<clip>#K`). A speech clip whose
+    transcript is empty gets no rows and an entry in `skipped` (when given)."""
     if per_clip_no_speech is not None and per_clip_no_speech < 1:
         raise ConfigError(f"--per-clip-no-speech must be >= 1, got {per_clip_no_speech}")
-    out = []
+    out, skipped = [], ([] if skipped is None else skipped)
     for i, r in enumerate(rows):
         attrs = r.get("attributes") or {}
-        if not r.get("transcript") and attrs.get("speech") != "no":  # clips without speech have none
+        if r.get("transcript") is None and attrs.get("speech") != "no":  # clips without speech have none
             raise ManifestError(f"row {r.get('id', i)!r} has no transcript; run `speechllm prepare attributes` "
                                 "first (it fills missing transcripts with Whisper)")
+        if not r.get("transcript") and attrs.get("speech") != "no":  # Whisper heard nothing: counted, not fatal
+            skipped.append({"id": str(r.get("id", i)), "reason": "empty_transcript",
+                            "detail": "a speech clip whose transcript is empty (music? silence?); check the clip, "
+                                      "or mark it speech: no"})
+            continue
         cap = seed_caption(r.get("transcript") or "", attrs, float(r.get("duration") or 0.0))
         if per_clip < 1:
             raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
@@ -107,9 +114,11 @@ def main(argv: list[str]) -> int:
         a = Path(r["audio"])
         if out.parent.resolve() == base and a.is_absolute() and a.is_relative_to(base):
             r["audio"] = str(a.relative_to(base))
+    skipped: list[dict] = []
     done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share,
-                        args.one_word_share, args.per_clip_no_speech, args.describe_each_clip)
+                        args.one_word_share, args.per_clip_no_speech, args.describe_each_clip, skipped)
     save_manifest(out, done)
+    write_skip_report(out, skipped, total=len(rows))
     atomic_write_json(out.with_name("templates.json"), templates_record())
     print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from speechllm.errors import ConfigError
+from speechllm.errors import ConfigError, OutputStateError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json
 
 TASK_TYPES = [
@@ -59,6 +59,13 @@ def build_replay(llm, out: str | Path, n: int, system_prompt: str | None, max_ne
                  batch_size: int = 8, forbidden: set[str] | None = None) -> dict:
     """`llm`: a `speechllm.chat_lm.ChatGenerator`-like object (`generate(prompts, max_new_tokens, system)`, `name`)."""
     cache = AppendOnlyJsonl(out)
+    want = {"model": llm.name, "max_new_tokens": max_new_tokens, "system_prompt": system_prompt}
+    for r in cache.rows.values():  # one file, one recipe: resuming with another model or prompt is refused
+        have = {k: (r.get("target_meta") or {}).get(k) for k in want}
+        if have != want:
+            diff = ", ".join(f"{k}: {have[k]!r} there, {want[k]!r} now" for k in want if have[k] != want[k])
+            raise OutputStateError(f"{out} holds rows made with other settings ({diff}); use another --out, or "
+                                   "delete the file to start over")
     skips: dict[str, int] = {}
     todo = [s for s in seeds(n) if s[0] not in cache.done]
     forbidden = {f.lower() for f in (forbidden or set())}

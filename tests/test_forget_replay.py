@@ -157,3 +157,7 @@ def test_prepare_replay_writes_counted_resumable_rows(tmp_path):
     calls = llm.calls
     build_replay(llm, out, 24, "SYS", batch_size=5, forbidden={"Why do people travel?"})
     assert llm.calls - calls == 2 * 2  # only the 4 skipped seeds are retried (writer only; they fail again)
+    from speechllm.errors import OutputStateError
+
+    with pytest.raises(OutputStateError, match="system_prompt: 'SYS' there, 'OTHER' now"):  # one file, one recipe
+        build_replay(llm, out, 24, "OTHER", batch_size=5)

@@ -56,6 +56,10 @@ def test_per_clip_rows_and_missing_transcript_error():
     assert [r["id"] for r in rows][:3] == ["r0#0", "r0#1", "r0#2"] and rows[0]["clip_id"] == "r0"
     with pytest.raises(ManifestError, match="r1.*no transcript"):
         caption_rows([{"id": "r1", "audio": "x.wav"}])
+    # Whisper heard nothing in one speech clip: that clip is counted and left out, the rest go on
+    skipped: list[dict] = []
+    rows = caption_rows([*_rows(2), {**_rows(1)[0], "id": "quiet", "transcript": ""}], skipped=skipped)
+    assert {r["id"] for r in rows} == {"r0", "r1"} and [s["id"] for s in skipped] == ["quiet"]
 
 
 def test_captions_step_schema_and_templates(tmp_path):
@@ -153,8 +157,9 @@ def test_clip_without_speech_gets_its_caption_and_only_questions_that_fit():
     assert not any(r["instruction_id"].startswith(("yes_no_speech", "speech_")) for r in speech)
     assert any(r["instruction_id"].startswith(("yes_no_speech", "yes_no_voice", "yes_no_talk", "speech_"))
                for r in with_flag)
-    with pytest.raises(ManifestError, match="no transcript"):  # an empty transcript needs speech: no
-        caption_rows([{**row, "attributes": {"sound": "hum"}}])
+    skipped: list[dict] = []  # an empty transcript without speech: no is counted and skipped, never captioned
+    assert caption_rows([{**row, "attributes": {"sound": "hum"}}], skipped=skipped) == []
+    assert skipped[0]["reason"] == "empty_transcript"
 
 
 def test_split_keeps_only_that_splits_rows_and_names_an_empty_one(tmp_path):
