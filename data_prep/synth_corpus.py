@@ -75,6 +75,10 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
     engines = sorted({v.engine for v in voices})
     by_engine_gender = {(e, g): [v for v in voices if v.engine == e and v.gender == g]
                         for e in engines for g in ("male", "female")}
+    lacking = [g for g in ("male", "female") if not any(by_engine_gender[(e, g)] for e in engines)]
+    if lacking:  # clips are drawn half male, half female
+        raise ConfigError(f"no {' or '.join(lacking)} voice among the selected engines ({', '.join(engines)}); "
+                          "add an engine that has one, or install its voices (see the Makefile)")
     designs = []
     for i in range(n):
         s_idx = i // max(1, repeats)

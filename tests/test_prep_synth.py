@@ -41,6 +41,10 @@ def test_design_splits_share_no_sentence():
     assert not (by_split["validation"] & by_split["test"])
     assert {x["voice"]["gender"] for x in d} == {"male", "female"}
     assert design_corpus(30, seed=0, voices=_fake_voices()) == design_corpus(30, seed=0, voices=_fake_voices())
+    from speechllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no male voice"):  # e.g. --engines flite with only a female voice
+        design_corpus(10, seed=0, voices=[v for v in _fake_voices() if v.gender == "female"])
 
 
 @needs_espeak
