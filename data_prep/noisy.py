@@ -18,6 +18,8 @@ Domain specs: `clean`, `gauss:SIGMA` (absolute σ on a [-1, 1] waveform, as in t
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from speechllm.data.audio import load_audio, save_audio
 from speechllm.data.manifest import load_manifest, save_manifest
 from speechllm.errors import ConfigError
+from speechllm.io import atomic_write_json
 
 DEFAULT_DOMAINS = "clean,gauss:0.005,gauss:0.01,noise:babble:5,noise:train:5,tel,sreverb:50,speed:1.3"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -244,6 +247,18 @@ def _save(path: Path, rows: list[dict]) -> None:
     save_manifest(path, out)
 
 
+def _check_same_build(out: Path, settings: dict) -> None:
+    """Clips already in `out` are reused, so a rerun must ask for what made them (`out/build.json`, written
+    before the first clip); another seed or clean set into the same folder would pair old audio with new
+    transcripts."""
+    f = out / "build.json"
+    old = json.loads(f.read_text()) if f.exists() else {}
+    diff = [f"{k}: {old[k]} there, {v} now" for k, v in settings.items() if k in old and old[k] != v]
+    if diff:
+        raise SystemExit(f"{out} was built with other settings ({'; '.join(diff)}); use another --out, or delete it")
+    atomic_write_json(f, {**old, **settings})
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="speechllm prepare noisy", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,6 +277,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if not args.clean_manifest:  # the TTS clips are cached by index: their sentences and voices come from these
+        _check_same_build(out, {"seed": args.seed, "n_tts": args.n_tts, "n_voices": args.n_voices})
     if args.clean_manifest:
         clean = load_manifest(args.clean_manifest)
         missing = [r.get("id") for r in clean if not r.get("transcript")]
@@ -271,7 +288,10 @@ def main(argv: list[str]) -> int:
         clean = build_clean(out, args.n_tts, args.seed, n_real=args.n_real, n_voices=args.n_voices,
                             other_real=not args.no_other_real)
         _save(out / "clean.jsonl", clean)
-    if args.limit:
+    # the domain clips are cached by clip id: the same ids must mean the same clean clips and noise seed
+    clean_sha = hashlib.sha256(json.dumps([[r["id"], str(r["audio"]), r["transcript"]] for r in clean]).encode())
+    _check_same_build(out, {"seed": args.seed, "clean": clean_sha.hexdigest()[:16]})
+    if args.limit:  # a prefix of the same clips: its cached domain clips are the full run's
         clean = clean[: args.limit]
     counts = build(clean, out, [s.strip() for s in args.domains.split(",") if s.strip()], args.seed,
                    dev_fraction=args.dev_fraction)

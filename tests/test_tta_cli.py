@@ -178,3 +178,17 @@ def test_noisy_builder_writes_domains_and_streams(tmp_path):
     fast = next(r for r in dom if r["id"] == "speed_1.25/k0")
     assert len(load_audio(fast["audio"])) < 0.85 * len(load_audio(clean[0]["audio"]))
     assert not (out / "domains.jsonl").read_text().count(str(tmp_path))  # paths relative to the folder
+    # through the command: a rerun into the same folder with another seed or clean set is refused (its
+    # cached clips were made from the first), a --limit prefix of the same clips is not
+    from data_prep.noisy import main as noisy_main
+    from speechllm.data.manifest import save_manifest
+
+    save_manifest(tmp_path / "clean.jsonl", clean)
+    argv = ["--out", str(tmp_path / "b2"), "--clean-manifest", str(tmp_path / "clean.jsonl"), "--domains", "clean",
+            "--dev-fraction", "0"]
+    assert noisy_main(argv) == 0 and noisy_main([*argv, "--limit", "2"]) == 0
+    with pytest.raises(SystemExit, match="seed: 0 there, 1 now"):
+        noisy_main([*argv, "--seed", "1"])
+    save_manifest(tmp_path / "clean.jsonl", [{**r, "transcript": "y"} for r in clean])
+    with pytest.raises(SystemExit, match="clean:"):
+        noisy_main(argv)
