@@ -255,7 +255,7 @@ class SpeechLLMModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int):
         if batch.get("skipped"):  # data.skip_bad_audio: counted here too, so val/loss says what it covers
-            self.log("val/skipped", float(len(batch["skipped"])), reduce_fx="sum", batch_size=1, sync_dist=True)
+            self.log("val/skipped", float(len(batch["skipped"])), reduce_fx="sum", batch_size=1)  # per rank: only some log it
         if batch.get("empty"):
             return None
         loss = self.model(batch, encoder_states=self._batch_encoder_states(batch),
