@@ -27,9 +27,10 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def test_split_windows_cuts_only_clips_longer_than_30_s():
-    wins, counts = split_windows([noise(20), noise(45), noise(60)])
-    assert counts == [1, 2, 2]
-    assert [len(w) for w in wins] == [320000, WINDOW_SAMPLES, 240000, WINDOW_SAMPLES, WINDOW_SAMPLES]
+    wins, counts = split_windows([noise(20), noise(45), noise(60), noise(30.001)])
+    assert counts == [1, 2, 2, 2]
+    # equal halves, never a sliver: 30.001 s is two 15-s windows, not 30 s and 1 ms
+    assert [len(w) for w in wins] == [320000, 360000, 360000, WINDOW_SAMPLES, WINDOW_SAMPLES, 240008, 240008]
 
 
 def test_45_s_clip_gives_more_audio_tokens_than_20_s_and_its_windows_in_order(model):
@@ -39,8 +40,9 @@ def test_45_s_clip_gives_more_audio_tokens_than_20_s_and_its_windows_in_order(mo
     audio, counts = model.encode_audio(batch)
     assert counts.tolist() == [3, 6]  # 3 queries per window: the 45-s clip is not cut to its first 30 s
     # the long clip's tokens are its two windows' outputs, each as if encoded alone, in time order
-    first = model.encode_audio(model.processor([Example(wavs=[long[:WINDOW_SAMPLES]])]))[0][0]
-    second = model.encode_audio(model.processor([Example(wavs=[long[WINDOW_SAMPLES:]])]))[0][0]
+    half = len(long) // 2
+    first = model.encode_audio(model.processor([Example(wavs=[long[:half]])]))[0][0]
+    second = model.encode_audio(model.processor([Example(wavs=[long[half:]])]))[0][0]
     torch.testing.assert_close(audio[1, :6], torch.cat([first, second]), rtol=1e-4, atol=1e-5)
     answer = model.generate([long], ["Describe the audio."], max_new_tokens=3)
     assert len(answer) == 1 and isinstance(answer[0], str)

@@ -74,6 +74,23 @@ def test_rows_of_different_audio_cannot_be_packed():
         pack_rows([([5, 6, AUDIO_SLOT, 7], [1]), ([9, AUDIO_SLOT, 7], [2])], "clip-x")
 
 
+def test_a_collated_clip_unit_with_rows_of_other_audio_is_refused(model, tmp_path):
+    """The prompt check above cannot see it (every prompt opens with the audio slot), so the collator checks
+    that the rows grouped under one clip_id have one audio file and one transcript."""
+    from speechllm.data.audio import save_audio
+    from speechllm.data.collate import SpeechCollator
+    from speechllm.data.manifest import ManifestError
+
+    save_audio(tmp_path / "a.wav", wav(0.9, 1))
+    save_audio(tmp_path / "b.wav", wav(1.4, 2))
+    row = {"clip_id": "c", "instruction": "q", "target": "t", "asr_transcript": "the cat sat"}
+    collate = SpeechCollator(model.processor)
+    same = [{**row, "id": "r0", "audio": str(tmp_path / "a.wav")}, {**row, "id": "r1", "audio": str(tmp_path / "a.wav")}]
+    assert collate([same])["row_ids"] == ["r0", "r1"]
+    with pytest.raises(ManifestError, match="share clip_id 'c' but not their audio"):
+        collate([[same[0], {**row, "id": "r2", "audio": str(tmp_path / "b.wav")}]])
+
+
 def test_branch_mask_and_positions():
     seg = torch.tensor([[0, 0, 1, 1, 2, 2, 2, PAD]])
     mask, pos = branch_attention(seg, torch.float32)

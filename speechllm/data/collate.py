@@ -57,6 +57,12 @@ class SpeechCollator:
         packed sequence per clip (speechllm.model.packing)."""
         packed = bool(rows) and isinstance(rows[0], list)
         units = rows if packed else [[r] for r in rows]
+        for unit in units if packed else ():  # a packed sequence has one audio: its rows must share it
+            heard = {(tuple(row_audio_paths(r)), str(r.get(self.transcript_field))) for r in unit}
+            if len(heard) > 1:
+                raise ManifestError(f"rows {[r.get('id') for r in unit][:4]} share clip_id "
+                                    f"{unit[0].get('clip_id')!r} but not their audio or {self.transcript_field}; "
+                                    "give each clip its own clip_id (or train without data.pack_clip_rows)")
         examples, skipped, clips, owner = [], [], [], []
         for u, unit in enumerate(units):
             for row in unit:

@@ -74,13 +74,15 @@ def _quiet_whisper_generate():
 
 
 def split_windows(wavs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
-    """Clips cut into consecutive 30-s windows (the last one shorter; a clip of <= 30 s is one
-    window) -> (windows in clip order, windows per clip). Inference must answer about a long clip,
-    not refuse it or silently keep its first 30 s (what Whisper's front end would do)."""
+    """Clips cut into the fewest consecutive windows of at most 30 s, all of one length (a clip of <= 30 s
+    is one window) -> (windows in clip order, windows per clip). Inference must answer about a long clip,
+    not refuse it or silently keep its first 30 s (what Whisper's front end would do). Equal lengths: fixed
+    30-s cuts left a clip of 30.001 s a 1-ms last window, shorter than any clip the model is shown."""
     windows, counts = [], []
     for w in wavs:
         n = max(1, -(-len(w) // WINDOW_SAMPLES))
-        windows += [w[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES] for i in range(n)]
+        size = -(-len(w) // n)
+        windows += [w[i * size : (i + 1) * size] for i in range(n)]
         counts.append(n)
     return windows, counts
 
