@@ -43,6 +43,22 @@ def test_adapter_output_of_a_clip_does_not_depend_on_batch_mates(name, init_args
     assert (alone[0, :k] - mixed[1, :k]).abs().max().item() <= 1e-5
 
 
+def test_stacking_adapter_ignores_what_the_padding_frames_hold():
+    """With real_length off the live encoder leaves Whisper's padding states where the caches put zeros: the
+    adapter must read neither."""
+    torch.manual_seed(0)
+    adapter = build_adapter({"class_path": "speechllm.model.adapters.StackingMLPAdapter", "init_args": {}},
+                            16, 1, 48).eval()
+    h = torch.randn(2, 10, 16)
+    lengths = torch.tensor([10, 7])
+    noisy = h.clone()
+    noisy[1, 7:] = 100.0  # padding of the second clip: anything
+    zeroed = h.clone()
+    zeroed[1, 7:] = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(adapter([noisy], lengths)[0], adapter([zeroed], lengths)[0])
+
+
 def test_encoder_cache_is_keyed_by_settings_and_holds_batch_independent_states():
     from speechllm.module import SpeechLLMModule
 

@@ -152,7 +152,7 @@ class QFormerAdapter(nn.Module):
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, n_queries: int = 64, depth: int = 2,
                  n_heads: int | None = None, ffn_mult: int = 4, dropout: float = 0.0, norm_first: bool = False,
                  query_std: float | None = 1.0, memory_norm: bool = True, match_embed_norm: bool = True,
-                 global_tokens: int = 0, embed_rms: float | None = None):
+                 global_tokens: int = 0, embed_rms: float | None = None, stats_warmup: int = 0):
         super().__init__()
         n_heads = n_heads or max(1, enc_dim // 64)
         std = query_std if query_std is not None else enc_dim**-0.5
@@ -168,7 +168,8 @@ class QFormerAdapter(nn.Module):
         # depends on the clip by construction (the queries' residual stream does not).
         self.global_tokens = global_tokens
         if global_tokens:
-            self.clip_stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, global_tokens, hidden=llm_dim)
+            self.clip_stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, global_tokens, hidden=llm_dim,
+                                              stats_warmup=stats_warmup)  # as ClipStatsAdapter's
         self._register_load_state_dict_pre_hook(_rename_pre_clip_stats_keys)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,6 +207,9 @@ class StackingMLPAdapter(nn.Module):
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.stack(hidden_states, 0).mean(0)  # (B, T, D)
         b, t, d = h.shape
+        # padding frames zeroed here, not left to the encoder: with real_length off the live encoder keeps
+        # Whisper's padding states while the encoder caches re-pad with zeros (training and inference differ)
+        h = h.masked_fill(_padding_mask(lengths, t).unsqueeze(-1), 0.0)
         pad_t = (-t) % self.stack
         h = nn.functional.pad(h, (0, 0, 0, pad_t))
         h = h.reshape(b, (t + pad_t) // self.stack, d * self.stack)  # (B, T/k, k*D)
