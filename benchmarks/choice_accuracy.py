@@ -4,8 +4,10 @@ The development readout for tuning a recipe without touching the evaluation suit
 question (`<attr>_choice_*`, `speechllm/prompts/choice_questions.py`) asked of a clip of one split
 (default `validation`) is scored by option likelihood, once with the clip's own audio and transcript
 and once with another clip's (the next clip of the same split: the shuffled-audio control). Per
-attribute: accuracy with a 95 % Wilson interval, the mean margin of the right option over the best
-wrong one (nats), and own − shuffled paired by question with a bootstrap interval. A model that has
+attribute: accuracy, the mean margin of the right option over the best wrong one (nats), and own −
+shuffled paired by question; both intervals are 95 % bootstraps over clips, since a clip's questions share
+its audio and label (result files written before 2026-12-05 resampled questions: their intervals are too
+narrow where a clip was asked several times). A model that has
 not learned an attribute scores its shuffled-audio accuracy, or sits on one option.
 
     python benchmarks/choice_accuracy.py --ckpt checkpoints/demo --manifest data/demo/targets.jsonl \
@@ -25,7 +27,6 @@ from tqdm import tqdm
 from speechllm.data.audio import load_audio
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
-from speechllm.metrics.stats import paired_resamples, wilson
 from speechllm.metrics.tables import table_lines
 from speechllm.prompts.choice_questions import ATTRIBUTES
 
@@ -63,36 +64,47 @@ def score(model, rows: list[dict], control: bool) -> list[list[float]]:
 
 
 def summarise(rows: list[dict], own: list[list[float]], shuf: list[list[float]], seed: int = 0) -> dict:
-    per = defaultdict(lambda: {"own": [], "shuf": [], "margin": [], "labels": defaultdict(list)})
+    """Per attribute: accuracy with own and shuffled audio and their difference. A clip is asked several
+    questions on one attribute with one audio and one label, so the intervals resample clips (all of a clip's
+    questions together), not questions."""
+    per = defaultdict(lambda: {"own": [], "shuf": [], "clip": [], "margin": [], "labels": defaultdict(list)})
     for r, so, ss in zip(rows, own, shuf):
         k = r["_options"].index(r["_label"])
         d = per[r["_attr"]]
         d["own"].append(float(np.argmax(so) == k))
         d["shuf"].append(float(np.argmax(ss) == k))
+        d["clip"].append(r["clip_id"])
         d["margin"].append(so[k] - max(s for i, s in enumerate(so) if i != k))
         d["labels"][r["_label"]].append(float(np.argmax(so) == k))
     rng = np.random.default_rng(seed)
     res = {}
     for attr, d in sorted(per.items()):
         own, shuf = np.array(d["own"]), np.array(d["shuf"])
-        diff = paired_resamples([own - shuf], 2000, rng)[0]
-        res[attr] = {"n": len(own), "own": 100 * own.mean(), "own_ci": [100 * x for x in wilson(own.sum(), len(own))],
+        clips = sorted(set(d["clip"]))
+        at = np.array([clips.index(c) for c in d["clip"]])
+        n_q, own_c, diff_c = (np.bincount(at, w, len(clips)) for w in (np.ones_like(own), own, own - shuf))
+        idx = rng.integers(0, len(clips), size=(2000, len(clips)))
+        boot_n = n_q[idx].sum(1)
+        own_b, diff_b = own_c[idx].sum(1) / boot_n, diff_c[idx].sum(1) / boot_n
+        res[attr] = {"n": len(own), "clips": len(clips), "own": 100 * own.mean(),
+                     "own_ci": [100 * float(np.percentile(own_b, q)) for q in (2.5, 97.5)],
                      "shuffled": 100 * shuf.mean(), "own_minus_shuffled": 100 * (own - shuf).mean(),
-                     "diff_ci": [100 * float(np.percentile(diff, 2.5)), 100 * float(np.percentile(diff, 97.5))],
+                     "diff_ci": [100 * float(np.percentile(diff_b, q)) for q in (2.5, 97.5)],
                      "margin_nats": float(np.mean(d["margin"])),
                      "per_label": {k: 100 * float(np.mean(v)) for k, v in sorted(d["labels"].items())}}
     return res
 
 
 def markdown(res: dict, ckpt: str, split: str) -> str:
-    rows = [[a, r["n"], f"{r['own']:.1f} [{r['own_ci'][0]:.1f}, {r['own_ci'][1]:.1f}]", f"{r['shuffled']:.1f}",
+    rows = [[a, f"{r['n']} ({r['clips']})", f"{r['own']:.1f} [{r['own_ci'][0]:.1f}, {r['own_ci'][1]:.1f}]", f"{r['shuffled']:.1f}",
              f"{r['own_minus_shuffled']:+.1f} [{r['diff_ci'][0]:+.1f}, {r['diff_ci'][1]:+.1f}]",
              f"{r['margin_nats']:+.2f}", ", ".join(f"{k} {v:.0f}" for k, v in r["per_label"].items())]
             for a, r in res.items()]
     return "\n".join([f"# Choice accuracy on the {split} split: `{ckpt}`", "",
                       "Likelihood over the listed options, the corpus's own question wordings; shuffled = "
-                      "another clip's audio and transcript. Intervals: Wilson (own), paired bootstrap (difference).",
-                      "", *table_lines(["attribute", "n", "own audio", "shuffled", "own − shuffled",
+                      "another clip's audio and transcript. Intervals: 95 % bootstrap over clips (a clip's questions "
+                      "share its audio and label), paired for the difference.",
+                      "", *table_lines(["attribute", "questions (clips)", "own audio", "shuffled", "own − shuffled",
                                         "margin (nats)", "own, per label"], rows)]) + "\n"
 
 

@@ -32,11 +32,17 @@ def test_only_choice_questions_of_the_split_with_a_mapped_value_are_kept(tmp_pat
 
 def test_summary_counts_hits_margins_and_the_paired_difference():
     ca = _module()
-    rows = [{"_attr": "gender", "_options": ["male", "female"], "_label": lab} for lab in ("male", "female") * 5]
+    rows = [{"_attr": "gender", "_options": ["male", "female"], "_label": lab, "clip_id": f"c{i}"}
+            for i, lab in enumerate(("male", "female") * 5)]
     own = [[0.0, -2.0] if r["_label"] == "male" else [-3.0, 0.0] for r in rows]  # always right, margins 2 and 3
     shuf = [[0.0, -1.0]] * len(rows)  # always "male": right on half
     res = ca.summarise(rows, own, shuf)["gender"]
-    assert res["n"] == 10 and res["own"] == 100.0 and res["shuffled"] == 50.0
+    assert res["n"] == 10 and res["clips"] == 10 and res["own"] == 100.0 and res["shuffled"] == 50.0
     assert res["own_minus_shuffled"] == 50.0 and res["diff_ci"][0] > 0
     assert res["margin_nats"] == 2.5 and res["per_label"] == {"female": 100.0, "male": 100.0}
-    assert "| gender | 10 |" in ca.markdown({"gender": res}, "ck", "validation")
+    assert "| gender | 10 (10) |" in ca.markdown({"gender": res}, "ck", "validation")
+    # the same answers asked three times of each clip: 30 questions, still 10 clips, so no narrower interval
+    tripled = ca.summarise([{**r, "_attr": "gender"} for r in rows for _ in range(3)],
+                           [o for o in own for _ in range(3)], [s for s in shuf for _ in range(3)])["gender"]
+    assert tripled["n"] == 30 and tripled["clips"] == 10
+    assert tripled["diff_ci"] == res["diff_ci"] and tripled["own_ci"] == res["own_ci"]
