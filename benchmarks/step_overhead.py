@@ -50,6 +50,20 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
+def timed_interleaved(fns: list, repeats: int) -> list[float]:
+    """Median seconds of each function, timed in turns (each repeat runs all of them, the order rotating), so a
+    machine that drifts during the run moves every arm alike; each is warmed up first."""
+    for fn in fns:
+        fn()
+    ts: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        for k in (list(range(len(fns)))[r % len(fns):] + list(range(len(fns)))[: r % len(fns)]):
+            t = time.perf_counter()
+            fns[k]()
+            ts[k].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in ts]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="whisper-tiny.en")
@@ -107,9 +121,8 @@ def main() -> None:
         with torch.no_grad():
             model.embed(batch, audio, alen)
 
-    t_llm = timed(llm_only, args.repeats)
-    t_cached = timed(lambda: step(True), args.repeats)
-    t_uncached = timed(lambda: step(False), args.repeats)
+    # the ratio's two arms (and the uncached step) in turns: the goal's ratio is not a drift between blocks
+    t_llm, t_cached, t_uncached = timed_interleaved([llm_only, lambda: step(True), lambda: step(False)], args.repeats)
     # where the cached step's extra time goes (each part timed alone)
     t_adapter = timed(adapter_only, args.repeats)
     t_splice = timed(splice_only, args.repeats)
