@@ -45,7 +45,7 @@ from data_prep.target_sources import (
     Source,
     fallback_name,
 )
-from data_prep.verify import VERIFIER_VERSION
+from data_prep.verify import VERIFIER_VERSION, verify
 from speechllm.chat_lm import make_generator
 from speechllm.data.manifest import check_fields, load_manifest, save_manifest
 from speechllm.errors import ManifestError, OutputStateError
@@ -75,6 +75,10 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
         raise ManifestError(f"{out}: duplicate row ids in the input manifest; ids must be unique "
                             "(fix the manifest's `id` fields)")
     stale = drop_stale(partial.rows, dict(zip(ids, rows)))
+    rechecked, failed = reverify(partial.rows, dict(zip(ids, rows)))
+    if rechecked:
+        print(f"{out}: {rechecked} earlier targets were verified by an older verifier and checked again with "
+              f"{VERIFIER_VERSION}; {failed} no longer pass and are generated again")
     if stale:
         print(f"{out}: {stale} earlier targets answer another caption or instruction than the manifest's row of "
               "the same id (captions rebuilt since?): they are generated again")
@@ -119,6 +123,26 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
     save_manifest(out, done)
     partial.path.unlink(missing_ok=True)
     return done
+
+
+def reverify(done: dict[str, dict], rows: dict[str, dict]) -> tuple[int, int]:
+    """Earlier targets verified by another verifier version are checked again with this one: a pass keeps the
+    answer (its verdict and version updated), a failure drops it to be generated again, so a verifier fix never
+    leaves answers it now rejects in a reused file. -> (rows checked, rows dropped)."""
+    checked = dropped = 0
+    for k, r in list(done.items()):
+        m = r.get("target_meta") or {}
+        if k not in rows or m.get("verifier") in (None, VERIFIER_VERSION):
+            continue
+        checked += 1
+        v = verify(rows[k], r.get("target") or "")
+        if v.ok or (m.get("verdict") or {}).get("ok") is False:  # a kept failing answer (--fallback none) stays
+            done[k] = {**r, "target_meta": {**m, "verifier": VERIFIER_VERSION,
+                                            "verdict": {"ok": bool(v.ok), "reason": v.reason}}}
+        else:
+            del done[k]
+            dropped += 1
+    return checked, dropped
 
 
 def drop_stale(done: dict[str, dict], rows: dict[str, dict]) -> int:

@@ -371,3 +371,24 @@ def test_plan_batches_keeps_the_questions_of_a_clip_together():
     lengths = [10, 5, 12, 6, 20, 11, 21, 7]
     plan = plan_batches(ids, lengths, 3, clips=clips)
     assert plan == [[1, 3, 7], [0, 5, 2], [4, 6]]  # clip b (shortest) first, then a, then c
+
+
+def test_targets_of_an_older_verifier_are_checked_again_not_refused(tmp_path):
+    """A verifier fix re-checks reused answers: those that still pass are kept (new version and verdict), those
+    it now rejects are made again. A rerun of `make demo` after the fix needs no --force."""
+    from data_prep.targets import main as targets_main
+    from data_prep.verify import VERIFIER_VERSION
+    from speechllm.io import write_jsonl
+
+    write_jsonl(tmp_path / "captions.jsonl", _attr_rows(4))
+    argv = ["--manifest", str(tmp_path / "captions.jsonl"), "--source", "template"]
+    assert targets_main(argv) == 0
+    first = read_jsonl(tmp_path / "targets.jsonl")
+    old = [{**r, "target_meta": {**r["target_meta"], "verifier": "verify-v0"}} for r in first]
+    old[0]["target"] = "I cannot tell."  # an answer the current verifier rejects
+    write_jsonl(tmp_path / "targets.jsonl", old)
+    assert targets_main(argv) == 0
+    again = read_jsonl(tmp_path / "targets.jsonl")
+    assert all(r["target_meta"]["verifier"] == VERIFIER_VERSION and r["target_meta"]["verdict"]["ok"] for r in again)
+    assert again[0]["target"] == first[0]["target"]  # made again
+    assert [r["target"] for r in again[1:]] == [r["target"] for r in first[1:]]  # kept
