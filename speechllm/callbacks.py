@@ -27,6 +27,14 @@ class RunCheckpoint(ModelCheckpoint):
             self.dirpath = trainer.default_root_dir
         super().setup(trainer, pl_module, stage)
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        """`last.ckpt` at the final step too (Lightning saves it at the end only if it never saved one): with
+        max_steps not a multiple of every_n_train_steps it stayed behind the exported model, and a run continued
+        from it redid those steps."""
+        if self.save_last and trainer.global_step != self._last_global_step_saved:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
 
 class ExportCallback(L.Callback):
     """Writes `config.yaml` + `adapter.safetensors` (+ `lora/`) + `metrics.json` into the run directory

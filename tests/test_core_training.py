@@ -176,3 +176,14 @@ def test_an_all_skipped_batch_under_ddp_joins_the_step_with_a_zero_loss():
     trainable = [p for p in module.parameters() if p.requires_grad]
     assert trainable and all(p.grad is not None and not p.grad.any() for p in trainable)
     assert module.skipped == {"corrupt": 2}
+
+
+def test_last_ckpt_holds_the_final_step_when_it_is_not_a_checkpoint_step(tmp_path):
+    """max_steps 5 with a checkpoint every 2 steps: last.ckpt must be step 5, as the exported model is, or a run
+    continued from it redoes step 5 and overwrites the export with another trajectory."""
+    import json
+
+    res = fit_cli(tmp_path / "run", "--trainer.max_steps", "5")
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "run" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 5 == json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"]
