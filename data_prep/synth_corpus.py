@@ -203,7 +203,10 @@ def render(design: dict, out_dir: str) -> dict:
     n_words = labels.count_words(design["text"])
     base_rate = n_words / _speech_span(base)  # approx. words per voiced second before tempo
     tempo = float(np.clip(_u(rng, labels.DESIGN["speed"][design["speed"]]) / base_rate, *TEMPO_RANGE))
-    wav = sox_effects(base, shift, tempo)
+    try:
+        wav = sox_effects(base, shift, tempo)
+    except TTSError as e:  # counted like an engine failure, not a crash every resume hits again
+        return skip(design["id"], "sox_failed", str(e))
     st = labels.pitch_stats(wav, hop=labels.GT_HOP)  # the ground-truth measurement, on clean audio
     if not np.isfinite(st.f0_median) or st.voiced_span < 0.3:
         return skip(design["id"], "unvoiced", f"{voice.id} produced no usable voiced speech")

@@ -156,7 +156,7 @@ def _engine_cmd(text: str, voice: Voice, out: str, engine_pitch: int | None = No
         raise TTSError(f"{voice.id}: only espeak-ng takes an engine pitch (-p)")
     if voice.engine == "espeak-ng":
         p = [] if engine_pitch is None else ["-p", str(int(engine_pitch))]
-        return ["espeak-ng", "-v", espeak_name(voice.name), *p, "-w", out, text], None
+        return ["espeak-ng", "-v", espeak_name(voice.name), *p, "-w", out, "--", text], None  # "-5 °C" is text
     if voice.engine == "flite":
         return ["flite", "-voice", voice.name, "-t", text, "-o", out], None
     if voice.engine == "festival":
@@ -175,7 +175,10 @@ def sox_effects(wav: np.ndarray, pitch: float | None, rate: float | None) -> np.
         return wav
     fmt = ["-t", "f32", "-r", str(SAMPLE_RATE), "-c", "1"]
     cmd = ["sox", "-q", *fmt, "-", *fmt, "-", *effects]
-    proc = subprocess.run(cmd, input=wav.astype(np.float32).tobytes(), capture_output=True, timeout=60)
+    try:
+        proc = subprocess.run(cmd, input=wav.astype(np.float32).tobytes(), capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired as e:  # a TTSError is a counted skip; a timeout stopped the whole corpus
+        raise TTSError(f"sox {' '.join(effects)} timed out") from e
     if proc.returncode != 0:
         raise TTSError(f"sox {' '.join(effects)} failed: {proc.stderr.decode(errors='replace')[-300:]}")
     return np.frombuffer(proc.stdout, dtype=np.float32).copy()
@@ -196,10 +199,13 @@ def tts(text: str, voice: Voice, pitch: float | None = None, rate: float | None 
     with tempfile.TemporaryDirectory(prefix="speechllm-tts-") as tmp:
         out = os.path.join(tmp, "out.wav")
         cmd, stdin = _engine_cmd(text, voice, out, engine_pitch)
+        feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}  # never our stdin
         try:
-            proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **feed)
         except FileNotFoundError as e:
             raise TTSError(f"{voice.engine} is not installed (apt-get install {voice.engine})") from e
+        except subprocess.TimeoutExpired as e:
+            raise TTSError(f"{voice.id} timed out on {text!r}") from e
         if proc.returncode != 0 or not os.path.exists(out):
             raise TTSError(f"{voice.id} failed on {text!r}: {proc.stderr[-300:]}")
         data, sr = sf.read(out, dtype="float32", always_2d=True)

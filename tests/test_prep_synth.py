@@ -58,6 +58,8 @@ def test_list_voices_and_tts():
     fast = tts("Hello there, how are you today?", v, rate=1.5, volume_db=-6)
     assert len(fast) < 0.8 * len(wav)
     assert np.abs(fast).max() < np.abs(wav).max()
+    # text that starts like an option is spoken, not parsed (it failed, or read stdin until the timeout)
+    assert 0.3 < len(tts("-5 degrees outside.", v)) / 16000 < 5
 
 
 @needs_espeak
