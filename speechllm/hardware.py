@@ -18,7 +18,9 @@ import torch
 def native_bf16(device: str | torch.device = "cpu") -> bool:
     """True where bfloat16 matmuls run in hardware on `device` (a CUDA device, or this CPU)."""
     if torch.device(device).type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # compute capability 8 (Ampere) or later: is_bf16_supported() also says yes where bf16 is only
+        # emulated (T4, V100), which is slower than float16 there
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device))[0] >= 8
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)

@@ -43,8 +43,10 @@ def iter_jsonl(path: str | Path, strict: bool = True) -> Iterator[dict]:
     """Yield rows; a truncated *last* line (an interrupted append) is skipped, any other bad line
     raises with the file and line number."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    raw = path.read_bytes().split(b"\n")
+    # the last piece has no newline: an interrupted append, possibly cut inside a multi-byte character, so
+    # it is decoded leniently here and skipped below if it does not parse
+    lines = [x.decode("utf-8") + "\n" for x in raw[:-1]] + ([raw[-1].decode("utf-8", "replace")] if raw[-1] else [])
     for i, line in enumerate(lines):
         if not line.strip():
             continue

@@ -68,6 +68,10 @@ class SpeechFSDPStrategy(FSDPStrategy):
         if not kwargs["use_orig_params"]:
             raise ConfigError("SpeechFSDPStrategy needs use_orig_params=True (frozen and trainable parameters "
                               "share FSDP units; the optimizer must see only the trainable ones)")
+        if kwargs.get("state_dict_type", "full") != "full":  # the export reads the checkpoint's full tensors
+            raise ConfigError(f"SpeechFSDPStrategy saves state_dict_type 'full' only (got "
+                              f"{kwargs['state_dict_type']!r}): the trainable weights are small, and the run "
+                              "directory's export and last.ckpt are built from the gathered state")
         super().__init__(*args, **kwargs)
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
