@@ -103,6 +103,10 @@ def test_full_merge_matches_scaled_lora_and_refuses_bad_input(run, tmp_path):
     SpeechLLM.from_config(tiny_config()).save_pretrained(plain)
     with pytest.raises(ValueError, match="no LoRA"):
         scale_lora_run(plain, 0.5, tmp_path / "x")
+    dora = tmp_path / "dora"  # DoRA's update is not linear in B: α = 0 would not give the base LLM back
+    SpeechLLM.from_config(tiny_config(lora={**LORA, "use_dora": True})).save_pretrained(dora)
+    with pytest.raises(ValueError, match="use_dora"):
+        scale_lora_run(dora, 0.5, tmp_path / "y")
 
 
 def test_merge_is_a_speechllm_command(run, tmp_path):

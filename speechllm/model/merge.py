@@ -27,11 +27,15 @@ FULL_LLM_DIR = "llm"
 
 
 def scale_lora_state(sd: dict, alpha: float) -> dict:
-    """Multiply every lora_B tensor by α (ΔW = B·A·s is linear in B); lora_A and others unchanged."""
-    n = sum("lora_B" in k for k in sd)
-    if n == 0:
+    """Multiply every lora_B (and lora_embedding_B) tensor by α (ΔW = B·A·s is linear in B); the rest unchanged."""
+    scaled = lambda k: "lora_B" in k or "lora_embedding_B" in k  # noqa: E731
+    if not any(scaled(k) for k in sd):
         raise ConfigError("no lora_B tensors in the LoRA weights: is this a LoRA checkpoint?")
-    return {k: (v * alpha if "lora_B" in k else v).contiguous() for k, v in sd.items()}
+    return {k: (v * alpha if scaled(k) else v).contiguous() for k, v in sd.items()}
+
+
+# LoRA variants whose update is not B·A alone: scaling B would not scale the change (α = 0 would not be the base)
+NOT_LINEAR_IN_B = {"use_dora": (None, False), "modules_to_save": (None, []), "bias": (None, "none")}
 
 
 def scale_lora_run(ckpt: str | Path, alpha: float, out: str | Path, full: bool = False) -> Path:
@@ -43,6 +47,10 @@ def scale_lora_run(ckpt: str | Path, alpha: float, out: str | Path, full: bool =
     if not cfg["model"].get("lora") or not (ckpt / LORA_DIR / LORA_WEIGHTS).exists():
         raise ConfigError(f"{ckpt}: no LoRA in this run (config model.lora is empty or {LORA_DIR}/{LORA_WEIGHTS} "
                           "is missing); only adapter + LoRA runs can be scaled")
+    odd = {k: v for k, v in cfg["model"]["lora"].items() if k in NOT_LINEAR_IN_B and v not in NOT_LINEAR_IN_B[k]}
+    if odd:
+        raise ConfigError(f"{ckpt}: its LoRA sets {odd}; scaling lora_B scales the change only for plain LoRA "
+                          "(no DoRA, no modules_to_save, bias 'none')")
     if out.exists() and any(out.iterdir()):
         raise OutputExistsError(f"{out} exists and is not empty; choose a new --out")
     out.parent.mkdir(parents=True, exist_ok=True)
