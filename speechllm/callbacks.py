@@ -99,13 +99,19 @@ class SnapshotExport(L.Callback):
         self.every = every_n_train_steps
         self.dirname = dirname
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if isinstance(trainer.strategy, FSDPStrategy):  # rank 0 alone would read sharded weights: a collective
+            raise ConfigError("SnapshotExport is for unsharded runs; under FSDP use RunCheckpoint + ExportCallback")
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if step == 0 or step % self.every or not trainer.is_global_zero or module.model is None:
             return
         out = Path(trainer.default_root_dir) / self.dirname / f"step-{step:06d}"
-        if (out / "config.yaml").exists():  # a resumed run passes the same step again
-            return
+        if (out / "config.yaml").exists() and (not module.model.config.lora or (out / "lora").exists()):
+            return  # a resumed run passes the same step again (a LoRA snapshot killed before lora/ is redone)
         module.model.save_pretrained(out, extra_config={"training": {"global_step": step}})
 
 

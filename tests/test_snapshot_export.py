@@ -27,3 +27,16 @@ def test_snapshots_every_n_steps_load_and_follow_training(tmp_path):
         assert torch.equal(w6[k], v), k
     loaded = SpeechLLM.from_pretrained(tmp_path / "snapshots/step-000004")
     assert loaded.config.adapter["class_path"].endswith("LinearAdapter")
+
+
+def test_snapshots_refuse_fsdp():
+    """Under FSDP rank 0 alone would read sharded weights (a collective the other ranks never join)."""
+    from types import SimpleNamespace
+
+    import pytest
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from speechllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unsharded"):
+        SnapshotExport(every_n_train_steps=2).setup(SimpleNamespace(strategy=FSDPStrategy()), None, "fit")
