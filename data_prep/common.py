@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from speechllm.data.manifest import ManifestError, save_manifest
+from speechllm.data.manifest import ManifestError, repeated_ids, save_manifest
 from speechllm.errors import ConfigError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
 
@@ -89,9 +89,7 @@ def run_rows(items: list[dict], fn: Callable[[dict], dict], out: str | Path, des
     when everything is done. `settings`: what `fn` is bound to that shapes a row (a model name, a
     policy); with the item they make the row's fingerprint."""
     out = Path(out)
-    ids = [str(it["id"]) for it in items]
-    if len(set(ids)) != len(ids):  # rows are keyed by id: a repeat would overwrite the other row's result
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+    if dup := repeated_ids([str(it["id"]) for it in items]):  # rows are keyed by id: a repeat overwrites
         raise ManifestError(f"{out}: the input repeats row ids ({', '.join(dup)} …); give each row its own id")
     if force:
         out.with_name(out.name + ".partial").unlink(missing_ok=True)

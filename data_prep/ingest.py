@@ -24,6 +24,7 @@ from pathlib import Path
 
 from data_prep.common import run_rows, skip
 from speechllm.data.audio import AudioError, AudioPolicy, load_audio, save_audio
+from speechllm.data.manifest import repeated_ids
 from speechllm.errors import InputPathError, ManifestError
 
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".sph")
@@ -129,9 +130,7 @@ def ingest_hf(src: Path, out_dir: Path, policy: AudioPolicy, text_col: str, labe
     if isinstance(ds.features[audio_col], datasets.Audio):
         ds = ds.cast_column(audio_col, datasets.Audio(decode=False))  # decode ourselves: no torchcodec needed
     if id_col in ds.features:  # each id names its WAV: a repeat would overwrite another clip
-        ids = [str(i) for i in ds[id_col]]
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:3] if len(set(ids)) != len(ids) else []
-        if dup:
+        if dup := repeated_ids([str(i) for i in ds[id_col]]):
             raise ManifestError(f"{src}: duplicate ids in column {id_col!r} ({', '.join(dup)} …), e.g. across "
                                 "splits; give each row a unique id, or drop the column to number the rows")
 

@@ -55,3 +55,15 @@ def test_rows_without_a_fingerprint_are_redone_and_a_partial_run_resumes(tmp_pat
     fn.seen.clear()
     rows, _ = run_rows(_items(1, 2), fn, out, desc="t")
     assert fn.seen == ["r1"] and [r["value"] for r in rows] == [10, 20]
+
+
+def test_repeated_ids_are_refused_before_any_row_is_made(tmp_path):
+    """Rows are keyed by id: a repeat would overwrite the other row's result."""
+    import pytest
+
+    from speechllm.data.manifest import ManifestError, repeated_ids
+
+    assert repeated_ids(["a", "b", "c"]) == [] and repeated_ids(["b", "a", "b", "a", "c"]) == ["a", "b"]
+    with pytest.raises(ManifestError, match=r"repeats row ids \(x"):
+        run_rows([{"id": "x"}, {"id": "y"}, {"id": "x"}], lambda it: it, tmp_path / "out.jsonl", desc="t")
+    assert not (tmp_path / "out.jsonl.partial").exists()

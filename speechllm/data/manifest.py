@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ def _load_hf(path: Path) -> list[dict]:
         if isinstance(ds, datasets.DatasetDict):
             ds = datasets.concatenate_datasets(list(ds.values()))
     return [dict(r) for r in ds]
+
+
+def repeated_ids(ids: list[str], n: int = 3) -> list[str]:
+    """The first `n` ids (sorted) that occur more than once; [] when all are unique. One pass (Counter)."""
+    return sorted(i for i, k in Counter(ids).items() if k > 1)[:n]
 
 
 def check_fields(rows: list[dict], required: tuple[str, ...], source: str | Path) -> None:

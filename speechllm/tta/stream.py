@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from speechllm.data.audio import DEFAULT_POLICY, SAMPLE_RATE, AudioError, decode_audio_cell
+from speechllm.data.manifest import repeated_ids
 from speechllm.errors import ManifestError, OutputStateError
 from speechllm.io import AppendOnlyJsonl
 from speechllm.tta.suta import Method
@@ -38,8 +39,7 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
     log = AppendOnlyJsonl(out_dir / f"{method.name}.jsonl", key="id")
     state_path = out_dir / f"{method.name}.state.pt"
     ids = [str(r["id"]) for r in rows]
-    if len(set(ids)) != len(ids):
-        dups = sorted({i for i in ids if ids.count(i) > 1})[:3]
+    if dups := repeated_ids(ids):
         raise ManifestError(f"the stream's manifest repeats row ids ({', '.join(dups)} …): ids must be unique for "
                             f"resume into {out_dir}; give each row its own id")
     stateful = method.state() is not None
