@@ -30,7 +30,7 @@ from tqdm import tqdm
 from speechllm.data.audio import load_audio, save_audio
 from speechllm.data.manifest import load_manifest, save_manifest
 from speechllm.errors import ConfigError
-from speechllm.io import atomic_write_json
+from speechllm.io import record_settings
 
 DEFAULT_DOMAINS = "clean,gauss:0.005,gauss:0.01,noise:babble:5,noise:train:5,tel,sreverb:50,speed:1.3"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -251,12 +251,9 @@ def _check_same_build(out: Path, settings: dict) -> None:
     """Clips already in `out` are reused, so a rerun must ask for what made them (`out/build.json`, written
     before the first clip); another seed or clean set into the same folder would pair old audio with new
     transcripts."""
-    f = out / "build.json"
-    old = json.loads(f.read_text()) if f.exists() else {}
-    diff = [f"{k}: {old[k]} there, {v} now" for k, v in settings.items() if k in old and old[k] != v]
-    if diff:
+    if changed := record_settings(out / "build.json", settings):
+        diff = [f"{k}: {a} there, {b} now" for k, (a, b) in changed.items()]
         raise SystemExit(f"{out} was built with other settings ({'; '.join(diff)}); use another --out, or delete it")
-    atomic_write_json(f, {**old, **settings})
 
 
 def main(argv: list[str]) -> int:

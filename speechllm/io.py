@@ -32,6 +32,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def record_settings(path: str | Path, settings: dict) -> dict[str, tuple[Any, Any]]:
+    """What a folder's outputs were made with, kept in the JSON file `path` before the first of them: the
+    settings that differ from the recorded ones, {key: (recorded, now)}, else `settings` are recorded (merged
+    in) and {} returned. A key the file does not have is not compared (older folders recorded fewer)."""
+    path = Path(path)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    changed = {k: (old[k], v) for k, v in sorted(settings.items()) if k in old and old[k] != v}
+    if not changed and old != {**old, **settings}:
+        atomic_write_json(path, {**old, **settings})
+    return changed
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     """Write a whole JSONL file atomically; returns the number of rows."""
     lines = [json.dumps(r, ensure_ascii=False) for r in rows]

@@ -38,3 +38,13 @@ def test_fsdp_strategy_refuses_sharded_state_dicts():
 
     with pytest.raises(ConfigError, match="'full' only"):
         SpeechFSDPStrategy(state_dict_type="sharded")
+
+
+def test_record_settings_reports_changes_and_records_new_keys(tmp_path):
+    from speechllm.io import record_settings
+
+    f = tmp_path / "settings.json"
+    assert record_settings(f, {"seed": 0}) == {} and json.loads(f.read_text()) == {"seed": 0}
+    assert record_settings(f, {"seed": 0, "n": 5}) == {}  # a key the folder did not record: added, not compared
+    assert record_settings(f, {"seed": 1, "n": 5}) == {"seed": (0, 1)}
+    assert json.loads(f.read_text()) == {"seed": 0, "n": 5}  # a change is reported, never written over

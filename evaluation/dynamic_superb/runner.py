@@ -7,7 +7,6 @@ resumes where it stopped and `--rescore` re-scores without generating anything.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import warnings
@@ -31,7 +30,7 @@ from evaluation.dynamic_superb.scoring import (
 )
 from speechllm.data.audio import AudioError
 from speechllm.errors import ConfigError, UnknownNameError
-from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl
+from speechllm.io import AppendOnlyJsonl, atomic_write_json, read_jsonl, record_settings
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +79,10 @@ def check_cache_settings(folder: Path, settings: dict) -> None:
     """A model's cached rows are only added to when made with the same settings (answer length, seeds, ASR,
     trained weights): `settings.json` in its cache folder, written before its first row. A setting the
     folder did not record is not compared (folders older than this check have none)."""
-    f = folder / "settings.json"
-    old = json.loads(f.read_text()) if f.exists() else {}
-    diff = sorted(k for k in set(old) & set(settings) if old[k] != settings[k])
-    if diff:
-        was = ", ".join(f"{k}: {old[k]} → {settings[k]}" for k in diff)
+    if changed := record_settings(folder / "settings.json", settings):
+        was = ", ".join(f"{k}: {a} → {b}" for k, (a, b) in changed.items())
         raise ConfigError(f"{folder} holds rows made with other settings ({was}); use another --out, or delete "
                           "that folder to redo them")
-    if settings and old != {**old, **settings}:
-        atomic_write_json(f, {**old, **settings})
 
 
 def likelihood_path(out_dir: str | Path, model: str, task: str) -> Path:
