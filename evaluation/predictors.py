@@ -12,7 +12,6 @@ All fit `Predictor.predict(batch) -> [dict(prediction, prompt)]`, where each bat
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from pathlib import Path
@@ -142,38 +141,24 @@ def load_trained(ckpt: str, device: str = "cpu") -> Any:
     return load_speechllm(ckpt, device)
 
 
-def weights_fingerprint(ckpt: str | Path) -> str:
-    """16 hex digits of sha256 over a run folder's trained tensors (adapter, LoRA), not the files' bytes: the
-    same weights saved again (a resumed run's export) keep their fingerprint; "" for anything else."""
-    from safetensors.torch import load_file
-
-    root = Path(ckpt)
-    files = [root / "adapter.safetensors", *sorted((root / "lora").glob("*.safetensors"))]
-    if not files[0].is_file():
-        return ""
-    h = hashlib.sha256()
-    for f in files:
-        for k, v in sorted(load_file(str(f)).items()):
-            h.update(k.encode())
-            h.update(v.float().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class SpeechLLMPredictor:
     """The trained model: audio + instruction. When the model interleaves the Whisper transcript
     (DeSTA2), transcripts are computed here once and passed in, so the logged prompt is exact."""
 
     def __init__(self, ckpt: str, max_new_tokens: int = 32, name: str | None = None, model: Any = None,
                  device: str = "cpu", settings: dict | None = None):
-        """`settings`: what the cached answers depend on besides the answer length (default: the hash of
-        the checkpoint's trained weights, so a run retrained into the same folder is not mixed with the old)."""
+        """`settings`: what the cached answers depend on besides the answer length (default: the digest of
+        the loaded model's trained weights, so a run retrained into the same folder is not mixed with the old)."""
         self.model = model if model is not None else load_trained(ckpt, device)
         self.max_new_tokens = max_new_tokens
         self.name = name or f"speechllm:{str(ckpt).rstrip('/').split('/')[-1]}"
-        self._settings = settings if settings is not None else {"weights": weights_fingerprint(ckpt)}
+        self._settings = settings
 
     def cache_settings(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens, **self._settings}
+        from speechllm.model.checkpoint import trained_weights_digest
+
+        mine = self._settings if self._settings is not None else {"weights": trained_weights_digest(self.model)}
+        return {"max_new_tokens": self.max_new_tokens, **mine}
 
     def predict(self, batch: list[dict]) -> list[dict]:
         audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import paired_resamples, wilson
 from speechllm.metrics.tables import table_lines
+from speechllm.model.checkpoint import trained_weights_digest
 from speechllm.prompts.constraints import check
 from speechllm.prompts.retention import build_prompts
 
@@ -123,20 +124,6 @@ def default_audio():
     return tts(heldout_sentences(60)[0], voice)
 
 
-def _trained_tensors(model) -> list:
-    """The adapter's state and any LoRA weights, in a fixed order."""
-    parts = [v for _, v in sorted(model.adapter.state_dict().items())]
-    return parts + [p for n, p in sorted(model.llm.named_parameters()) if "lora_" in n]
-
-
-def _digest(arrays: list) -> str:
-    h = hashlib.sha1()
-    for a in arrays:
-        a = a.detach().float().cpu().numpy() if hasattr(a, "detach") else np.asarray(a, dtype=np.float32)
-        h.update(a.tobytes())
-    return h.hexdigest()[:8]
-
-
 def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics: int = 14,
                    max_new_tokens: int = 96, audio=None, kinds: list[str] | None = None, batch_size: int = 8,
                    closed: bool = True) -> list[dict]:
@@ -161,10 +148,11 @@ def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics:
 
     # the trained weights (and the clip) join the cache key: a run retrained into the same folder, or another
     # --audio, never reuses answers
-    trained = f"{mnt}_{_digest(_trained_tensors(model))}"
+    trained = f"{mnt}_{trained_weights_digest(model)}"
     results.append(run_condition(f"trained-text:{tag}", gen, text_prompts, out_dir, batch_size, settings=trained))
     if audio is not None:
+        clip = hashlib.sha1(np.asarray(audio, np.float32).tobytes()).hexdigest()[:8]
         results.append(run_condition(f"trained-audio:{tag}", lambda b: gen(b, audio),
                                      build_prompts(n_topics, audio=True, kinds=kinds), out_dir, batch_size,
-                                     settings=f"{trained}_{_digest([audio])}"))
+                                     settings=f"{trained}_{clip}"))
     return results

@@ -189,6 +189,19 @@ def test_lora_weights_are_saved_and_reloaded(tmp_path):
     torch.testing.assert_close(r(batch, return_logits=True)["logits"], m(batch, return_logits=True)["logits"])
 
 
+def test_trained_weights_digest_survives_a_save_and_follows_training(tmp_path):
+    """The evaluation and retention caches are keyed by it: the same weights reloaded keep it, changed ones do not."""
+    from speechllm.model.checkpoint import load_speechllm, trained_weights_digest
+
+    torch.manual_seed(0)
+    m = SpeechLLM.from_config(tiny_config(lora={"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}))
+    m.save_pretrained(tmp_path / "run")
+    assert trained_weights_digest(load_speechllm(tmp_path / "run")) == trained_weights_digest(m)
+    with torch.no_grad():
+        next(p for n, p in m.llm.named_parameters() if "lora_B" in n).add_(0.1)  # LoRA counts, not only the adapter
+    assert trained_weights_digest(load_speechllm(tmp_path / "run")) != trained_weights_digest(m)
+
+
 def test_parts_of_two_saves_are_refused_not_mixed(tmp_path):
     """A kill between the renames of an export leaves the adapter (or LoRA) of one save beside the config of
     another: loading names the parts instead of running mismatched weights."""

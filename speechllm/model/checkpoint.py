@@ -6,6 +6,7 @@ checkpoint of an 8B model is a few MB. Loading never unpickles: safetensors + ya
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -55,6 +56,18 @@ def save_speechllm(model, out_dir: str | Path, extra_config: dict | None = None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def trained_weights_digest(model) -> str:
+    """16 hex digits of sha256 over a model's trained tensors (adapter state, LoRA weights) in a fixed order:
+    what its answers depend on beyond its config. The same weights saved and loaded again keep it."""
+    h = hashlib.sha256()
+    tensors = sorted(model.adapter.state_dict().items()) + sorted(
+        (n, p) for n, p in model.llm.named_parameters() if "lora_" in n)
+    for name, t in tensors:
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def read_config(ckpt_dir: str | Path) -> dict:
