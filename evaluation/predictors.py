@@ -157,8 +157,9 @@ class SpeechLLMPredictor:
     def cache_settings(self) -> dict:
         from speechllm.model.checkpoint import trained_weights_digest
 
-        mine = self._settings if self._settings is not None else {"weights": trained_weights_digest(self.model)}
-        return {"max_new_tokens": self.max_new_tokens, **mine}
+        if self._settings is None:  # once: every task and scoring pass (and the shuffled control) asks again
+            self._settings = {"weights": trained_weights_digest(self.model)}
+        return {"max_new_tokens": self.max_new_tokens, **self._settings}
 
     def predict(self, batch: list[dict]) -> list[dict]:
         audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None
