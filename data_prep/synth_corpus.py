@@ -110,6 +110,8 @@ def design_corpus(n: int, seed: int = 0, voices: list[Voice] | None = None, repe
             d["unpadded"] = True
         if pitch_by == "engine":
             d["pitch_by"] = "engine"
+        if d["noise_kind"] == "babble":  # recorded, so clips mixed with the older bed are made again
+            d["babble_voices"] = "training"
         designs.append(d)
     return designs
 
@@ -222,12 +224,13 @@ def render(design: dict, out_dir: str) -> dict:
     snr = None
     noisy = clean
     snr_range = labels.DESIGN["noise"][design["noise"]]
+    babble = design.get("babble_voices", "training")
     if snr_range:
-        noisy = augment.add_noise(clean, _u(rng, snr_range), design["noise_kind"], rng)
+        noisy = augment.add_noise(clean, _u(rng, snr_range), design["noise_kind"], rng, babble)
         snr = round(augment.measured_snr(clean, noisy), 2)
     elif design.get("floor_snr_db"):  # own generator: the clip's other draws stay as without a floor
         floor_rng = np.random.default_rng([design["seed"], 1])
-        noisy = augment.add_noise(clean, design["floor_snr_db"], design["noise_kind"], floor_rng)
+        noisy = augment.add_noise(clean, design["floor_snr_db"], design["noise_kind"], floor_rng, babble)
         snr = round(augment.measured_snr(clean, noisy), 2)
     noisy = np.clip(noisy, -1.0, 1.0).astype(np.float32)
     rel = f"wavs/{design['id']}.wav"

@@ -105,6 +105,36 @@ def test_add_noise_hits_the_requested_snr():
         augment.add_noise(clean, 10, "traffic", rng)
 
 
+def test_training_babble_never_speaks_held_out_voices_or_sentences(tmp_path, monkeypatch):
+    from data_prep import tts_engines
+    from data_prep.holdout import is_heldout_sentence, is_heldout_voice
+
+    voices = [Voice("espeak-ng", n, g, "US") for n, g in (("en-us", "male"), ("en-us+f4", "female"),
+                                                           ("en-us+f2", "female"), ("en-us+m7", "male"))]
+    said: dict[str, list] = {"training": [], "all": []}
+    which = ["training"]
+    monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path))
+    monkeypatch.setattr(tts_engines, "list_voices", lambda engines=None: voices)
+    monkeypatch.setattr(tts_engines, "tts", lambda s, v: said[which[0]].append((s, v.id)) or np.ones(800, np.float32))
+    augment.babble_bed.cache_clear()
+    try:
+        for which[0] in ("training", "all"):
+            bed = augment.babble_bed(voices=which[0])
+            assert bed.shape == (20 * 16000,) and np.isfinite(bed).all()
+        with pytest.raises(ValueError, match="unknown babble voices"):
+            augment.babble_bed(voices="suite")
+    finally:
+        augment.babble_bed.cache_clear()
+    assert len(said["training"]) == 48 and not any(is_heldout_voice(v) or is_heldout_sentence(s)
+                                                   for s, v in said["training"])
+    # the noisy-ASR benchmark's bed is the one it was published with: held-out talkers and sentences included
+    assert said["all"] == [(s, voices[(i // 8 * 7) % 4].id) for i, s in enumerate(sentence_pool(48, seed=12345))]
+    assert any(is_heldout_voice(v) for _, v in said["all"]) and any(is_heldout_sentence(s) for s, _ in said["all"])
+    assert (tmp_path / "noise" / "babble6-training.npy").exists() and (tmp_path / "noise" / "babble6.npy").exists()
+    babble = [d for d in design_corpus(40, seed=0, voices=voices, noise_kinds=("babble",)) if d["noise_kind"]]
+    assert babble and all(d["babble_voices"] == "training" for d in babble)
+
+
 def test_reverb_speed_gain():
     rng = np.random.default_rng(0)
     x = np.zeros(16000, np.float32)
@@ -185,8 +215,8 @@ def test_clean_floor_leaves_other_designs_alone_and_keeps_clean_clean():
     assert all(p["noise"] == "clean" and "floor_snr_db" not in p for p, _ in changed)
     assert 0.3 * len(clean) < len(changed) < 0.7 * len(clean)  # about half the clean clips
     for p, f in changed:  # only the floor was added: voice, text, buckets and the render seed are the same
-        assert {k: v for k, v in f.items() if k not in ("floor_snr_db", "noise_kind")} == {
-            k: v for k, v in p.items() if k != "noise_kind"}
+        floor_keys = ("floor_snr_db", "noise_kind", "babble_voices")  # the floor's noise may be babble
+        assert {k: v for k, v in f.items() if k not in floor_keys} == {k: v for k, v in p.items() if k != "noise_kind"}
         assert CLEAN_FLOOR_SNR[0] <= f["floor_snr_db"] <= CLEAN_FLOOR_SNR[1] and f["noise_kind"] in augment.NOISE_KINDS
 
 
