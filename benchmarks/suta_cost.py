@@ -8,7 +8,9 @@ ratio = time(SUTA on one utterance: `steps` updates + final transcription)
 The issue's goal is ratio ≤ 1.5: each adaptation step should cost about as much as a forward pass.
 For Whisper a "forward pass" is a full transcription (encoder + greedy decode). Timings alternate
 between the two measurements so machine load hits both alike. Memory: peak RSS after plain
-inference vs after SUTA (the extra is activations kept for backward + optimizer state).
+inference vs after SUTA (the extra is activations kept for backward + optimizer state). Each row runs
+in its own process: RSS's high-water mark never falls, so rows measured in one process after the first
+would report the largest earlier peak instead of their own.
 """
 
 from __future__ import annotations
@@ -67,6 +69,20 @@ def measure(asr, wav, steps: int | None, reps: int, name: str = "suta") -> dict:
             "audio_seconds": len(wav) / 16000}
 
 
+def measure_in_child(asr_name: str, audio: str, name: str, variant: str, steps: int | None, reps: int,
+                     threads: int | None) -> dict:
+    """`measure` in a fresh process (see the module docstring); run through a spawn pool."""
+    if threads:
+        torch.set_num_threads(threads)
+    from speechllm.data.audio import load_audio
+    from speechllm.tta.asr import WhisperTTA, load_tta_asr
+
+    asr = load_tta_asr(asr_name)
+    if isinstance(asr, WhisperTTA):
+        asr.redecode = variant == "redecode"
+    return measure(asr, load_audio(audio), steps, reps, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--asr", default="whisper-tiny.en")
@@ -81,20 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from transformers import AutoConfig
+
     from speechllm.data.audio import load_audio
-    from speechllm.tta.asr import WhisperTTA, load_tta_asr
+    from speechllm.packs.hub import resolve
 
     wav = load_audio(args.audio)
+    variants = args.variants.split(",")
+    if AutoConfig.from_pretrained(str(resolve(args.asr))).model_type != "whisper":
+        variants = variants[:1]  # CTC has one variant
     results = {}
     load_before = os.getloadavg()
     for name in args.methods.split(","):
-        for v in args.variants.split(","):
-            asr = load_tta_asr(args.asr)
-            if isinstance(asr, WhisperTTA):
-                asr.redecode = v == "redecode"
-            elif v != args.variants.split(",")[0]:
-                continue  # CTC has one variant
-            results[f"{name} {v}"] = measure(asr, wav, args.steps, args.reps, name)
+        for v in variants:
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                results[f"{name} {v}"] = pool.submit(measure_in_child, args.asr, args.audio, name, v, args.steps,
+                                                     args.reps, args.threads).result()
             print(name, v, results[f"{name} {v}"])
     load = [round(x, 2) for x in (*load_before, *os.getloadavg())]
     meta = {"asr": args.asr, "audio": args.audio, "threads": torch.get_num_threads(),
