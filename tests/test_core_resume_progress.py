@@ -75,3 +75,35 @@ def test_rich_bar_of_a_max_steps_run_names_the_epoch_without_a_negative_total():
     assert bar._get_train_description(1).strip() == "Epoch 1"
     bar._trainer = SimpleNamespace(max_epochs=3)
     assert bar._get_train_description(1).strip() == "Epoch 1/2"
+
+
+def test_resume_refuses_other_training_rows_but_not_a_moved_or_reverified_corpus(tmp_path):
+    import os
+    import shutil
+
+    from speechllm.data.debug_data import make_debug_manifest
+    from speechllm.errors import ConfigError
+    from speechllm.io import read_jsonl, write_jsonl
+
+    src = make_debug_manifest(tmp_path / "corpus", 16)
+    rows = read_jsonl(src)
+    for r in rows:  # relative audio paths, as prepare writes them, so the folder can move
+        r["audio"] = os.path.relpath(r["audio"], src.parent)
+    manifest = src.parent / "targets.jsonl"
+    write_jsonl(manifest, rows)
+
+    def fit(path, max_steps: int, resume: bool):
+        trainer = L.Trainer(max_steps=max_steps, default_root_dir=str(tmp_path / "run"), logger=False,
+                            enable_model_summary=False, enable_progress_bar=False,
+                            callbacks=[RunCheckpoint(every_n_train_steps=2)])
+        ckpt = str(tmp_path / "run" / "last.ckpt") if resume else None
+        trainer.fit(CountingModule(), SpeechDataModule(str(path), batch_size=4), ckpt_path=ckpt)
+
+    fit(manifest, 2, resume=False)
+    write_jsonl(manifest, [{**r, "target_meta": {"verifier": "v9"}} for r in rows])  # bookkeeping only
+    shutil.move(str(src.parent), str(tmp_path / "moved"))  # the same corpus in another folder
+    moved = tmp_path / "moved" / "targets.jsonl"
+    fit(moved, 4, resume=True)
+    write_jsonl(moved, [{**r, "target": "changed"} if r["id"] == rows[0]["id"] else r for r in rows])
+    with pytest.raises(ConfigError, match="not the ones this run was trained on"):
+        fit(moved, 6, resume=True)

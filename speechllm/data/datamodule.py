@@ -22,6 +22,8 @@ from speechllm.data.manifest import (
     check_target_generator,
     check_transcript_field,
     load_manifest,
+    manifest_base,
+    rows_digest,
 )
 from speechllm.data.sampler import ShardedEpochSampler, clip_units, unit_length
 from speechllm.errors import ConfigError, ManifestError, OutputStateError
@@ -73,6 +75,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.rows: dict[str, list[dict]] = {}
         self.stream_rows = 0  # training rows of a streamed manifest (counted in one pass at setup)
         self._resume: dict | None = None  # a streamed run's saved position (load_state_dict)
+        self.train_digest: str | None = None  # the training rows (before instruction_weights), saved in last.ckpt
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -86,6 +89,7 @@ class SpeechDataModule(L.LightningDataModule):
             check_fields(self.rows["train"], TRAIN_REQUIRED, hp.train_manifest)
             if not self.rows["train"]:
                 raise ManifestError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
+            self.train_digest = rows_digest(self.rows["train"], manifest_base(self.debug_or(hp.train_manifest)))
             if hp.instruction_weights:
                 self._weight_train_rows()
             if val and not hp.val_manifest:
@@ -210,10 +214,11 @@ class SpeechDataModule(L.LightningDataModule):
                                persistent_workers=False, generator=loader_generator(hp.seed, first_epoch))
 
     def state_dict(self) -> dict:
-        """A streamed run's position, saved in last.ckpt: which rows (the stream's identity) and how
-        far into the epoch. Map-style runs need nothing here (their position is Lightning's counter)."""
+        """Saved in last.ckpt. A loaded manifest: the digest of its training rows, so a resume on other rows
+        (the corpus rebuilt or edited since) is refused. A streamed run: which rows (the stream's identity)
+        and how far into the epoch."""
         if not self.hparams.streaming or self.trainer is None or not self.stream_rows:
-            return {}
+            return {"train_rows": self.train_digest} if self.train_digest else {}
         trainer = self.trainer
         from speechllm.data.streaming import StreamingManifest
 
@@ -224,6 +229,13 @@ class SpeechDataModule(L.LightningDataModule):
                 "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.ready}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict.get("train_rows")  # absent in checkpoints written before the digest
+        if saved and self.train_digest and saved != self.train_digest:
+            raise ConfigError(
+                f"{self.hparams.train_manifest}: its training rows are not the ones this run was trained on (the "
+                "corpus was rebuilt or edited since the checkpoint): resuming would train one run on two corpora. "
+                "Train a new run (another --trainer.default_root_dir, or delete the old run folder), or restore "
+                "the manifest the run was trained on")
         if state_dict.get("stream"):
             self._resume = dict(state_dict)
 

@@ -10,7 +10,10 @@ it by default (`data.transcript_field`) because inference interleaves the same t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -35,17 +38,45 @@ def resolve_audio_paths(row: dict, base: Path) -> dict:
     return row
 
 
+def manifest_base(path: str | Path) -> Path:
+    """The folder a manifest's relative audio paths are relative to: its own folder (a `datasets` folder: itself)."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
+BOOKKEEPING_FIELDS = ("target_meta", "input_sha")  # how a row was made, not what training reads
+
+
+def _stable(value: Any) -> str:
+    """JSON fallback for `rows_digest`: raw audio (bytes, arrays) by its hash, not a megabyte repr."""
+    if isinstance(value, (bytes, bytearray)):
+        return "sha1:" + hashlib.sha1(value).hexdigest()
+    if hasattr(value, "tobytes"):
+        return "sha1:" + hashlib.sha1(value.tobytes()).hexdigest()
+    return repr(value)
+
+
+def rows_digest(rows: list[dict], base: str | Path) -> str:
+    """16 hex digits over loaded rows as training reads them, in order: audio paths relative to `base`
+    (the manifest's folder, so a moved corpus keeps its digest), bookkeeping fields left out (a re-verified
+    target keeps it). A resumed run compares it with the rows it was trained on."""
+    h = hashlib.sha256()
+    for row in rows:
+        row = {k: v for k, v in row.items() if k not in BOOKKEEPING_FIELDS}
+        for key in AUDIO_KEYS:
+            if isinstance(row.get(key), str) and row[key]:
+                row[key] = os.path.relpath(row[key], base)
+        h.update(json.dumps(row, sort_keys=True, default=_stable, ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
 def load_manifest(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
     """Read a manifest; relative audio paths (every `AUDIO_KEYS` field) are resolved against the manifest's folder."""
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
-    if path.is_dir() or path.suffix == ".parquet":
-        rows = _load_hf(path)
-        base = path if path.is_dir() else path.parent
-    else:
-        rows = read_jsonl(path)
-        base = path.parent
+    rows = _load_hf(path) if path.is_dir() or path.suffix == ".parquet" else read_jsonl(path)
+    base = manifest_base(path)
     for r in rows:
         resolve_audio_paths(r, base)
     if split is not None:
