@@ -30,6 +30,13 @@ from speechllm.metrics.tables import table_lines
 
 
 def _rss_mb() -> float:
+    """This process's own peak RSS (MB). Linux: VmHWM, since a spawned child's ru_maxrss starts from its
+    parent's peak; elsewhere ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

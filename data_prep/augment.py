@@ -135,6 +135,9 @@ def babble_bed(n_talkers: int = 6, voices: str = "training") -> np.ndarray:
     sentences = sentence_pool(n_talkers * 8 * (2 if voices == "training" else 1), seed=12345)
     if voices == "training":
         sentences = [s for s in sentences if not is_heldout_sentence(s)]
+    if len(sentences) < n_talkers * 8:  # 8 sentences a talker
+        raise ConfigError(f"babble_bed: {n_talkers} talkers need {n_talkers * 8} sentences, the pool gave "
+                          f"{len(sentences)}; use fewer talkers")
     length = 20 * SAMPLE_RATE
     bed = np.zeros(length, np.float32)
     for t in range(n_talkers):

@@ -310,7 +310,7 @@ def main(argv: list[str]) -> int:
     designs += design_nonspeech(args.nonspeech, args.seed, SPLITS, padded_share=args.nonspeech_padded_share)
     out = Path(args.out) / "synth.jsonl"
     if any(d.get("noise_kind") == "babble" for d in designs):
-        augment.babble_bed()  # build the shared cache once, before the workers race for it
+        augment.babble_bed(voices="training")  # build the shared cache once, before the workers race for it
     for kind in {d.get("noise_kind") or d.get("sound") for d in designs} & set(augment.REAL_NOISE):
         augment.real_noise(kind)
     speech = [d for d in designs if d.get("kind") != "nonspeech"]

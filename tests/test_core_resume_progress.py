@@ -102,8 +102,17 @@ def test_resume_refuses_other_training_rows_but_not_a_moved_or_reverified_corpus
     fit(manifest, 2, resume=False)
     write_jsonl(manifest, [{**r, "target_meta": {"verifier": "v9"}} for r in rows])  # bookkeeping only
     shutil.move(str(src.parent), str(tmp_path / "moved"))  # the same corpus in another folder
+    (tmp_path / "link").symlink_to(tmp_path / "moved")  # and read through a symlink
     moved = tmp_path / "moved" / "targets.jsonl"
-    fit(moved, 4, resume=True)
+    fit(tmp_path / "link" / "targets.jsonl", 4, resume=True)
     write_jsonl(moved, [{**r, "target": "changed"} if r["id"] == rows[0]["id"] else r for r in rows])
     with pytest.raises(ConfigError, match="not the ones this run was trained on"):
         fit(moved, 6, resume=True)
+
+    class Validating(CountingModule):
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    # validating the run's checkpoint on the rebuilt corpus is not a resume: allowed
+    L.Trainer(default_root_dir=str(tmp_path / "run"), logger=False, enable_progress_bar=False).validate(
+        Validating(), SpeechDataModule(str(moved), batch_size=4), ckpt_path=str(tmp_path / "run" / "last.ckpt"))

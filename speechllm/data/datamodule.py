@@ -89,7 +89,8 @@ class SpeechDataModule(L.LightningDataModule):
             check_fields(self.rows["train"], TRAIN_REQUIRED, hp.train_manifest)
             if not self.rows["train"]:
                 raise ManifestError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
-            self.train_digest = rows_digest(self.rows["train"], manifest_base(self.debug_or(hp.train_manifest)))
+            weights = [{"instruction_weights": dict(hp.instruction_weights or {})}]  # they change what is trained
+            self.train_digest = rows_digest(self.rows["train"] + weights, manifest_base(self.debug_or(hp.train_manifest)))
             if hp.instruction_weights:
                 self._weight_train_rows()
             if val and not hp.val_manifest:
@@ -230,7 +231,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("train_rows")  # absent in checkpoints written before the digest
-        if saved and self.train_digest and saved != self.train_digest:
+        fitting = self.trainer is None or self.trainer.state.fn == "fit"  # validate/test may use another corpus
+        if fitting and saved and self.train_digest and saved != self.train_digest:
             raise ConfigError(
                 f"{self.hparams.train_manifest}: its training rows are not the ones this run was trained on (the "
                 "corpus was rebuilt or edited since the checkpoint): resuming would train one run on two corpora. "

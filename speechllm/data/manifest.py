@@ -60,7 +60,7 @@ def rows_digest(rows: list[dict], base: str | Path) -> str:
     """16 hex digits over loaded rows as training reads them, in order: audio paths relative to `base`
     (the manifest's folder, so a moved corpus keeps its digest), bookkeeping fields left out (a re-verified
     target keeps it). A resumed run compares it with the rows it was trained on."""
-    h = hashlib.sha256()
+    h, base = hashlib.sha256(), Path(base).resolve()  # audio paths are resolved: so must the base be
     for row in rows:
         row = {k: v for k, v in row.items() if k not in BOOKKEEPING_FIELDS}
         for key in AUDIO_KEYS:
