@@ -44,9 +44,14 @@ say "5/7 train the adapter: a clip-level soft prompt (recipes/demo.yaml)"
 resume=()
 [ -f "$RUN/last.ckpt" ] && resume=(--ckpt_path "$RUN/last.ckpt")
 # bf16-mixed only where this CPU has bfloat16 in hardware (speechllm/hardware.py), else float32
-"$BIN/speechllm" fit -c recipes/demo.yaml --data.train_manifest "$DATA/targets.jsonl" \
+if ! "$BIN/speechllm" fit -c recipes/demo.yaml --data.train_manifest "$DATA/targets.jsonl" \
   --trainer.precision "$("$BIN/python" -m speechllm.hardware precision)" \
-  --seed_everything "$SEED" --trainer.default_root_dir "$RUN" "${resume[@]}"
+  --seed_everything "$SEED" --trainer.default_root_dir "$RUN" "${resume[@]}"; then
+  # a run trained before the corpus changed (a newer checkout rebuilds some clips) is not resumed on the new rows
+  [ ${#resume[@]} -gt 0 ] && echo "if the error says the training rows changed: delete $RUN (or set DEMO_RUN=another" \
+    "folder) and run make demo again to train on the current corpus" >&2
+  exit 1
+fi
 
 say "6/7 answer questions about a held-out test clip"
 read -r CLIP CAPTION < <("$BIN/python" - "$DATA/targets.jsonl" <<'PY'
