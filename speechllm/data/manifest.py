@@ -53,7 +53,8 @@ def _stable(value: Any) -> str:
         return "sha1:" + hashlib.sha1(value).hexdigest()
     if hasattr(value, "tobytes"):
         return "sha1:" + hashlib.sha1(value.tobytes()).hexdigest()
-    return repr(value)
+    text = repr(value)
+    return type(value).__qualname__ if " at 0x" in text else text  # no memory address: the same rows, the same digest
 
 
 def rows_digest(rows: list[dict], base: str | Path) -> str:
