@@ -20,10 +20,10 @@ def test_each_row_reports_its_own_peak_rss(whisper_tiny_path, tmp_path):
     t = np.arange(16000 * 2) / 16000
     clip = tmp_path / "tone.wav"
     save_audio(clip, (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
-    run = subprocess.run([sys.executable, "benchmarks/suta_cost.py", "--asr", str(whisper_tiny_path), "--audio", str(clip),
-                    "--methods", "ln_topk_eos", "--steps", "1", "--reps", "1", "--threads", "1",
-                    "--variants", "no-redecode,redecode", "--out", str(tmp_path / "out")],
-                         cwd=ROOT, capture_output=True, text=True)
+    cmd = [sys.executable, "benchmarks/suta_cost.py", "--asr", str(whisper_tiny_path), "--audio", str(clip),
+           "--methods", "ln_topk_eos", "--steps", "1", "--reps", "1", "--threads", "1",
+           "--variants", "no-redecode,redecode", "--out", str(tmp_path / "out")]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = list(json.loads((tmp_path / "out" / "suta_cost.json").read_text())["results"].values())
     assert len(rows) == 2 and all(r["peak_rss_suta_mb"] >= r["peak_rss_forward_mb"] > 0 for r in rows)

@@ -75,7 +75,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.rows: dict[str, list[dict]] = {}
         self.stream_rows = 0  # training rows of a streamed manifest (counted in one pass at setup)
         self._resume: dict | None = None  # a streamed run's saved position (load_state_dict)
-        self.train_digest: str | None = None  # the training rows (before instruction_weights), saved in last.ckpt
+        self.train_digest: str | None = None  # training rows (unweighted) + instruction_weights, in last.ckpt
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
