@@ -80,8 +80,7 @@ def summarise(rows: list[dict], own: list[list[float]], shuf: list[list[float]],
     res = {}
     for attr, d in sorted(per.items()):
         own, shuf = np.array(d["own"]), np.array(d["shuf"])
-        clips = sorted(set(d["clip"]))
-        at = np.array([clips.index(c) for c in d["clip"]])
+        clips, at = np.unique(d["clip"], return_inverse=True)
         n_q, own_c, diff_c = (np.bincount(at, w, len(clips)) for w in (np.ones_like(own), own, own - shuf))
         idx = rng.integers(0, len(clips), size=(2000, len(clips)))
         boot_n = n_q[idx].sum(1)

@@ -57,7 +57,7 @@ def timed_interleaved(fns: list, repeats: int) -> list[float]:
         fn()
     ts: list[list[float]] = [[] for _ in fns]
     for r in range(repeats):
-        for k in (list(range(len(fns)))[r % len(fns):] + list(range(len(fns)))[: r % len(fns)]):
+        for k in ((r + i) % len(fns) for i in range(len(fns))):
             t = time.perf_counter()
             fns[k]()
             ts[k].append(time.perf_counter() - t)

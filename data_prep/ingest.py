@@ -201,9 +201,9 @@ def main(argv: list[str]) -> int:
             items = scan_folder(src)
         else:
             raise InputPathError(f"{src}: not a folder or table; see `speechllm prepare ingest --help`")
-        ids = [it["id"] for it in items]
-        if len(set(ids)) != len(ids):
-            raise ManifestError(f"{src}: duplicate clip ids; add an id column (--id-column) with unique values")
+        if dup := repeated_ids([str(it["id"]) for it in items]):
+            raise ManifestError(f"{src}: duplicate clip ids ({', '.join(dup)} …); add an id column (--id-column) "
+                                "with unique values")
         rows, skipped = run_rows(items, functools.partial(validate_item, policy=policy), out,
                                  desc="ingest", workers=args.workers, chunksize=16, settings={"policy": policy})
     for r in rows:

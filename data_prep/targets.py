@@ -47,7 +47,7 @@ from data_prep.target_sources import (
 )
 from data_prep.verify import VERIFIER_VERSION, verify
 from speechllm.chat_lm import make_generator
-from speechllm.data.manifest import check_fields, load_manifest, save_manifest
+from speechllm.data.manifest import check_fields, load_manifest, repeated_ids, save_manifest
 from speechllm.errors import ManifestError, OutputStateError
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text, read_jsonl
 from speechllm.prompts.captions import (
@@ -71,9 +71,9 @@ def generate_targets(rows: list[dict], out: Path, gen, settings: GenSettings, me
             if r.get("target"):
                 partial.rows.setdefault(str(r["id"]), r)
     ids = [str(r["id"]) for r in rows]
-    if len(set(ids)) != len(ids):
-        raise ManifestError(f"{out}: duplicate row ids in the input manifest; ids must be unique "
-                            "(fix the manifest's `id` fields)")
+    if dup := repeated_ids(ids):
+        raise ManifestError(f"{out}: duplicate row ids in the input manifest ({', '.join(dup)} …); ids must be "
+                            "unique (fix the manifest's `id` fields)")
     stale = drop_stale(partial.rows, dict(zip(ids, rows)))
     rechecked, failed = reverify(partial.rows, dict(zip(ids, rows)))
     if rechecked:
