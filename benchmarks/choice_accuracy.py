@@ -94,6 +94,39 @@ def summarise(rows: list[dict], own: list[list[float]], shuf: list[list[float]],
     return res
 
 
+def shared_word_leak(rows: list[dict], answers: list[str]) -> list[dict]:
+    """Does an option word that two attributes share ("normal" for pitch, speed and volume) leak between
+    them? For attribute A and another attribute B with word w among both their options: how often A's
+    questions are answered w, split by A's own label (w or not) and by whether the clip's B label is w.
+    With no leak the answer depends on A's label only."""
+    cells: dict = defaultdict(lambda: [0, 0])
+    for r, ans in zip(rows, answers):
+        for other, (words, value_word, _) in ATTRIBUTES.items():
+            b = value_word.get((r.get("attributes") or {}).get(other))
+            for w in set(r["_options"]) & set(words):
+                if other == r["_attr"] or b is None:
+                    continue
+                c = cells[(r["_attr"], other, w, r["_label"] == w, b == w)]
+                c[0] += ans == w
+                c[1] += 1
+    out = []
+    for a, b, w in sorted({k[:3] for k in cells}):
+        out.append({"attribute": a, "other": b, "word": w, **{
+            f"{'label' if own else 'not_label'}_{'other' if oth else 'not_other'}": cells.get((a, b, w, own, oth), [0, 0])
+            for own in (True, False) for oth in (True, False)}})
+    return out
+
+
+def leak_lines(leak: list[dict]) -> list[str]:
+    frac = lambda c: f"{c[0]}/{c[1]}" + (f" ({100 * c[0] / c[1]:.0f} %)" if c[1] else "")  # noqa: E731
+    rows = [[f"{d['attribute']} / {d['other']}", d["word"], frac(d["label_other"]), frac(d["label_not_other"]),
+             frac(d["not_label_other"]), frac(d["not_label_not_other"])] for d in leak]
+    return ["", "## Shared option words", "",
+            "How often attribute A's questions are answered with word w that A shares with attribute B, by A's label "
+            "and by the clip's B label. Without a leak between the two, the columns of one row pair agree.", "",
+            *table_lines(["A / B", "w", "A = w, B = w", "A = w, B ≠ w", "A ≠ w, B = w", "A ≠ w, B ≠ w"], rows)]
+
+
 def markdown(res: dict, ckpt: str, split: str) -> str:
     rows = [[a, f"{r['n']} ({r['clips']})", f"{r['own']:.1f} [{r['own_ci'][0]:.1f}, {r['own_ci'][1]:.1f}]", f"{r['shuffled']:.1f}",
              f"{r['own_minus_shuffled']:+.1f} [{r['diff_ci'][0]:+.1f}, {r['diff_ci'][1]:+.1f}]",
@@ -131,9 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     answers = [{"id": r["id"], "attribute": r["_attr"], "label": r["_label"],  # for paired comparisons of runs
                 "own": r["_options"][int(np.argmax(o))], "shuffled": r["_options"][int(np.argmax(x))]}
                for r, o, x in zip(rows, own, shuf)]
+    leak = shared_word_leak(rows, [x["own"] for x in answers])
     atomic_write_json(a.out.with_suffix(".json"), {"ckpt": str(a.ckpt), "manifest": str(a.manifest),
-                                                  "split": a.split, "attributes": res, "answers": answers})
-    md = markdown(res, str(a.ckpt), a.split)
+                                                  "split": a.split, "attributes": res, "shared_word_leak": leak,
+                                                  "answers": answers})
+    md = markdown(res, str(a.ckpt), a.split) + "\n".join(leak_lines(leak)) + "\n"
     atomic_write_text(a.out.with_suffix(".md"), md)
     print(md)
 

@@ -46,3 +46,17 @@ def test_summary_counts_hits_margins_and_the_paired_difference():
                            [o for o in own for _ in range(3)], [s for s in shuf for _ in range(3)])["gender"]
     assert tripled["n"] == 30 and tripled["clips"] == 10
     assert tripled["diff_ci"] == res["diff_ci"] and tripled["own_ci"] == res["own_ci"]
+
+
+def test_shared_option_word_leak_splits_answers_by_the_other_attributes_label():
+    ca = _module()
+    # speed questions on clips whose speed is fast; the model answers "normal" exactly when the pitch is normal
+    rows = [{"_attr": "speed", "_options": ["slow", "normal", "fast"], "_label": "fast",
+             "attributes": {"speed": "fast", "pitch": p, "gender": "male"}} for p in ("normal", "high") * 3]
+    answers = ["normal" if r["attributes"]["pitch"] == "normal" else "fast" for r in rows]
+    leak = {(d["attribute"], d["other"], d["word"]): d for d in ca.shared_word_leak(rows, answers)}
+    assert set(leak) == {("speed", "pitch", "normal")}  # gender shares no option word; volume is not captioned
+    d = leak[("speed", "pitch", "normal")]
+    assert d["not_label_other"] == [3, 3] and d["not_label_not_other"] == [0, 3]  # the leak
+    assert d["label_other"] == [0, 0] and d["label_not_other"] == [0, 0]
+    assert "| speed / pitch | normal | 0/0 | 0/0 | 3/3 (100 %) | 0/3 (0 %) |" in "\n".join(ca.leak_lines(list(leak.values())))
