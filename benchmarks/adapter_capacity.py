@@ -38,22 +38,31 @@ PCA_RANKS = (32, 128, 512)
 CHECK_STEPS = (100, 300, 1000)
 
 
+def direct_mlp(d_in: int, hidden: int, n_out: int, seed: int, first_rows: np.ndarray | None = None) -> torch.nn.Module:
+    """The adapter's MLP shape, its last layer zero-initialised as the adapter's `zero_init`;
+    `first_rows` (k, d_in) replace the first k rows of the first layer's default initialisation."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mlp = torch.nn.Sequential(torch.nn.Linear(d_in, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, n_out))
+    torch.nn.init.zeros_(mlp[2].weight)
+    if first_rows is not None:
+        with torch.no_grad():
+            mlp[0].weight[: len(first_rows)] = torch.as_tensor(first_rows, dtype=torch.float32)
+    return mlp
+
+
 def direct_mlp_curve(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, hidden: int,
                      lr: float, betas: tuple[float, float], weight_decay: float, steps=CHECK_STEPS,
-                     batch: int = 16, seed: int = 0) -> dict[int, float]:
+                     batch: int = 16, seed: int = 0, first_rows: np.ndarray | None = None) -> dict[int, float]:
     """Test accuracy after each of `steps` of the adapter's MLP shape trained on the label itself.
-    `x` is the adapter's standardised input, so the BatchNorm is already applied."""
+    `x` is the adapter's standardised input, so the BatchNorm is already applied. `first_rows`: as `direct_mlp`."""
     classes = sorted(set(y.tolist()))
     yi = torch.tensor([classes.index(v) for v in y])
     known = np.array([v in classes for v in y_test])
     yt = np.array([classes.index(v) if v in classes else -1 for v in y_test])
     xt, xtr = torch.tensor(x_test, dtype=torch.float32), torch.tensor(x, dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        mlp = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(),
-                                  torch.nn.Linear(hidden, len(classes)))
-    torch.nn.init.zeros_(mlp[2].weight)  # as the adapter's zero_init
+    mlp = direct_mlp(x.shape[1], hidden, len(classes), seed, first_rows)
     opt = torch.optim.AdamW(mlp.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     out = {}
     for step in range(1, max(steps) + 1):
