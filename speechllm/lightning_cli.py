@@ -42,7 +42,7 @@ def _quiet_lightning() -> None:
     # Lightning picks TensorBoard instead, as its warning says
     warnings.filterwarnings("ignore", message=r"Starting from v1\.9\.0, `tensorboardX` has been removed")
     # SpeechDataModule's samplers skip the batches a mid-epoch checkpoint had done (exact resume, tested by the
-    # kill -9 test), so Lightning's "dataloader is not resumable ... unreliable results" does not apply
+    # kill -9 test; other batching settings are refused), so Lightning's "dataloader is not resumable" is wrong here
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     import lightning_utilities.core.rank_zero as rank_zero  # the logger rank_zero_info writes to, set by Lightning
 

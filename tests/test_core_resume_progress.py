@@ -116,3 +116,20 @@ def test_resume_refuses_other_training_rows_but_not_a_moved_or_reverified_corpus
     # validating the run's checkpoint on the rebuilt corpus is not a resume: allowed
     L.Trainer(default_root_dir=str(tmp_path / "run"), logger=False, enable_progress_bar=False).validate(
         Validating(), SpeechDataModule(str(moved), batch_size=4), ckpt_path=str(tmp_path / "run" / "last.ckpt"))
+
+
+def test_mid_epoch_resume_refuses_other_batching_but_an_epoch_end_checkpoint_takes_it(tmp_path):
+    from speechllm.errors import ConfigError
+
+    def fit(root, max_steps: int, batch_size: int, resume: bool):
+        trainer = L.Trainer(max_steps=max_steps, default_root_dir=str(root), logger=False, enable_model_summary=False,
+                            enable_progress_bar=False, callbacks=[RunCheckpoint(every_n_train_steps=2)])
+        ckpt = str(root / "last.ckpt") if resume else None
+        trainer.fit(CountingModule(), SpeechDataModule("debug:16", batch_size=batch_size), ckpt_path=ckpt)
+
+    fit(tmp_path / "mid", 6, 4, resume=False)  # 4 batches an epoch: step 6 is epoch 1, batch 2
+    with pytest.raises(ConfigError, match=r"2 batches into an epoch.*batch_size 4 -> 2"):
+        fit(tmp_path / "mid", 8, 2, resume=True)
+    fit(tmp_path / "mid", 8, 4, resume=True)  # the same settings resume
+    fit(tmp_path / "end", 4, 4, resume=False)  # step 4 ends epoch 0: any batching may start epoch 1
+    fit(tmp_path / "end", 6, 2, resume=True)

@@ -219,7 +219,12 @@ class SpeechDataModule(L.LightningDataModule):
         (the corpus rebuilt or edited since) is refused. A streamed run: which rows (the stream's identity)
         and how far into the epoch."""
         if not self.hparams.streaming or self.trainer is None or not self.stream_rows:
-            return {"train_rows": self.train_digest} if self.train_digest else {}
+            out = {"train_rows": self.train_digest} if self.train_digest else {}
+            if self.trainer is not None and self.train_digest:  # what a mid-epoch resume's batch skip relies on
+                done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+                mid = 0 < done < self.trainer.num_training_batches
+                out.update(batch_order=self._batch_order(), mid_epoch_batches=done if mid else 0)
+            return out
         trainer = self.trainer
         from speechllm.data.streaming import StreamingManifest
 
@@ -238,8 +243,23 @@ class SpeechDataModule(L.LightningDataModule):
                 "corpus was rebuilt or edited since the checkpoint): resuming would train one run on two corpora. "
                 "Train a new run (another --trainer.default_root_dir, or delete the old run folder), or restore "
                 "the manifest the run was trained on")
+        order, done = state_dict.get("batch_order"), state_dict.get("mid_epoch_batches", 0)
+        if fitting and order and done and order != self._batch_order():
+            diff = ", ".join(f"{k} {order.get(k)} -> {v}" for k, v in self._batch_order().items() if order.get(k) != v)
+            raise ConfigError(
+                f"the checkpoint was taken {done} batches into an epoch, and this run would batch the epoch "
+                f"differently ({diff}): resuming would skip other rows than the ones trained. Resume with the "
+                "checkpoint's settings, or from a checkpoint taken at an epoch's end")
         if state_dict.get("stream"):
             self._resume = dict(state_dict)
+
+    def _batch_order(self) -> dict:
+        """The settings that decide which rows make up each batch of an epoch (the loaded-manifest paths)."""
+        hp = self.hparams
+        return {"batch_size": hp.batch_size, "seed": hp.seed, "shuffle": hp.shuffle,
+                "group_by_length": hp.group_by_length, "pack_clip_rows": hp.pack_clip_rows,
+                "replay_manifest": hp.replay_manifest if hp.replay_share > 0 else None,
+                "replay_share": hp.replay_share, "world_size": self.trainer.world_size if self.trainer else 1}
 
     def val_dataloader(self):
         return self._loader("val") if "val" in self.rows else []
