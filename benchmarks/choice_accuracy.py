@@ -96,35 +96,33 @@ def summarise(rows: list[dict], own: list[list[float]], shuf: list[list[float]],
 
 def shared_word_leak(rows: list[dict], answers: list[str]) -> list[dict]:
     """Does an option word that two attributes share ("normal" for pitch, speed and volume) leak between
-    them? For attribute A and another attribute B with word w among both their options: how often A's
-    questions are answered w, split by A's own label (w or not) and by whether the clip's B label is w.
-    With no leak the answer depends on A's label only."""
+    them? For attribute A, another attribute B with word w among both their options, and each label of A:
+    how often A's questions are answered w when the clip's B label is w and when it is not. With no leak
+    the two agree. Counts are questions (a clip may be asked several)."""
     cells: dict = defaultdict(lambda: [0, 0])
     for r, ans in zip(rows, answers):
         for other, (words, value_word, _) in ATTRIBUTES.items():
             b = value_word.get((r.get("attributes") or {}).get(other))
             for w in set(r["_options"]) & set(words):
-                if other == r["_attr"] or b is None:
-                    continue
-                c = cells[(r["_attr"], other, w, r["_label"] == w, b == w)]
-                c[0] += ans == w
-                c[1] += 1
-    out = []
-    for a, b, w in sorted({k[:3] for k in cells}):
-        out.append({"attribute": a, "other": b, "word": w, **{
-            f"{'label' if own else 'not_label'}_{'other' if oth else 'not_other'}": cells.get((a, b, w, own, oth), [0, 0])
-            for own in (True, False) for oth in (True, False)}})
-    return out
+                if other != r["_attr"] and b is not None:
+                    c = cells[(r["_attr"], other, w, r["_label"], b == w)]
+                    c[0] += ans == w
+                    c[1] += 1
+    return [{"attribute": a, "other": b, "word": w, "label": lab,
+             "other_is_word": cells.get((a, b, w, lab, True), [0, 0]),
+             "other_not_word": cells.get((a, b, w, lab, False), [0, 0])}
+            for a, b, w, lab in sorted({k[:4] for k in cells})]
 
 
 def leak_lines(leak: list[dict]) -> list[str]:
     frac = lambda c: f"{c[0]}/{c[1]}" + (f" ({100 * c[0] / c[1]:.0f} %)" if c[1] else "")  # noqa: E731
-    rows = [[f"{d['attribute']} / {d['other']}", d["word"], frac(d["label_other"]), frac(d["label_not_other"]),
-             frac(d["not_label_other"]), frac(d["not_label_not_other"])] for d in leak]
+    rows = [[f"{d['attribute']} / {d['other']}", d["word"], d["label"], frac(d["other_is_word"]),
+             frac(d["other_not_word"])] for d in leak]
     return ["", "## Shared option words", "",
-            "How often attribute A's questions are answered with word w that A shares with attribute B, by A's label "
-            "and by the clip's B label. Without a leak between the two, the columns of one row pair agree.", "",
-            *table_lines(["A / B", "w", "A = w, B = w", "A = w, B ≠ w", "A ≠ w, B = w", "A ≠ w, B ≠ w"], rows)]
+            "How often attribute A's questions are answered with a word w that A shares with attribute B, per label "
+            "of A, when the clip's B label is w and when it is not (questions, not clips). Without a leak from B "
+            "to A, the last two columns agree.", "",
+            *table_lines(["A / B", "w", "A's label", "answered w: B's label = w", "answered w: B's label ≠ w"], rows)]
 
 
 def markdown(res: dict, ckpt: str, split: str) -> str:
@@ -150,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=None, help="score the first N questions only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True, type=Path, help="writes OUT.json and OUT.md")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="an earlier OUT.json of the same manifest and split: rebuild its tables without scoring")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from speechllm.model.speech_llm import SpeechLLM
@@ -158,12 +158,23 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         raise SystemExit(f"{a.manifest}: no choice questions in split {a.split!r}; build the corpus with "
                          "`speechllm prepare captions` (choice questions) first")
-    model = SpeechLLM.from_pretrained(a.ckpt).eval()
-    own, shuf = score(model, rows, False), score(model, rows, True)
-    res = summarise(rows, own, shuf)
-    answers = [{"id": r["id"], "attribute": r["_attr"], "label": r["_label"],  # for paired comparisons of runs
-                "own": r["_options"][int(np.argmax(o))], "shuffled": r["_options"][int(np.argmax(x))]}
-               for r, o, x in zip(rows, own, shuf)]
+    if a.from_json:
+        import json
+
+        prev = json.loads(a.from_json.read_text())
+        res, answers = prev["attributes"], prev["answers"]
+        by_id = {r["id"]: r for r in rows}
+        if any(x["id"] not in by_id for x in answers):
+            raise SystemExit(f"{a.from_json}: answers for questions not in {a.manifest} ({a.split}): same manifest "
+                             "and split as that run, please")
+        rows = [by_id[x["id"]] for x in answers]
+    else:
+        model = SpeechLLM.from_pretrained(a.ckpt).eval()
+        own, shuf = score(model, rows, False), score(model, rows, True)
+        res = summarise(rows, own, shuf)
+        answers = [{"id": r["id"], "attribute": r["_attr"], "label": r["_label"],  # for paired comparisons of runs
+                    "own": r["_options"][int(np.argmax(o))], "shuffled": r["_options"][int(np.argmax(x))]}
+                   for r, o, x in zip(rows, own, shuf)]
     leak = shared_word_leak(rows, [x["own"] for x in answers])
     atomic_write_json(a.out.with_suffix(".json"), {"ckpt": str(a.ckpt), "manifest": str(a.manifest),
                                                   "split": a.split, "attributes": res, "shared_word_leak": leak,

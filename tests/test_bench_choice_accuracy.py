@@ -50,13 +50,16 @@ def test_summary_counts_hits_margins_and_the_paired_difference():
 
 def test_shared_option_word_leak_splits_answers_by_the_other_attributes_label():
     ca = _module()
-    # speed questions on clips whose speed is fast; the model answers "normal" exactly when the pitch is normal
-    rows = [{"_attr": "speed", "_options": ["slow", "normal", "fast"], "_label": "fast",
-             "attributes": {"speed": "fast", "pitch": p, "gender": "male"}} for p in ("normal", "high") * 3]
-    answers = ["normal" if r["attributes"]["pitch"] == "normal" else "fast" for r in rows]
-    leak = {(d["attribute"], d["other"], d["word"]): d for d in ca.shared_word_leak(rows, answers)}
-    assert set(leak) == {("speed", "pitch", "normal")}  # gender shares no option word; volume is not captioned
-    d = leak[("speed", "pitch", "normal")]
-    assert d["not_label_other"] == [3, 3] and d["not_label_not_other"] == [0, 3]  # the leak
-    assert d["label_other"] == [0, 0] and d["label_not_other"] == [0, 0]
-    assert "| speed / pitch | normal | 0/0 | 0/0 | 3/3 (100 %) | 0/3 (0 %) |" in "\n".join(ca.leak_lines(list(leak.values())))
+    # speed questions: fast clips answered "normal" exactly when the pitch is normal, normal clips always "normal"
+    rows = [{"_attr": "speed", "_options": ["slow", "normal", "fast"], "_label": s,
+             "attributes": {"speed": s, "pitch": p, "gender": "male"}} for p in ("normal", "high") * 3
+            for s in ("fast", "normal")]
+    answers = ["normal" if r["_label"] == "normal" or r["attributes"]["pitch"] == "normal" else "fast" for r in rows]
+    leak = {(d["attribute"], d["other"], d["word"], d["label"]): d for d in ca.shared_word_leak(rows, answers)}
+    # gender shares no option word with speed; volume is not captioned here
+    assert set(leak) == {("speed", "pitch", "normal", "fast"), ("speed", "pitch", "normal", "normal")}
+    fast, normal = leak[("speed", "pitch", "normal", "fast")], leak[("speed", "pitch", "normal", "normal")]
+    assert (fast["other_is_word"], fast["other_not_word"]) == ([3, 3], [0, 3])  # the leak
+    assert (normal["other_is_word"], normal["other_not_word"]) == ([3, 3], [3, 3])  # no leak on this label
+    table = "\n".join(ca.leak_lines(list(leak.values())))
+    assert "| speed / pitch | normal | fast | 3/3 (100 %) | 0/3 (0 %) |" in table
