@@ -18,7 +18,8 @@ def test_whitened_rows_give_unit_variance_projections_on_the_top_directions():
     np.testing.assert_allclose(proj.var(0, ddof=1), 1.0, rtol=1e-6)
     assert np.argmax(np.abs(w[0])) == 0 and np.argmax(np.abs(w[-1])) == 4  # largest variance first
     shrunk = mod.whitened_rows(x, k=2, shrink=1.0)  # eigenvalue + the mean of the kept ones
-    assert ((x - x.mean(0)) @ shrunk.T).var(0, ddof=1)[1] < 0.5
+    lam = np.linalg.svd(x - x.mean(0), compute_uv=False)[:2] ** 2 / (len(x) - 1)
+    np.testing.assert_allclose(((x - x.mean(0)) @ shrunk.T).var(0, ddof=1), lam / (lam + lam.mean()), rtol=1e-6)
 
 
 def test_direct_mlp_starts_from_the_given_first_rows_and_a_zero_last_layer():
@@ -29,3 +30,15 @@ def test_direct_mlp_starts_from_the_given_first_rows_and_a_zero_last_layer():
     default = cap.direct_mlp(8, 4, 3, seed=0)
     assert torch.equal(mlp[0].weight[2:], default[0].weight[2:])  # the other rows: the seed's default
     assert not mlp[2].weight.any()
+
+
+def test_direct_mlp_curve_trains_from_the_given_first_rows(monkeypatch):
+    cap = load_benchmark("adapter_capacity")
+    built, real = [], cap.direct_mlp
+    monkeypatch.setattr(cap, "direct_mlp", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 8))
+    y = np.where(x[:, 0] > 0, "a", "b")
+    rows = np.ones((3, 8))
+    cap.direct_mlp_curve(x, y, x, y, hidden=4, lr=0.0, betas=(0.9, 0.98), weight_decay=0.0, steps=(1,), first_rows=rows)
+    np.testing.assert_array_equal(built[0][0].weight[:3].detach().numpy(), rows)  # lr 0: still the start
