@@ -27,9 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
 from adapter_info_probe import stages  # noqa: E402
-from suite_probe import TASKS, probe, suite_clips  # noqa: E402
+from suite_probe import TASKS, probe, speech_clips, suite_clips  # noqa: E402
 
-from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import wilson
 from speechllm.metrics.tables import table_lines
@@ -119,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     hp = optimiser_settings(Path(a.ckpt))
     lr, betas, wd = float(hp["lr"]), tuple(hp["betas"]), float(hp["weight_decay"])
     hidden = model.adapter.stats.global_mlp[0].out_features
-    clips = [r for r in {r["clip_id"]: r for r in load_manifest(a.manifest, "train")}.values()
-             if (r.get("attributes") or {}).get("speech", "yes") == "yes"]
+    clips = speech_clips(a.manifest, "train")
     train = stages(model, clips)
     res: dict = {"ckpt": a.ckpt, "train_clips": len(clips), "optimiser": {"lr": lr, "betas": betas, "weight_decay": wd},
                  "tasks": {}}

@@ -43,6 +43,12 @@ TASKS = {
 }
 
 
+def speech_clips(manifest: Path, split: str) -> list[dict]:
+    """One row per clip of a split (a clip has a row per question), clips without speech left out."""
+    return [r for r in {r["clip_id"]: r for r in load_manifest(manifest, split)}.values()
+            if (r.get("attributes") or {}).get("speech", "yes") == "yes"]
+
+
 def suite_clips(suite: Path, task: str) -> tuple[list[np.ndarray], list[str]]:
     import datasets
 
@@ -89,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     model = SpeechLLM.from_pretrained(a.ckpt).eval()
     if not hasattr(model.adapter, "stats"):
         raise SystemExit(f"{a.ckpt}: not a ClipStatsAdapter checkpoint")
-    clips = [r for r in {r["clip_id"]: r for r in load_manifest(a.manifest, "train")}.values()
-             if (r.get("attributes") or {}).get("speech", "yes") == "yes"]
+    clips = speech_clips(a.manifest, "train")
     train = stages(model, clips)
     res: dict = {"ckpt": a.ckpt, "train_clips": len(clips), "tasks": {}}
     rows, cv_of = [], {}  # the two noise tasks share their corpus labels: one 5-fold CV per (attribute, stage)

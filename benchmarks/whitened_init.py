@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
 from adapter_capacity import direct_mlp_curve, optimiser_settings  # noqa: E402
 from adapter_info_probe import stages  # noqa: E402
+from suite_probe import speech_clips  # noqa: E402
 
-from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
 
@@ -40,11 +40,6 @@ def whitened_rows(x: np.ndarray, k: int, shrink: float) -> np.ndarray:
     lam = s ** 2 / max(1, len(x) - 1)
     k = int(min(k, (lam > 1e-6 * lam[0]).sum()))
     return vt[:k] / np.sqrt(lam[:k] + shrink * lam[:k].mean())[:, None]
-
-
-def speech_clips(manifest: Path, split: str) -> list[dict]:
-    return [r for r in {r["clip_id"]: r for r in load_manifest(manifest, split)}.values()
-            if (r.get("attributes") or {}).get("speech", "yes") == "yes"]
 
 
 def main(argv: list[str] | None = None) -> None:

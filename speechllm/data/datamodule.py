@@ -162,9 +162,12 @@ class SpeechDataModule(L.LightningDataModule):
         exists, and a loader with workers draws its first indices as soon as it is iterated."""
         if self.trainer is None:
             return 0, 0
-        epoch = self.trainer.current_epoch
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        epoch, done = self.trainer.current_epoch, self._batches_done()
         return (epoch, done) if done < n_batches else (epoch + 1, 0)
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch trained so far (Lightning's counter, restored from last.ckpt on resume)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
         if self.hparams.replay_manifest and self.hparams.replay_share > 0:
@@ -221,7 +224,7 @@ class SpeechDataModule(L.LightningDataModule):
         if not self.hparams.streaming or self.trainer is None or not self.stream_rows:
             out = {"train_rows": self.train_digest} if self.train_digest else {}
             if self.trainer is not None and self.train_digest:  # what a mid-epoch resume's batch skip relies on
-                done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+                done = self._batches_done()
                 mid = 0 < done < self.trainer.num_training_batches
                 out.update(batch_order=self._batch_order(), mid_epoch_batches=done if mid else 0)
             return out
@@ -232,7 +235,7 @@ class SpeechDataModule(L.LightningDataModule):
                                self.hparams.batch_size, self.hparams.seed, self.hparams.shuffle,
                                self.hparams.shuffle_buffer, trainer.world_size)
         return {"stream": ds.state(), "epoch": trainer.current_epoch,
-                "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.ready}
+                "batches_done": self._batches_done()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("train_rows")  # absent in checkpoints written before the digest
