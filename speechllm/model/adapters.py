@@ -5,7 +5,9 @@ hidden_states a list of (B, T, D_enc) tensors (one per tapped layer), lengths (B
 frames, embeds (B, N, D_llm) and out_lengths (B,) valid output tokens. Recipes pick one by
 `class_path`; `enc_dim`, `n_layers` and `llm_dim` are filled in by `build_adapter` from the models.
 An adapter with `wants_clip_features = True` is also called with `clip_features=` (A, P): per-clip
-waveform statistics the processor computes (`ClipStatsAdapter(prosody=True)`).
+waveform statistics the processor computes (`ClipStatsAdapter(prosody=True)`). One with
+`wants_instruction = True` is also called with `instruction=` (A, D_llm): the mean of the frozen LLM's
+input embeddings over the question each clip is asked with (`ClipStatsAdapter(instruction_aware=True)`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class ClipStatsTokens(nn.Module):
     SyncBatchNorm always did; rank 0's statistics are saved."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
-                 dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0, n_extra: int = 0):
+                 dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0, n_extra: int = 0,
+                 instruction_dim: int = 0):
         super().__init__()
         self.tokens, self.dropout, self.stats_warmup, self.n_extra = tokens, dropout, stats_warmup, n_extra
         n_in = 2 * n_layers * enc_dim + n_extra  # + per-clip features standardised alike (prosody)
@@ -67,9 +70,14 @@ class ClipStatsTokens(nn.Module):
                                         nn.Linear(hidden, tokens * llm_dim))
         if zero_init:  # start as one constant prompt: clip-dependence grows only where the loss asks for it
             nn.init.zeros_(self.global_mlp[2].weight)
+        self.instruction_dim = instruction_dim
+        if instruction_dim:  # built after the MLP, so a seed gives the MLP the same start with or without it
+            self.instruction_norm = nn.LayerNorm(instruction_dim, elementwise_affine=False)
+            self.instruction_proj = nn.Linear(instruction_dim, hidden, bias=False)
+            nn.init.zeros_(self.instruction_proj.weight)  # starts as the question-blind adapter
 
     def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor,
-                extra: torch.Tensor | None = None) -> torch.Tensor:
+                extra: torch.Tensor | None = None, instruction: torch.Tensor | None = None) -> torch.Tensor:
         # In float32 whatever the run's precision: clips differ by a few percent of these statistics,
         # about what bfloat16's 8-bit mantissa resolves, so a bf16 mean/std/standardisation would
         # round away much of what tells one voice from another.
@@ -101,7 +109,17 @@ class ClipStatsTokens(nn.Module):
                                          momentum=momentum, eps=bn.eps)
             x = nn.functional.dropout(x, self.dropout, self.training)
             x = x.to(self.global_mlp[0].weight.dtype)
-        return self.global_mlp(x).reshape(len(pad), self.tokens, -1)  # (B, tokens, D_llm)
+        if not self.instruction_dim:
+            return self.global_mlp(x).reshape(len(pad), self.tokens, -1)  # (B, tokens, D_llm)
+        if instruction is None or instruction.shape != (len(pad), self.instruction_dim):
+            got = None if instruction is None else tuple(instruction.shape)
+            raise ValueError(f"this adapter takes each clip's question (`instruction`, {self.instruction_dim} wide) "
+                             f"beside the encoder states; got {got} for {len(pad)} clips: build batches with "
+                             f"model.processor and call SpeechLLM.encode_audio, which add it")
+        q = self.instruction_proj(self.instruction_norm(instruction.to(x.dtype)))
+        # the question shifts the hidden pre-activations: GELU can then switch units on or off per question
+        h = self.global_mlp[1](self.global_mlp[0](x) + q)
+        return self.global_mlp[2](h).reshape(len(pad), self.tokens, -1)
 
 
 def _rename_pre_clip_stats_keys(state_dict, prefix, *_):
@@ -119,21 +137,32 @@ class ClipStatsAdapter(nn.Module):
 
     `prosody=True`: the waveform's F0 and level statistics (`speechllm.model.prosody`) join the Whisper
     statistics: F0, which Whisper's mel bands blur, and the level, measured directly. The
-    processor then computes them for every clip (`clip_features` in the batch)."""
+    processor then computes them for every clip (`clip_features` in the batch).
+
+    `instruction_aware=True`: the prompt also depends on the question (InstructBLIP's idea, at the
+    size of this adapter): the mean of the LLM's input embeddings over the instruction shifts the MLP's
+    hidden layer (zero-initialised, so training starts from the question-blind adapter). The audio
+    comes before the question in the prompt, so a causal LLM cannot shape the soft prompt by the
+    question itself; here the adapter can say only what was asked, instead of every attribute at once
+    (docs/hearing.md: a "low" volume made the LLM answer "low" to pitch questions). It needs one
+    question per clip: no `data.pack_clip_rows`."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
-                 stats_warmup: int = 0, prosody: bool = False):
+                 stats_warmup: int = 0, prosody: bool = False, instruction_aware: bool = False):
         super().__init__()
         self.wants_clip_features = prosody
+        self.wants_instruction = instruction_aware
         self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout, zero_init, stats_warmup,
-                                     n_extra=N_PROSODY if prosody else 0)
+                                     n_extra=N_PROSODY if prosody else 0,
+                                     instruction_dim=llm_dim if instruction_aware else 0)
         self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
-                clip_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                clip_features: torch.Tensor | None = None,
+                instruction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pad = _padding_mask(lengths, hidden_states[0].shape[1])
-        out = self.out_norm(self.stats(hidden_states, pad, clip_features))
+        out = self.out_norm(self.stats(hidden_states, pad, clip_features, instruction))
         return out, torch.full((len(out),), out.shape[1], device=out.device, dtype=torch.long)
 
 

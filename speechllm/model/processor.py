@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from speechllm.errors import ManifestError
+from speechllm.errors import ConfigError, ManifestError
 from speechllm.model.encoder import split_windows
 from speechllm.prompts.chat import (
+    AUDIO_PLACEHOLDER,
     DEFAULT_INSTRUCTION,
     DEFAULT_SYSTEM_PROMPT,
     render_prompt,
@@ -49,12 +50,13 @@ def right_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
 
 class SpeechLLMProcessor:
     def __init__(self, tokenizer, feature_fn, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                 interleave_transcript: bool = True, clip_feature_fn=None):
+                 interleave_transcript: bool = True, clip_feature_fn=None, instruction_ids: bool = False):
         self.tokenizer = tokenizer
         self.feature_fn = feature_fn  # list[np.ndarray] -> (features (A, n_mels, T), lengths (A,))
         self.clip_feature_fn = clip_feature_fn  # list[np.ndarray] -> (A, P), for adapters that want them
         self.system_prompt = system_prompt
         self.interleave_transcript = interleave_transcript
+        self.instruction_ids = instruction_ids  # per-clip question ids, for adapters that want them
 
     def prompt_text(self, ex: Example) -> str:
         transcripts = ex.transcripts if self.interleave_transcript else None
@@ -85,7 +87,8 @@ class SpeechLLMProcessor:
     def __call__(self, examples: Sequence[Example], groups: Sequence[Sequence[int]] | None = None) -> dict:
         """Batch for `SpeechLLM.forward`: right-padded ids (B, L) with slots, labels (B, L) (IGNORE_INDEX
         outside targets), lengths (B,), audio features (A, n_mels, T) for all clips, example-major, and
-        `clip_features` (A, P) when the processor has a `clip_feature_fn` (adapters that want them).
+        `clip_features` (A, P) when the processor has a `clip_feature_fn` (adapters that want them), and
+        with `instruction_ids` each clip's question as ids, `instruction_ids` (A, L) right-padded with -1.
 
         `groups` (lists of example indices, each the rows of one clip): one packed sequence per group
         (speechllm.model.packing), with `segments` (B, L); the group's first example gives the audio."""
@@ -124,6 +127,12 @@ class SpeechLLMProcessor:
             batch["input_features"], batch["feature_lengths"] = self.feature_fn(windows)
             if self.clip_feature_fn is not None:  # per window, aligned with the encoder's inputs
                 batch["clip_features"] = self.clip_feature_fn(windows)
+            if self.instruction_ids:
+                if groups is not None:
+                    raise ConfigError("an adapter that reads the question needs one question per clip: train it "
+                                     "without data.pack_clip_rows (packed rows share one clip's prompt)")
+                per_wav = [self._ids(ex.instruction.replace(AUDIO_PLACEHOLDER, " ")) for ex in examples for _ in ex.wavs]
+                batch["instruction_ids"] = right_pad([q for q, k in zip(per_wav, per_clip) for _ in range(k)], -1)
             if len(windows) > len(wavs):  # a clip > 30 s: features are per window (SpeechLLM.encode_audio joins them)
                 batch["windows_per_audio"] = torch.tensor(per_clip)
         return batch

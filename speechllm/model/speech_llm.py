@@ -108,7 +108,8 @@ class SpeechLLM(nn.Module):
             self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), emb.shape[1], embed_rms)
         clip_fn = prosody_batch if getattr(self.adapter, "wants_clip_features", False) else None
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
-                                            config.interleave_transcript, clip_feature_fn=clip_fn)
+                                            config.interleave_transcript, clip_feature_fn=clip_fn,
+                                            instruction_ids=getattr(self.adapter, "wants_instruction", False))
         self.encoder.requires_grad_(False)
         self.llm.requires_grad_(False)
         if config.lora:
@@ -157,10 +158,25 @@ class SpeechLLM(nn.Module):
         ad_dtype = next(self.adapter.parameters()).dtype
         # the adapter itself checks they are there and fit its clips
         extra = {"clip_features": batch.get("clip_features")} if getattr(self.adapter, "wants_clip_features", False) else {}
+        if getattr(self.adapter, "wants_instruction", False):
+            extra["instruction"] = self.instruction_embedding(batch)
         embeds, counts = self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device), **extra)
         if batch.get("windows_per_audio") is not None:
             embeds, counts = join_windows(embeds, counts, batch["windows_per_audio"])
         return embeds, counts
+
+    def instruction_embedding(self, batch: dict) -> torch.Tensor | None:
+        """Each clip's question as the mean of the frozen LLM's input embeddings over its tokens (A, D):
+        a fixed function of the words (no forward pass), for adapters that read the question."""
+        ids = batch.get("instruction_ids")
+        if ids is None:
+            return None
+        emb_layer = self.llm.get_input_embeddings()
+        ids = ids.to(emb_layer.weight.device)
+        keep = (ids >= 0).unsqueeze(-1).to(emb_layer.weight.dtype)
+        with torch.no_grad():
+            total = (emb_layer(ids.clamp(min=0)) * keep).sum(1)
+        return total.float() / keep.sum(1).float().clamp(min=1)
 
     def embed(self, batch: dict, audio_embeds: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
               padding_side: str = "right") -> dict[str, torch.Tensor]:
