@@ -31,6 +31,9 @@ def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
     (after GELU), output tokens."""
     from speechllm.model.processor import Example
 
+    if getattr(model.adapter, "wants_instruction", False):
+        raise SystemExit("this adapter's prompt depends on the question (instruction_aware); these probes read it "
+                         "with no question, which training never showed it: probe a question-blind checkpoint")
     mlp = model.adapter.stats.global_mlp
     seen: dict[str, torch.Tensor] = {}
     hooks = [mlp[0].register_forward_hook(lambda m, i, o: seen.update(input=i[0], pre=o)),

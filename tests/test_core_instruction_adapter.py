@@ -95,6 +95,49 @@ def test_the_question_projection_learns_from_the_loss():
     assert "adapter.stats.instruction_proj.weight" in model.trainable_state_dict()
 
 
+def test_the_datamodule_refuses_packed_rows_before_the_first_batch():
+    from types import SimpleNamespace
+
+    from speechllm.data.datamodule import SpeechDataModule
+
+    dm = SpeechDataModule(train_manifest="debug:8", pack_clip_rows=True, batch_size=2)
+    dm.setup("fit")
+    progress = SimpleNamespace(current=SimpleNamespace(ready=0))
+    dm.trainer = SimpleNamespace(current_epoch=0, world_size=1, global_rank=0,
+                                 lightning_module=SimpleNamespace(processor=_model().processor),
+                                 fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+    with pytest.raises(ConfigError, match="instruction_aware"):
+        dm.train_dataloader()
+
+
+def test_questions_line_up_with_clips_beside_text_only_and_two_clip_rows():
+    model = _model()
+    a, b, c = _tone(120.0), _tone(180.0), _tone(240.0)
+    exs = [Example(wavs=[], instruction="Tell me a joke."), Example(wavs=[a, b], instruction=PITCH),
+           Example(wavs=[c], instruction=SPEED)]
+    ids = model.processor(exs)["instruction_ids"]
+    single = [model.processor([Example(wavs=[w], instruction=q)])["instruction_ids"][0]
+              for w, q in ((a, PITCH), (b, PITCH), (c, SPEED))]
+    assert ids.shape[0] == 3
+    for row, want in zip(ids, single):
+        assert torch.equal(row[row >= 0], want[want >= 0])
+
+
+def test_an_instruction_aware_checkpoint_round_trips(tmp_path):
+    from speechllm.model.speech_llm import SpeechLLM
+
+    model = _model()
+    torch.manual_seed(1)
+    for p in model.adapter.parameters():
+        p.data.normal_(0, 0.5)
+    exs = [Example(wavs=[_tone(150.0)], instruction=PITCH), Example(wavs=[_tone(150.0)], instruction=SPEED)]
+    before = _prompts(model, exs)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = SpeechLLM.from_pretrained(tmp_path / "ckpt")
+    assert loaded.adapter.wants_instruction
+    assert torch.allclose(_prompts(loaded, exs), before, atol=1e-6)
+
+
 def test_a_question_blind_adapter_gets_no_question_ids():
     model = _model(instruction_aware=False)
     assert "instruction_ids" not in model.processor([Example(wavs=[_tone(150.0)], instruction=PITCH)])

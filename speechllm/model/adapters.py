@@ -116,7 +116,7 @@ class ClipStatsTokens(nn.Module):
             raise ValueError(f"this adapter takes each clip's question (`instruction`, {self.instruction_dim} wide) "
                              f"beside the encoder states; got {got} for {len(pad)} clips: build batches with "
                              f"model.processor and call SpeechLLM.encode_audio, which add it")
-        q = self.instruction_proj(self.instruction_norm(instruction.to(x.dtype)))
+        q = self.instruction_proj(self.instruction_norm(instruction.to(device=x.device, dtype=x.dtype)))
         # the question shifts the hidden pre-activations: GELU can then switch units on or off per question
         h = self.global_mlp[1](self.global_mlp[0](x) + q)
         return self.global_mlp[2](h).reshape(len(pad), self.tokens, -1)
@@ -145,7 +145,8 @@ class ClipStatsAdapter(nn.Module):
     comes before the question in the prompt, so a causal LLM cannot shape the soft prompt by the
     question itself; here the adapter can say only what was asked, instead of every attribute at once
     (docs/hearing.md: a "low" volume made the LLM answer "low" to pitch questions). It needs one
-    question per clip: no `data.pack_clip_rows`."""
+    question per clip: no `data.pack_clip_rows`. Every clip of a multi-clip row gets the row's whole
+    question (which clip it names is not told apart)."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,

@@ -92,6 +92,9 @@ class SpeechLLMProcessor:
 
         `groups` (lists of example indices, each the rows of one clip): one packed sequence per group
         (speechllm.model.packing), with `segments` (B, L); the group's first example gives the audio."""
+        if groups is not None and self.instruction_ids:
+            raise ConfigError("an adapter that reads the question needs one question per clip: train it "
+                              "without data.pack_clip_rows (packed rows share one clip's prompt)")
         rows, labels, prompts = [], [], []
         encoded = [self.encode_text(ex) for ex in examples]
         if groups is None:
@@ -128,9 +131,6 @@ class SpeechLLMProcessor:
             if self.clip_feature_fn is not None:  # per window, aligned with the encoder's inputs
                 batch["clip_features"] = self.clip_feature_fn(windows)
             if self.instruction_ids:
-                if groups is not None:
-                    raise ConfigError("an adapter that reads the question needs one question per clip: train it "
-                                     "without data.pack_clip_rows (packed rows share one clip's prompt)")
                 per_wav = [self._ids(ex.instruction.replace(AUDIO_PLACEHOLDER, " ")) for ex in examples for _ in ex.wavs]
                 batch["instruction_ids"] = right_pad([q for q, k in zip(per_wav, per_clip) for _ in range(k)], -1)
             if len(windows) > len(wavs):  # a clip > 30 s: features are per window (SpeechLLM.encode_audio joins them)

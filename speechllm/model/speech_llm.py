@@ -173,10 +173,10 @@ class SpeechLLM(nn.Module):
             return None
         emb_layer = self.llm.get_input_embeddings()
         ids = ids.to(emb_layer.weight.device)
-        keep = (ids >= 0).unsqueeze(-1).to(emb_layer.weight.dtype)
-        with torch.no_grad():
-            total = (emb_layer(ids.clamp(min=0)) * keep).sum(1)
-        return total.float() / keep.sum(1).float().clamp(min=1)
+        keep = (ids >= 0).unsqueeze(-1).float()
+        with torch.no_grad():  # summed in float32 whatever the LLM's dtype
+            total = (emb_layer(ids.clamp(min=0)).float() * keep).sum(1)
+        return total / keep.sum(1).clamp(min=1)
 
     def embed(self, batch: dict, audio_embeds: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
               padding_side: str = "right") -> dict[str, torch.Tensor]:
