@@ -118,6 +118,28 @@ def test_resume_refuses_other_training_rows_but_not_a_moved_or_reverified_corpus
         Validating(), SpeechDataModule(str(moved), batch_size=4), ckpt_path=str(tmp_path / "run" / "last.ckpt"))
 
 
+def test_a_resume_with_other_replay_rows_is_refused(tmp_path):
+    from speechllm.data.datamodule import SpeechDataModule
+    from speechllm.errors import ConfigError
+    from speechllm.io import write_jsonl
+
+    replay = tmp_path / "replay.jsonl"
+    rows = [{"id": f"r{i}", "instruction": f"Say {i}.", "target": str(i)} for i in range(4)]
+    write_jsonl(replay, rows)
+
+    def datamodule():
+        dm = SpeechDataModule("debug:8", replay_manifest=str(replay), replay_share=0.5, batch_size=4)
+        dm.setup("fit")
+        return dm
+
+    saved = datamodule().state_dict()
+    assert saved["replay_rows"]
+    datamodule().load_state_dict(saved)  # the same replay file: resumes
+    write_jsonl(replay, rows[:3] + [{**rows[3], "target": "changed"}])
+    with pytest.raises(ConfigError, match="replay rows are not the ones"):
+        datamodule().load_state_dict(saved)
+
+
 def test_mid_epoch_resume_refuses_other_batching_but_an_epoch_end_checkpoint_takes_it(tmp_path):
     from speechllm.errors import ConfigError
 

@@ -76,6 +76,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.stream_rows = 0  # training rows of a streamed manifest (counted in one pass at setup)
         self._resume: dict | None = None  # a streamed run's saved position (load_state_dict)
         self.train_digest: str | None = None  # training rows (unweighted) + instruction_weights, in last.ckpt
+        self.replay_digest: str | None = None  # the replay rows mixed in (data.replay_manifest), in last.ckpt
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -91,6 +92,11 @@ class SpeechDataModule(L.LightningDataModule):
                 raise ManifestError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
             weights = [{"instruction_weights": dict(hp.instruction_weights or {})}]  # they change what is trained
             self.train_digest = rows_digest(self.rows["train"] + weights, manifest_base(self.debug_or(hp.train_manifest)))
+            if hp.replay_manifest and hp.replay_share > 0 and "replay" not in self.rows:
+                from speechllm.data.replay import load_replay_rows
+
+                self.rows["replay"] = load_replay_rows(hp.replay_manifest)  # checked now, not at the first batch
+                self.replay_digest = rows_digest(self.rows["replay"], manifest_base(hp.replay_manifest))
             if hp.instruction_weights:
                 self._weight_train_rows()
             if val and not hp.val_manifest:
@@ -226,6 +232,8 @@ class SpeechDataModule(L.LightningDataModule):
         and how far into the epoch."""
         if not self.hparams.streaming or self.trainer is None or not self.stream_rows:
             out = {"train_rows": self.train_digest} if self.train_digest else {}
+            if self.replay_digest:
+                out["replay_rows"] = self.replay_digest
             if self.trainer is not None and self.train_digest:  # what a mid-epoch resume's batch skip relies on
                 done = self._batches_done()
                 mid = 0 < done < self.trainer.num_training_batches
@@ -249,6 +257,12 @@ class SpeechDataModule(L.LightningDataModule):
                 "corpus was rebuilt or edited since the checkpoint): resuming would train one run on two corpora. "
                 "Train a new run (another --trainer.default_root_dir, or delete the old run folder), or restore "
                 "the manifest the run was trained on")
+        saved_replay = state_dict.get("replay_rows")  # absent before replay rows were digested
+        if fitting and saved_replay and self.replay_digest and saved_replay != self.replay_digest:
+            raise ConfigError(
+                f"{self.hparams.replay_manifest}: its replay rows are not the ones this run was trained with (the "
+                "file was rebuilt or edited since the checkpoint): resuming would mix two replay sets into one run. "
+                "Restore the replay file the run was trained with, or train a new run")
         order, done = state_dict.get("batch_order"), state_dict.get("mid_epoch_batches", 0)
         if fitting and order and done and order != self._batch_order():
             diff = ", ".join(f"{k} {order.get(k)} -> {v}" for k, v in self._batch_order().items() if order.get(k) != v)
