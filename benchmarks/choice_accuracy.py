@@ -114,14 +114,23 @@ def shared_word_leak(rows: list[dict], answers: list[str]) -> list[dict]:
             for a, b, w, lab in sorted({k[:4] for k in cells})]
 
 
+def pooled_leak(leak: list[dict]) -> dict[str, list[int]]:
+    """The cells where answering w is wrong (A's label is not w), summed: one figure per run to compare runs by."""
+    wrong = [d for d in leak if d["label"] != d["word"]]
+    return {k: [sum(d[k][0] for d in wrong), sum(d[k][1] for d in wrong)] for k in ("other_is_word", "other_not_word")}
+
+
 def leak_lines(leak: list[dict]) -> list[str]:
     frac = lambda c: f"{c[0]}/{c[1]}" + (f" ({100 * c[0] / c[1]:.0f} %)" if c[1] else "")  # noqa: E731
     rows = [[f"{d['attribute']} / {d['other']}", d["word"], d["label"], frac(d["other_is_word"]),
              frac(d["other_not_word"])] for d in leak]
+    pooled = pooled_leak(leak)
     return ["", "## Shared option words", "",
             "How often attribute A's questions are answered with a word w that A shares with attribute B, per label "
             "of A, when the clip's B label is w and when it is not (questions, not clips). Without a leak from B "
             "to A, the last two columns agree.", "",
+            f"Pooled over the rows where w is a wrong answer (A's label is not w): answered w "
+            f"{frac(pooled['other_is_word'])} when B's label is w, {frac(pooled['other_not_word'])} when it is not.", "",
             *table_lines(["A / B", "w", "A's label", "answered w: B's label = w", "answered w: B's label ≠ w"], rows)]
 
 

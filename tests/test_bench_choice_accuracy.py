@@ -61,5 +61,7 @@ def test_shared_option_word_leak_splits_answers_by_the_other_attributes_label():
     fast, normal = leak[("speed", "pitch", "normal", "fast")], leak[("speed", "pitch", "normal", "normal")]
     assert (fast["other_is_word"], fast["other_not_word"]) == ([3, 3], [0, 3])  # the leak
     assert (normal["other_is_word"], normal["other_not_word"]) == ([3, 3], [3, 3])  # no leak on this label
+    # pooled over wrong-w rows: the "fast" row only (a "normal" answer to a normal-rate clip is right)
+    assert ca.pooled_leak(list(leak.values())) == {"other_is_word": [3, 3], "other_not_word": [0, 3]}
     table = "\n".join(ca.leak_lines(list(leak.values())))
     assert "| speed / pitch | normal | fast | 3/3 (100 %) | 0/3 (0 %) |" in table
