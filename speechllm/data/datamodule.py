@@ -185,9 +185,8 @@ class SpeechDataModule(L.LightningDataModule):
         rows, hp, trainer = self.rows["train"], self.hparams, self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if hp.pack_clip_rows:  # the sampler's unit is a clip: all its rows, packed by the collator
-            if trainer is not None and getattr(trainer.lightning_module.processor, "instruction_ids", False):
-                raise ConfigError("data.pack_clip_rows packs a clip's rows behind one prompt, and this adapter reads "
-                                  "each row's question (instruction_aware): turn one of them off")
+            if trainer is not None:  # refused here, before the first batch, as well as by the processor
+                trainer.lightning_module.processor.check_packable()
             rows = clip_units(rows)
         lengths = [unit_length(r, hp.transcript_field) for r in rows] if hp.group_by_length else None
         sampler = ShardedEpochSampler(len(rows), hp.batch_size, hp.seed, hp.shuffle, world, rank, lengths)

@@ -58,6 +58,12 @@ class SpeechLLMProcessor:
         self.interleave_transcript = interleave_transcript
         self.instruction_ids = instruction_ids  # per-clip question ids, for adapters that want them
 
+    def check_packable(self) -> None:
+        """Packed rows (`data.pack_clip_rows`) share one clip's prompt: refused when the adapter reads each row's question."""
+        if self.instruction_ids:
+            raise ConfigError("data.pack_clip_rows packs a clip's rows behind one prompt, and this adapter reads "
+                              "each row's question (instruction_aware): turn one of them off")
+
     def prompt_text(self, ex: Example) -> str:
         transcripts = ex.transcripts if self.interleave_transcript else None
         content = user_content(ex.instruction, len(ex.wavs), transcripts)
@@ -92,9 +98,8 @@ class SpeechLLMProcessor:
 
         `groups` (lists of example indices, each the rows of one clip): one packed sequence per group
         (speechllm.model.packing), with `segments` (B, L); the group's first example gives the audio."""
-        if groups is not None and self.instruction_ids:
-            raise ConfigError("an adapter that reads the question needs one question per clip: train it "
-                              "without data.pack_clip_rows (packed rows share one clip's prompt)")
+        if groups is not None:
+            self.check_packable()
         rows, labels, prompts = [], [], []
         encoded = [self.encode_text(ex) for ex in examples]
         if groups is None:
