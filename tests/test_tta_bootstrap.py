@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -44,7 +46,8 @@ def test_verdicts_and_pairing():
     met = [{"id": "b", "hyp": "y", "domain": "n"}, {"id": "a", "hyp": "z", "domain": "clean"}]
     errs = {("a", "x"): (1, 3), ("a", "z"): (0, 3), ("b", "y"): (2, 5)}
     got = paired_rows(src, met, lambda r: errs[(r["id"], r["hyp"])])
-    assert got["clean"] == ([1], [0], [3]) and got["noisy"] == ([2], [2], [5]) and got["all"][0] == [2, 1]
+    assert got["clean"] == ([1], [0], [3], ["a"]) and got["noisy"] == ([2], [2], [5], ["b"])
+    assert got["all"].src == [2, 1]
 
 
 def test_rows_without_a_domain_count_once_in_all_only():
@@ -54,5 +57,53 @@ def test_rows_without_a_domain_count_once_in_all_only():
     src = [{"id": str(i), "hyp": "x", "domain": "all", "ref": "x y"} for i in range(3)]
     met = [{"id": str(i), "hyp": "x", "domain": "all", "ref": "x y"} for i in range(3)]
     got = paired_rows(src, met, lambda r: (1, 2))
-    assert set(got) == {"all"} and got["all"] == ([1, 1, 1], [1, 1, 1], [2, 2, 2])
+    assert set(got) == {"all"} and got["all"] == ([1, 1, 1], [1, 1, 1], [2, 2, 2], ["0", "1", "2"])
     assert wer_by_domain(met) == {"all": 50.0}
+
+
+def test_renderings_of_one_clip_are_resampled_together():
+    """The pooled columns hold each clean clip once per domain; resampled row by row they look like independent
+    evidence and the interval narrows. Clusters of one row each give the row bootstrap exactly."""
+    src, met, clips = [], [], []
+    for c in range(8):
+        gain = 3 if c % 2 else -1  # half the clips helped by 3 errors in every domain, half hurt by 1
+        for _ in range(4):
+            src.append(5), met.append(5 - gain), clips.append(f"clip{c}")
+    rows = paired_bootstrap(src, met, B=4000, seed=0)
+    by_clip = paired_bootstrap(src, met, B=4000, seed=0, clusters=clips)
+    assert rows["rel"] == by_clip["rel"] and by_clip["n_units"] == 8 and rows["n_units"] == 32
+    assert by_clip["hi"] - by_clip["lo"] > 1.5 * (rows["hi"] - rows["lo"])
+    singletons = paired_bootstrap(src, met, B=500, seed=3, clusters=[f"{i:03d}" for i in range(32)])
+    plain = paired_bootstrap(src, met, B=500, seed=3)
+    assert (singletons["lo"], singletons["hi"], singletons["n_units"]) == (plain["lo"], plain["hi"], 32)
+    with pytest.raises(ValueError, match="cluster keys"):
+        paired_bootstrap([1, 2], [1, 2], clusters=["a"])
+
+
+def test_intervals_group_a_clips_domains():
+    """`intervals` (and the tables built on it) hand paired_bootstrap the clip of each row: "<domain>/<clip>"."""
+    from speechllm.tta.bootstrap import clip_key
+    from speechllm.tta.report import intervals
+
+    assert clip_key({"id": "gauss_0.01/alsa-x", "domain": "gauss_0.01"}) == "alsa-x"
+    assert clip_key({"id": "odd/alsa-x", "domain": "clean"}) == "odd/alsa-x"  # no domain prefix: its own unit
+    assert clip_key({"id": "a/b", "domain": "all"}) == "a/b"
+    src = [{"id": f"{d}/c{c}", "domain": d, "ref": "a b c d", "hyp": "a b x y"} for d in ("clean", "g1", "g2")
+           for c in range(6)]
+    met = [dict(r, hyp="a b c y") for r in src]
+    got = intervals({"source": src, "m": met}, B=200)["m"]
+    assert got["all"]["n_utts"] == 18 and got["all"]["n_units"] == 6
+    assert got["noisy"]["n_units"] == 6 and got["clean"]["n_units"] == 6
+
+
+def test_tables_cli_writes_clip_resampled_intervals(tmp_path):
+    from speechllm.tta.tables import main
+
+    src = [{"id": f"{d}/c{c}", "domain": d, "ref": "a b c d", "hyp": "a b x y" if c % 3 else "a b c y"}
+           for d in ("clean", "g1") for c in range(6)]
+    for name, rows in (("source", src), ("m", [dict(r, hyp="a b c y") for r in src])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["--source", str(tmp_path / "source.jsonl"), "--run", f"m={tmp_path / 'm.jsonl'}",
+                 "--B", "200", "--out", str(tmp_path / "t")]) == 0
+    assert "clips resampled" in (tmp_path / "t.md").read_text()
+    assert json.loads((tmp_path / "t.json").read_text())["m"]["all"]["n_units"] == 6

@@ -79,26 +79,34 @@ def rel_reduction(src_err: np.ndarray, m_err: np.ndarray) -> float:
 
 
 def paired_bootstrap(src_err, m_err, n_words=None, B: int = 2000, seed: int = 0,
-                     alpha: float = 0.05, min_utts: int = 5) -> dict:
+                     alpha: float = 0.05, min_utts: int = 5, clusters=None) -> dict:
     """Relative WER reduction of a method vs the source with its percentile interval.
 
     src_err, m_err: per-utterance word errors of the two systems on the same utterances, in the
     same order; n_words: reference words per utterance (only for the WERs reported). On each
-    resample the corpus-level WER of both is computed (errors summed / words summed). Returns point
-    estimate, (lo, hi) and the verdict ("n/a" under `min_utts` utterances: a bootstrap of one or two
-    utterances has no width and would call anything significant)."""
+    resample the corpus-level WER of both is computed (errors summed / words summed). `clusters`
+    (one key per utterance) resamples whole clusters instead: rows rendered from one clip are not
+    independent, and resampling them one by one narrows the interval. Returns point estimate,
+    (lo, hi) and the verdict ("n/a" under `min_utts` resampling units: a bootstrap of one or two
+    has no width and would call anything significant)."""
     src = np.asarray(src_err, dtype=np.float64)
     m = np.asarray(m_err, dtype=np.float64)
     if src.shape != m.shape or src.ndim != 1 or len(src) == 0:
         raise ValueError(f"paired_bootstrap: need two equal-length non-empty 1-D arrays, got {src.shape} and {m.shape}")
-    n = len(src)
-    s_sum, m_sum = paired_resamples([src, m], B, np.random.default_rng(seed), reduce="sum")
+    units_s, units_m = src, m
+    if clusters is not None:
+        if len(clusters) != len(src):
+            raise ValueError(f"paired_bootstrap: {len(clusters)} cluster keys for {len(src)} utterances")
+        _, inv = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        units_s, units_m = np.bincount(inv, weights=src), np.bincount(inv, weights=m)  # the ratio of sums is unchanged
+    n_units = len(units_s)
+    s_sum, m_sum = paired_resamples([units_s, units_m], B, np.random.default_rng(seed), reduce="sum")
     ok = s_sum > 0  # a resample with no source error has no relative reduction: dropped, counted
     rel = 100.0 * (s_sum[ok] - m_sum[ok]) / s_sum[ok]
     lo, hi = (np.percentile(rel, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(rel) else (np.nan, np.nan))
-    out = {"rel": rel_reduction(src, m), "lo": float(lo), "hi": float(hi), "B": B, "n_utts": n,
-           "undefined_resamples": int((~ok).sum()),
-           "verdict": verdict(float(lo), float(hi)) if n >= min_utts else "n/a"}
+    out = {"rel": rel_reduction(src, m), "lo": float(lo), "hi": float(hi), "B": B, "n_utts": len(src),
+           "n_units": n_units, "undefined_resamples": int((~ok).sum()),
+           "verdict": verdict(float(lo), float(hi)) if n_units >= min_utts else "n/a"}
     if n_words is not None:
         w = float(np.sum(n_words))
         out.update(wer_src=100 * src.sum() / w, wer=100 * m.sum() / w, n_words=int(w))

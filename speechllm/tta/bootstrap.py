@@ -3,6 +3,16 @@ relative WER reduction (`speechllm.metrics.stats.paired_bootstrap`)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+
+class PairedRows(NamedTuple):
+    """One pool's aligned per-utterance figures; `clips` names the clean clip each row was rendered from."""
+    src: list
+    method: list
+    words: list
+    clips: list
+
 
 def domain_keys(domain: str) -> list[str]:
     """The pools a row counts in: its domain, 'all', and 'noisy' unless it is clean. A row without a
@@ -12,19 +22,25 @@ def domain_keys(domain: str) -> list[str]:
     return [domain, "all"] + (["noisy"] if domain != "clean" else [])
 
 
-def paired_rows(src_rows: list[dict], m_rows: list[dict], errors) -> dict[str, tuple[list, list, list]]:
+def clip_key(row: dict) -> str:
+    """The clean clip a row was rendered from: ids are "<domain>/<clip>" in `prepare noisy`'s manifests, so
+    the pooled columns hold one clip several times, and those rows must be resampled together."""
+    rid, dom = str(row["id"]), row.get("domain", "all")
+    return rid[len(dom) + 1:] if dom != "all" and rid.startswith(f"{dom}/") else rid
+
+
+def paired_rows(src_rows: list[dict], m_rows: list[dict], errors) -> dict[str, PairedRows]:
     """Align two runs by utterance id; per domain (+ 'all', + 'noisy' = every domain but clean):
-    (source errors, method errors, reference words). `errors(row)` -> (edits, words)."""
+    source errors, method errors, reference words and clip keys. `errors(row)` -> (edits, words)."""
     src = {r["id"]: r for r in src_rows if r.get("hyp") is not None}
-    out: dict[str, tuple[list, list, list]] = {}
+    out: dict[str, PairedRows] = {}
     for r in m_rows:
         if r.get("hyp") is None or r["id"] not in src:
             continue
         e_s, w = errors(src[r["id"]])
         e_m, _ = errors(r)
         for k in domain_keys(r.get("domain", "all")):
-            t = out.setdefault(k, ([], [], []))
-            t[0].append(e_s)
-            t[1].append(e_m)
-            t[2].append(w)
+            t = out.setdefault(k, PairedRows([], [], [], []))
+            for col, v in zip(t, (e_s, e_m, w, clip_key(r))):
+                col.append(v)
     return out

@@ -44,9 +44,9 @@ def intervals(results: dict[str, list[dict]], B: int = 2000, seed: int = 0) -> d
         if m == "source":
             continue
         out[m] = {}
-        for d, (e_s, e_m, w) in paired_rows(src, rows, row_errors).items():
-            if sum(e_s) > 0:
-                out[m][d] = paired_bootstrap(e_s, e_m, w, B=B, seed=seed)
+        for d, p in paired_rows(src, rows, row_errors).items():
+            if sum(p.src) > 0:
+                out[m][d] = paired_bootstrap(p.src, p.method, p.words, B=B, seed=seed, clusters=p.clips)
     return out
 
 
@@ -93,8 +93,8 @@ def markdown_table(summary: dict) -> str:
     note = (f"\nNot in any WER, unreadable audio (ids in report.json `failed`): "
             f"{', '.join(f'{m} {n}' for m, n in failed.items())} utterance(s).\n" if failed else "")
     return _table(["method", *domains, "RTF"], rows) + (
-        "\nWER % (relative reduction vs source [paired bootstrap 95 % interval, utterances "
-        "resampled]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n") + note
+        "\nWER % (relative reduction vs source [paired bootstrap 95 % interval, clips "
+        "resampled, a clip's renderings in every domain together]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n") + note
 
 
 _MARK = {"helps": " ▲", "hurts": " ▼", "noise": "", "n/a": ""}

@@ -14,20 +14,14 @@ import json
 from pathlib import Path
 
 from speechllm.io import atomic_write_json, atomic_write_text, read_jsonl
-from speechllm.metrics.stats import paired_bootstrap
 from speechllm.metrics.tables import markdown_table
-from speechllm.tta.bootstrap import paired_rows
-from speechllm.tta.report import row_errors
+from speechllm.tta.report import intervals
 
 _MARK = {"helps": "▲", "hurts": "▼", "noise": "", "n/a": ""}
 
 
 def compare(source: list[dict], runs: dict[str, list[dict]], B: int = 2000) -> dict:
-    out = {}
-    for name, rows in runs.items():
-        out[name] = {d: paired_bootstrap(e_s, e_m, w, B=B) for d, (e_s, e_m, w) in
-                     paired_rows(source, rows, row_errors).items() if sum(e_s) > 0}
-    return out
+    return intervals({"source": source, **runs}, B=B)
 
 
 def markdown(res: dict) -> str:
@@ -44,8 +38,8 @@ def markdown(res: dict) -> str:
         rows.append([f"{name} ({n})", *cells])
     return markdown_table(["method (utts)", *doms], rows) + (
         "\nWER % source→method (relative reduction [paired bootstrap 95 % interval, "
-        "utterances resampled, corpus WER per resample]; ▲ helps / ▼ hurts: interval "
-        "excludes 0). noisy = every domain but clean, pooled.\n")
+        "clips resampled, a clip's renderings in every domain together, corpus WER per resample]; "
+        "▲ helps / ▼ hurts: interval excludes 0). noisy = every domain but clean, pooled.\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             raise SystemExit(f"--run {spec}: {path} not found")
         runs[name] = list(read_jsonl(path))
+    if "source" in runs:
+        raise SystemExit("--run source=...: 'source' names the unadapted model (--source); call the run otherwise")
     res = compare(src, runs, args.B)
     atomic_write_json(Path(args.out + ".json"), res)
     md = markdown(res)
