@@ -159,3 +159,33 @@ def test_slow_lr_sets_the_slow_models_step_only(tmp_path):
     out = run_stream(m, rows, tmp_path / "run", progress=False)
     assert all(len(r["losses"]) == 2 for r in out)
     assert all(torch.equal(m.slow[k], src[k]) for k in src)
+
+
+def test_episodic_rerun_retries_unreadable_rows_and_continual_ones_say_why_not(tmp_path, capsys):
+    """A file that could not be read is redone once fixed (episodic rows do not depend on each other); the JSONL's
+    last row of an id is the one returned and paired. A continual stream cannot go back, and says so."""
+    from speechllm.tta.bootstrap import paired_rows
+
+    rows = _manifest(tmp_path, n=3)
+    good = (tmp_path / "wav" / "u1.wav").read_bytes()
+    (tmp_path / "wav" / "u1.wav").write_bytes(b"not a wav")
+    first = run_stream(_NoisyMethod(), rows, tmp_path / "ep", progress=False)
+    assert first[1]["hyp"] is None and "error" in first[1]
+    (tmp_path / "wav" / "u1.wav").write_bytes(good)
+    again = run_stream(_NoisyMethod(), rows, tmp_path / "ep", progress=False)
+    assert "retrying 1 row" in capsys.readouterr().err
+    assert [r["id"] for r in again] == ["u0", "u1", "u2"] and again[1]["hyp"] is not None
+    assert [r["hyp"] for r in again[::2]] == [r["hyp"] for r in first[::2]]  # the others are not redone
+    lines = AppendOnlyJsonl(tmp_path / "ep" / "noisy.jsonl").path.read_text().splitlines()
+    assert len(lines) == 4
+    from speechllm.io import read_jsonl
+
+    as_written = read_jsonl(tmp_path / "ep" / "noisy.jsonl")
+    pooled = paired_rows(as_written, as_written, lambda r: (0, 2))["all"]
+    assert len(pooled.src) == 3  # the retried id is paired once, with its last row
+
+    (tmp_path / "wav" / "u1.wav").write_bytes(b"not a wav")
+    run_stream(_method("continual"), rows, tmp_path / "co", progress=False)
+    (tmp_path / "wav" / "u1.wav").write_bytes(good)
+    got = run_stream(_method("continual"), rows, tmp_path / "co", progress=False)
+    assert got[1]["hyp"] is None and "not retried" in capsys.readouterr().err

@@ -32,9 +32,10 @@ def clip_key(row: dict) -> str:
 def paired_rows(src_rows: list[dict], m_rows: list[dict], errors) -> dict[str, PairedRows]:
     """Align two runs by utterance id; per domain (+ 'all', + 'noisy' = every domain but clean):
     source errors, method errors, reference words and clip keys. `errors(row)` -> (edits, words)."""
-    src = {r["id"]: r for r in src_rows if r.get("hyp") is not None}
+    src = {r["id"]: r for r in src_rows}  # a retried row comes later in its JSONL: the last one counts
+    src = {k: r for k, r in src.items() if r.get("hyp") is not None}
     out: dict[str, PairedRows] = {}
-    for r in m_rows:
+    for r in {r["id"]: r for r in m_rows}.values():
         if r.get("hyp") is None or r["id"] not in src:
             continue
         e_s, w = errors(src[r["id"]])

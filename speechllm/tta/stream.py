@@ -3,12 +3,14 @@
 Rows go to an append-only JSONL keyed by the manifest id. A stateful (continual) method also keeps
 `<method>.state.pt`, written atomically *before* its row is appended and holding that row as
 `pending`: after a `kill -9` at any point, the rerun restores the state, appends the pending row if
-it was lost, and continues — the outputs are identical to an uninterrupted run.
+it was lost, and continues — the outputs are identical to an uninterrupted run. A rerun of an episodic
+method also retries rows whose audio could not be read (the JSONL's last row of an id counts).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -59,7 +61,15 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
             raise OutputStateError(f"{log.path}: done rows are not a prefix of this stream (was the manifest "
                                    "reordered?); delete the JSONL and state to restart")
     torch.manual_seed(seed)
-    todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in log.done]
+    failed = {k for k, r in log.rows.items() if r.get("hyp") is None and r.get("error")}
+    if failed and stateful:
+        print(f"{method.name}: {len(failed)} row(s) of {log.path} failed earlier (unreadable audio) and are not "
+              f"retried: the stream's state has moved past them. Delete {log.path.name} and {state_path.name} "
+              "to rerun the stream with them.", file=sys.stderr)
+    elif failed:  # episodic: each row starts from the source model, so a fixed file can simply be redone
+        print(f"{method.name}: retrying {len(failed)} row(s) whose audio could not be read before", file=sys.stderr)
+    retry = set() if stateful else failed
+    todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in log.done or str(r["id"]) in retry]
     for i, row in tqdm(todo, desc=method.name, disable=not progress):
         rec = {"id": str(row["id"]), "index": i, "method": method.name,
                "domain": (row.get("attributes") or {}).get("domain", row.get("domain", "all")),
