@@ -155,3 +155,28 @@ def test_mid_epoch_resume_refuses_other_batching_but_an_epoch_end_checkpoint_tak
     fit(tmp_path / "mid", 8, 4, resume=True)  # the same settings resume
     fit(tmp_path / "end", 4, 4, resume=False)  # step 4 ends epoch 0: any batching may start epoch 1
     fit(tmp_path / "end", 6, 2, resume=True)
+
+
+def test_a_streamed_resume_refuses_edited_rows(tmp_path):
+    """The streamed scan digests the training rows (as a loaded run does at setup): an edited row stops the resume."""
+    from speechllm.data.debug_data import make_debug_manifest
+    from speechllm.errors import ConfigError
+    from speechllm.io import read_jsonl, write_jsonl
+
+    manifest = make_debug_manifest(tmp_path / "corpus", 16)
+    rows = read_jsonl(manifest)
+
+    def fit(max_steps: int, resume: bool):
+        trainer = L.Trainer(max_steps=max_steps, default_root_dir=str(tmp_path / "run"), logger=False,
+                            enable_model_summary=False, enable_progress_bar=False,
+                            callbacks=[RunCheckpoint(every_n_train_steps=2)])
+        ckpt = str(tmp_path / "run" / "last.ckpt") if resume else None
+        trainer.fit(CountingModule(), SpeechDataModule(str(manifest), batch_size=4, streaming=True), ckpt_path=ckpt)
+
+    fit(2, resume=False)
+    ckpt = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["SpeechDataModule"]["train_rows"]
+    fit(3, resume=True)  # the same rows: resumes
+    write_jsonl(manifest, [{**r, "target": "changed"} if i == 1 else r for i, r in enumerate(rows)])
+    with pytest.raises(ConfigError, match="not the ones this run was trained on"):
+        fit(5, resume=True)

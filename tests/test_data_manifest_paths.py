@@ -29,5 +29,5 @@ def test_load_manifest_resolves_every_audio_field(tmp_path, monkeypatch):
 def test_streaming_scan_resolves_every_audio_field(tmp_path, monkeypatch):
     d = _write(tmp_path)
     monkeypatch.chdir(os.sep)
-    _, val = scan_manifest(d / "m.jsonl")
+    val = scan_manifest(d / "m.jsonl").val
     assert val[0]["audio2"] == str((d / "wav/b.wav").resolve())

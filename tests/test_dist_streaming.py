@@ -29,7 +29,7 @@ def _ids(ds, workers: int = 0) -> list[list[str]]:
 
 def test_ranks_partition_the_epoch_and_shuffle_is_seeded(tmp_path):
     path = _manifest(tmp_path / "m.jsonl", 23, n_val=3)
-    n, val = scan_manifest(path)
+    n, val, _ = scan_manifest(path)
     assert n == 23 and [r["id"] for r in val] == ["v0", "v1", "v2"]
     ranks = [StreamingManifest(path, n, batch_size=4, seed=1, shuffle_buffer=5, num_replicas=2, rank=r) for r in (0, 1)]
     assert ranks[0].padded == 1 and len(ranks[0]) == len(ranks[1]) == 3  # 12 rows each: 3 batches of 4

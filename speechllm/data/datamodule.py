@@ -133,7 +133,8 @@ class SpeechDataModule(L.LightningDataModule):
         from speechllm.data.streaming import scan_manifest
 
         hp = self.hparams
-        self.stream_rows, val = scan_manifest(self.debug_or(hp.train_manifest), keep_val=not hp.val_manifest)
+        self.stream_rows, val, self.train_digest = scan_manifest(self.debug_or(hp.train_manifest),
+                                                                 keep_val=not hp.val_manifest)
         if val:
             self.rows["val"] = val
 
@@ -227,8 +228,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict:
         """Saved in last.ckpt. A loaded manifest: the digest of its training rows, so a resume on other rows
-        (the corpus rebuilt or edited since) is refused. A streamed run: which rows (the stream's identity)
-        and how far into the epoch."""
+        (the corpus rebuilt or edited since) is refused. A streamed run: the same digest (taken during its
+        scan), the stream's settings and how far into the epoch."""
         if not self.hparams.streaming or self.trainer is None or not self.stream_rows:
             out = {"train_rows": self.train_digest} if self.train_digest else {}
             if self.replay_digest:
@@ -244,7 +245,7 @@ class SpeechDataModule(L.LightningDataModule):
         ds = StreamingManifest(self.debug_or(self.hparams.train_manifest), self.stream_rows,
                                self.hparams.batch_size, self.hparams.seed, self.hparams.shuffle,
                                self.hparams.shuffle_buffer, trainer.world_size)
-        return {"stream": ds.state(), "epoch": trainer.current_epoch,
+        return {"stream": ds.state(), "epoch": trainer.current_epoch, "train_rows": self.train_digest,
                 "batches_done": self._batches_done()}
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -57,18 +57,31 @@ def _stable(value: Any) -> str:
     return type(value).__qualname__ if " at 0x" in text else text  # no memory address: the same rows, the same digest
 
 
+class RowsDigest:
+    """`rows_digest` one row at a time: a streamed manifest is digested during its one scan."""
+
+    def __init__(self, base: str | Path):
+        self._h, self._base = hashlib.sha256(), Path(base).resolve()  # audio paths are resolved: so must the base be
+
+    def update(self, row: dict) -> None:
+        row = {k: v for k, v in row.items() if k not in BOOKKEEPING_FIELDS}
+        for key in AUDIO_KEYS:
+            if isinstance(row.get(key), str) and row[key]:
+                row[key] = os.path.relpath(row[key], self._base)
+        self._h.update(json.dumps(row, sort_keys=True, default=_stable, ensure_ascii=False).encode() + b"\n")
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:16]
+
+
 def rows_digest(rows: list[dict], base: str | Path) -> str:
     """16 hex digits over loaded rows as training reads them, in order: audio paths relative to `base`
     (the manifest's folder, so a moved corpus keeps its digest), bookkeeping fields left out (a re-verified
     target keeps it). A resumed run compares it with the rows it was trained on."""
-    h, base = hashlib.sha256(), Path(base).resolve()  # audio paths are resolved: so must the base be
+    digest = RowsDigest(base)
     for row in rows:
-        row = {k: v for k, v in row.items() if k not in BOOKKEEPING_FIELDS}
-        for key in AUDIO_KEYS:
-            if isinstance(row.get(key), str) and row[key]:
-                row[key] = os.path.relpath(row[key], base)
-        h.update(json.dumps(row, sort_keys=True, default=_stable, ensure_ascii=False).encode() + b"\n")
-    return h.hexdigest()[:16]
+        digest.update(row)
+    return digest.hexdigest()
 
 
 def load_manifest(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:

@@ -22,10 +22,11 @@ import random
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from speechllm.data.manifest import TRAIN_REQUIRED, ManifestError, resolve_audio_paths
+from speechllm.data.manifest import TRAIN_REQUIRED, ManifestError, RowsDigest, resolve_audio_paths
 
 VAL_SPLITS = ("validation", "val", "dev")
 TRAIN_SPLITS = (None, "train")
@@ -46,14 +47,20 @@ def iter_lines(path: Path) -> Iterator[tuple[int, dict]]:
                 raise ManifestError(f"{path}:{no}: invalid JSON ({e}); fix or delete this line") from e
 
 
-def scan_manifest(path: str | Path, keep_val: bool = True) -> tuple[int, list[dict]]:
-    """One pass: -> (number of training rows, validation-split rows). Checks every training row's
-    required fields here, so a bad row stops the run before training starts, naming its line."""
+class ManifestScan(NamedTuple):
+    n_rows: int  # training rows
+    val: list[dict]  # validation-split rows (audio paths resolved)
+    digest: str  # `rows_digest` of the training rows, what a resume compares
+
+
+def scan_manifest(path: str | Path, keep_val: bool = True) -> ManifestScan:
+    """One pass: counts and digests the training rows, keeps the validation split. Checks every training
+    row's required fields here, so a bad row stops the run before training starts, naming its line."""
     path = Path(path)
     if not path.is_file() or path.suffix != ".jsonl":
         raise ManifestError(f"{path}: streaming reads a JSONL manifest file; convert others with "
                             "speechllm.data.manifest.save_manifest(path.jsonl, load_manifest(...)) first")
-    n, val = 0, []
+    n, val, digest = 0, [], RowsDigest(path.parent)
     for no, row in iter_lines(path):
         split = row.get("split")
         if split in VAL_SPLITS:
@@ -64,10 +71,11 @@ def scan_manifest(path: str | Path, keep_val: bool = True) -> tuple[int, list[di
             if missing:
                 raise ManifestError(f"{path}:{no}: row {row.get('id')!r} lacks required field(s) {missing}; run "
                                     "the data preparation step that fills them")
+            digest.update(resolve_audio_paths(row, path.parent))  # as loaded: the same digest as a loaded run
             n += 1
     if n == 0:
         raise ManifestError(f"{path}: no training rows (split 'train' or no split)")
-    return n, val
+    return ManifestScan(n, val, digest.hexdigest())
 
 
 class StreamingManifest(IterableDataset):
