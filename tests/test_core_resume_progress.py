@@ -175,7 +175,15 @@ def test_a_streamed_resume_refuses_edited_rows(tmp_path):
 
     fit(2, resume=False)
     ckpt = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert ckpt["SpeechDataModule"]["train_rows"]
+    saved = ckpt["SpeechDataModule"]
+    loaded, streamed = (SpeechDataModule(str(manifest), batch_size=4, streaming=s) for s in (False, True))
+    loaded.setup("fit")
+    streamed.setup("fit")
+    assert saved["train_rows"] == streamed.train_digest == loaded.train_digest  # switching streaming: the same rows
+    with pytest.raises(ConfigError, match="resume it with data.streaming true"):
+        loaded.load_state_dict(saved)  # a stream position means nothing to a loaded run
+    streamed.load_state_dict({k: v for k, v in saved.items() if k != "train_rows"})  # written before the digest
+    write_jsonl(manifest, [{**r, "target_meta": {"verifier": "v9"}} for r in rows])  # bookkeeping only
     fit(3, resume=True)  # the same rows: resumes
     write_jsonl(manifest, [{**r, "target": "changed"} if i == 1 else r for i, r in enumerate(rows)])
     with pytest.raises(ConfigError, match="not the ones this run was trained on"):

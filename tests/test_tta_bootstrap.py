@@ -73,7 +73,7 @@ def test_renderings_of_one_clip_are_resampled_together():
     by_clip = paired_bootstrap(src, met, B=4000, seed=0, clusters=clips)
     assert rows["rel"] == by_clip["rel"] and by_clip["n_units"] == 8 and rows["n_units"] == 32
     assert by_clip["hi"] - by_clip["lo"] > 1.5 * (rows["hi"] - rows["lo"])
-    singletons = paired_bootstrap(src, met, B=500, seed=3, clusters=[f"{i:03d}" for i in range(32)])
+    singletons = paired_bootstrap(src, met, B=500, seed=3, clusters=[f"{99 - i:03d}" for i in range(32)])
     plain = paired_bootstrap(src, met, B=500, seed=3)
     assert (singletons["lo"], singletons["hi"], singletons["n_units"]) == (plain["lo"], plain["hi"], 32)
     with pytest.raises(ValueError, match="cluster keys"):
@@ -84,6 +84,7 @@ def test_intervals_group_a_clips_domains():
     """`intervals` (and the tables built on it) hand paired_bootstrap the clip of each row: "<domain>/<clip>"."""
     from speechllm.tta.bootstrap import clip_key
     from speechllm.tta.report import intervals
+    from speechllm.tta.report import row_errors as errs
 
     assert clip_key({"id": "gauss_0.01/alsa-x", "domain": "gauss_0.01"}) == "alsa-x"
     assert clip_key({"id": "odd/alsa-x", "domain": "clean"}) == "odd/alsa-x"  # no domain prefix: its own unit
@@ -94,6 +95,15 @@ def test_intervals_group_a_clips_domains():
     got = intervals({"source": src, "m": met}, B=200)["m"]
     assert got["all"]["n_utts"] == 18 and got["all"]["n_units"] == 6
     assert got["noisy"]["n_units"] == 6 and got["clean"]["n_units"] == 6
+    # a clip helped in every domain, another hurt in every domain: grouped, the pooled interval is wider
+    rows = [{"id": f"{d}/c{c}", "domain": d, "ref": "a b c d", "hyp": "a x y z"} for d in ("g1", "g2", "g3", "g4")
+            for c in range(10)]
+    better = [dict(r, hyp="a b c d" if int(r["id"][-1]) % 2 else "w x y z") for r in rows]
+    by_clip = intervals({"source": rows, "m": better}, B=2000)["m"]["noisy"]
+    one_by_one = paired_bootstrap(*[[e for e, _ in (errs(r) for r in x)] for x in (rows, better)], B=2000)
+    assert by_clip["hi"] - by_clip["lo"] > 1.5 * (one_by_one["hi"] - one_by_one["lo"])
+    assert intervals({"source": rows, "m": [dict(r, clean_id="same") for r in better]}, B=50)["m"]["all"][
+        "n_units"] == 1  # a recorded clean_id wins over the id's shape
 
 
 def test_tables_cli_writes_clip_resampled_intervals(tmp_path):

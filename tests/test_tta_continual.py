@@ -184,6 +184,11 @@ def test_episodic_rerun_retries_unreadable_rows_and_continual_ones_say_why_not(t
     pooled = paired_rows(as_written, as_written, lambda r: (0, 2))["all"]
     assert len(pooled.src) == 3  # the retried id is paired once, with its last row
 
+    (tmp_path / "wav" / "u2.wav").write_bytes(b"still not a wav")
+    run_stream(_NoisyMethod(), rows, tmp_path / "still", progress=False)
+    run_stream(_NoisyMethod(), rows, tmp_path / "still", progress=False)  # retried, failed the same way
+    assert len((tmp_path / "still" / "noisy.jsonl").read_text().splitlines()) == 3  # not appended again
+
     (tmp_path / "wav" / "u1.wav").write_bytes(b"not a wav")
     run_stream(_method("continual"), rows, tmp_path / "co", progress=False)
     (tmp_path / "wav" / "u1.wav").write_bytes(good)

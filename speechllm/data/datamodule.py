@@ -90,8 +90,8 @@ class SpeechDataModule(L.LightningDataModule):
             check_fields(self.rows["train"], TRAIN_REQUIRED, hp.train_manifest)
             if not self.rows["train"]:
                 raise ManifestError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
-            weights = [{"instruction_weights": dict(hp.instruction_weights or {})}]  # they change what is trained
-            self.train_digest = rows_digest(self.rows["train"] + weights, manifest_base(self.debug_or(hp.train_manifest)))
+            self.train_digest = rows_digest(self.rows["train"] + [self._weights_row()],
+                                            manifest_base(self.debug_or(hp.train_manifest)))
             if hp.replay_manifest and hp.replay_share > 0 and "replay" not in self.rows:
                 from speechllm.data.replay import load_replay_rows
 
@@ -129,12 +129,16 @@ class SpeechDataModule(L.LightningDataModule):
         if cfg.interleave_transcript:
             check_transcript_field(rows, self.hparams.transcript_field, source, encoder=cfg.encoder)
 
+    def _weights_row(self) -> dict:
+        return {"instruction_weights": dict(self.hparams.instruction_weights or {})}  # they change what is trained
+
     def _scan_stream(self) -> None:
         from speechllm.data.streaming import scan_manifest
 
         hp = self.hparams
-        self.stream_rows, val, self.train_digest = scan_manifest(self.debug_or(hp.train_manifest),
-                                                                 keep_val=not hp.val_manifest)
+        self.stream_rows, val, digest = scan_manifest(self.debug_or(hp.train_manifest), keep_val=not hp.val_manifest)
+        digest.update(self._weights_row())  # as a loaded run's: switching streaming on or off is not a new corpus
+        self.train_digest = digest.hexdigest()
         if val:
             self.rows["val"] = val
 
@@ -270,6 +274,9 @@ class SpeechDataModule(L.LightningDataModule):
                 f"the checkpoint was taken {done} batches into an epoch, and this run would batch the epoch "
                 f"differently ({diff}): resuming would skip other rows than the ones trained. Resume with the "
                 "checkpoint's settings, or from a checkpoint taken at an epoch's end")
+        if fitting and state_dict.get("stream") and not self.hparams.streaming:
+            raise ConfigError("the checkpoint was taken by a streamed run (data.streaming true) and knows its position "
+                              "in the stream only: resume it with data.streaming true")
         if state_dict.get("stream"):
             self._resume = dict(state_dict)
 
@@ -279,7 +286,9 @@ class SpeechDataModule(L.LightningDataModule):
         return {"batch_size": hp.batch_size, "seed": hp.seed, "shuffle": hp.shuffle,
                 "group_by_length": hp.group_by_length, "pack_clip_rows": hp.pack_clip_rows,
                 "replay_manifest": hp.replay_manifest if hp.replay_share > 0 else None,
-                "replay_share": hp.replay_share, "world_size": self.trainer.world_size if self.trainer else 1}
+                "replay_share": hp.replay_share, "world_size": self.trainer.world_size if self.trainer else 1,
+                # only when on: the mid-epoch checkpoints written before this key still resume
+                **({"streaming": True, "shuffle_buffer": hp.shuffle_buffer} if hp.streaming else {})}
 
     def val_dataloader(self):
         return self._loader("val") if "val" in self.rows else []

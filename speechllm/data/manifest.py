@@ -64,10 +64,13 @@ class RowsDigest:
         self._h, self._base = hashlib.sha256(), Path(base).resolve()  # audio paths are resolved: so must the base be
 
     def update(self, row: dict) -> None:
+        """A loaded row (audio paths resolved) or a row as written (relative paths are relative to the base:
+        normalised, not resolved, so a streamed scan of millions of rows makes no file-system call per row)."""
         row = {k: v for k, v in row.items() if k not in BOOKKEEPING_FIELDS}
         for key in AUDIO_KEYS:
             if isinstance(row.get(key), str) and row[key]:
-                row[key] = os.path.relpath(row[key], self._base)
+                a = row[key]
+                row[key] = os.path.relpath(a, self._base) if os.path.isabs(a) else os.path.normpath(a)
         self._h.update(json.dumps(row, sort_keys=True, default=_stable, ensure_ascii=False).encode() + b"\n")
 
     def hexdigest(self) -> str:

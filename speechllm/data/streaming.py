@@ -50,7 +50,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, dict]]:
 class ManifestScan(NamedTuple):
     n_rows: int  # training rows
     val: list[dict]  # validation-split rows (audio paths resolved)
-    digest: str  # `rows_digest` of the training rows, what a resume compares
+    digest: RowsDigest  # fed the training rows as written; the caller may add settings, then `hexdigest()`
 
 
 def scan_manifest(path: str | Path, keep_val: bool = True) -> ManifestScan:
@@ -71,11 +71,11 @@ def scan_manifest(path: str | Path, keep_val: bool = True) -> ManifestScan:
             if missing:
                 raise ManifestError(f"{path}:{no}: row {row.get('id')!r} lacks required field(s) {missing}; run "
                                     "the data preparation step that fills them")
-            digest.update(resolve_audio_paths(row, path.parent))  # as loaded: the same digest as a loaded run
+            digest.update(row)
             n += 1
     if n == 0:
         raise ManifestError(f"{path}: no training rows (split 'train' or no split)")
-    return ManifestScan(n, val, digest.hexdigest())
+    return ManifestScan(n, val, digest)
 
 
 class StreamingManifest(IterableDataset):

@@ -97,7 +97,10 @@ def paired_bootstrap(src_err, m_err, n_words=None, B: int = 2000, seed: int = 0,
     if clusters is not None:
         if len(clusters) != len(src):
             raise ValueError(f"paired_bootstrap: {len(clusters)} cluster keys for {len(src)} utterances")
-        _, inv = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        _, first, inv = np.unique(np.asarray(clusters, dtype=str), return_index=True, return_inverse=True)
+        rank = np.empty_like(first)
+        rank[np.argsort(first)] = np.arange(len(first))  # units in order of first appearance: one-row clusters
+        inv = rank[inv.reshape(-1)]                       # give the row bootstrap's draws exactly
         units_s, units_m = np.bincount(inv, weights=src), np.bincount(inv, weights=m)  # the ratio of sums is unchanged
     n_units = len(units_s)
     s_sum, m_sum = paired_resamples([units_s, units_m], B, np.random.default_rng(seed), reduce="sum")

@@ -22,9 +22,15 @@ def domain_keys(domain: str) -> list[str]:
     return [domain, "all"] + (["noisy"] if domain != "clean" else [])
 
 
+INTERVAL_NOTE = "paired bootstrap 95 % interval, clips resampled, a clip's renderings in every domain together"
+MARK = {"helps": "▲", "hurts": "▼", "noise": "", "n/a": ""}  # the interval's verdict
+
+
 def clip_key(row: dict) -> str:
-    """The clean clip a row was rendered from: ids are "<domain>/<clip>" in `prepare noisy`'s manifests, so
-    the pooled columns hold one clip several times, and those rows must be resampled together."""
+    """The clean clip a row was rendered from (`clean_id`, else the id's "<clip>" in `prepare noisy`'s
+    "<domain>/<clip>"): the pooled columns hold one clip several times, and those rows are resampled together."""
+    if row.get("clean_id"):
+        return str(row["clean_id"])
     rid, dom = str(row["id"]), row.get("domain", "all")
     return rid[len(dom) + 1:] if dom != "all" and rid.startswith(f"{dom}/") else rid
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from speechllm.metrics.tables import markdown_table as _table
 from speechllm.metrics.wer import edit_distance, whisper_english_normalize
-from speechllm.tta.bootstrap import domain_keys
+from speechllm.tta.bootstrap import INTERVAL_NOTE, MARK, domain_keys
 
 normalize = whisper_english_normalize  # ASR WER as the Whisper/SUTA papers report it
 
@@ -82,7 +82,8 @@ def markdown_table(summary: dict) -> str:
                 cells.append("–")
             elif m != "source" and rel.get(d) is not None:
                 ci = summary.get("intervals", {}).get(m, {}).get(d)
-                band = f" [{ci['lo']:+.0f}, {ci['hi']:+.0f}]{_MARK[ci['verdict']]}" if ci else ""
+                mark = MARK[ci["verdict"]] if ci else ""
+                band = f" [{ci['lo']:+.0f}, {ci['hi']:+.0f}]{' ' * bool(mark)}{mark}" if ci else ""
                 cells.append(f"{w[d]:.1f} ({rel[d]:+.0f}%{band})")
             else:
                 cells.append(f"{w[d]:.1f}")
@@ -93,11 +94,10 @@ def markdown_table(summary: dict) -> str:
     note = (f"\nNot in any WER, unreadable audio (ids in report.json `failed`): "
             f"{', '.join(f'{m} {n}' for m, n in failed.items())} utterance(s).\n" if failed else "")
     return _table(["method", *domains, "RTF"], rows) + (
-        "\nWER % (relative reduction vs source [paired bootstrap 95 % interval, clips "
-        "resampled, a clip's renderings in every domain together]; ▲ helps, ▼ hurts: interval excludes 0); RTF = processing s / audio s.\n") + note
+        f"\nWER % (relative reduction vs source [{INTERVAL_NOTE}]; ▲ helps, ▼ hurts: interval excludes 0); "
+        "RTF = processing s / audio s.\n") + note
 
 
-_MARK = {"helps": " ▲", "hurts": " ▼", "noise": "", "n/a": ""}
 
 
 def plot_stream(results: dict[str, list[dict]], path: str | Path, window: int | None = None) -> None:

@@ -61,19 +61,20 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
             raise OutputStateError(f"{log.path}: done rows are not a prefix of this stream (was the manifest "
                                    "reordered?); delete the JSONL and state to restart")
     torch.manual_seed(seed)
-    failed = {k for k, r in log.rows.items() if r.get("hyp") is None and r.get("error")}
+    failed = {k for k in ids if k in log.rows and log.rows[k].get("hyp") is None and log.rows[k].get("error")}
     if failed and stateful:
-        print(f"{method.name}: {len(failed)} row(s) of {log.path} failed earlier (unreadable audio) and are not "
+        print(f"{method.name}: {len(failed)} row(s) of {log.path} failed earlier (audio not usable) and are not "
               f"retried: the stream's state has moved past them. Delete {log.path.name} and {state_path.name} "
               "to rerun the stream with them.", file=sys.stderr)
     elif failed:  # episodic: each row starts from the source model, so a fixed file can simply be redone
-        print(f"{method.name}: retrying {len(failed)} row(s) whose audio could not be read before", file=sys.stderr)
+        print(f"{method.name}: retrying {len(failed)} row(s) whose audio was not usable before", file=sys.stderr)
     retry = set() if stateful else failed
     todo = [(i, r) for i, r in enumerate(rows) if str(r["id"]) not in log.done or str(r["id"]) in retry]
     for i, row in tqdm(todo, desc=method.name, disable=not progress):
+        attrs = row.get("attributes") or {}
         rec = {"id": str(row["id"]), "index": i, "method": method.name,
-               "domain": (row.get("attributes") or {}).get("domain", row.get("domain", "all")),
-               "ref": row.get("transcript", "")}
+               "domain": attrs.get("domain", row.get("domain", "all")), "ref": row.get("transcript", ""),
+               **({"clean_id": attrs["clean_id"]} if attrs.get("clean_id") else {})}  # a clip's renderings: one unit
         try:
             # a path or a `datasets` audio cell; clips over 30 s or silent are refused (Whisper's window)
             wav = decode_audio_cell(row["audio"], where=str(row["id"]), policy=DEFAULT_POLICY)
@@ -85,5 +86,7 @@ def run_stream(method: Method, rows: list[dict], out_dir: str | Path, seed: int 
             rec.update(out, seconds=time.perf_counter() - t0, audio_seconds=len(wav) / SAMPLE_RATE)
         if stateful:
             _save_state(state_path, {"method": method.state(), "pending": rec})
+        if rec.get("error") and log.rows.get(rec["id"], {}).get("error") == rec["error"]:
+            continue  # retried and failed the same way: the row already says so
         log.append(rec)
     return [log.rows[k] for k in ids if k in log.rows]

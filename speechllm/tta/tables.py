@@ -15,12 +15,13 @@ from pathlib import Path
 
 from speechllm.io import atomic_write_json, atomic_write_text, read_jsonl
 from speechllm.metrics.tables import markdown_table
+from speechllm.tta.bootstrap import INTERVAL_NOTE, MARK
 from speechllm.tta.report import intervals
-
-_MARK = {"helps": "▲", "hurts": "▼", "noise": "", "n/a": ""}
 
 
 def compare(source: list[dict], runs: dict[str, list[dict]], B: int = 2000) -> dict:
+    if "source" in runs:
+        raise ValueError("a run may not be named 'source': that name is the unadapted model (--source)")
     return intervals({"source": source, **runs}, B=B)
 
 
@@ -34,11 +35,10 @@ def markdown(res: dict) -> str:
             c = r.get(d)
             cells.append("–" if not c else
                          f"{c['wer_src']:.1f}→{c['wer']:.1f} ({c['rel']:+.0f}% [{c['lo']:+.0f}, {c['hi']:+.0f}]"
-                         f"{_MARK[c['verdict']]})")
+                         f"{MARK[c['verdict']]})")
         rows.append([f"{name} ({n})", *cells])
     return markdown_table(["method (utts)", *doms], rows) + (
-        "\nWER % source→method (relative reduction [paired bootstrap 95 % interval, "
-        "clips resampled, a clip's renderings in every domain together, corpus WER per resample]; "
+        f"\nWER % source→method (relative reduction [{INTERVAL_NOTE}, corpus WER per resample]; "
         "▲ helps / ▼ hurts: interval excludes 0). noisy = every domain but clean, pooled.\n")
 
 
