@@ -93,6 +93,7 @@ class SpeechLLMModule(L.LightningModule):
         encoder_cache_dir: str | None = None,
         lr_scale: dict[str, float] | None = None,
         loss_reduction: str = "token",
+        audio_anchors: list[str] | None = None,
     ):
         """Args mirror `SpeechLLMConfig` (model) plus the optimiser: AdamW(lr, betas, weight_decay) on the
         trainable parameters only, linear warm-up for `warmup_steps` then cosine decay to
@@ -105,6 +106,9 @@ class SpeechLLMModule(L.LightningModule):
         `{model.adapter.stats.global_mlp.0: 0.1}` for ClipStatsAdapter's first layer.
         `loss_reduction`: "token" (mean over target tokens) or "answer" (each answer weighs the same,
         whatever its length; `SpeechLLM.forward`).
+        `audio_anchors`: labels such as `["pitch:", "volume:", "speed:", "gender:"]` (quoted: YAML reads a bare
+        `pitch:` as a mapping) heading equal groups of a fixed-size soft prompt, in the frozen LLM's own token
+        embeddings (`speechllm.model.anchors`).
         `adapter`: class_path + init_args of a `speechllm.model.adapters` class (or any nn.Module taking
         `(enc_dim, n_layers, llm_dim, ...)`); Python callers may pass that spec as a dict."""
         super().__init__()
@@ -117,7 +121,8 @@ class SpeechLLMModule(L.LightningModule):
         self.hparams["adapter"] = adapter
         self.model_config = SpeechLLMConfig(
             encoder=encoder, llm=llm, encoder_layers=list(encoder_layers), real_length=real_length, adapter=adapter,
-            lora=lora, interleave_transcript=interleave_transcript, system_prompt=system_prompt, dtype=dtype)
+            lora=lora, interleave_transcript=interleave_transcript, system_prompt=system_prompt, dtype=dtype,
+            audio_anchors=list(audio_anchors) if audio_anchors else None)
         self.model: SpeechLLM | None = None
         # (encoder settings key, clip id) -> tapped states on the clip's real frames, encoder frame count
         self._encoder_cache: dict[tuple[str, str], tuple[list[torch.Tensor], torch.Tensor]] = {}

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from speechllm.model.adapters import build_adapter
+from speechllm.model.anchors import anchor_ids, interleave_anchors
 from speechllm.model.encoder import WhisperEncoder
 from speechllm.model.processor import AUDIO_SLOT, IGNORE_INDEX, Example, SpeechLLMProcessor
 from speechllm.model.prosody import prosody_batch
@@ -64,6 +65,7 @@ class SpeechLLMConfig:
     interleave_transcript: bool = True
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     dtype: str = "float32"  # of the frozen encoder and LLM
+    audio_anchors: list[str] | None = None  # text labels heading equal groups of the soft prompt (model/anchors.py)
 
 
 def join_windows(embeds: torch.Tensor, counts: torch.Tensor, windows_per_audio: torch.Tensor
@@ -110,6 +112,7 @@ class SpeechLLM(nn.Module):
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript, clip_feature_fn=clip_fn,
                                             instruction_ids=getattr(self.adapter, "wants_instruction", False))
+        self.anchor_ids = anchor_ids(tokenizer, config.audio_anchors) if config.audio_anchors else None
         self.encoder.requires_grad_(False)
         self.llm.requires_grad_(False)
         if config.lora:
@@ -161,6 +164,8 @@ class SpeechLLM(nn.Module):
         if getattr(self.adapter, "wants_instruction", False):
             extra["instruction"] = self.instruction_embedding(batch)
         embeds, counts = self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device), **extra)
+        if self.anchor_ids:  # per 30-s window, before a long clip's windows are joined
+            embeds, counts = interleave_anchors(embeds, counts, self.anchor_ids, self.llm.get_input_embeddings())
         if batch.get("windows_per_audio") is not None:
             embeds, counts = join_windows(embeds, counts, batch["windows_per_audio"])
         return embeds, counts

@@ -1,0 +1,73 @@
+"""model.audio_anchors: the soft prompt in labelled groups, each headed by the frozen LLM's embeddings of its label."""
+
+import numpy as np
+import pytest
+import torch
+
+from speechllm.errors import ConfigError
+from speechllm.model.anchors import interleave_anchors
+from speechllm.model.processor import Example
+from speechllm.module import SpeechLLMModule
+
+SR = 16000
+LABELS = ["pitch:", "volume:"]
+
+
+def _model(tokens: int = 4, anchors=LABELS, adapter=None):
+    adapter = adapter or {"class_path": "speechllm.model.adapters.ClipStatsAdapter",
+                          "init_args": {"tokens": tokens, "hidden": 16}}
+    m = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                        adapter=adapter, interleave_transcript=False, audio_anchors=anchors)
+    m.configure_model()
+    return m.model
+
+
+def _tone(f0: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.1 * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
+
+
+def test_groups_follow_their_labels_in_order():
+    emb = torch.nn.Embedding(10, 3)
+    out = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    got, counts = interleave_anchors(out, torch.tensor([4, 4]), [[1], [2, 3]], emb)
+    assert got.shape == (2, 7, 3) and counts.tolist() == [7, 7]
+    for row in range(2):
+        assert torch.equal(got[row, 0], emb.weight[1].detach()) and torch.equal(got[row, 1:3], out[row, :2])
+        assert torch.equal(got[row, 3:5], emb.weight[[2, 3]].detach()) and torch.equal(got[row, 5:], out[row, 2:])
+    with pytest.raises(ConfigError, match="divisible"):
+        interleave_anchors(out[:, :3], torch.tensor([3, 3]), [[1], [2]], emb)
+    with pytest.raises(ConfigError, match="fixed number"):
+        interleave_anchors(out, torch.tensor([4, 2]), [[1], [2]], emb)  # a variable-length adapter
+
+
+def test_a_model_with_anchors_splices_its_labels_and_trains_only_the_adapter():
+    model = _model()
+    ids = [model.tokenizer(x, add_special_tokens=False)["input_ids"] for x in LABELS]
+    extra = sum(map(len, ids))
+    batch = model.processor([Example(wavs=[_tone(150.0)], instruction="How high?", target="low"),
+                             Example(wavs=[_tone(150.0, seconds=45.0)], instruction="How loud?", target="high")])
+    model.eval()
+    with torch.no_grad():
+        emb, counts = model.encode_audio(batch)
+    assert counts.tolist() == [4 + extra, 2 * (4 + extra)]  # a 45-s clip: every 30-s window labelled
+    table = model.llm.get_input_embeddings().weight
+    assert torch.allclose(emb[0, : len(ids[0])], table[ids[0]])
+    assert torch.allclose(emb[0, len(ids[0]) + 2: len(ids[0]) + 2 + len(ids[1])], table[ids[1]])
+    model.train()
+    model(batch)["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapter.parameters())
+    assert table.grad is None  # the labels are the frozen LLM's own words
+
+
+def test_anchors_are_refused_where_they_cannot_apply_and_round_trip_in_a_checkpoint(tmp_path):
+    from speechllm.model.speech_llm import SpeechLLM
+
+    with pytest.raises(ConfigError, match="non-empty labels"):
+        _model(anchors=["pitch:", " "])
+    odd = _model(tokens=3)
+    with pytest.raises(ConfigError, match="divisible"):
+        odd.encode_audio(odd.processor([Example(wavs=[_tone(150.0)], instruction="How high?")]))
+    model = _model()
+    model.save_pretrained(tmp_path / "ckpt")
+    assert SpeechLLM.from_pretrained(tmp_path / "ckpt").config.audio_anchors == LABELS
