@@ -82,8 +82,8 @@ def markdown_table(summary: dict) -> str:
                 cells.append("–")
             elif m != "source" and rel.get(d) is not None:
                 ci = summary.get("intervals", {}).get(m, {}).get(d)
-                mark = MARK[ci["verdict"]] if ci else ""
-                band = f" [{ci['lo']:+.0f}, {ci['hi']:+.0f}]{' ' * bool(mark)}{mark}" if ci else ""
+                mark = f" {MARK[ci['verdict']]}" if ci and MARK[ci["verdict"]] else ""
+                band = f" [{ci['lo']:+.0f}, {ci['hi']:+.0f}]{mark}" if ci else ""
                 cells.append(f"{w[d]:.1f} ({rel[d]:+.0f}%{band})")
             else:
                 cells.append(f"{w[d]:.1f}")

@@ -55,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         if not name or not path:
             raise SystemExit(f"--run {spec}: give NAME=path/to/method.jsonl")
+        if name == "source":  # checked before any file is read; compare() refuses it for Python callers
+            raise SystemExit("--run source=...: 'source' names the unadapted model (--source); call the run otherwise")
         if not Path(path).is_file():
             raise SystemExit(f"--run {spec}: {path} not found")
         runs[name] = list(read_jsonl(path))
-    if "source" in runs:
-        raise SystemExit("--run source=...: 'source' names the unadapted model (--source); call the run otherwise")
     res = compare(src, runs, args.B)
     atomic_write_json(Path(args.out + ".json"), res)
     md = markdown(res)
