@@ -141,6 +141,13 @@ def load_trained(ckpt: str, device: str = "cpu") -> Any:
     return load_speechllm(ckpt, device)
 
 
+def prompt_settings(model: Any) -> dict:
+    """What shapes the model's audio prompt besides its weights: anchor labels add none, so the weights' digest
+    alone would reuse answers given with other labels (absent when unset, so older caches stay valid)."""
+    anchors = getattr(getattr(model, "config", None), "audio_anchors", None)
+    return {"audio_anchors": list(anchors)} if anchors else {}
+
+
 class SpeechLLMPredictor:
     """The trained model: audio + instruction. When the model interleaves the Whisper transcript
     (DeSTA2), transcripts are computed here once and passed in, so the logged prompt is exact."""
@@ -159,7 +166,7 @@ class SpeechLLMPredictor:
 
         if self._settings is None:  # once: every task and scoring pass (and the shuffled control) asks again
             self._settings = {"weights": trained_weights_digest(self.model)}
-        return {"max_new_tokens": self.max_new_tokens, **self._settings}
+        return {"max_new_tokens": self.max_new_tokens, **self._settings, **prompt_settings(self.model)}
 
     def predict(self, batch: list[dict]) -> list[dict]:
         audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None

@@ -22,6 +22,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from speechllm.data.encoder_cache import batch_clip_ids, one_clip_per_row
 from speechllm.errors import CheckpointError, ConfigError, SpeechLLMError
+from speechllm.model.anchors import adapter_positions
 from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
@@ -106,7 +107,7 @@ class SpeechLLMModule(L.LightningModule):
         `{model.adapter.stats.global_mlp.0: 0.1}` for ClipStatsAdapter's first layer.
         `loss_reduction`: "token" (mean over target tokens) or "answer" (each answer weighs the same,
         whatever its length; `SpeechLLM.forward`).
-        `audio_anchors`: labels such as `["pitch:", "volume:", "speed:", "gender:"]` (quoted: YAML reads a bare
+        `audio_anchors`: labels such as `["pitch:", "volume:", "speed:", "noise:"]` (quoted: YAML reads a bare
         `pitch:` as a mapping) heading equal groups of a fixed-size soft prompt, in the frozen LLM's own token
         embeddings (`speechllm.model.anchors`).
         `adapter`: class_path + init_args of a `speechllm.model.adapters` class (or any nn.Module taking
@@ -122,7 +123,7 @@ class SpeechLLMModule(L.LightningModule):
         self.model_config = SpeechLLMConfig(
             encoder=encoder, llm=llm, encoder_layers=list(encoder_layers), real_length=real_length, adapter=adapter,
             lora=lora, interleave_transcript=interleave_transcript, system_prompt=system_prompt, dtype=dtype,
-            audio_anchors=list(audio_anchors) if audio_anchors else None)
+            audio_anchors=list(audio_anchors) if isinstance(audio_anchors, (list, tuple)) else audio_anchors)
         self.model: SpeechLLM | None = None
         # (encoder settings key, clip id) -> tapped states on the clip's real frames, encoder frame count
         self._encoder_cache: dict[tuple[str, str], tuple[list[torch.Tensor], torch.Tensor]] = {}
@@ -211,7 +212,10 @@ class SpeechLLMModule(L.LightningModule):
         if self.skipped:
             self.log("train/skipped", float(sum(self.skipped.values())), batch_size=bs)
         if out.get("audio_embeds") is not None and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            ratio, spread = adapter_health(out["audio_embeds"].detach(), self.model.llm.get_input_embeddings().weight)
+            audio = out["audio_embeds"].detach()
+            if self.model.anchor_ids:  # the adapter's own tokens: the labels are the same fixed words for every clip
+                audio = audio[:, adapter_positions(self.model.anchor_ids, self.model.adapter.fixed_tokens, audio.shape[1])]
+            ratio, spread = adapter_health(audio, self.model.llm.get_input_embeddings().weight)
             self.log("adapter/norm_ratio", ratio, batch_size=bs)
             self.log("adapter/clip_spread", spread, batch_size=bs)
         return loss
@@ -348,6 +352,10 @@ class SpeechLLMModule(L.LightningModule):
         this model does not have) would otherwise leave that weight at its random init, silently.
         The frozen Whisper/LLM weights are never in the checkpoint and load from their packs."""
         self.configure_model()
+        saved = checkpoint.get("hyper_parameters", {}).get("audio_anchors")
+        if saved != self.model_config.audio_anchors:  # labels add no weights: the key check below cannot see them
+            raise CheckpointError(f"the checkpoint was trained with model.audio_anchors {saved!r}, this model has "
+                                  f"{self.model_config.audio_anchors!r}: resume with the run's own config.yaml")
         if "state_dict" not in checkpoint:  # FSDP's strategy has loaded (and removed) the weights itself
             self._restore_state(checkpoint)
             return

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from speechllm.errors import ConfigError
-from speechllm.model.anchors import interleave_anchors
+from speechllm.errors import CheckpointError, ConfigError
+from speechllm.model.anchors import adapter_positions, interleave_anchors
 from speechllm.model.processor import Example
-from speechllm.module import SpeechLLMModule
+from speechllm.module import SpeechLLMModule, adapter_health
 
 SR = 16000
 LABELS = ["pitch:", "volume:"]
@@ -57,17 +57,55 @@ def test_a_model_with_anchors_splices_its_labels_and_trains_only_the_adapter():
     model.train()
     model(batch)["loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapter.parameters())
-    assert table.grad is None  # the labels are the frozen LLM's own words
+    table.requires_grad_(True)  # even a trainable table gets nothing through the labels: they are looked up as constants
+    emb, _ = model.encode_audio(batch)
+    assert torch.autograd.grad(emb.sum(), [table], allow_unused=True)[0] is None
 
 
 def test_anchors_are_refused_where_they_cannot_apply_and_round_trip_in_a_checkpoint(tmp_path):
     from speechllm.model.speech_llm import SpeechLLM
 
-    with pytest.raises(ConfigError, match="non-empty labels"):
-        _model(anchors=["pitch:", " "])
-    odd = _model(tokens=3)
-    with pytest.raises(ConfigError, match="divisible"):
-        odd.encode_audio(odd.processor([Example(wavs=[_tone(150.0)], instruction="How high?")]))
+    for bad in (["pitch:", " "], [], "pitch:"):  # a bare string would be one label per character
+        with pytest.raises(ConfigError, match="non-empty labels"):
+            _model(anchors=bad)
+    with pytest.raises(ConfigError, match="divisible.*has 3"):  # at build time, not at the first batch
+        _model(tokens=3)
+    linear = {"class_path": "speechllm.model.adapters.LinearAdapter", "init_args": {"pool": 4}}
+    with pytest.raises(ConfigError, match="a variable number"):  # its length follows the clip's
+        _model(adapter=linear)
     model = _model()
     model.save_pretrained(tmp_path / "ckpt")
     assert SpeechLLM.from_pretrained(tmp_path / "ckpt").config.audio_anchors == LABELS
+
+
+def test_adapter_health_reads_the_adapters_tokens_not_the_labels():
+    mask = adapter_positions([[1], [2, 3]], n_tokens=4, width=14)  # two windows of 4 tokens + 3 label tokens
+    assert mask.tolist() == [False, True, True, False, False, True, True] * 2
+    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                             adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
+                                      "init_args": {"tokens": 4, "hidden": 16}},
+                             interleave_transcript=False, audio_anchors=LABELS)
+    module.configure_model()
+    emb = module.model.llm.get_input_embeddings().weight
+    out = module.model.encode_audio(module.model.processor([Example(wavs=[_tone(f)], instruction="How high?")
+                                                            for f in (120.0, 240.0)]))[0].detach()
+    keep = adapter_positions(module.model.anchor_ids, 4, out.shape[1])
+    assert int(keep.sum()) == 4 and adapter_health(out[:, keep], emb) != adapter_health(out, emb)
+
+
+def test_a_run_does_not_resume_with_other_anchors():
+    kw = dict(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+              adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
+                       "init_args": {"tokens": 4, "hidden": 16}}, interleave_transcript=False)
+    module = SpeechLLMModule(**kw, audio_anchors=LABELS)
+    for other in (None, ["speed:", "noise:"]):
+        with pytest.raises(CheckpointError, match="audio_anchors"):
+            module.on_load_checkpoint({"hyper_parameters": {"audio_anchors": other}, "state_dict": {}})
+
+
+def test_eval_caches_tell_anchored_answers_apart():
+    from evaluation.predictors import SpeechLLMPredictor
+
+    anchored = SpeechLLMPredictor("ckpt", model=_model(), settings={"weights": "w"}).cache_settings()
+    plain = SpeechLLMPredictor("ckpt", model=_model(anchors=None), settings={"weights": "w"}).cache_settings()
+    assert anchored["audio_anchors"] == LABELS and "audio_anchors" not in plain  # older caches stay valid

@@ -154,6 +154,7 @@ class ClipStatsAdapter(nn.Module):
         super().__init__()
         self.wants_clip_features = prosody
         self.wants_instruction = instruction_aware
+        self.fixed_tokens = tokens  # every clip's prompt length (model.audio_anchors needs one)
         self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout, zero_init, stats_warmup,
                                      n_extra=N_PROSODY if prosody else 0,
                                      instruction_dim=llm_dim if instruction_aware else 0)
@@ -197,6 +198,7 @@ class QFormerAdapter(nn.Module):
         # Optional clip-level tokens from each layer's time mean and std: a path on which every output
         # depends on the clip by construction (the queries' residual stream does not).
         self.global_tokens = global_tokens
+        self.fixed_tokens = n_queries + global_tokens
         if global_tokens:
             self.clip_stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, global_tokens, hidden=llm_dim,
                                               stats_warmup=stats_warmup)  # as ClipStatsAdapter's

@@ -4,9 +4,8 @@ group is preceded by the frozen LLM's own embeddings of a short label ("pitch:",
 Why: a 135M LLM reading one unlabelled soft prompt couples attributes that share option words (a low-volume
 clip answered "low" for pitch; docs/hearing.md). Labels written in the LLM's own tokens give each group a name
 that the question's words can attend to, without training the LLM. The labels are fixed text; only the adapter
-learns which group carries what. The logged adapter health (norm ratio, clip-to-clip spread) then includes the
-label tokens, which are the same for every clip: the spread reads lower by their share of the prompt.
-Not yet measured against the plain soft prompt (docs/hearing.md).
+learns which group carries what. The logged adapter health (norm ratio, clip-to-clip spread) reads the
+adapter's own tokens only (`adapter_positions`). Not yet measured against the plain soft prompt (docs/hearing.md).
 """
 
 from __future__ import annotations
@@ -17,11 +16,27 @@ from torch import nn
 from speechllm.errors import ConfigError
 
 
-def anchor_ids(tokenizer, labels: list[str]) -> list[list[int]]:
-    """Each label's token ids (no special tokens); refuses an empty label or list."""
-    if not labels or any(not str(x).strip() for x in labels):
+def anchor_ids(tokenizer, labels: list[str], adapter: nn.Module) -> list[list[int]]:
+    """Each label's token ids (no special tokens). Refused at build time, not at some later batch: an empty
+    label or list, a bare string, and an adapter without a fixed token count (`fixed_tokens`) that the labels
+    divide (a variable-length adapter would pass on any batch of equal clips and fail on the next)."""
+    if isinstance(labels, str) or not labels or any(not str(x).strip() for x in labels):
         raise ConfigError(f"model.audio_anchors must be a list of non-empty labels, got {labels!r}")
+    n = getattr(adapter, "fixed_tokens", None)
+    if n is None or n % len(labels):
+        raise ConfigError(f"model.audio_anchors needs an adapter with a fixed number of output tokens divisible by "
+                          f"the {len(labels)} labels; {type(adapter).__name__} has "
+                          f"{'a variable number' if n is None else n}: use ClipStatsAdapter (or QFormerAdapter) with "
+                          "tokens a multiple of the labels")
     return [tokenizer(str(x), add_special_tokens=False)["input_ids"] for x in labels]
+
+
+def adapter_positions(ids: list[list[int]], n_tokens: int, width: int) -> torch.Tensor:
+    """(width,) bool: True at the adapter's own tokens of an anchored span of `width` (whole windows of
+    n_tokens + label tokens each), False at the labels: the adapter's health is measured without them."""
+    k = n_tokens // len(ids)
+    window = torch.cat([torch.tensor([False] * len(x) + [True] * k) for x in ids])
+    return window.repeat(width // len(window))
 
 
 def interleave_anchors(embeds: torch.Tensor, counts: torch.Tensor, ids: list[list[int]],

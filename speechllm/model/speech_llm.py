@@ -112,7 +112,8 @@ class SpeechLLM(nn.Module):
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript, clip_feature_fn=clip_fn,
                                             instruction_ids=getattr(self.adapter, "wants_instruction", False))
-        self.anchor_ids = anchor_ids(tokenizer, config.audio_anchors) if config.audio_anchors else None
+        self.anchor_ids = (anchor_ids(tokenizer, config.audio_anchors, self.adapter)
+                           if config.audio_anchors is not None else None)
         self.encoder.requires_grad_(False)
         self.llm.requires_grad_(False)
         if config.lora:
