@@ -4,7 +4,9 @@ For clips of a manifest, reads three stages of a trained `ClipStatsAdapter`: its
 layer's time mean and std, standardised by the frozen clip statistics), its hidden layer (after GELU)
 and its output tokens. A 5-fold logistic-regression probe per stage and attribute says how much of the
 attribute each stage still carries; the hidden layer's spread across clips shows how far training moved
-the first layer (a freshly initialised one gives about 0.6 on standardised inputs).
+the first layer (a freshly initialised one gives about 0.6 on standardised inputs). With
+`model.audio_anchors`, each labelled group of output tokens is probed on its own too: a group that
+carries its label's attribute better than the others would show that the labels sort the prompt.
 
     python benchmarks/adapter_info_probe.py --ckpt checkpoints/demo --manifest data/demo/targets.jsonl \
         --out benchmarks/results/demo_adapter_info_probe
@@ -23,7 +25,7 @@ from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
 
-ATTRS = ("gender", "speed", "pitch", "noise", "speech")
+ATTRS = ("gender", "speed", "pitch", "volume", "noise", "speech")
 
 
 def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
@@ -47,11 +49,22 @@ def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
                 emb, _ = model.encode_audio(batch)
             for k in ("input", "pre", "hidden"):
                 out[k].append(seen[k][0].numpy())
-            out["output"].append(emb[0].flatten().numpy())
+            out["output"].append(emb[0].numpy())  # (tokens, D): labelled groups are split from it
     finally:
         for h in hooks:
             h.remove()
     return {k: np.array(v) for k, v in out.items() if v}
+
+
+def group_features(model, output: np.ndarray) -> dict[str, np.ndarray]:
+    """(clips, tokens, D) anchored outputs -> each labelled group's own tokens, flattened (labels dropped)."""
+    from speechllm.model.anchors import adapter_positions
+
+    n = model.adapter.fixed_tokens
+    mine = output[:, adapter_positions(model.anchor_ids, n, output.shape[1]).numpy()]
+    k = n // len(model.anchor_ids)
+    return {f"group {label!r}": mine[:, j * k:(j + 1) * k].reshape(len(output), -1)
+            for j, label in enumerate(model.config.audio_anchors)}
 
 
 def probe(x: np.ndarray, y: np.ndarray) -> float:
@@ -79,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     res: dict = {"ckpt": a.ckpt, "clips": len(rows),
                  "hidden_preactivation_std_median": float(np.median(feats["pre"].std(0))),
                  "probe": {}}
+    if model.anchor_ids:
+        feats.update(group_features(model, feats["output"]))
+    groups = [k for k in feats if k.startswith("group ")]
+    feats["output"] = feats["output"].reshape(len(rows), -1)
     speech = np.array([(r.get("attributes") or {}).get("speech", "yes") == "yes" for r in rows])
     for attr in ATTRS:
         vals = [(r.get("attributes") or {}).get(attr) for r in rows]
@@ -86,14 +103,16 @@ def main(argv: list[str] | None = None) -> None:
         labels = np.array([str(v) for v in vals])[keep]
         if len(set(labels)) < 2 or min(np.unique(labels, return_counts=True)[1]) < 5:
             continue
-        res["probe"][attr] = {s: round(100 * probe(feats[s][keep], labels), 1) for s in ("input", "hidden", "output")}
+        res["probe"][attr] = {s: round(100 * probe(feats[s][keep], labels), 1)
+                              for s in ("input", "hidden", "output", *groups)}
     atomic_write_json(a.out.with_suffix(".json"), res)
     md = "\n".join([f"# What a trained ClipStatsAdapter carries: `{a.ckpt}` ({len(rows)} training clips)", "",
                     f"First-layer pre-activation spread across clips (median std over units): "
                     f"{res['hidden_preactivation_std_median']:.2f}", "",
                     "5-fold logistic-regression probe accuracy (%) per stage:", "",
-                    *table_lines(["attribute", "standardised statistics (input)", "hidden layer", "output tokens"],
-                                 [[k, v["input"], v["hidden"], v["output"]] for k, v in res["probe"].items()])]) + "\n"
+                    *table_lines(["attribute", "standardised statistics (input)", "hidden layer", "output tokens",
+                                  *[f"output {g}" for g in groups]],
+                                 [[k, *v.values()] for k, v in res["probe"].items()])]) + "\n"
     atomic_write_text(a.out.with_suffix(".md"), md)
     print(md)
 
