@@ -141,13 +141,6 @@ def load_trained(ckpt: str, device: str = "cpu") -> Any:
     return load_speechllm(ckpt, device)
 
 
-def prompt_settings(model: Any) -> dict:
-    """What shapes the model's audio prompt besides its weights: anchor labels add none, so the weights' digest
-    alone would reuse answers given with other labels (absent when unset, so older caches stay valid)."""
-    anchors = getattr(getattr(model, "config", None), "audio_anchors", None)
-    return {"audio_anchors": list(anchors)} if anchors else {}
-
-
 class SpeechLLMPredictor:
     """The trained model: audio + instruction. When the model interleaves the Whisper transcript
     (DeSTA2), transcripts are computed here once and passed in, so the logged prompt is exact."""
@@ -162,7 +155,7 @@ class SpeechLLMPredictor:
         self._settings = settings
 
     def cache_settings(self) -> dict:
-        from speechllm.model.checkpoint import trained_weights_digest
+        from speechllm.model.checkpoint import prompt_settings, trained_weights_digest
 
         if self._settings is None:  # once: every task and scoring pass (and the shuffled control) asks again
             self._settings = {"weights": trained_weights_digest(self.model)}

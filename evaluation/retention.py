@@ -23,7 +23,7 @@ from tqdm import tqdm
 from speechllm.io import AppendOnlyJsonl, atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import paired_resamples, wilson
 from speechllm.metrics.tables import table_lines
-from speechllm.model.checkpoint import trained_weights_digest
+from speechllm.model.checkpoint import prompt_settings, trained_weights_digest
 from speechllm.prompts.constraints import check
 from speechllm.prompts.retention import build_prompts
 
@@ -152,6 +152,8 @@ def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics:
     results.append(run_condition(f"trained-text:{tag}", gen, text_prompts, out_dir, batch_size, settings=trained))
     if audio is not None:
         clip = hashlib.sha1(np.asarray(audio, np.float32).tobytes()).hexdigest()[:8]
+        if prompt_settings(model):  # anchor labels shape the audio prompt without any weight (unset: old keys)
+            clip += "_" + hashlib.sha1(repr(prompt_settings(model)).encode()).hexdigest()[:8]
         results.append(run_condition(f"trained-audio:{tag}", lambda b: gen(b, audio),
                                      build_prompts(n_topics, audio=True, kinds=kinds), out_dir, batch_size,
                                      settings=f"{trained}_{clip}"))

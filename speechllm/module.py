@@ -212,13 +212,17 @@ class SpeechLLMModule(L.LightningModule):
         if self.skipped:
             self.log("train/skipped", float(sum(self.skipped.values())), batch_size=bs)
         if out.get("audio_embeds") is not None and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            audio = out["audio_embeds"].detach()
-            if self.model.anchor_ids:  # the adapter's own tokens: the labels are the same fixed words for every clip
-                audio = audio[:, adapter_positions(self.model.anchor_ids, self.model.adapter.fixed_tokens, audio.shape[1])]
-            ratio, spread = adapter_health(audio, self.model.llm.get_input_embeddings().weight)
+            ratio, spread = self.adapter_health(out["audio_embeds"].detach())
             self.log("adapter/norm_ratio", ratio, batch_size=bs)
             self.log("adapter/clip_spread", spread, batch_size=bs)
         return loss
+
+    def adapter_health(self, audio_embeds: torch.Tensor) -> tuple[float, float]:
+        """`adapter_health` of the adapter's own tokens: anchor labels are the same words for every clip."""
+        if self.model.anchor_ids:
+            keep = adapter_positions(self.model.anchor_ids, self.model.adapter.fixed_tokens, audio_embeds.shape[1])
+            audio_embeds = audio_embeds[:, keep.to(audio_embeds.device)]
+        return adapter_health(audio_embeds, self.model.llm.get_input_embeddings().weight)
 
     def _global_mean(self, loss: torch.Tensor, n_units: torch.Tensor, n_tok: torch.Tensor, finite: torch.Tensor):
         """-> (loss to backpropagate, loss to log, target tokens of the global batch, ranks whose loss was
@@ -352,8 +356,11 @@ class SpeechLLMModule(L.LightningModule):
         this model does not have) would otherwise leave that weight at its random init, silently.
         The frozen Whisper/LLM weights are never in the checkpoint and load from their packs."""
         self.configure_model()
+        # Labels add no weights, so the key check below cannot see them. (LightningCLI's --ckpt_path builds the
+        # model from the checkpoint's own hyper-parameters, so this guards Python callers of Trainer.fit.)
         saved = checkpoint.get("hyper_parameters", {}).get("audio_anchors")
-        if saved != self.model_config.audio_anchors:  # labels add no weights: the key check below cannot see them
+        saved = list(saved) if isinstance(saved, (list, tuple)) else saved  # save_hyperparameters keeps a tuple
+        if saved != self.model_config.audio_anchors:
             raise CheckpointError(f"the checkpoint was trained with model.audio_anchors {saved!r}, this model has "
                                   f"{self.model_config.audio_anchors!r}: resume with the run's own config.yaml")
         if "state_dict" not in checkpoint:  # FSDP's strategy has loaded (and removed) the weights itself

@@ -78,26 +78,36 @@ def test_anchors_are_refused_where_they_cannot_apply_and_round_trip_in_a_checkpo
     assert SpeechLLM.from_pretrained(tmp_path / "ckpt").config.audio_anchors == LABELS
 
 
-def test_adapter_health_reads_the_adapters_tokens_not_the_labels():
-    mask = adapter_positions([[1], [2, 3]], n_tokens=4, width=14)  # two windows of 4 tokens + 3 label tokens
-    assert mask.tolist() == [False, True, True, False, False, True, True] * 2
+def _module(anchors=LABELS) -> SpeechLLMModule:
     module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
                              adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
                                       "init_args": {"tokens": 4, "hidden": 16}},
-                             interleave_transcript=False, audio_anchors=LABELS)
+                             interleave_transcript=False, audio_anchors=anchors)
     module.configure_model()
-    emb = module.model.llm.get_input_embeddings().weight
-    out = module.model.encode_audio(module.model.processor([Example(wavs=[_tone(f)], instruction="How high?")
-                                                            for f in (120.0, 240.0)]))[0].detach()
-    keep = adapter_positions(module.model.anchor_ids, 4, out.shape[1])
-    assert int(keep.sum()) == 4 and adapter_health(out[:, keep], emb) != adapter_health(out, emb)
+    return module
 
 
-def test_a_run_does_not_resume_with_other_anchors():
-    kw = dict(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
-              adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
-                       "init_args": {"tokens": 4, "hidden": 16}}, interleave_transcript=False)
-    module = SpeechLLMModule(**kw, audio_anchors=LABELS)
+def test_the_logged_adapter_health_does_not_see_the_labels():
+    assert adapter_positions([[1], [2, 3]], n_tokens=4, width=14).tolist() == [False, True, True, False, False,
+                                                                               True, True] * 2
+    module = _module()
+    model = module.model.eval()
+    batch = model.processor([Example(wavs=[_tone(120.0)], instruction="How high?"),
+                             Example(wavs=[_tone(240.0, seconds=45.0)], instruction="How high?")])  # 1 and 2 windows
+    with torch.no_grad():
+        before = model.encode_audio(batch)[0]
+        table = model.llm.get_input_embeddings().weight
+        for ids in model.anchor_ids:
+            table[ids] *= 100.0  # other label embeddings, the same adapter
+        after = model.encode_audio(batch)[0]
+    assert module.adapter_health(after) == pytest.approx(module.adapter_health(before), rel=1e-5)
+    assert adapter_health(after, table) != pytest.approx(adapter_health(before, table), rel=1e-2)  # labels weigh
+
+
+def test_a_run_resumes_with_its_own_anchors_and_no_other():
+    module = _module()
+    for same in (LABELS, tuple(LABELS)):  # save_hyperparameters keeps a tuple as given
+        module.on_load_checkpoint({"hyper_parameters": {"audio_anchors": same}})
     for other in (None, ["speed:", "noise:"]):
         with pytest.raises(CheckpointError, match="audio_anchors"):
             module.on_load_checkpoint({"hyper_parameters": {"audio_anchors": other}, "state_dict": {}})

@@ -5,7 +5,8 @@ Why: a 135M LLM reading one unlabelled soft prompt couples attributes that share
 clip answered "low" for pitch; docs/hearing.md). Labels written in the LLM's own tokens give each group a name
 that the question's words can attend to, without training the LLM. The labels are fixed text; only the adapter
 learns which group carries what. The logged adapter health (norm ratio, clip-to-clip spread) reads the
-adapter's own tokens only (`adapter_positions`). Not yet measured against the plain soft prompt (docs/hearing.md).
+adapter's own tokens only (`adapter_positions`). Measured on cpu_long (docs/hearing.md): the groups do not
+specialise (each carries every attribute alike) and the shared-option-word leak stays; kept as an option.
 """
 
 from __future__ import annotations

@@ -70,6 +70,13 @@ def trained_weights_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
+def prompt_settings(model) -> dict:
+    """What shapes the model's audio prompt besides its weights: anchor labels add none, so the weights' digest
+    alone would reuse answers given with other labels (empty when unset, so older caches keep their keys)."""
+    anchors = getattr(getattr(model, "config", None), "audio_anchors", None)
+    return {"audio_anchors": list(anchors)} if anchors else {}
+
+
 def read_config(ckpt_dir: str | Path) -> dict:
     path = Path(ckpt_dir) / CONFIG_FILE
     if not path.exists():

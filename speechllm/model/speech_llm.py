@@ -65,7 +65,7 @@ class SpeechLLMConfig:
     interleave_transcript: bool = True
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     dtype: str = "float32"  # of the frozen encoder and LLM
-    audio_anchors: list[str] | None = None  # text labels heading equal groups of the soft prompt (model/anchors.py)
+    audio_anchors: list[str] | None = None  # labels heading equal groups of the soft prompt (model/anchors.py); None: off
 
 
 def join_windows(embeds: torch.Tensor, counts: torch.Tensor, windows_per_audio: torch.Tensor
