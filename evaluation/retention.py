@@ -152,8 +152,9 @@ def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics:
     results.append(run_condition(f"trained-text:{tag}", gen, text_prompts, out_dir, batch_size, settings=trained))
     if audio is not None:
         clip = hashlib.sha1(np.asarray(audio, np.float32).tobytes()).hexdigest()[:8]
-        if prompt_settings(model):  # anchor labels shape the audio prompt without any weight (unset: old keys)
-            clip += "_" + hashlib.sha1(repr(prompt_settings(model)).encode()).hexdigest()[:8]
+        prompt = prompt_settings(model)
+        if prompt:  # anchor labels shape the audio prompt without any weight (unset: old keys)
+            clip += "_" + hashlib.sha1(repr(prompt).encode()).hexdigest()[:8]
         results.append(run_condition(f"trained-audio:{tag}", lambda b: gen(b, audio),
                                      build_prompts(n_topics, audio=True, kinds=kinds), out_dir, batch_size,
                                      settings=f"{trained}_{clip}"))

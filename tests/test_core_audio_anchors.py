@@ -13,13 +13,17 @@ SR = 16000
 LABELS = ["pitch:", "volume:"]
 
 
-def _model(tokens: int = 4, anchors=LABELS, adapter=None):
+def _module(tokens: int = 4, anchors=LABELS, adapter=None) -> SpeechLLMModule:
     adapter = adapter or {"class_path": "speechllm.model.adapters.ClipStatsAdapter",
                           "init_args": {"tokens": tokens, "hidden": 16}}
     m = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
                         adapter=adapter, interleave_transcript=False, audio_anchors=anchors)
     m.configure_model()
-    return m.model
+    return m
+
+
+def _model(tokens: int = 4, anchors=LABELS, adapter=None):
+    return _module(tokens, anchors, adapter).model
 
 
 def _tone(f0: float, seconds: float = 1.0) -> np.ndarray:
@@ -76,15 +80,6 @@ def test_anchors_are_refused_where_they_cannot_apply_and_round_trip_in_a_checkpo
     model = _model()
     model.save_pretrained(tmp_path / "ckpt")
     assert SpeechLLM.from_pretrained(tmp_path / "ckpt").config.audio_anchors == LABELS
-
-
-def _module(anchors=LABELS) -> SpeechLLMModule:
-    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
-                             adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
-                                      "init_args": {"tokens": 4, "hidden": 16}},
-                             interleave_transcript=False, audio_anchors=anchors)
-    module.configure_model()
-    return module
 
 
 def test_the_logged_adapter_health_does_not_see_the_labels():

@@ -17,6 +17,12 @@ from torch import nn
 from speechllm.errors import ConfigError
 
 
+def _unfit(n_labels: int, found: str) -> ConfigError:
+    return ConfigError(f"model.audio_anchors needs an adapter with a fixed number of output tokens divisible by the "
+                       f"{n_labels} labels; {found}: use ClipStatsAdapter (or QFormerAdapter) with tokens a multiple "
+                       "of the labels")
+
+
 def anchor_ids(tokenizer, labels: list[str], adapter: nn.Module) -> list[list[int]]:
     """Each label's token ids (no special tokens). Refused at build time, not at some later batch: an empty
     label or list, a bare string, and an adapter without a fixed token count (`fixed_tokens`) that the labels
@@ -25,10 +31,7 @@ def anchor_ids(tokenizer, labels: list[str], adapter: nn.Module) -> list[list[in
         raise ConfigError(f"model.audio_anchors must be a list of non-empty labels, got {labels!r}")
     n = getattr(adapter, "fixed_tokens", None)
     if n is None or n % len(labels):
-        raise ConfigError(f"model.audio_anchors needs an adapter with a fixed number of output tokens divisible by "
-                          f"the {len(labels)} labels; {type(adapter).__name__} has "
-                          f"{'a variable number' if n is None else n}: use ClipStatsAdapter (or QFormerAdapter) with "
-                          "tokens a multiple of the labels")
+        raise _unfit(len(labels), f"{type(adapter).__name__} has {'a variable number' if n is None else n}")
     return [tokenizer(str(x), add_special_tokens=False)["input_ids"] for x in labels]
 
 
@@ -45,10 +48,8 @@ def interleave_anchors(embeds: torch.Tensor, counts: torch.Tensor, ids: list[lis
     """(W, N, D) adapter outputs, every window with N valid tokens -> (W, N + L, D): label 1, group 1, label 2,
     group 2, ... (L = all label tokens). Label embeddings are the frozen LLM's, in the adapter output's dtype."""
     n, g = embeds.shape[1], len(ids)
-    if bool((counts != n).any()) or n % g:
-        raise ConfigError(f"model.audio_anchors needs an adapter with a fixed number of output tokens divisible by "
-                          f"the {g} labels (got {n} tokens, valid counts {sorted(set(counts.tolist()))}); use "
-                          "ClipStatsAdapter with tokens a multiple of the labels")
+    if bool((counts != n).any()) or n % g:  # an adapter whose output belies its fixed_tokens
+        raise _unfit(g, f"the adapter gave {n} tokens, valid counts {sorted(set(counts.tolist()))}")
     k = n // g
     dev = emb_layer.weight.device
     with torch.no_grad():
