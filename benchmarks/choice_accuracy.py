@@ -28,6 +28,7 @@ from speechllm.data.audio import load_audio
 from speechllm.data.manifest import load_manifest
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
+from speechllm.prompts.captions import INSTRUCTION_BY_ID
 from speechllm.prompts.choice_questions import ATTRIBUTES
 
 
@@ -41,10 +42,10 @@ def choice_rows(manifest: Path, split: str, limit: int | None, attributes: list[
             continue
         if attributes and attr not in attributes:
             continue
-        words, value_word, _ = ATTRIBUTES[attr]
+        value_word = dict(INSTRUCTION_BY_ID[r["instruction_id"]].options)  # a pool variant lists its own words
         label = value_word.get((r.get("attributes") or {}).get(attr))
         if label is not None:
-            out.append({**r, "_attr": attr, "_options": list(words), "_label": label})
+            out.append({**r, "_attr": attr, "_options": list(dict.fromkeys(value_word.values())), "_label": label})
     return out[:limit] if limit else out
 
 
@@ -98,7 +99,8 @@ def shared_word_leak(rows: list[dict], answers: list[str]) -> list[dict]:
     """Does an option word that two attributes share ("normal" for pitch, speed and volume) leak between
     them? For attribute A, another attribute B with word w among both their options, and each label of A:
     how often A's questions are answered w when the clip's B label is w and when it is not. With no leak
-    the two agree. Counts are questions (a clip may be asked several)."""
+    the two agree. Counts are questions (a clip may be asked several). B's label is in B's default words,
+    so a corpus that words B otherwise (a pool variant) is asked the same: does B's "low" make A "low"?"""
     cells: dict = defaultdict(lambda: [0, 0])
     for r, ans in zip(rows, answers):
         for other, (words, value_word, _) in ATTRIBUTES.items():

@@ -23,6 +23,7 @@ from speechllm.io import atomic_write_json
 from speechllm.prompts.captions import (
     CAPTION_VERSION,
     INSTRUCTION_BY_ID,
+    VARIANTS,
     pick_instructions,
     seed_caption,
     templates_record,
@@ -32,14 +33,15 @@ from speechllm.prompts.captions import (
 def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_share: float = 0.2,
                  attribute_share: float = 0.5, one_word_share: float = 0.0,
                  per_clip_no_speech: int | None = None, describe_each_clip: bool = False,
-                 skipped: list[dict] | None = None) -> list[dict]:
+                 skipped: list[dict] | None = None, variants: tuple[str, ...] = ()) -> list[dict]:
     """Manifest rows (with transcript + attributes) → rows with `caption`, `instruction`, `instruction_id`.
 
     `per_clip_no_speech`: rows for a clip without speech (default `per_clip`). Only the speech-presence
     questions apply to such a clip, so K of them ask one thing K times; its rows are the first slots of
     the K it would get, so capping changes no other row. `describe_each_clip`: a speech clip whose
     rows do not ask the default question gets one more row that does (id `<clip>#K`). A speech clip whose
-    transcript is empty gets no rows and an entry in `skipped` (when given)."""
+    transcript is empty gets no rows and an entry in `skipped` (when given). `variants`: instruction pool
+    variants (`speechllm.prompts.captions.VARIANTS`)."""
     if per_clip_no_speech is not None and per_clip_no_speech < 1:
         raise ConfigError(f"--per-clip-no-speech must be >= 1, got {per_clip_no_speech}")
     out, skipped = [], ([] if skipped is None else skipped)
@@ -56,7 +58,8 @@ def caption_rows(rows: list[dict], seed: int = 0, per_clip: int = 1, default_sha
         cap = seed_caption(r.get("transcript") or "", attrs, float(r.get("duration") or 0.0))
         if per_clip < 1:
             raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
-        picks = pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share, one_word_share)
+        picks = pick_instructions(str(r["id"]), attrs, per_clip, seed, default_share, attribute_share, one_word_share,
+                                  variants)
         if attrs.get("speech") == "no" and per_clip_no_speech is not None:
             picks = picks[:per_clip_no_speech]
         if describe_each_clip and attrs.get("speech") != "no" and all(i.id != "default" for i in picks):
@@ -94,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--describe-each-clip", action="store_true",
                    help="one more row per speech clip asking the default 'What can you hear from the audio?' when "
                         "its rows do not: the description names every attribute of the clip at once")
+    p.add_argument("--variant", action="append", default=[], choices=sorted(VARIANTS),
+                   help="reword some questions of the pool (repeatable). volume-distinct: volume's one-word "
+                        "questions list quiet / moderate / loud, words no other attribute lists (pitch lists "
+                        "low / normal / high; docs/hearing.md)")
     p.add_argument("--split", default=None,
                    help="keep only rows of this split (e.g. train: no targets are generated for held-out clips)")
     return p
@@ -116,9 +123,10 @@ def main(argv: list[str]) -> int:
             r["audio"] = str(a.relative_to(base))
     skipped: list[dict] = []
     done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share,
-                        args.one_word_share, args.per_clip_no_speech, args.describe_each_clip, skipped)
+                        args.one_word_share, args.per_clip_no_speech, args.describe_each_clip, skipped,
+                        tuple(args.variant))
     save_manifest(out, done)
     write_skip_report(out, skipped, total=len(rows))
-    atomic_write_json(out.with_name("templates.json"), templates_record())
+    atomic_write_json(out.with_name("templates.json"), templates_record(tuple(args.variant)))
     print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")
     return 0

@@ -65,3 +65,19 @@ def test_shared_option_word_leak_splits_answers_by_the_other_attributes_label():
     assert ca.pooled_leak(list(leak.values())) == {"other_is_word": [3, 3], "other_not_word": [0, 3]}
     table = "\n".join(ca.leak_lines(list(leak.values())))
     assert "| speed / pitch | normal | fast | 3/3 (100 %) | 0/3 (0 %) |" in table
+
+
+def test_a_pool_variant_is_scored_on_its_own_words_and_its_leak_on_the_default_ones(tmp_path):
+    ca = _module()
+    rows = [_row(0, "volume_choice_00_distinct", volume="high", pitch="low"), _row(1, "volume_choice_00", volume="high")]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = ca.choice_rows(path, "validation", None)
+    assert [(r["_options"], r["_label"]) for r in kept] == [(["quiet", "moderate", "loud"], "loud"),
+                                                           (["low", "normal", "high"], "high")]
+    # pitch questions of clips whose volume is worded quiet / loud: the leak still asks whether a low volume
+    # makes the pitch "low", with the volume's label in its default words
+    pitch = [{"_attr": "pitch", "_options": ["low", "normal", "high"], "_label": "normal",
+              "attributes": {"pitch": "normal", "volume": v}} for v in ("low", "high")]
+    leak = {(d["other"], d["word"]): d for d in ca.shared_word_leak(pitch, ["low", "normal"])}
+    assert leak[("volume", "low")]["other_is_word"] == [1, 1] and leak[("volume", "low")]["other_not_word"] == [0, 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -218,3 +219,30 @@ def test_describe_each_clip_adds_one_description_per_speech_clip_and_changes_no_
     assert len(added) == 40 - sum(r["instruction_id"] == "default" for r in plain)
     no_speech = {"id": "ns", "audio": "ns.wav", "transcript": "", "duration": 2.0, "attributes": {"speech": "no"}}
     assert caption_rows([no_speech], per_clip=2, describe_each_clip=True) == caption_rows([no_speech], per_clip=2)
+
+
+def test_volume_distinct_variant_rewords_only_volumes_one_word_questions_in_place(tmp_path):
+    attrs = {"gender": "male", "pitch": "low", "speed": "fast", "volume": "high", "noise": "clean"}
+    rows = [{"id": f"r{i}", "audio": "x.wav", "transcript": "w", "duration": 2.0, "attributes": attrs}
+            for i in range(300)]
+    kw = dict(per_clip=3, attribute_share=0.15, default_share=0.05, one_word_share=0.8)
+    base, var = caption_rows(rows, **kw), caption_rows(rows, **kw, variants=("volume-distinct",))
+    changed = [(a["instruction_id"], b["instruction_id"]) for a, b in zip(base, var) if a != b]
+    # every other row draws what it drew before; each volume one-word question gives way to its twin
+    assert changed and all(new == old + "_distinct" and old.startswith("volume_") for old, new in changed)
+    assert len(changed) == sum(r["instruction_id"].startswith(("volume_choice_", "volume_words")) for r in base)
+    pitch_words = {w for i in INSTRUCTION_BY_ID.values() if i.asks == ("pitch",) for _, w in i.options}
+    for _, new in changed:
+        ins = INSTRUCTION_BY_ID[new]
+        assert dict(ins.options) == {"low": "quiet", "normal": "moderate", "high": "loud"}
+        assert not set(dict(ins.options).values()) & pitch_words  # nothing shared with pitch
+        assert all(w in ins.text for w in ("quiet", "moderate", "loud"))
+    with pytest.raises(ConfigError, match="unknown instruction pool variant"):
+        caption_rows(rows[:1], variants=("louder",))
+    write_jsonl(tmp_path / "attributes.jsonl", rows[:20])
+    assert captions_main(["--manifest", str(tmp_path / "attributes.jsonl"), "--variant", "volume-distinct",
+                          "--one-word-share", "0.3", "--per-clip", "3"]) == 0
+    saved = json.loads((tmp_path / "templates.json").read_text())
+    assert saved["pool_variants"] == ["volume-distinct"]
+    assert "volume_words_distinct" in {i["id"] for i in saved["instructions"]}
+    assert "volume_words" not in {i["id"] for i in saved["instructions"]}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from speechllm.errors import ConfigError
 from speechllm.prompts.chat import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT
-from speechllm.prompts.choice_questions import choice_questions
+from speechllm.prompts.choice_questions import DISTINCT_WORDS, choice_questions
 
 CAPTION_VERSION = "desta2-seed-v2"  # v2: clips without speech, speech-presence questions
 # attribute key -> caption label, in caption order; values are capitalised, noise stays lower-case
@@ -155,8 +155,37 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
 ) + tuple(  # 25 more wordings of each one-word choice (stems x ways of listing the options)
     Instruction(id, text, (attr,), "attribute", (attr,), "option", options=opts)
     for id, text, attr, opts in choice_questions())
-INSTRUCTION_BY_ID = {i.id: i for i in INSTRUCTIONS}
-INSTRUCTION_BY_TEXT = {i.text: i for i in INSTRUCTIONS}
+
+
+def _distinct_volume() -> dict[str, Instruction]:
+    """Volume's one-word questions listing quiet / moderate / loud, each in place of its low / normal / high twin."""
+    words, value_word = DISTINCT_WORDS["volume"]
+    opts = tuple((v, value_word[v]) for v in ("low", "normal", "high"))
+    out = {"volume_words": Instruction("volume_words_distinct", "Is the voice quiet, moderate or loud? Answer in one "
+                                       "word.", ("volume",), "attribute", ("volume",), "one_word", options=opts)}
+    for id, text, attr, o in choice_questions({"volume": (words, value_word)}, "_distinct"):
+        out[id.removesuffix("_distinct")] = Instruction(id, text, (attr,), "attribute", (attr,), "option", options=o)
+    return out
+
+
+# Pool variants, chosen when captions are written (`speechllm prepare captions --variant`): each rewords some
+# questions, the new one taking its twin's place in the pool, so every other row of a corpus draws the question
+# it drew before. "volume-distinct": volume's one-word questions list words no other attribute lists.
+VARIANTS: dict[str, dict[str, Instruction]] = {"volume-distinct": _distinct_volume()}
+
+
+def instruction_pool(variants: tuple[str, ...] | list[str] = ()) -> tuple[Instruction, ...]:
+    """INSTRUCTIONS with the named variants' rewordings in place of their twins."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ConfigError(f"unknown instruction pool variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    swap = {old: new for v in variants for old, new in VARIANTS[v].items()}
+    return tuple(swap.get(i.id, i) for i in INSTRUCTIONS)
+
+
+_EVERY = INSTRUCTIONS + tuple(i for v in VARIANTS.values() for i in v.values())
+INSTRUCTION_BY_ID = {i.id: i for i in _EVERY}  # every variant's too: a row's id names its question
+INSTRUCTION_BY_TEXT = {i.text: i for i in _EVERY}
 
 
 def stable_unit(*keys: object) -> float:
@@ -177,18 +206,19 @@ def _one_word_choice(i: Instruction) -> bool:
 
 
 def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, default_share: float = 0.2,
-                      attribute_share: float = 0.5, one_word_share: float = 0.0) -> list[Instruction]:
+                      attribute_share: float = 0.5, one_word_share: float = 0.0,
+                      variants: tuple[str, ...] = ()) -> list[Instruction]:
     """`k` distinct instructions for one clip. Each slot draws a category — a one-word choice among
     the caption's value words ("Is the pitch low, normal or high? Answer in one word.") with
     probability `one_word_share`, another attribute-focused question with `attribute_share`, the
     default question with `default_share`, else another open, content or format question — then a
     question of that category not used yet (another category when it is used up). Deterministic for
-    (seed, row_id): the order of rows does not matter."""
+    (seed, row_id): the order of rows does not matter. `variants`: pool variants (`VARIANTS`) to draw from."""
     shares = (one_word_share, attribute_share, default_share)
     if min(shares) < 0 or sum(shares) > 1 + 1e-9:
         raise ConfigError(f"one_word_share ({one_word_share}) + attribute_share ({attribute_share}) + "
                           f"default_share ({default_share}) must be in [0, 1]")
-    known = [i for i in INSTRUCTIONS if applies(attributes, i)]
+    known = [i for i in instruction_pool(variants) if applies(attributes, i)]
     if attributes.get("speech") == "no":
         return _no_speech_picks(row_id, known, k, seed)
     pools = {"one_word": [i for i in known if _one_word_choice(i)],
@@ -255,15 +285,16 @@ def paraphrase_messages(instruction: str, answer: str,
     return msgs + [{"role": "user", "content": PARAPHRASE_USER_TEMPLATE.format(instruction=instruction, answer=answer)}]
 
 
-def templates_record() -> dict:
+def templates_record(variants: tuple[str, ...] = ()) -> dict:
     """Every template verbatim, for the manifest folder and the `target_meta` of each row."""
     return {
         "caption_version": CAPTION_VERSION,
+        **({"pool_variants": list(variants)} if variants else {}),
         "caption_example": seed_caption("hello world", {"gender": "female", "accent": "Scottish", "pitch": "high",
                                                         "speed": "slow", "volume": "normal", "noise": "clean"}, 3.0),
         "caption_fields": [label for _, label in CAPTION_FIELDS] + ["Duration"],
         "target_user_template": TARGET_USER_TEMPLATE,
         "target_system_prompt": TARGET_SYSTEM_PROMPT,
         "instructions": [{"id": i.id, "text": i.text, "needs": list(i.needs), "kind": i.kind, "asks": list(i.asks),
-                          "form": i.form, "options": dict(i.options)} for i in INSTRUCTIONS],
+                          "form": i.form, "options": dict(i.options)} for i in instruction_pool(variants)],
     }

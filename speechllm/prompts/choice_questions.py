@@ -65,6 +65,10 @@ ATTRIBUTES: dict[str, tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] =
 }
 # listings per attribute: fewer for speech, whose answer is "speech" for most clips of a corpus
 N_LISTINGS = {"speech": 2}
+# Option words that no other attribute lists, for a pool variant (`speechllm.prompts.captions.VARIANTS`):
+# with volume worded like pitch (low / normal / high), a low volume made the trained model answer "low"
+# to pitch questions (docs/hearing.md, "option words leak between attributes").
+DISTINCT_WORDS = {"volume": (("quiet", "moderate", "loud"), {"low": "quiet", "normal": "moderate", "high": "loud"})}
 
 
 def _or(words: tuple[str, ...]) -> str:
@@ -81,14 +85,20 @@ LISTINGS = (
 )
 
 
-def choice_questions() -> list[tuple[str, str, str, tuple[tuple[str, str], ...]]]:
+def choice_questions(words_of: dict[str, tuple[tuple[str, ...], dict[str, str]]] | None = None,
+                     id_suffix: str = "") -> list[tuple[str, str, str, tuple[tuple[str, str], ...]]]:
     """Every stem of every attribute with every listing, the options in an order that rotates with
-    the pair (so no option is always first), as (id, text, attribute, options)."""
+    the pair (so no option is always first), as (id, text, attribute, options). `words_of`: only these
+    attributes, listed with these option words (ids end in `id_suffix`)."""
     out = []
     for attr, (words, value_word, stems) in ATTRIBUTES.items():
+        if words_of is not None:
+            if attr not in words_of:
+                continue
+            words, value_word = words_of[attr]
         orders = list(permutations(words))
         for i, stem in enumerate(stems):
             for j, listing in enumerate(LISTINGS[:N_LISTINGS.get(attr, len(LISTINGS))]):
                 listed = orders[(i + 2 * j) % len(orders)]
-                out.append((f"{attr}_choice_{i}{j}", f"{stem} {listing(listed)}", attr, tuple(value_word.items())))
+                out.append((f"{attr}_choice_{i}{j}{id_suffix}", f"{stem} {listing(listed)}", attr, tuple(value_word.items())))
     return out
