@@ -42,7 +42,8 @@ def choice_rows(manifest: Path, split: str, limit: int | None, attributes: list[
             continue
         if attributes and attr not in attributes:
             continue
-        value_word = dict(INSTRUCTION_BY_ID[r["instruction_id"]].options)  # a pool variant lists its own words
+        ins = INSTRUCTION_BY_ID.get(r["instruction_id"])  # a pool variant lists its own words
+        value_word = dict(ins.options) if ins else ATTRIBUTES[attr][1]  # an id the pool no longer has
         label = value_word.get((r.get("attributes") or {}).get(attr))
         if label is not None:
             out.append({**r, "_attr": attr, "_options": list(dict.fromkeys(value_word.values())), "_label": label})

@@ -69,12 +69,14 @@ def test_shared_option_word_leak_splits_answers_by_the_other_attributes_label():
 
 def test_a_pool_variant_is_scored_on_its_own_words_and_its_leak_on_the_default_ones(tmp_path):
     ca = _module()
-    rows = [_row(0, "volume_choice_00_distinct", volume="high", pitch="low"), _row(1, "volume_choice_00", volume="high")]
+    rows = [_row(0, "volume_choice_00_distinct", volume="high", pitch="low"), _row(1, "volume_choice_00", volume="high"),
+            _row(2, "volume_choice_99", volume="low")]  # an id no pool has: the attribute's default words
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     kept = ca.choice_rows(path, "validation", None)
     assert [(r["_options"], r["_label"]) for r in kept] == [(["quiet", "moderate", "loud"], "loud"),
-                                                           (["low", "normal", "high"], "high")]
+                                                           (["low", "normal", "high"], "high"),
+                                                           (["low", "normal", "high"], "low")]
     # pitch questions of clips whose volume is worded quiet / loud: the leak still asks whether a low volume
     # makes the pitch "low", with the volume's label in its default words
     pitch = [{"_attr": "pitch", "_options": ["low", "normal", "high"], "_label": "normal",
