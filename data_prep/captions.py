@@ -122,11 +122,12 @@ def main(argv: list[str]) -> int:
         if out.parent.resolve() == base and a.is_absolute() and a.is_relative_to(base):
             r["audio"] = str(a.relative_to(base))
     skipped: list[dict] = []
+    variants = tuple(args.variant)
     done = caption_rows(rows, args.seed, args.per_clip, args.default_share, args.attribute_share,
                         args.one_word_share, args.per_clip_no_speech, args.describe_each_clip, skipped,
-                        tuple(args.variant))
+                        variants)
     save_manifest(out, done)
     write_skip_report(out, skipped, total=len(rows))
-    atomic_write_json(out.with_name("templates.json"), templates_record(tuple(args.variant)))
+    atomic_write_json(out.with_name("templates.json"), templates_record(variants))
     print(f"wrote {len(done)} rows to {out} (templates: {out.with_name('templates.json')})")
     return 0

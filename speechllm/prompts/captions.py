@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 
 from speechllm.errors import ConfigError
 from speechllm.prompts.chat import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM_PROMPT
@@ -160,7 +161,7 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
 def _distinct_volume() -> dict[str, Instruction]:
     """Volume's one-word questions listing quiet / moderate / loud, each in place of its low / normal / high twin."""
     words, value_word = DISTINCT_WORDS["volume"]
-    opts = tuple((v, value_word[v]) for v in ("low", "normal", "high"))
+    opts = tuple(value_word.items())
     out = {"volume_words": Instruction("volume_words_distinct", "Is the voice quiet, moderate or loud? Answer in one "
                                        "word.", ("volume",), "attribute", ("volume",), "one_word", options=opts)}
     for id, text, attr, o in choice_questions({"volume": (words, value_word)}, "_distinct"):
@@ -174,8 +175,10 @@ def _distinct_volume() -> dict[str, Instruction]:
 VARIANTS: dict[str, dict[str, Instruction]] = {"volume-distinct": _distinct_volume()}
 
 
-def instruction_pool(variants: tuple[str, ...] | list[str] = ()) -> tuple[Instruction, ...]:
-    """INSTRUCTIONS with the named variants' rewordings in place of their twins."""
+@cache
+def instruction_pool(variants: tuple[str, ...] = ()) -> tuple[Instruction, ...]:
+    """INSTRUCTIONS with the named variants' rewordings in place of their twins (built once per variant set:
+    `pick_instructions` asks for it on every row)."""
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ConfigError(f"unknown instruction pool variant(s) {unknown}; known: {sorted(VARIANTS)}")
@@ -218,7 +221,7 @@ def pick_instructions(row_id: str, attributes: dict, k: int = 1, seed: int = 0, 
     if min(shares) < 0 or sum(shares) > 1 + 1e-9:
         raise ConfigError(f"one_word_share ({one_word_share}) + attribute_share ({attribute_share}) + "
                           f"default_share ({default_share}) must be in [0, 1]")
-    known = [i for i in instruction_pool(variants) if applies(attributes, i)]
+    known = [i for i in instruction_pool(tuple(variants)) if applies(attributes, i)]
     if attributes.get("speech") == "no":
         return _no_speech_picks(row_id, known, k, seed)
     pools = {"one_word": [i for i in known if _one_word_choice(i)],
@@ -296,5 +299,5 @@ def templates_record(variants: tuple[str, ...] = ()) -> dict:
         "target_user_template": TARGET_USER_TEMPLATE,
         "target_system_prompt": TARGET_SYSTEM_PROMPT,
         "instructions": [{"id": i.id, "text": i.text, "needs": list(i.needs), "kind": i.kind, "asks": list(i.asks),
-                          "form": i.form, "options": dict(i.options)} for i in instruction_pool(variants)],
+                          "form": i.form, "options": dict(i.options)} for i in instruction_pool(tuple(variants))],
     }
