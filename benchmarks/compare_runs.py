@@ -1,8 +1,9 @@
 """Two trained runs on the same suite, paired example by example: is A better than B? (issue 9)
 
 Reads the score files `speechllm evaluate dynamic-superb` wrote for each run (same suite, same
-scoring) and reports, per task group, both macro means and the paired difference A − B with a 95 %
-bootstrap interval (examples resampled within each task), so "better" is decided by the interval.
+scoring), or the runs' `report.json` (their trained model: what benchmarks/results keeps once the checkpoints
+are gone), and reports, per task group, both macro means and the paired difference A − B with a 95 % bootstrap
+interval (examples resampled within each task), so "better" is decided by the interval.
 Two recipes run over several seeds: repeat `--a` and `--b` (one score file per seed); each example's
 score is then its mean over that recipe's seeds, and the interval covers examples, not unseen seeds.
 
@@ -74,8 +75,8 @@ def markdown(res: dict, names: tuple[str, str], score: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", type=Path, action="append", required=True,
-                    help="score file of run A (<eval out>/scores/<model>.json); repeat for seeds of A")
-    ap.add_argument("--b", type=Path, action="append", required=True, help="score file of run B, same suite; repeat for seeds")
+                    help="score file of run A (<eval out>/scores/<model>.json) or its report.json; repeat for seeds of A")
+    ap.add_argument("--b", type=Path, action="append", required=True, help="score file or report.json of run B, same suite; repeat for seeds")
     ap.add_argument("--names", nargs=2, default=("A", "B"))
     ap.add_argument("--score", default="likelihood")
     ap.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")

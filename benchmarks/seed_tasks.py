@@ -13,24 +13,18 @@ Reads the `report.json` that `speechllm evaluate report` writes (each run's trai
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from evaluation.stats import per_example_scores
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
 
 
 def trained_hits(report: Path, score: str = "likelihood") -> dict[str, dict[str, int]]:
     """task -> {example id: hit} of the one trained model of a report (controls and baselines left out)."""
-    tasks = json.loads(report.read_text())["tasks"]
-    models = {m for t in tasks.values() for m in t["models"] if m.startswith("speechllm") and "+" not in m}
-    if len(models) != 1:
-        raise SystemExit(f"{report}: expected one trained model, found {sorted(models)}")
-    (model,) = models
-    return {name: t["models"][model]["per_example"][score] for name, t in tasks.items()
-            if score in t["models"].get(model, {}).get("per_example", {})}
+    return {name: hits for name, (_, hits) in per_example_scores(report, score).items()}
 
 
 def seed_means(reports: list[Path], n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:

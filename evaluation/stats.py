@@ -20,9 +20,28 @@ def task_group(name: str, multi_audio: bool = False) -> str | None:
     return "content" if fam in CONTENT_FAMILIES else None
 
 
-def grouped_per_example(score_file: str | Path, score: str) -> dict[str, tuple[str | None, dict[str, float]]]:
-    """A score file written by `speechllm evaluate` -> {task: (its group, {example id: score})}, for the
-    tasks that have per-example `score` values."""
-    tasks = json.loads(Path(score_file).read_text())["tasks"]
-    return {name: (task_group(name, t["task"].get("multi_audio", False)), t["scores"]["per_example"][score])
-            for name, t in tasks.items() if score in t["scores"].get("per_example", {})}
+def trained_model(tasks: dict, source: str | Path) -> str:
+    """The one trained model of a report's tasks (its controls, `…+shuffled-audio` etc., and baselines left out)."""
+    models = {m for t in tasks.values() for m in t.get("models", {}) if m.startswith("speechllm") and "+" not in m}
+    if len(models) != 1:
+        raise SystemExit(f"{source}: expected one trained model, found {sorted(models)}")
+    return next(iter(models))
+
+
+def per_example_scores(path: str | Path, score: str) -> dict[str, tuple[dict, dict[str, float]]]:
+    """{task: (its task record, {example id: score})} for the tasks with per-example `score` values, from a score
+    file `speechllm evaluate` wrote or from the `report.json` of `speechllm evaluate report` (its trained model).
+    Reports are what benchmarks/results keeps, so runs whose checkpoints are gone can still be paired."""
+    tasks = json.loads(Path(path).read_text())["tasks"]
+    if any("models" in t for t in tasks.values()):
+        model = trained_model(tasks, path)
+        per = {n: t["models"].get(model, {}).get("per_example", {}) for n, t in tasks.items()}
+    else:
+        per = {n: t["scores"].get("per_example", {}) for n, t in tasks.items()}
+    return {n: (t.get("task", {}), per[n][score]) for n, t in tasks.items() if score in per[n]}
+
+
+def grouped_per_example(path: str | Path, score: str) -> dict[str, tuple[str | None, dict[str, float]]]:
+    """A score file or report (see per_example_scores) -> {task: (its group, {example id: score})}."""
+    return {n: (task_group(n, task.get("multi_audio", False)), hits)
+            for n, (task, hits) in per_example_scores(path, score).items()}

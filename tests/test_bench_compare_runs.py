@@ -52,3 +52,35 @@ def test_seeds_of_each_recipe_are_averaged_per_example_before_pairing(tmp_path):
     other = _scores(tmp_path / "other.json", {g: [1, 1, 0]})
     with pytest.raises(SystemExit, match="share a suite"):
         cmp.compare([a0, other], [b0])
+
+
+def _report(path: Path, hits: dict[str, list[int]], run: str = "speechllm:run") -> Path:
+    """The same hits as a report.json: the trained model beside a control that scores the opposite."""
+    tasks = {}
+    for name, v in hits.items():
+        per = {f"{name}-{i}": h for i, h in enumerate(v)}
+        tasks[name] = {"task": {"multi_audio": False},
+                       "models": {run: {"per_example": {"likelihood": per}},
+                                  run + "+shuffled-audio": {"per_example": {"likelihood": {i: 1 - h for i, h in per.items()}}},
+                                  "transcript-llm:x": {"per_example": {"likelihood": {i: 1 for i in per}}}}}
+    path.write_text(json.dumps({"models": sorted(tasks[name]["models"]), "tasks": tasks}))
+    return path
+
+
+def test_a_report_pairs_as_its_trained_models_score_file(tmp_path):
+    cmp = _module()
+    hits_a = {"GenderClassification_Synth": [1, 1, 0, 1], "SpeechDetection_Synth": [0, 1, 1, 1]}
+    hits_b = {"GenderClassification_Synth": [0, 1, 0, 0], "SpeechDetection_Synth": [1, 1, 0, 1]}
+    from_scores = cmp.compare(_scores(tmp_path / "a.json", hits_a), _scores(tmp_path / "b.json", hits_b))
+    from_reports = cmp.compare(_report(tmp_path / "ra.json", hits_a), _report(tmp_path / "rb.json", hits_b, "speechllm:b"))
+    assert from_reports == from_scores and from_scores["acoustic"]["a_minus_b"]["mean"] == 50.0
+
+
+def test_a_report_without_one_trained_model_is_refused(tmp_path):
+    cmp = _module()
+    r = _report(tmp_path / "r.json", {"GenderClassification_Synth": [1, 0]})
+    d = json.loads(r.read_text())
+    d["tasks"]["GenderClassification_Synth"]["models"]["speechllm:other"] = {"per_example": {"likelihood": {}}}
+    r.write_text(json.dumps(d))
+    with pytest.raises(SystemExit, match="expected one trained model"):
+        cmp.compare(r, r)
