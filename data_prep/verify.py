@@ -8,7 +8,8 @@ the row's attributes, transcript and duration and the instruction's spec (`promp
   (synonyms: slow ~ "slowly", "unhurried"; female ~ "woman", "she"; …), no music invented;
 - open descriptions: also about this clip (a captioned attribute, or a word of the transcript);
 - attribute / option questions (`asks`): the caption's value stated, no other value of it;
-- yes/no questions: the right polarity first; one-word answers: at most three words;
+- yes/no questions: the right polarity first; one-word answers: at most three words, and where the question
+  lists its options, the caption's option in the question's own word ("female", not "a woman");
 - JSON questions: the answer parses and holds the right values;
 - transcribe: the transcript found in the answer within a word-error bound; summary / topic: enough
   of the transcript's content words; duration: seconds within a tolerance.
@@ -37,7 +38,8 @@ from data_prep.verify_lexicon import (
 from speechllm.metrics.wer import edit_distance
 from speechllm.prompts.captions import INSTRUCTION_BY_ID, INSTRUCTION_BY_TEXT, Instruction
 
-VERIFIER_VERSION = "verify-v2"  # v2: a general value is wrong where the question lists the exact one
+VERIFIER_VERSION = "verify-v3"  # v2: a general value is wrong where the question lists the exact one;
+# v3: a listed-option answer names the option in the question's own word
 TRANSCRIBE_MAX_WER = 0.2
 SUMMARY_MIN_RECALL = 0.3  # share of the transcript's content words a summary must keep
 TOPIC_MIN_SHARED = 1  # content words a topic answer must share with the transcript
@@ -280,8 +282,32 @@ def _yes_no(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> Verd
 
 
 def _one_word(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> Verdict:
-    n = len([t for t in tokens(answer, breaks=False) if t not in ("a", "an", "the")])
-    return Verdict(n <= ONE_WORD_MAX, "ok" if n <= ONE_WORD_MAX else f"{n} words, asked for one")
+    words = tokens(answer, breaks=False)
+    n = len([t for t in words if t not in ("a", "an", "the")])
+    if n > ONE_WORD_MAX:
+        return Verdict(False, f"{n} words, asked for one")
+    missing = _unlisted(ins, row, words)
+    return Verdict(not missing, "ok" if not missing else missing)
+
+
+def _unlisted(ins: Instruction, row: dict, words: list[str]) -> str:
+    """Why a short answer to a question that lists its options does not name the caption's option in the
+    question's own word ("a woman" to "male or female?"), or "" when it does: the answer is a training target,
+    and the option words are what the suite's questions are scored on."""
+    attrs = row.get("attributes") or {}
+    listed = dict(ins.options)
+    for a in ins.asks:
+        if a not in attrs or not listed:
+            continue
+        want = {listed[v] for v in accepted_values(a, str(attrs[a]), ins) if v in listed}
+        if want and not any(_has_phrase(words, tokens(w, breaks=False)) for w in want):
+            return f"does not name the listed option {' / '.join(sorted(want))!r}"
+    return ""
+
+
+def _has_phrase(words: list[str], phrase: list[str]) -> bool:
+    k = len(phrase)
+    return k > 0 and any(words[i:i + k] == phrase for i in range(len(words) - k + 1))
 
 
 def _json_check(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> Verdict:

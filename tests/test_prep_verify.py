@@ -146,7 +146,11 @@ CASES += [("noise_choice_00", {"noise": "slightly noisy"}, "noisy", True),
           ("noise_words", {"noise": "slightly noisy"}, "Noisy.", False),
           ("noise_words", {"noise": "slightly noisy"}, "Slightly noisy.", True),
           ("noise_options", {"noise": "slightly noisy"}, "A lot of noise.", False),
-          ("noise_options", {"noise": "slightly noisy"}, "A little noise.", True)]
+          ("noise_options", {"noise": "slightly noisy"}, "A little noise.", True),
+          # a listed-option answer names the option as the question words it, not a synonym of it
+          ("gender_choice_10", {}, "The voice of a woman.", False),
+          ("gender_choice_10", {}, "Female.", True),
+          ("noise_choice_03", {"noise": "noisy"}, "Noise - no", False)]
 
 
 @pytest.mark.parametrize("ins_id,attrs,answer,ok", CASES)
@@ -229,3 +233,12 @@ def test_template_variants_differ_and_are_stable():
     texts = {template_answer({**row, "id": f"r{i}"}) for i in range(30)}
     assert len(texts) == 3
     assert template_answer(row) == template_answer(dict(row))
+
+
+def test_a_variant_question_is_answered_in_its_own_option_words():
+    # volume-distinct lists quiet / moderate / loud: "low" names the right value in the wrong words
+    row = eval_row("volume_choice_00_distinct", volume="low")
+    assert verify(row, "Quiet.").ok
+    v = verify(row, "Low.")
+    assert not v.ok and "quiet" in v.reason
+    assert verify(row, template_answer(row)).ok
