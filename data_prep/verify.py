@@ -300,14 +300,9 @@ def _unlisted(ins: Instruction, row: dict, words: list[str]) -> str:
         if a not in attrs or not listed:
             continue
         want = {listed[v] for v in accepted_values(a, str(attrs[a]), ins) if v in listed}
-        if want and not any(_has_phrase(words, tokens(w, breaks=False)) for w in want):
+        if want and not any(_states(words, w) for w in want):
             return f"does not name the listed option {' / '.join(sorted(want))!r}"
     return ""
-
-
-def _has_phrase(words: list[str], phrase: list[str]) -> bool:
-    k = len(phrase)
-    return k > 0 and any(words[i:i + k] == phrase for i in range(len(words) - k + 1))
 
 
 def _json_check(ins: Instruction, row: dict, answer: str, ms: list[Mention]) -> Verdict:
