@@ -38,8 +38,9 @@ from data_prep.verify_lexicon import (
 from speechllm.metrics.wer import edit_distance
 from speechllm.prompts.captions import INSTRUCTION_BY_ID, INSTRUCTION_BY_TEXT, Instruction
 
-VERIFIER_VERSION = "verify-v3"  # v2: a general value is wrong where the question lists the exact one;
-# v3: a listed-option answer names the option in the question's own word
+VERIFIER_VERSION = "verify-v4"  # v2: a general value is wrong where the question lists the exact one;
+# v3: a listed-option answer names the option in the question's own word; v4: the listed-option and yes/no
+# checks read captions whatever their case ("Female"), as the others did
 TRANSCRIBE_MAX_WER = 0.2
 SUMMARY_MIN_RECALL = 0.3  # share of the transcript's content words a summary must keep
 TOPIC_MIN_SHARED = 1  # content words a topic answer must share with the transcript
@@ -223,7 +224,9 @@ def verify(row: dict, answer: str) -> Verdict:
 def _verify(ins: Instruction, row: dict, answer: str) -> Verdict:
     if not answer.strip():
         return Verdict(False, "empty answer")
-    attrs = known_attributes(row.get("attributes") or {})
+    raw = row.get("attributes") or {}
+    attrs = known_attributes(raw)
+    row = {**row, "attributes": {**raw, **attrs}}  # the form checks below see "Female" spelled "female" too
     transcript = str(row.get("transcript") or "")
     asked = ins.asks or ((ins.yes_if[0],) if ins.yes_if else ())
     content = ins.form in ("transcript", "summary", "topic", "json") and not ins.asks

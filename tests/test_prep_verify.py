@@ -242,3 +242,14 @@ def test_a_variant_question_is_answered_in_its_own_option_words():
     v = verify(row, "Low.")
     assert not v.ok and "quiet" in v.reason
     assert verify(row, template_answer(row)).ok
+
+
+@pytest.mark.parametrize("ins_id,attrs,answer,ok", [
+    ("gender_choice_10", {"gender": "Female"}, "The voice of a woman.", False),  # the listed-option check
+    ("gender_choice_10", {"gender": "Female"}, "Female.", True),
+    ("yes_no_noise", {"noise": "Noisy"}, "Yes, there is background noise.", True),  # the polarity check
+    ("yes_no_woman", {"gender": "FEMALE"}, "No, it is a man.", False)])
+def test_captions_are_read_whatever_their_case(ins_id, attrs, answer, ok):
+    """A corpus whose labels are capitalised ("Female", from a real corpus's metadata) is verified as if
+    they were written in the lexicon's spelling, by every check."""
+    assert verify(eval_row(ins_id, **attrs), answer).ok is ok
