@@ -140,21 +140,31 @@ def test_a_resume_with_other_replay_rows_is_refused(tmp_path):
         datamodule().load_state_dict(saved)
 
 
-def test_mid_epoch_resume_refuses_other_batching_but_an_epoch_end_checkpoint_takes_it(tmp_path):
+def test_a_resume_refuses_other_batching_even_from_an_epoch_end_checkpoint(tmp_path):
+    """Lightning restores its batch counter as it was: resumed under another batching, a checkpoint taken at
+    epoch 0's end (4 batches of 4) went on as batch 4 of epoch 1 in batches of 2, and 8 rows of epoch 1 were
+    never trained. Other rows (`max_duration`, the interleaved transcript) are refused alike."""
     from speechllm.errors import ConfigError
 
-    def fit(root, max_steps: int, batch_size: int, resume: bool):
+    def fit(root, max_steps: int, batch_size: int, resume: bool, **data) -> CountingModule:
         trainer = L.Trainer(max_steps=max_steps, default_root_dir=str(root), logger=False, enable_model_summary=False,
                             enable_progress_bar=False, callbacks=[RunCheckpoint(every_n_train_steps=2)])
         ckpt = str(root / "last.ckpt") if resume else None
-        trainer.fit(CountingModule(), SpeechDataModule("debug:16", batch_size=batch_size), ckpt_path=ckpt)
+        module = CountingModule()
+        trainer.fit(module, SpeechDataModule("debug:16", batch_size=batch_size, **data), ckpt_path=ckpt)
+        return module
 
     fit(tmp_path / "mid", 6, 4, resume=False)  # 4 batches an epoch: step 6 is epoch 1, batch 2
     with pytest.raises(ConfigError, match=r"2 batches into an epoch.*batch_size 4 -> 2"):
         fit(tmp_path / "mid", 8, 2, resume=True)
+    with pytest.raises(ConfigError, match=r"max_duration None -> 20.0"):
+        fit(tmp_path / "mid", 8, 4, resume=True, max_duration=20.0)
     fit(tmp_path / "mid", 8, 4, resume=True)  # the same settings resume
-    fit(tmp_path / "end", 4, 4, resume=False)  # step 4 ends epoch 0: any batching may start epoch 1
-    fit(tmp_path / "end", 6, 2, resume=True)
+    fit(tmp_path / "end", 4, 4, resume=False)  # step 4 ends epoch 0
+    with pytest.raises(ConfigError, match=r"4 batches into an epoch.*batch_size 4 -> 2"):
+        fit(tmp_path / "end", 6, 2, resume=True)
+    resumed = fit(tmp_path / "end", 6, 4, resume=True)  # the same batching starts epoch 1 at its first batch
+    assert [(e, i) for e, i, _ in resumed.seen] == [(1, 0), (1, 1)]
 
 
 def test_a_streamed_resume_refuses_edited_rows(tmp_path):

@@ -238,10 +238,8 @@ class SpeechDataModule(L.LightningDataModule):
             out = {"train_rows": self.train_digest} if self.train_digest else {}
             if self.replay_digest:
                 out["replay_rows"] = self.replay_digest
-            if self.trainer is not None and self.train_digest:  # what a mid-epoch resume's batch skip relies on
-                done = self._batches_done()
-                mid = 0 < done < self.trainer.num_training_batches
-                out.update(batch_order=self._batch_order(), mid_epoch_batches=done if mid else 0)
+            if self.trainer is not None and self.train_digest:  # what a resume's batch skip relies on
+                out.update(batch_order=self._batch_order(), batches_done=self._batches_done())
             return out
         trainer = self.trainer
         from speechllm.data.streaming import StreamingManifest
@@ -267,13 +265,17 @@ class SpeechDataModule(L.LightningDataModule):
                 f"{self.hparams.replay_manifest}: its replay rows are not the ones this run was trained with (the "
                 "file was rebuilt or edited since the checkpoint): resuming would mix two replay sets into one run. "
                 "Restore the replay file the run was trained with, or train a new run")
-        order, done = state_dict.get("batch_order"), state_dict.get("mid_epoch_batches", 0)
+        # Lightning restores its batch counter as it was: under another batching even a checkpoint taken at an
+        # epoch's end is resumed as that many batches into an epoch of another length (rows skipped or repeated)
+        order = state_dict.get("batch_order")
+        done = state_dict.get("batches_done", state_dict.get("mid_epoch_batches", 0))  # the latter before 2026-12-06
         if fitting and order and done and order != self._batch_order():
-            diff = ", ".join(f"{k} {order.get(k)} -> {v}" for k, v in self._batch_order().items() if order.get(k) != v)
+            now = self._batch_order()
+            diff = ", ".join(f"{k} {order.get(k)} -> {now.get(k)}" for k in {**order, **now} if order.get(k) != now.get(k))
             raise ConfigError(
                 f"the checkpoint was taken {done} batches into an epoch, and this run would batch the epoch "
-                f"differently ({diff}): resuming would skip other rows than the ones trained. Resume with the "
-                "checkpoint's settings, or from a checkpoint taken at an epoch's end")
+                f"differently ({diff}): resuming would skip or repeat other rows than the ones trained. Resume "
+                "with the checkpoint's settings, or train a new run")
         if fitting and state_dict.get("stream") and not self.hparams.streaming:
             raise ConfigError("the checkpoint was taken by a streamed run (data.streaming true) and knows its position "
                               "in the stream only: resume it with data.streaming true")
@@ -281,9 +283,14 @@ class SpeechDataModule(L.LightningDataModule):
             self._resume = dict(state_dict)
 
     def _batch_order(self) -> dict:
-        """The settings that decide which rows make up each batch of an epoch (the loaded-manifest paths)."""
+        """The settings that decide which rows make up each batch of an epoch (the loaded-manifest paths),
+        and what a row trains on (the interleaved transcript also sets the lengths batches are grouped by)."""
         hp = self.hparams
-        return {"batch_size": hp.batch_size, "seed": hp.seed, "shuffle": hp.shuffle,
+        # only where not the default, so checkpoints written before these keys still resume
+        rows = {k: v for k, v, default in (("transcript_field", hp.transcript_field, ASR_FIELD),
+                                           ("max_duration", hp.max_duration, 30.0),
+                                           ("skip_bad_audio", hp.skip_bad_audio, False)) if v != default}
+        return {**rows, "batch_size": hp.batch_size, "seed": hp.seed, "shuffle": hp.shuffle,
                 "group_by_length": hp.group_by_length, "pack_clip_rows": hp.pack_clip_rows,
                 "replay_manifest": hp.replay_manifest if hp.replay_share > 0 else None,
                 "replay_share": hp.replay_share, "world_size": self.trainer.world_size if self.trainer else 1,
