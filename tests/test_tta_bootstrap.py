@@ -117,3 +117,26 @@ def test_tables_cli_writes_clip_resampled_intervals(tmp_path):
                  "--B", "200", "--out", str(tmp_path / "t")]) == 0
     assert "clips resampled" in (tmp_path / "t.md").read_text()
     assert json.loads((tmp_path / "t.json").read_text())["m"]["all"]["n_units"] == 6
+    other = [dict(r, id="other/" + r["id"]) for r in src]  # a run of another manifest pairs with nothing
+    (tmp_path / "other.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+    with pytest.raises(SystemExit, match="no utterance transcribed by both"):
+        main(["--source", str(tmp_path / "source.jsonl"), "--run", f"o={tmp_path / 'other.jsonl'}",
+              "--out", str(tmp_path / "t2")])
+
+
+def test_the_relative_reduction_is_the_one_its_interval_is_about():
+    """A row the method could not read (its audio failed in that run only) is left out of the reduction as
+    of the interval: the source's hardest utterance counted for the source alone gave +45 % [+0, +0]."""
+    from speechllm.tta.report import summarize
+
+    ref = "the cat sat down"
+    hyps = {"u0": ("the x y down", "the x sat down"), "u1": ("the cat x down",) * 2,  # 3 errors -> 2
+            **{f"u{i}": (ref, ref) for i in range(2, 6)}}
+    src = [{"id": k, "ref": ref, "hyp": h[0], "domain": "clean"} for k, h in hyps.items()]
+    met = [{"id": k, "ref": ref, "hyp": h[1], "domain": "clean"} for k, h in hyps.items()]
+    src.append({"id": "hard", "ref": ref, "hyp": "x y z q", "domain": "clean"})
+    met.append({"id": "hard", "ref": ref, "hyp": None, "domain": "clean", "error": "unreadable audio"})
+    s = summarize({"source": src, "m": met})
+    ci = s["intervals"]["m"]["clean"]
+    assert s["rel_reduction"]["m"]["clean"] == pytest.approx(100 / 3)  # not (7/28 - 2/24) / (7/28) = 67 %
+    assert ci["lo"] <= s["rel_reduction"]["m"]["clean"] <= ci["hi"]

@@ -63,10 +63,14 @@ def summarize(results: dict[str, list[dict]]) -> dict:
         out["resets"][m] = [r["index"] for r in rows if r.get("reset")]
     src = out["wer"].get("source")
     if src:
-        for m, w in out["wer"].items():
-            out["rel_reduction"][m] = {d: 100.0 * (src[d] - w[d]) / src[d] if src.get(d) else None
-                                       for d in w if d in src}
         out["intervals"] = intervals(results)
+        for m, w in out["wer"].items():
+            # from the rows both runs transcribed, as its interval is: where one run lacks a row the other
+            # has (audio unreadable in one run), the two corpus WERs are over different utterances
+            paired = out["intervals"].get(m, {})
+            out["rel_reduction"][m] = {d: paired[d]["rel"] if d in paired else
+                                       100.0 * (src[d] - w[d]) / src[d] if src.get(d) else None
+                                       for d in w if d in src}
     return out
 
 

@@ -55,12 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         if not name or not path:
             raise SystemExit(f"--run {spec}: give NAME=path/to/method.jsonl")
-        if name == "source":  # checked before any file is read; compare() refuses it for Python callers
+        if name == "source":  # checked before any run file is read; compare() refuses it for Python callers
             raise SystemExit("--run source=...: 'source' names the unadapted model (--source); call the run otherwise")
         if not Path(path).is_file():
             raise SystemExit(f"--run {spec}: {path} not found")
         runs[name] = list(read_jsonl(path))
     res = compare(src, runs, args.B)
+    empty = [name for name in runs if not res.get(name)]
+    if empty:  # else a table of dashes, or no table at all, that looks like a result
+        raise SystemExit(f"no utterance transcribed by both {args.source} and the run(s) {', '.join(empty)} (with "
+                         "source errors to reduce): check that they ran on the same manifest, and that their rows "
+                         "have hypotheses (a row with an 'error' has none)")
     atomic_write_json(Path(args.out + ".json"), res)
     md = markdown(res)
     atomic_write_text(Path(args.out + ".md"), md)
