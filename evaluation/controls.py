@@ -22,6 +22,11 @@ CONTROLS = ("shuffled", "untrained")
 SHUFFLED_SUFFIX, UNTRAINED_SUFFIX = "+shuffled-audio", "+untrained-adapter"
 
 
+def is_control(model: str) -> bool:
+    """A trained model's control row (another example's audio, a fresh adapter), not a model of its own."""
+    return model.endswith(SHUFFLED_SUFFIX) or model.endswith(UNTRAINED_SUFFIX)
+
+
 def derangement(n: int, seed: str) -> list[int]:
     """A seeded random permutation with no fixed point (Sattolo: one random n-cycle); [0] for n == 1."""
     perm = list(range(n))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluation.controls import SHUFFLED_SUFFIX, UNTRAINED_SUFFIX
+from evaluation.controls import SHUFFLED_SUFFIX, UNTRAINED_SUFFIX, is_control
 from evaluation.stats import GROUPS, task_group
 from speechllm.metrics.stats import bootstrap_macro, wilson
 from speechllm.metrics.tables import table_lines
@@ -28,10 +28,6 @@ SCORE_HELP = {
 }
 REFERENCES = (("shuffled audio", SHUFFLED_SUFFIX), ("untrained adapter", UNTRAINED_SUFFIX),
               ("transcript-llm", "transcript-llm"), ("cascade", "cascade"), ("text-llm", "text-llm"))
-
-
-def is_control(model: str) -> bool:
-    return model.endswith(SHUFFLED_SUFFIX) or model.endswith(UNTRAINED_SUFFIX)
 
 
 def _hits(t: dict, model: str, score: str) -> dict[str, int]:

@@ -21,11 +21,20 @@ def task_group(name: str, multi_audio: bool = False) -> str | None:
 
 
 def trained_model(tasks: dict, source: str | Path) -> str:
-    """The one trained model of a report's tasks (its controls, `…+shuffled-audio` etc., and baselines left out)."""
-    models = {m for t in tasks.values() for m in t.get("models", {}) if m.startswith("speechllm") and "+" not in m}
+    """The one trained model of a report's tasks (its controls and the baselines left out; the report's own
+    rule, so a run evaluated under `--name` counts too)."""
+    from evaluation.controls import is_control
+    from evaluation.report import model_order  # imported here: the report imports this module
+
+    models = {m for t in tasks.values() for m in t.get("models", {}) if model_order(m)[0] == 0 and not is_control(m)}
     if len(models) != 1:
         raise SystemExit(f"{source}: expected one trained model, found {sorted(models)}")
     return next(iter(models))
+
+
+def is_report(tasks: dict) -> bool:
+    """The tasks of a `speechllm evaluate report` report.json (several models each), not of one model's score file."""
+    return any("models" in t for t in tasks.values())
 
 
 def per_example_scores(path: str | Path, score: str) -> dict[str, tuple[dict, dict[str, float]]]:
@@ -33,7 +42,7 @@ def per_example_scores(path: str | Path, score: str) -> dict[str, tuple[dict, di
     file `speechllm evaluate` wrote or from the `report.json` of `speechllm evaluate report` (its trained model).
     Reports are what benchmarks/results keeps, so runs whose checkpoints are gone can still be paired."""
     tasks = json.loads(Path(path).read_text())["tasks"]
-    if any("models" in t for t in tasks.values()):
+    if is_report(tasks):
         model = trained_model(tasks, path)
         per = {n: t["models"].get(model, {}).get("per_example", {}) for n, t in tasks.items()}
     else:

@@ -84,3 +84,11 @@ def test_a_report_without_one_trained_model_is_refused(tmp_path):
     r.write_text(json.dumps(d))
     with pytest.raises(SystemExit, match="expected one trained model"):
         cmp.compare(r, r)
+
+
+def test_a_run_evaluated_under_its_own_name_is_the_reports_trained_model(tmp_path):
+    """`speechllm evaluate --name mymodel` names the trained model without the `speechllm` prefix."""
+    cmp = _module()
+    hits = {"GenderClassification_Synth": [1, 1, 0, 1]}
+    r = _report(tmp_path / "r.json", hits, "mymodel")
+    assert cmp.compare(r, _scores(tmp_path / "a.json", hits))["acoustic"]["a_minus_b"]["mean"] == 0.0

@@ -55,3 +55,13 @@ def test_runs_on_another_suite_are_refused(tmp_path):
     b = _run(tmp_path, "s1", {GENDER: [1] * 5}, {GENDER: [0] * 5})
     with pytest.raises(SystemExit, match="one suite"):
         mod.spread([a, b], None)
+
+
+def test_a_report_as_the_baseline_is_refused(tmp_path):
+    """A report.json's tasks hold the trained model too: read as a baseline, the margin was over a trained run."""
+    mod = load_benchmark("seed_spread")
+    a = _run(tmp_path, "s0", {GENDER: [1] * 4}, {GENDER: [0] * 4})
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"tasks": {GENDER: {"task": {}, "models": {"speechllm:s0": {}}}}}))
+    with pytest.raises(SystemExit, match="a report, not a baseline's score file"):
+        mod.spread([a], report)
