@@ -198,3 +198,26 @@ def test_a_streamed_resume_refuses_edited_rows(tmp_path):
     write_jsonl(manifest, [{**r, "target": "changed"} if i == 1 else r for i, r in enumerate(rows)])
     with pytest.raises(ConfigError, match="not the ones this run was trained on"):
         fit(5, resume=True)
+
+
+def test_a_resume_with_other_instruction_weights_names_the_weights(tmp_path):
+    """The rows digest covers the weights; a change of weights alone is named as such, not as an edited corpus."""
+    from speechllm.data.debug_data import make_debug_manifest
+    from speechllm.errors import ConfigError
+    from speechllm.io import read_jsonl, write_jsonl
+
+    src = make_debug_manifest(tmp_path / "corpus", 16)
+    write_jsonl(src, [{**r, "instruction_id": ("describe", "gender")[i % 2]} for i, r in enumerate(read_jsonl(src))])
+
+    def fit(max_steps: int, weights: dict, resume: bool):
+        trainer = L.Trainer(max_steps=max_steps, default_root_dir=str(tmp_path / "run"), logger=False,
+                            enable_model_summary=False, enable_progress_bar=False,
+                            callbacks=[RunCheckpoint(every_n_train_steps=2)])
+        ckpt = str(tmp_path / "run" / "last.ckpt") if resume else None
+        dm = SpeechDataModule(str(src), batch_size=4, instruction_weights=weights)
+        trainer.fit(CountingModule(), dm, ckpt_path=ckpt)
+
+    fit(2, {"describe": 2}, resume=False)
+    with pytest.raises(ConfigError, match=r"instruction_weights \{'describe': 3\} differ from the \{'describe': 2\}"):
+        fit(4, {"describe": 3}, resume=True)
+    fit(4, {"describe": 2}, resume=True)

@@ -92,3 +92,12 @@ def test_group_by_length_refuses_loaders_it_does_not_drive(kw):
 
     with pytest.raises(ValueError, match="group_by_length works with a loaded training manifest"):
         SpeechDataModule(train_manifest="train.jsonl", group_by_length=True, **kw)
+
+
+def test_replay_refuses_a_streamed_manifest():
+    """The replay loader mixes rows of a loaded manifest: with streaming on it failed at the first batch (KeyError)."""
+    from speechllm.data.datamodule import SpeechDataModule
+
+    with pytest.raises(ValueError, match="turn off data.streaming, or set data.replay_share 0"):
+        SpeechDataModule(train_manifest="train.jsonl", streaming=True, replay_manifest="r.jsonl", replay_share=0.2)
+    SpeechDataModule(train_manifest="train.jsonl", streaming=True, replay_manifest="r.jsonl", replay_share=0.0)

@@ -67,6 +67,9 @@ class SpeechDataModule(L.LightningDataModule):
             if flag and (streaming or (replay_manifest and replay_share > 0)):
                 raise ConfigError(f"data.{name} works with a loaded training manifest only: turn off "
                                   f"data.streaming and data.replay_share, or data.{name}")
+        if streaming and replay_manifest and replay_share > 0:  # the replay loader mixes loaded rows
+            raise ConfigError("data.replay_manifest mixes replay rows into a loaded training manifest: turn off "
+                              "data.streaming, or set data.replay_share 0")
         if instruction_weights and (streaming or pack_clip_rows):
             raise ConfigError("data.instruction_weights repeats rows of a loaded manifest: turn off data.streaming "
                               "and data.pack_clip_rows (a packed clip would hold the same row twice), or the weights")
@@ -235,7 +238,7 @@ class SpeechDataModule(L.LightningDataModule):
         (the corpus rebuilt or edited since) is refused. A streamed run: the same digest (taken during its
         scan), the stream's settings and how far into the epoch."""
         if not self.hparams.streaming or self.trainer is None or not self.stream_rows:
-            out = {"train_rows": self.train_digest} if self.train_digest else {}
+            out = {"train_rows": self.train_digest, **self._weights_row()} if self.train_digest else {}
             if self.replay_digest:
                 out["replay_rows"] = self.replay_digest
             if self.trainer is not None and self.train_digest:  # what a resume's batch skip relies on
@@ -254,6 +257,12 @@ class SpeechDataModule(L.LightningDataModule):
         saved = state_dict.get("train_rows")  # absent in checkpoints written before the digest
         fitting = self.trainer is None or self.trainer.state.fn == "fit"  # validate/test may use another corpus
         if fitting and saved and self.train_digest and saved != self.train_digest:
+            weights = state_dict.get("instruction_weights")  # saved since 2026-12-06
+            if weights is not None and weights != self._weights_row()["instruction_weights"]:
+                raise ConfigError(
+                    f"data.instruction_weights {self._weights_row()['instruction_weights']} differ from the "
+                    f"{weights} this run was trained with: resuming would train one run on two row mixes. "
+                    "Resume with the run's weights, or train a new run")
             raise ConfigError(
                 f"{self.hparams.train_manifest}: its training rows are not the ones this run was trained on (the "
                 "corpus was rebuilt or edited since the checkpoint): resuming would train one run on two corpora. "
