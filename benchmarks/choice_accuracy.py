@@ -174,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
         import json
 
         prev = json.loads(a.from_json.read_text())
+        differ = [f"--{k} {getattr(a, k)} (it has {prev[k]})" for k in ("ckpt", "manifest", "split")
+                  if k in prev and str(getattr(a, k)) != str(prev[k])]
+        if differ:  # the rebuilt files would name this run's settings beside that run's answers
+            raise SystemExit(f"{a.from_json} was made with other settings: {'; '.join(differ)}; pass its own")
         res, answers = prev["attributes"], prev["answers"]
         by_id = {r["id"]: r for r in rows}
         if any(x["id"] not in by_id for x in answers):

@@ -83,3 +83,20 @@ def test_a_pool_variant_is_scored_on_its_own_words_and_its_leak_on_the_default_o
               "attributes": {"pitch": "normal", "volume": v}} for v in ("low", "high")]
     leak = {(d["other"], d["word"]): d for d in ca.shared_word_leak(pitch, ["low", "normal"])}
     assert leak[("volume", "low")]["other_is_word"] == [1, 1] and leak[("volume", "low")]["other_not_word"] == [0, 1]
+
+
+def test_tables_rebuilt_from_an_earlier_run_keep_that_runs_settings(tmp_path):
+    """--from-json with another --ckpt, manifest or split would label that run's answers with this one's."""
+    import pytest
+
+    ca = _module()
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(_row(0, "gender_choice_00", gender="male")) + "\n")
+    prev = {"ckpt": "runs/a", "manifest": str(path), "split": "validation", "attributes": {},
+            "answers": [{"id": "c0#0", "attribute": "gender", "label": "male", "own": "male", "shuffled": "male"}]}
+    (tmp_path / "prev.json").write_text(json.dumps(prev))
+    argv = ["--manifest", str(path), "--from-json", str(tmp_path / "prev.json"), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=r"--ckpt runs/b \(it has runs/a\)"):
+        ca.main([*argv, "--ckpt", "runs/b"])
+    ca.main([*argv, "--ckpt", "runs/a"])
+    assert json.loads((tmp_path / "out.json").read_text())["ckpt"] == "runs/a"
