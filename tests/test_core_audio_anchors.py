@@ -114,3 +114,24 @@ def test_eval_caches_tell_anchored_answers_apart():
     anchored = SpeechLLMPredictor("ckpt", model=_model(), settings={"weights": "w"}).cache_settings()
     plain = SpeechLLMPredictor("ckpt", model=_model(anchors=None), settings={"weights": "w"}).cache_settings()
     assert anchored["audio_anchors"] == LABELS and "audio_anchors" not in plain  # older caches stay valid
+
+
+@pytest.mark.parametrize("seconds", [1.0, 35.0])  # one 30-s window, and two joined into one clip
+def test_served_prompt_tokens_count_the_labels_and_every_window(seconds):
+    """The serving engine's usage.prompt_tokens: the positions the LLM sees, labels and long clips included
+    (read from the adapter, they missed the label tokens, and a clip of two windows failed the batch)."""
+    from speechllm.serve.engine import AudioTokenCounter
+
+    model = _model().eval()
+    ex = Example(wavs=[_tone(120.0, seconds)], instruction="Describe the voice.")
+    with torch.no_grad():
+        batch = model.processor([ex])
+        audio, alen = model.encode_audio(batch)
+        seen = int(model.embed(batch, audio, alen)["attention_mask"].sum())
+        with AudioTokenCounter(model) as counter:
+            model._generate_batch([ex], 1)
+    labels = sum(len(model.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in LABELS)
+    windows = 1 if seconds <= 30 else 2
+    assert counter.counts == [windows * (4 + labels)] == alen.tolist()  # 4 adapter tokens + labels per window
+    assert seen > counter.counts[0]  # the text around them
+    assert "encode_audio" not in vars(model)  # the method is the class's again

@@ -122,21 +122,27 @@ class RowStop(StoppingCriteria):
 
 
 class AudioTokenCounter:
-    """How many LLM positions each clip became: the adapter's valid output counts, read by a forward
-    hook during one generate call (they depend on the adapter and, for some, on the clip's length)."""
+    """How many LLM positions each clip became, read from `model.encode_audio` during one generate call:
+    after the audio anchors' label tokens are added and a long clip's 30-s windows are joined (the
+    adapter's own counts are per window and without the labels). Wraps the method on the instance for
+    the duration of the `with` block (the engine generates one batch at a time)."""
 
-    def __init__(self, adapter: torch.nn.Module):
-        self.adapter, self.counts, self._handle = adapter, [], None
-
-    def _hook(self, module, args, output) -> None:
-        self.counts.extend(int(n) for n in output[1].reshape(-1).tolist())  # (embeddings, lengths)
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.counts = model, []
 
     def __enter__(self) -> AudioTokenCounter:
-        self._handle = self.adapter.register_forward_hook(self._hook)
+        encode = self.model.encode_audio
+
+        def counted(*args, **kwargs):
+            embeds, counts = encode(*args, **kwargs)
+            self.counts.extend(int(n) for n in counts.reshape(-1).tolist())
+            return embeds, counts
+
+        self.model.encode_audio = counted
         return self
 
     def __exit__(self, *exc) -> None:
-        self._handle.remove()
+        del self.model.encode_audio  # the class's method again
 
     def per_example(self, clips_per_example: list[int], text_tokens: list[int]) -> list[int]:
         """Prompt tokens per example = its text tokens + its clips' audio positions (clips are example-major)."""
@@ -227,7 +233,7 @@ class BatchingEngine:
             sampling = jobs[0].req.sampling
             if sampling.do_sample and sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            with AudioTokenCounter(m.adapter) as audio_counts:
+            with AudioTokenCounter(m) as audio_counts:
                 texts = m._generate_batch(exs, max(j.req.max_tokens for j in jobs), streamer=tracker,
                                           stopping_criteria=StoppingCriteriaList([RowStop(tracker)]),
                                           **sampling.generate_kwargs())
