@@ -35,10 +35,16 @@ say "3/7 DeSTA2 seed captions + instructions"
   --one-word-share 0.8 --attribute-share 0.15 --default-share 0.05
 say "4/7 self-output targets: smollm2-135m answers each caption (verified; resampled, else a templated fallback)"
 # greedy only: smollm2-135m rarely names a listed option right and a resample rarely rescues it (see
-# targets.fidelity.md); one-word answers get an 8-token budget. --dtype auto (the default): bfloat16
-# where the CPU computes it natively (0.18 s a row against 0.29 in float32), else float32 (emulated
-# bfloat16 was 3.4x slower than float32 on an AVX2-only CPU)
-"$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl" --resample 0 --max-new-tokens 32
+# targets.fidelity.md); one-word answers get an 8-token budget. float32 on every CPU, so every machine
+# writes the same targets: with bfloat16 where the CPU has it natively (the default --dtype auto; 0.18 s
+# a row against 0.29), 111 of 2,565 targets were worded otherwise (docs/hearing.md)
+if ! "$BIN/speechllm" prepare targets --manifest "$DATA/captions.jsonl" --resample 0 --max-new-tokens 32 \
+  --dtype float32; then
+  # targets an earlier make demo wrote in bfloat16 are not resumed in float32
+  echo "if the error says \"dtype: 'bfloat16' there\": delete $DATA/targets.jsonl and $RUN (trained on those" \
+    "targets), or set DEMO_DATA and DEMO_RUN to new folders, and run make demo again" >&2
+  exit 1
+fi
 
 say "5/7 train the adapter: a clip-level soft prompt (recipes/demo.yaml)"
 resume=()
