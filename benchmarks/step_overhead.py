@@ -36,7 +36,7 @@ ADAPTERS = {  # --adapter -> (adapter spec, name in the report)
     "qformer": ({"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 64}},
                 "QFormer 64 queries x 4 layers"),
     "clipstats": ({"class_path": "speechllm.model.adapters.ClipStatsAdapter", "init_args": {"tokens": 4}},
-                  "ClipStatsAdapter, 4 tokens (the demo's)"),
+                  "ClipStatsAdapter, 4 tokens (the demo's until 2026-12-03; 16 since)"),
 }
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--adapter", choices=sorted(ADAPTERS), default="qformer",
                     help="qformer: DeSTA2's connector, 64 queries x 4 layers (the issue's setting); clipstats: the "
-                         "demo's 4-token clip-level soft prompt. Results: step_overhead[_clipstats].{json,md}")
+                         "4-token clip-level soft prompt (the demo's until 2026-12-03). Results: step_overhead[_clipstats].{json,md}")
     args = ap.parse_args()
     torch.manual_seed(0)
     adapter, adapter_name = ADAPTERS[args.adapter]

@@ -2,10 +2,12 @@
 
 A typical chain (each step reads the previous step's manifest from the same folder):
 
-    speechllm prepare synth --n 200 --out data/demo          # or: ingest --source ... --out data/mine
-    speechllm prepare attributes --manifest data/demo/synth.jsonl
-    speechllm prepare captions --manifest data/demo/attributes.jsonl
-    speechllm prepare targets --manifest data/demo/captions.jsonl   # -> data/demo/targets.jsonl
+    speechllm prepare synth --n 200 --out data/mine          # or: ingest --source ... --out data/mine
+    speechllm prepare attributes --manifest data/mine/synth.jsonl
+    speechllm prepare captions --manifest data/mine/attributes.jsonl
+    speechllm prepare targets --manifest data/mine/captions.jsonl   # -> data/mine/targets.jsonl
+
+(`make demo`'s own chain, with its flags: scripts/demo.sh.)
 """
 
 from __future__ import annotations

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render a labelled synthetic speech corpus (several TTS engines + sox) into "
                     "OUT/wavs/ and OUT/synth.jsonl. Resumable: rerun the same command after an interruption.")
     p.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
-    p.add_argument("--n", type=int, default=200, help="number of clips (default 200: the demo size)")
+    p.add_argument("--n", type=int, default=200, help="number of clips (default 200; make demo asks for 360, plus 40 without speech)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--engines", nargs="*", default=None, choices=ENGINES, help="TTS engines (default: all installed)")
