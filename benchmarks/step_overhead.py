@@ -10,7 +10,7 @@ Reports, in one run on one machine:
     each timed alone (the adapter is real work a bigger LLM would dwarf, not framework overhead);
   * Whisper encoder time on 3-s clips, 30-s padded vs real length (goal >= 5x speed-up);
   * log-mel feature extraction per batch (data loading, normally in DataLoader workers).
-Writes benchmarks/results/step_overhead.{json,md} (step_overhead_clipstats.* with --adapter clipstats).
+Writes benchmarks/results/step_overhead.{json,md} (step_overhead_<adapter>.* with --adapter clipstats or demo).
 
     python benchmarks/step_overhead.py [--encoder whisper-tiny.en] [--llm smollm2-135m] [--repeats 5] [--adapter clipstats]
 """
@@ -38,6 +38,16 @@ ADAPTERS = {  # --adapter -> (adapter spec, name in the report)
     "clipstats": ({"class_path": "speechllm.model.adapters.ClipStatsAdapter", "init_args": {"tokens": 4}},
                   "ClipStatsAdapter, 4 tokens (the demo's until 2026-12-03; 16 since)"),
 }
+DEMO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+
+
+def demo_adapter() -> tuple[dict, str]:
+    """--adapter demo: the adapter of recipes/demo.yaml as it ships (the recipes' figure)."""
+    import yaml
+
+    spec = yaml.safe_load(DEMO_RECIPE.read_text())["model"]["adapter"]
+    args = ", ".join(f"{k} {v}" for k, v in spec.get("init_args", {}).items())
+    return spec, f"{spec['class_path'].rsplit('.', 1)[-1]} of recipes/demo.yaml ({args})"
 
 
 def timed(fn, repeats: int) -> float:
@@ -71,12 +81,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--adapter", choices=sorted(ADAPTERS), default="qformer",
+    ap.add_argument("--adapter", choices=sorted([*ADAPTERS, "demo"]), default="qformer",
                     help="qformer: DeSTA2's connector, 64 queries x 4 layers (the issue's setting); clipstats: the "
-                         "4-token clip-level soft prompt (the demo's until 2026-12-03). Results: step_overhead[_clipstats].{json,md}")
+                         "4-token clip-level soft prompt (the demo's until 2026-12-03); demo: recipes/demo.yaml's "
+                         "adapter. Results: step_overhead[_clipstats|_demo].{json,md}")
     args = ap.parse_args()
     torch.manual_seed(0)
-    adapter, adapter_name = ADAPTERS[args.adapter]
+    adapter, adapter_name = demo_adapter() if args.adapter == "demo" else ADAPTERS[args.adapter]
     cfg = SpeechLLMConfig(encoder=args.encoder, llm=args.llm, encoder_layers=[1, 2, 3, 4], adapter=adapter,
                           interleave_transcript=True)
     model = SpeechLLM.from_config(cfg)
