@@ -87,6 +87,22 @@ def test_killed_run_resumes_to_identical_results(suite, tmp_path):
         assert all(r["prompt"].startswith("<|audio|>") for r in rows)  # the exact prompt is logged
 
 
+def test_a_rebuilt_suite_does_not_reuse_rows_of_other_examples(suite, tmp_path):
+    """Ids are positions (`00003:<file>`) and a rebuilt suite reuses its file names: rows answered on the
+    old suite's clips must not be scored against the new suite's labels."""
+    from speechllm.errors import ConfigError
+
+    data = _data(suite)
+    run(LoudnessPredictor(), data, tmp_path, "fake-model", batch_size=4)
+    p = predictions_path(tmp_path, "fake-model", TASKS[1])
+    rows = read_jsonl(p)
+    other = {"male": "female", "female": "male"}
+    rows[2]["label"] = other.get(str(rows[2]["label"]), "male")  # as if example 2 had another clip before
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match="holds a row for another example under the id"):
+        run(LoudnessPredictor(), data, tmp_path, "fake-model", batch_size=4)
+
+
 def test_rescore_uses_only_the_cache_and_report_comes_from_it(suite, tmp_path):
     data = _data(suite)
     run(LoudnessPredictor(), data, tmp_path, "fake-model", batch_size=5)

@@ -85,6 +85,16 @@ def check_cache_settings(folder: Path, settings: dict) -> None:
                           "that folder to redo them")
 
 
+def check_same_examples(cache: AppendOnlyJsonl, rows: list[tuple[str, int]], metas: list[dict]) -> None:
+    """Ids are positions in the task (`00003:<file>`), and a rebuilt suite reuses its file names: a cached row
+    is only kept for the example whose file, instruction and label it was made for."""
+    for (eid, _), r in zip(rows, metas):
+        old = cache.rows.get(eid)
+        if old is not None and any(str(old[k]) != str(r.get(k)) for k in ("file", "instruction", "label") if k in old):
+            raise ConfigError(f"{cache.path} holds a row for another example under the id {eid!r} (the suite or "
+                              "dataset changed since it was written): use another --out, or delete that folder")
+
+
 def likelihood_path(out_dir: str | Path, model: str, task: str) -> Path:
     """Cache of option log-likelihoods (one row per example: every option's score, with and without audio)."""
     return Path(out_dir) / "likelihood" / safe_name(model) / f"{safe_name(task)}.jsonl"
@@ -120,8 +130,11 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
     meta_cols = [c for c in ds.column_names if not c.startswith("audio")]
     audio_cols = [c for c in ds.column_names if c.startswith("audio")]
     meta = ds.select_columns(meta_cols)
-    rows = [(example_id(i, r), i) for i, r in enumerate(meta.select(range(n)))]
-    todo = [(eid, i) for eid, i in rows if eid not in cache.done]
+    metas = list(meta.select(range(n)))
+    rows = [(example_id(i, r), i) for i, r in enumerate(metas)]
+    check_same_examples(cache, rows, metas)
+    done = cache.done
+    todo = [(eid, i) for eid, i in rows if eid not in done]
     if hasattr(predictor, "prepare_task"):  # e.g. the majority baseline reads the task's label prior
         predictor.prepare_task(task, [label_str(r["label"]) for r in ds.select_columns(["label"]).select(range(n))])
     if hasattr(predictor, "prepare_donors"):  # the shuffled-audio control takes other examples' audio
