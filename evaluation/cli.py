@@ -106,8 +106,10 @@ def _predictors(args) -> list:
         if "untrained" in controls:
             fresh = C.build_untrained(args.ckpt, seed=args.seed, trained=trained.model).to(_device(args))
             model = C.share_transcripts(fresh, transcripts)
+            # cached under the fresh adapter's digest (its seed and architecture), so a retrained checkpoint with
+            # another adapter does not reuse the rows of the old one's fresh init
             out.append(P.SpeechLLMPredictor(args.ckpt, name=trained.name + C.UNTRAINED_SUFFIX, model=model,
-                                            max_new_tokens=args.max_new_tokens, settings={"adapter_seed": args.seed}))
+                                            max_new_tokens=args.max_new_tokens))
     return out
 
 

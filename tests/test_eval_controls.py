@@ -93,6 +93,29 @@ def test_cached_rows_are_not_joined_across_settings(ckpt, suite, tmp_path):
         main([*argv, "--seed", "1"])
 
 
+def test_untrained_rows_of_another_adapter_are_not_reused(ckpt, suite, tmp_path):
+    """A checkpoint retrained with another adapter under the same run name: once its own trained rows are
+    deleted (as their refusal says), the cached rows of the old adapter's fresh init are refused too (they
+    were keyed by the seed alone)."""
+    import shutil
+
+    from speechllm.errors import ConfigError
+    from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    cfg = SpeechLLMConfig(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                          real_length=False, interleave_transcript=False,
+                          adapter={"class_path": "speechllm.model.adapters.QFormerAdapter", "init_args": {"n_queries": 5}})
+    other = tmp_path / "retrained" / "tiny-run"
+    SpeechLLM.from_config(cfg).save_pretrained(other)
+    out = tmp_path / "eval"
+    argv = ["dynamic-superb", "--control", "untrained", "--suite", str(suite), "--tasks", TASKS[0], "--out", str(out),
+            "--max-new-tokens", "2", "--limit", "2", "--scoring", "generate"]
+    assert main([*argv, "--ckpt", str(ckpt)]) == 0
+    shutil.rmtree(out / "predictions" / "speechllm_tiny-run")
+    with pytest.raises(ConfigError, match=r"speechllm_tiny-run\+untrained-adapter holds rows made with other settings"):
+        main([*argv, "--ckpt", str(other)])
+
+
 def test_untrained_adapter_is_fresh_and_seeded(ckpt):
     from speechllm.generation import load_speechllm
 
