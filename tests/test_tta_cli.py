@@ -80,7 +80,7 @@ def test_rows_decoded_another_way_are_not_joined(tmp_path):
     def decoding(*extra):
         return _decoding(build_parser().parse_args(["--asr", "a", "--manifest", "m", "--out", "o", *extra]))
 
-    assert decoding() == {"whisper_window": "clip+3.0s", "decode_beam": 1}
+    assert decoding() == {"asr": "a", "whisper_window": "clip+3.0s", "decode_beam": 1}
     old = tmp_path / "old"
     old.mkdir()
     (old / "report.json").write_text(json.dumps({"whisper_window": "clip+3.0s"}))  # before --decode-beam: greedy
@@ -95,6 +95,16 @@ def test_rows_decoded_another_way_are_not_joined(tmp_path):
     (killed / "decoding.json").write_text(json.dumps(decoding("--decode-beam", "5")))
     with pytest.raises(SystemExit, match="decode_beam: 5"):
         _check_same_decoding(killed, decoding(), "--out")
+    # another model's rows: refused, whether the folder's decoding.json names it or only its report.json does
+    with pytest.raises(SystemExit, match="asr: a"):
+        _check_same_decoding(killed, decoding("--decode-beam", "5", "--asr", "b"), "--reuse")
+    older = tmp_path / "older"  # a decoding.json from before it named the model, beside its report.json
+    older.mkdir()
+    (older / "decoding.json").write_text(json.dumps({"whisper_window": "clip+3.0s", "decode_beam": 1}))
+    _check_same_decoding(older, decoding("--asr", "b"), "--out")  # nothing says which model: not compared
+    (older / "report.json").write_text(json.dumps({"asr": "a"}))
+    with pytest.raises(SystemExit, match="asr: a"):
+        _check_same_decoding(older, decoding("--asr", "b"), "--out")
 
 
 def test_decode_beam_is_refused_for_ctc(tmp_path):

@@ -161,6 +161,21 @@ def test_slow_lr_sets_the_slow_models_step_only(tmp_path):
     assert all(torch.equal(m.slow[k], src[k]) for k in src)
 
 
+@pytest.mark.parametrize("fast_optimizer", ["fresh", "slow"])
+def test_the_fast_model_starts_from_a_fresh_or_the_slow_models_adamw(tmp_path, fast_optimizer):
+    """"slow" (the reference code's): the fast steps go on from the slow model's moments and step count, at the
+    fast lr; the slow model's own state is not moved by them."""
+    rows = _manifest(tmp_path, n=3)
+    m = DynamicSUTA(tiny_ctc(), SUTAConfig(lr=1e-3), DynamicConfig(steps=2, update_freq=2, memory=2, K=4,
+                                                                   slow_lr=1e-5, fast_optimizer=fast_optimizer))
+    run_stream(m, rows, tmp_path / "run", progress=False)  # the slow model stepped once, after row 2
+    fast, slow = m.ad.opt_ln.state_dict(), m.slow_opt["ln"]
+    fast_steps = {float(s["step"]) for s in fast["state"].values()}
+    assert {float(s["step"]) for s in slow["state"].values()} == {1.0}  # untouched by row 3's fast steps
+    assert fast_steps == ({3.0} if fast_optimizer == "slow" else {2.0})
+    assert {g["lr"] for g in fast["param_groups"]} == {1e-3} and {g["lr"] for g in slow["param_groups"]} == {1e-5}
+
+
 def test_episodic_rerun_retries_unreadable_rows_and_continual_ones_say_why_not(tmp_path, capsys):
     """A file that could not be read is redone once fixed (episodic rows do not depend on each other); the JSONL's
     last row of an id is the one returned and paired. A continual stream cannot go back, and says so."""

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--patience", type=int, default=2)
     d.add_argument("--slow-lr", type=float, default=None,
                    help="lr of the slow model's updates (default: the fast steps' lr, as in the paper)")
+    d.add_argument("--fast-optimizer", choices=("fresh", "slow"), default="fresh",
+                   help="the fast model's AdamW at each utterance: fresh (default; every published figure), or the "
+                        "slow model's state, moments and step count (the reference code's)")
     w = ap.add_argument_group("Whisper")
     w.add_argument("--full-window", action="store_true",
                    help="encode the 30 s window (slow) instead of the clip's length + pad")
@@ -179,7 +182,7 @@ def make_method(name: str, args: argparse.Namespace):
     def dynamic(loss_cfg, steps: int, **kw):  # Dynamic-SUTA around either loss, and its recorded config
         dcfg = DynamicConfig(steps=steps, update_freq=args.update_freq, memory=args.memory,
                              reset="dynamic" if name.endswith("_reset") else "none", K=args.K, z=args.z,
-                             patience=args.patience, slow_lr=args.slow_lr)
+                             patience=args.patience, slow_lr=args.slow_lr, fast_optimizer=args.fast_optimizer)
         return (DynamicSUTA(asr, loss_cfg, dcfg, **kw),
                 {**asdict(loss_cfg), **{f"dsuta_{k}": v for k, v in asdict(dcfg).items()}})
 
@@ -216,22 +219,24 @@ def _check_same_config(folder: Path, name: str, cfg: dict, what: str) -> None:
 
 
 def _decoding(args: argparse.Namespace) -> dict:
-    """Settings every method's rows depend on, source included (a report without `decode_beam` was greedy)."""
-    return {"whisper_window": "full" if args.full_window else f"clip+{args.pad_seconds}s",
+    """Settings every method's rows depend on, source included (a report without `decode_beam` was greedy): the
+    model too, so a --reuse of another model's rows, or a rerun into its --out, is refused."""
+    return {"asr": args.asr, "whisper_window": "full" if args.full_window else f"clip+{args.pad_seconds}s",
             "decode_beam": args.decode_beam}
 
 
 def _check_same_decoding(folder: Path, mine: dict, what: str) -> None:
     """Rows are only joined (a resumed --out, a --reuse folder) when they were decoded the same way: the
-    folder's decoding.json (written before its first row) or, for folders older than it, its report.json."""
-    for name in ("decoding.json", "report.json"):
+    folder's decoding.json (written before its first row) or, for folders older than it, its report.json (which
+    also names the model where an older decoding.json does not)."""
+    rep = {}
+    for name in ("report.json", "decoding.json"):  # the latter wins
         if (folder / name).exists():
-            rep = json.loads((folder / name).read_text())
-            break
-    else:
+            rep.update(json.loads((folder / name).read_text()))
+    if not rep:
         return
     theirs = {k: rep.get(k, 1 if k == "decode_beam" else None) for k in mine}
-    diff = sorted(k for k in mine if theirs[k] != mine[k])
+    diff = sorted(k for k in mine if (k in rep or k != "asr") and theirs[k] != mine[k])
     if diff:
         was = ", ".join(f"{k}: {theirs[k]}" for k in diff)
         raise SystemExit(f"{what}: {folder} was decoded with other settings ({was}); "
@@ -290,8 +295,7 @@ def main(argv: list[str]) -> int:
             atomic_write_json(out / f"{name}.config.json", configs[name])
         results[name] = run_stream(method, rows, out)
     summary = summarize(results)
-    summary.update(asr=args.asr, manifest=str(args.manifest), n_utterances=len(rows), configs=configs,
-                   **decoding)
+    summary.update(manifest=str(args.manifest), n_utterances=len(rows), configs=configs, **decoding)  # asr too
     atomic_write_json(out / "report.json", summary)
     md = markdown_table(summary)
     atomic_write_text(out / "report.md", f"# {args.asr} on {args.manifest}\n\n{md}")

@@ -5,7 +5,9 @@ collapse (empty or constant transcripts) after a domain shift. Dynamic-SUTA, fai
 hhhaaahhhaa/Dynamic-SUTA (config/strategy/dsuta.yaml, dynamic-reset.yaml, 5step.yaml):
 - a *slow* model, updated every `update_freq` (5) utterances by one AdamW step on the buffer of the
   last `memory` (5) utterances (loss averaged, gradient accumulated);
-- a *fast* model per utterance: start from the slow one, `steps` (5) SUTA steps, transcribe;
+- a *fast* model per utterance: start from the slow one, `steps` (5) SUTA steps, transcribe. The reference
+  code's fast model also starts from the slow model's AdamW state (moments and step count: `fast_optimizer
+  "slow"`); the default here, and every published figure, starts it with a fresh AdamW (`"fresh"`);
 - dynamic reset: K utterances after each reset, the slow model is snapshotted ("domain") at K/2 and
   the per-utterance loss improvement L(domain) − L(source) is collected over utterances K/2..K into a
   Gaussian; afterwards, at every update, the buffer's mean improvement is z-scored (std / √n); a
@@ -14,6 +16,7 @@ hhhaaahhhaa/Dynamic-SUTA (config/strategy/dsuta.yaml, dynamic-reset.yaml, 5step.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from dataclasses import dataclass
 
@@ -99,6 +102,7 @@ class DynamicConfig:
     z: float = 2.0
     patience: int = 2
     slow_lr: float | None = None  # the slow model's step; None = the fast steps' lr (the paper's)
+    fast_optimizer: str = "fresh"  # "fresh" AdamW per utterance | "slow": the slow model's state (the reference code's)
 
 
 class DynamicSUTA(Method):
@@ -176,8 +180,11 @@ class DynamicSUTA(Method):
     # -- one utterance
     def process(self, wav: np.ndarray) -> dict:
         inputs = self.asr.prepare(wav)
-        self.ad.load(self.slow)  # fast model starts from the slow one, fresh optimizer
+        self.ad.load(self.slow)  # fast model starts from the slow one
         self.ad.new_optimizer()
+        if self.d.fast_optimizer == "slow":  # a copy: loading keeps the tensors, and the fast steps would move them
+            self.ad.load_optimizer_state(copy.deepcopy(self.slow_opt))
+            self.ad.set_lr(self.ad.cfg.lr)  # the fast steps' own lr (--slow-lr may differ)
         rec = adapt_steps(self.ad, inputs, self.objective, self.d.steps)
         hyp = self.asr.transcribe(inputs)
         reset = False
