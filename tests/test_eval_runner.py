@@ -230,3 +230,30 @@ def test_what_the_audio_adds_compares_only_tasks_both_systems_have():
     diff, k = _shared_task_diff(tasks, "speechllm:m", "majority", "headline")
     assert k == 1 and abs(diff - 0.1) < 1e-12  # over all tasks of each it would read 0.6 − 0.8 = −0.2
     assert _shared_task_diff(tasks, "speechllm:m", "random", "headline") == (None, 0)
+
+
+def test_clips_are_read_from_the_audio_columns_the_loader_knows_in_their_order(tmp_path):
+    """A dataset storing audio2 before audio, with a text column named audio_*: the clips go in as audio,
+    audio2 (the loader's order), and the text column is metadata, not a clip."""
+    import datasets
+
+    from evaluation.dynamic_superb.runner import predict_task
+
+    sr = 16000
+    one, two = np.zeros(sr, np.float32), np.ones(2 * sr, np.float32) * 0.1
+    ds = datasets.Dataset.from_dict({
+        "audio2": [{"array": two, "sampling_rate": sr}], "audio": [{"array": one, "sampling_rate": sr}],
+        "audio_note": ["two clips"], "file": ["x.wav"], "instruction": ["Same speaker? Answer yes or no."],
+        "label": ["yes"]})
+
+    class Lengths:
+        name = "lengths"
+
+        def predict(self, batch):
+            return [{"prediction": "yes", "prompt": ",".join(str(len(a)) for a in it["audios"])} for it in batch]
+
+    from evaluation.dynamic_superb.registry import Task
+
+    path = predict_task(Lengths(), Task(name="T_Synth", options=("yes", "no"), multi_audio=True), ds, tmp_path)
+    (row,) = read_jsonl(path)
+    assert row["prompt"] == f"{sr},{2 * sr}"

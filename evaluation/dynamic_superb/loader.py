@@ -22,7 +22,7 @@ class TaskDataError(SpeechLLMError, FileNotFoundError):
     pass
 
 
-def _audio_columns(names: list[str]) -> list[str]:
+def audio_columns(names: list[str]) -> list[str]:
     cols = [c for c in ("audio", *(f"audio{i}" for i in range(2, 10))) if c in names]
     if "audio" not in cols:
         raise TaskDataError(f"dataset has no `audio` column (columns: {names}); it is not in Dynamic-SUPERB format")
@@ -71,7 +71,7 @@ def open_task(task: Task, data_dirs: list[str | Path] | None = None, allow_hub: 
             ds = datasets.load_dataset(task.hf_dataset, revision=task.revision, split="test")
         except Exception as e:
             raise TaskDataError(f"{_how_to_provide(task, tried)}\n(hub load failed: {type(e).__name__}: {e})") from e
-    for col in _audio_columns(list(ds.column_names)):
+    for col in audio_columns(list(ds.column_names)):
         ds = ds.cast_column(col, datasets.Audio(decode=False))
     for col in ("instruction", "label"):
         if col not in ds.column_names:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tqdm import tqdm
 
-from evaluation.dynamic_superb.loader import decode_audio, example_id
+from evaluation.dynamic_superb.loader import audio_columns, decode_audio, example_id
 from evaluation.dynamic_superb.registry import Task
 from evaluation.dynamic_superb.scoring import (
     desta2_consecutive_match,
@@ -127,8 +127,8 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
     check_cache_settings(path.parent, settings)
     cache = AppendOnlyJsonl(path, key="id")
     n = len(ds) if limit is None else min(limit, len(ds))
-    meta_cols = [c for c in ds.column_names if not c.startswith("audio")]
-    audio_cols = [c for c in ds.column_names if c.startswith("audio")]
+    audio_cols = audio_columns(list(ds.column_names))  # audio, audio2 .. audio9 in that order, as the loader reads them
+    meta_cols = [c for c in ds.column_names if c not in audio_cols]
     meta = ds.select_columns(meta_cols)
     metas = list(meta.select(range(n)))
     rows = [(example_id(i, r), i) for i, r in enumerate(metas)]
