@@ -257,3 +257,24 @@ def test_clips_are_read_from_the_audio_columns_the_loader_knows_in_their_order(t
     path = predict_task(Lengths(), Task(name="T_Synth", options=("yes", "no"), multi_audio=True), ds, tmp_path)
     (row,) = read_jsonl(path)
     assert row["prompt"] == f"{sr},{2 * sr}"
+
+
+def test_the_majority_constant_is_the_whole_splits_whatever_the_limit(suite, tmp_path):
+    """A --limit smoke run, then the full run into the same --out: one constant answer for every row."""
+    from collections import Counter
+
+    from evaluation.dynamic_superb.scoring import label_str
+
+    def majority(labels):
+        c = Counter(labels)
+        return max(sorted(c), key=lambda k: c[k])
+
+    data = _data(suite)
+    cases = [(i, k) for i, (_, ds) in enumerate(data) for k in range(1, len(ds))
+             if majority([label_str(x) for x in ds["label"][:k]]) != majority([label_str(x) for x in ds["label"]])]
+    assert cases, "the fixture suite has no prefix whose majority differs from its whole split's"
+    i, k = cases[0]
+    run(MajorityPredictor(), [data[i]], tmp_path, "majority", limit=k)
+    run(MajorityPredictor(), [data[i]], tmp_path, "majority")
+    rows = read_jsonl(predictions_path(tmp_path, "majority", data[i][0].name))
+    assert len(rows) == len(data[i][1]) and len({r["prediction"] for r in rows}) == 1

@@ -135,8 +135,9 @@ def predict_task(predictor: Predictor, task: Task, ds: Any, out_dir: str | Path,
     check_same_examples(cache, rows, metas)
     done = cache.done
     todo = [(eid, i) for eid, i in rows if eid not in done]
-    if hasattr(predictor, "prepare_task"):  # e.g. the majority baseline reads the task's label prior
-        predictor.prepare_task(task, [label_str(r["label"]) for r in ds.select_columns(["label"]).select(range(n))])
+    if hasattr(predictor, "prepare_task"):  # e.g. the majority baseline reads the task's label prior: the whole
+        # split's, so a --limit run and a full one into the same --out answer the same constant
+        predictor.prepare_task(task, [label_str(r["label"]) for r in ds.select_columns(["label"])])
     if hasattr(predictor, "prepare_donors"):  # the shuffled-audio control takes other examples' audio
         predictor.prepare_donors(task, [example_id(i, r) for i, r in enumerate(meta)],
                                  lambda j: _audios(ds, j, audio_cols, task), [r.get("file") for r in meta])
