@@ -61,6 +61,12 @@ class RandomPredictor:
         return out
 
 
+def llm_settings(llm: ChatGenerator) -> dict:
+    """What a baseline's answers depend on besides its model's name: the engine and its dtype (a run resumed
+    under vLLM in bfloat16 would append to rows written by transformers in float32)."""
+    return {"llm_backend": getattr(llm, "backend", None), "llm_dtype": str(getattr(llm, "dtype", None))}
+
+
 class TextOnlyLLMPredictor:
     """The LLM never hears the audio: what can be answered from the instruction alone."""
 
@@ -69,7 +75,7 @@ class TextOnlyLLMPredictor:
         self.name = name or f"text-llm:{llm.name}"
 
     def cache_settings(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens}
+        return {"max_new_tokens": self.max_new_tokens, **llm_settings(self.llm)}
 
     def predict(self, batch: list[dict]) -> list[dict]:
         prompts = [it["instruction"] for it in batch]
@@ -123,7 +129,7 @@ class TranscriptLLMPredictor:
         self.name = name or f"{'cascade' if cascade else 'transcript-llm'}:{llm.name}"
 
     def cache_settings(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens, "asr": str(self.asr.name)}
+        return {"max_new_tokens": self.max_new_tokens, "asr": str(self.asr.name), **llm_settings(self.llm)}
 
     def predict(self, batch: list[dict]) -> list[dict]:
         prompts = []

@@ -207,3 +207,24 @@ def test_suite_tasks_can_be_named_by_family(suite):
     assert [t.name for t, _ in got] == ["GenderClassification_Synth", "SpeechDetection_Synth"]
     with pytest.raises(SystemExit, match="not in suite"):
         tasks_and_data(SimpleNamespace(suite=str(suite), tasks=["Pitch"]))
+
+
+def test_a_baselines_rows_are_not_joined_across_llm_engines_or_dtypes(tmp_path):
+    """A text-only or transcript-only run resumed under another engine or dtype is refused, not appended to."""
+    from evaluation.dynamic_superb.runner import check_cache_settings
+    from evaluation.predictors import TextOnlyLLMPredictor, TranscriptLLMPredictor
+    from speechllm.errors import ConfigError
+
+    class LLM:
+        name, backend, dtype = "smollm2-135m", "hf", "float32"
+
+    class ASR:
+        name = "whisper-tiny.en"
+
+    for i, make in enumerate((lambda llm: TextOnlyLLMPredictor(llm), lambda llm: TranscriptLLMPredictor(llm, ASR()))):
+        folder = tmp_path / str(i)
+        check_cache_settings(folder, make(LLM()).cache_settings())
+        vllm = LLM()
+        vllm.backend, vllm.dtype = "vllm", "bfloat16"
+        with pytest.raises(ConfigError, match="llm_backend: hf → vllm"):
+            check_cache_settings(folder, make(vllm).cache_settings())
