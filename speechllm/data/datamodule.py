@@ -257,10 +257,10 @@ class SpeechDataModule(L.LightningDataModule):
         saved = state_dict.get("train_rows")  # absent in checkpoints written before the digest
         fitting = self.trainer is None or self.trainer.state.fn == "fit"  # validate/test may use another corpus
         if fitting and saved and self.train_digest and saved != self.train_digest:
-            weights = state_dict.get("instruction_weights")  # saved since 2026-12-06
-            if weights is not None and weights != self._weights_row()["instruction_weights"]:
+            weights, now = state_dict.get("instruction_weights"), self._weights_row()["instruction_weights"]
+            if weights is not None and weights != now:  # saved since 2026-12-06
                 raise ConfigError(
-                    f"data.instruction_weights {self._weights_row()['instruction_weights']} differ from the "
+                    f"data.instruction_weights {now} differ from the "
                     f"{weights} this run was trained with: resuming would train one run on two row mixes. "
                     "Resume with the run's weights, or train a new run")
             raise ConfigError(
