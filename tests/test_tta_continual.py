@@ -61,6 +61,19 @@ def test_dynamic_reset_restores_source_weights(monkeypatch):
     assert not changed_keys(asr.model, source)  # slow model back to the source weights
 
 
+def test_detector_window_is_the_references_k2_plus_1_to_k_minus_1(monkeypatch):
+    """hhhaaahhhaa/Dynamic-SUTA `_build_stat_model`: snapshot at K/2, statistics at K/2+1..K-1 (49 for K 100),
+    fit at K; neither K/2 nor K is in the window."""
+    m = DynamicSUTA(tiny_ctc(), SUTAConfig(lr=1e-3), DynamicConfig(steps=1, update_freq=2, memory=2, K=8))
+    monkeypatch.setattr(m, "_improvements", lambda wavs: [float(m.t)])  # the utterance count as the statistic
+    fitted = []
+    real_fit = m.det.fit
+    monkeypatch.setattr(m.det, "fit", lambda: (fitted.append(list(m.det.ref or [])), real_fit()))
+    for i in range(8):
+        m.process(signal(i, seconds=0.3))
+    assert fitted == [[5.0, 6.0, 7.0]] and m.det.ready
+
+
 def _manifest(tmp_path, n=8):
     rows = []
     for i in range(n):
@@ -75,7 +88,8 @@ def _method(kind):
     asr = tiny_ctc()
     if kind == "continual":
         return ContinualMethod(asr, SUTAConfig(steps=2, lr=1e-3))
-    return DynamicSUTA(asr, SUTAConfig(lr=1e-3), DynamicConfig(steps=2, update_freq=2, memory=2, K=4))
+    # K 6: statistics at utterances 4 and 5, fit at 6, checked at 8; a kill at 5 or 6 falls inside that
+    return DynamicSUTA(asr, SUTAConfig(lr=1e-3), DynamicConfig(steps=2, update_freq=2, memory=2, K=6))
 
 
 class _Killed(Exception):

@@ -9,9 +9,10 @@ hhhaaahhhaa/Dynamic-SUTA (config/strategy/dsuta.yaml, dynamic-reset.yaml, 5step.
   code's fast model also starts from the slow model's AdamW state (moments and step count: `fast_optimizer
   "slow"`); the default here, and every published figure, starts it with a fresh AdamW (`"fresh"`);
 - dynamic reset: K utterances after each reset, the slow model is snapshotted ("domain") at K/2 and
-  the per-utterance loss improvement L(domain) − L(source) is collected over utterances K/2..K into a
-  Gaussian; afterwards, at every update, the buffer's mean improvement is z-scored (std / √n); a
-  z > 2 on `patience` (2) consecutive checks resets the slow model to the source weights.
+  the per-utterance loss improvement L(domain) − L(source) is collected over utterances K/2+1..K−1
+  (49 for K 100, as the reference's `_build_stat_model`) into a Gaussian fit at K; afterwards, at
+  every update, the buffer's mean improvement is z-scored (std / √n); a z > 2 on `patience` (2)
+  consecutive checks resets the slow model to the source weights.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ class DynamicSUTA(Method):
         k2 = self.t_reset + self.d.K // 2
         if self.t == k2:
             self.domain = {k: v.clone() for k, v in self.slow.items()}
-        elif k2 < self.t <= self.t_reset + self.d.K and self.domain is not None and not self.det.ready:
+        # the reference's window (dsuta_reset.py `_build_stat_model`): K/2 and K themselves are not in it
+        elif k2 < self.t < self.t_reset + self.d.K and self.domain is not None and not self.det.ready:
             for x in self._improvements([wav]):
                 self.det.observe(x)
         if self.t == self.t_reset + self.d.K and not self.det.ready:
