@@ -95,7 +95,7 @@ def uncached_beam(asr, enc, max_tokens, width):
                 break
         if len(done) >= width or not alive:
             break
-    return max(done or alive, key=lambda h: h[1] / max(1, len(h[0])))[0]
+    return max(done + alive[: width - len(done)], key=lambda h: h[1] / max(1, len(h[0])))[0]
 
 
 @pytest.mark.parametrize("seed,width", [(4, 3), (5, 2), (7, 5)])
@@ -109,6 +109,29 @@ def test_cached_beam_search_equals_rescoring_every_prefix(seed, width):
         hyp = beam_search(asr, enc, 10, width)
         assert hyp != asr.greedy(enc, 10)  # the beams diverge, so a wrong cache reorder would show
         assert hyp == uncached_beam(asr, enc, 10, width)
+
+
+def test_beams_alive_at_the_token_limit_stay_candidates_beside_a_finished_one():
+    """Whisper's `finalize`: fewer than `width` beams finished at the limit, so the live ones (best first)
+    are candidates too. [10] ends early at a poor normalised score; [11, 13, 14], cut by the limit, wins."""
+    asr = tiny_whisper(seed=0)
+    eot, last = asr.eot, int(asr.prefix[-1])
+    table = {last: {10: 0.5, 11: 0.3}, 10: {eot: 0.55, 12: 0.4}, 11: {13: 0.9}, 13: {14: 0.95},
+             12: {15: 0.95}}
+
+    def markov(module, args, kwargs, out):  # next-token probabilities that depend on the last token only
+        ids = kwargs["decoder_input_ids"][:, -1].tolist()
+        logits = torch.full_like(out.logits[:, -1:], -30.0)
+        for row, tok in enumerate(ids):
+            for t, p in table.get(tok, {}).items():
+                logits[row, 0, t] = math.log(p)
+        out.logits = logits
+        return out
+
+    asr.model.register_forward_hook(markov, with_kwargs=True)
+    enc = asr.encode(asr.prepare(signal(0))["input_features"])
+    assert beam_search(asr, enc, 3, 2) == [11, 13, 14]
+    assert beam_search(asr, enc, 3, 1) == asr.greedy(enc, 3) == [10]
 
 
 def test_sgem_adapts_the_encoder_only_on_a_cosine_lr_and_resets():

@@ -59,5 +59,6 @@ def beam_search(asr: WhisperTTA, enc_out: torch.Tensor, max_tokens: int | None, 
             break
         cache.reorder_cache(torch.tensor(parents, device=asr.device))
         step_in = torch.tensor([[s[-1]] for s, _ in alive], dtype=torch.long, device=asr.device)
-    pool = done or alive
+    # at the token limit the live beams, best first, fill the candidates up to `width` (Whisper's `finalize`)
+    pool = done + alive[: max(0, width - len(done))]
     return max(pool, key=lambda h: h[1] / max(1, len(h[0])))[0]
