@@ -233,6 +233,15 @@ class WhisperTTA(TTAModel):
             step_in = torch.tensor([t], device=self.device)
         return out
 
+    def decoding_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, V) logits along a hypothesis (row i decides token i), masked as `greedy` masks them before it
+        picks or samples: suppressed tokens everywhere, `begin_suppress` at row 0. Out of place, with grad."""
+        x = logits.masked_fill(self.suppress, -math.inf)
+        if self.begin_suppress and len(x):
+            first = torch.tensor(self.begin_suppress, device=x.device)
+            x = torch.cat([x[:1].index_fill(1, first, -math.inf), x[1:]])
+        return x
+
     def decode_text(self, tokens: list[int]) -> str:
         # clean-up off: ignored for Whisper's BPE anyway (same text), without transformers' warning
         return self.processor.tokenizer.decode(tokens, skip_special_tokens=True,
@@ -243,23 +252,22 @@ class WhisperTTA(TTAModel):
         with torch.no_grad():
             enc = self.encode(inputs["input_features"], inputs)
             if self.decode_beam == 1:
-                return self.decode_text(self.greedy(enc, _limit(inputs)))
+                return self.decode_text(self.greedy(enc, token_limit(inputs)))
             from speechllm.tta.beam import beam_search  # beam.py builds on this module
 
-            return self.decode_text(beam_search(self, enc, _limit(inputs), self.decode_beam))
+            return self.decode_text(beam_search(self, enc, token_limit(inputs), self.decode_beam))
+
+    def hypothesis(self, inputs: dict, search=None) -> tuple[torch.Tensor, list[int]]:
+        """(encoder states with grad, the utterance's hypothesis). `search(enc, limit)` (greedy by default)
+        decodes it on the first call and, with `redecode`, on every call; else `inputs["hyp"]` is reused."""
+        enc_out = self.encode(inputs["input_features"], inputs)
+        if self.redecode or "hyp" not in inputs:
+            inputs["hyp"] = (search or self.greedy)(enc_out, token_limit(inputs))
+        self.last_hypothesis = self.decode_text(inputs["hyp"])
+        return enc_out, inputs["hyp"]
 
     def scores(self, inputs: dict[str, torch.Tensor]) -> Scores:
-        enc_out = self.encode(inputs["input_features"], inputs)  # with grad
-        if self.redecode or "hyp" not in inputs:
-            hyp = self.greedy(enc_out, _limit(inputs))
-            inputs["hyp"] = hyp  # per-utterance cache for redecode=False
-        hyp = inputs["hyp"]
-        labels = torch.tensor(hyp + [self.eot], dtype=torch.long, device=self.device)  # (N,)
-        tokens = torch.cat([self.prefix, labels[:-1]])
-        logits = self._decoder_logits(enc_out, tokens)[len(self.prefix) - 1:]  # (N, V)
-        mask = labels < self.first_special
-        self.last_hypothesis = self.decode_text(hyp)
-        return Scores(logits=logits, mask=mask, labels=labels)
+        return self.forced_scores(*self.hypothesis(inputs))
 
     def pseudo_label_loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         s = self.scores(inputs)
@@ -293,7 +301,8 @@ def looping_tail(tokens: list[int], ngram: int = 4) -> int:
     return 0
 
 
-def _limit(inputs: dict[str, torch.Tensor]) -> int | None:
+def token_limit(inputs: dict[str, torch.Tensor]) -> int | None:
+    """The utterance's cap on hypothesis tokens (`prepare`), or None for the model's own."""
     m = inputs.get("max_tokens")
     return int(m) if m is not None else None
 

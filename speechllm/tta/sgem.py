@@ -70,12 +70,8 @@ def cosine_lr(lr: float, lr_min: float, step: int, steps: int) -> float:
 
 def sgem_objective(cfg: SGEMConfig):
     def f(asr: WhisperTTA, inputs: dict):
-        enc = asr.encode(inputs["input_features"], inputs)
-        limit = int(inputs["max_tokens"]) if "max_tokens" in inputs else None
-        if asr.redecode or "hyp" not in inputs:
-            inputs["hyp"] = beam_search(asr, enc, limit, cfg.beam)
-        asr.last_hypothesis = asr.decode_text(inputs["hyp"])
-        s = asr.forced_scores(enc, inputs["hyp"])
+        enc, hyp = asr.hypothesis(inputs, lambda e, limit: beam_search(asr, e, limit, cfg.beam))
+        s = asr.forced_scores(enc, hyp)
         info: dict = {"hyp": asr.last_hypothesis}
         loss = s.logits.new_zeros(())
         if bool(s.mask.any()):

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from speechllm.errors import ConfigError, UnknownNameError
-from speechllm.tta.asr import Scores, WhisperTTA
+from speechllm.tta.asr import Scores, WhisperTTA, token_limit
 from speechllm.tta.suta import EpisodicMethod, ParamAdapter, SUTAConfig, softmax_entropy
 
 PARAM_SETS = ("ln", "ln+conv", "enc_ln", "dec_ln", "enc")  # and enc_topN, N a layer count
@@ -139,12 +139,7 @@ def ln_topk_eos_objective(cfg: WhisperEMConfig):
 def seq_em_objective(cfg: WhisperEMConfig):
     def f(asr: WhisperTTA, inputs: dict):
         step = inputs["_em_step"] = inputs.get("_em_step", -1) + 1  # per-utterance step counter
-        enc = asr.encode(inputs["input_features"], inputs)
-        limit = int(inputs["max_tokens"]) if "max_tokens" in inputs else None
-        if asr.redecode or "hyp" not in inputs:
-            inputs["hyp"] = asr.greedy(enc, limit)
-        hyp = inputs["hyp"]
-        asr.last_hypothesis = asr.decode_text(hyp)
+        enc, hyp = asr.hypothesis(inputs)
         s = asr.forced_scores(enc, hyp)
         V = asr.eot + 1
         ent_t = softmax_entropy(s.logits[:, :V])  # (N,) full-distribution token entropies
@@ -154,9 +149,10 @@ def seq_em_objective(cfg: WhisperEMConfig):
             g = _generator(inputs, step)
             logps, rewards = [], []
             for _ in range(cfg.n_samples):
-                y = asr.greedy(enc, limit, temperature=cfg.sample_temp, generator=g)
+                y = asr.greedy(enc, token_limit(inputs), temperature=cfg.sample_temp, generator=g)
                 sy = asr.forced_scores(enc, y)
-                lp = sy.logits[:, :V].log_softmax(-1)
+                # log-probs of the distribution `y` was drawn from: greedy's masks, at the sampling temp
+                lp = (asr.decoding_logits(sy.logits) / cfg.sample_temp).log_softmax(-1)
                 logps.append(lp.gather(1, sy.labels[:, None]).sum())
                 rewards.append(float(softmax_entropy(sy.logits[:, :V].detach()).sum()))  # H-to-go at t=0
             r = torch.tensor(rewards, device=s.logits.device)
