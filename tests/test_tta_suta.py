@@ -159,6 +159,34 @@ def test_non_finite_weights_roll_back_to_the_step_before():
     assert ad.apply(sdpl_objective(asr, inputs)[0]) is None and changed_keys(asr.model, after_first)
 
 
+def test_rolled_back_step_leaves_no_trace_in_the_optimizer():
+    """The rollback restores AdamW's moments and step count too: a continual adapter whose second step was
+    rolled back goes on exactly as one that never took it, and a fresh optimizer's failed first step leaves
+    it fresh."""
+    def adapter():
+        asr = tiny_ctc()
+        return asr, ParamAdapter(asr, SUTAConfig(lr=1e-3)), asr.prepare(signal(5))
+
+    asr, ad, inputs = adapter()
+    assert ad.apply(sdpl_objective(asr, inputs)[0]) is None
+    ad.set_lr(math.inf)
+    assert ad.apply(sdpl_objective(asr, inputs)[0]) == "nan_weights"
+    ad.set_lr(1e-3)
+    assert ad.apply(sdpl_objective(asr, inputs)[0]) is None
+    ref_asr, ref, ref_inputs = adapter()
+    for _ in range(2):
+        assert ref.apply(sdpl_objective(ref_asr, ref_inputs)[0]) is None
+    assert not changed_keys(asr.model, state_copy(ref_asr.model))
+    got, want = ad.opt_ln.state_dict()["state"], ref.opt_ln.state_dict()["state"]
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[i][k], want[i][k]) for i in want for k in want[i])
+
+    asr, ad, inputs = adapter()
+    ad.set_lr(math.inf)
+    assert ad.apply(sdpl_objective(asr, inputs)[0]) == "nan_weights"
+    assert not ad.opt_ln.state and not ad.opt_feat.state
+
+
 def test_sdpl_trains_on_own_transcript_and_resets():
     asr = tiny_ctc()
     before = state_copy(asr.model)

@@ -109,6 +109,7 @@ class ParamAdapter:
             p.requires_grad_(True)
         self.named = dict(self.ln + self.feat)
         self._before: dict[str, torch.Tensor] | None = None  # the weights before the last step (NaN rollback)
+        self._opt_before: dict = {}  # and the optimizers' state (parameter -> AdamW moments, step count)
         if not self.named:
             raise ConfigError("SUTA: no parameters selected (train_ln and train_feature both off)")
         self.new_optimizer()
@@ -174,6 +175,7 @@ class ParamAdapter:
         else:
             for k, p in self.named.items():
                 self._before[k].copy_(p.detach())
+        self._remember_optimizers()
         if self.opt_ln:
             self.opt_ln.step()
         if self.opt_feat:
@@ -182,8 +184,45 @@ class ParamAdapter:
         self.zero_grad()
         if not all_finite(list(self.named.values())):
             self.load(self._before)
+            self._restore_optimizers()  # a continual method's AdamW outlives the utterance
             return "nan_weights"
         return None
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.opt_ln, self.opt_feat) if o is not None]
+
+    def _remember_optimizers(self) -> None:
+        """Copy the optimizers' state into the buffers of the last step (new ones only where a shape changed)."""
+        saved: dict = {}
+        for opt in self._optimizers():
+            for p, st in opt.state.items():
+                old = self._opt_before.get(p, {})
+                saved[p] = {k: _copy_into(old.get(k), v) for k, v in st.items()}
+        self._opt_before = saved
+
+    def _restore_optimizers(self) -> None:
+        """Back to the state `_remember_optimizers` saved, in place (shared state dicts see it); state created
+        by the step (a fresh optimizer's first) is dropped."""
+        for opt in self._optimizers():
+            for p in list(opt.state):
+                if p not in self._opt_before:
+                    del opt.state[p]
+                    continue
+                for k, v in self._opt_before[p].items():
+                    cur = opt.state[p].get(k)
+                    if torch.is_tensor(cur) and torch.is_tensor(v) and cur.shape == v.shape:
+                        cur.copy_(v)
+                    else:
+                        opt.state[p][k] = v.clone() if torch.is_tensor(v) else v
+
+
+def _copy_into(buf: torch.Tensor | None, v):
+    """`v` copied into `buf` where it fits, else a new copy (a non-tensor as it is)."""
+    if not torch.is_tensor(v):
+        return v
+    if buf is not None and buf.shape == v.shape and buf.dtype == v.dtype and buf.device == v.device:
+        return buf.copy_(v)
+    return v.detach().clone()
 
 
 LossFn = Callable[[TTAModel, dict], tuple[torch.Tensor | None, dict]]
