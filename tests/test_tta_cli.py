@@ -107,6 +107,30 @@ def test_rows_decoded_another_way_are_not_joined(tmp_path):
         _check_same_decoding(older, decoding("--asr", "b"), "--out")
 
 
+def test_rows_of_an_older_revision_of_a_method_are_not_joined(tmp_path):
+    """A fix that changes a method's rows bumps its revision: an older folder (none recorded) is refused for that
+    method only, and beam rows from before the beam fix are refused whatever the method."""
+    from speechllm.tta.cli import (
+        METHOD_REVISION,
+        _check_same_config,
+        _check_same_decoding,
+        _decoding,
+        build_parser,
+    )
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("sgem", "ln_topk_eos"):
+        (old / f"{name}.config.json").write_text(json.dumps({"lr": 1e-6, "redecode": True}))
+    with pytest.raises(SystemExit, match=r"'sgem' with different settings \(revision\)"):
+        _check_same_config(old, "sgem", {"lr": 1e-6, "redecode": True, "revision": METHOD_REVISION["sgem"]}, "--out")
+    _check_same_config(old, "ln_topk_eos", {"lr": 1e-6, "redecode": True, "revision": 1}, "--out")  # unchanged
+    args = build_parser().parse_args(["--asr", "a", "--manifest", "m", "--out", "o", "--decode-beam", "5"])
+    (old / "decoding.json").write_text(json.dumps({"asr": "a", "whisper_window": "clip+3.0s", "decode_beam": 5}))
+    with pytest.raises(SystemExit, match="beam_finalize: None"):
+        _check_same_decoding(old, _decoding(args), "--out")
+
+
 def test_decode_beam_is_refused_for_ctc(tmp_path):
     from speechllm.errors import ConfigError
     from speechllm.tta.asr import load_tta_asr

@@ -27,6 +27,10 @@ from speechllm.tta.whisper_em import WhisperEMConfig
 METHODS = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "sgem", "continual", "dsuta", "dsuta_reset",
            "dsuta_ln_topk_eos", "dsuta_ln_topk_eos_reset")
 EPISODIC = ("source", "suta", "sdpl", "ln_topk_eos", "seq_em", "sgem")
+# Bumped when a fix changes a method's rows, so a folder of older rows is refused, not continued (a folder
+# without it is revision 1). 2 (2026-12-06): sgem's beam keeps live beams at the token limit, seq_em's
+# policy gradient reads the masked distribution it sampled, the reset detector takes the reference's window.
+METHOD_REVISION = {"sgem": 2, "seq_em": 2, "dsuta_reset": 2, "dsuta_ln_topk_eos_reset": 2}
 METHOD_HELP = {
     "source": "no adaptation (the unadapted model, greedy decoding)",
     "suta": "SUTA, faithful: entropy + MCC on LayerNorms + conv, 10 steps, episodic (Lin et al. 2022, arXiv 2203.14222)",
@@ -212,7 +216,8 @@ def _check_same_config(folder: Path, name: str, cfg: dict, what: str) -> None:
         theirs = json.loads((folder / "report.json").read_text()).get("configs", {}).get(name)
     else:
         return
-    diff = sorted(k for k in set(cfg) & set(theirs or {}) if cfg[k] != theirs[k])
+    theirs = {"revision": 1, **(theirs or {})}
+    diff = sorted(k for k in set(cfg) & set(theirs) if cfg[k] != theirs[k])
     if diff:
         raise SystemExit(f"{what}: {folder} ran {name!r} with different settings ({', '.join(diff)}); "
                          "use a new --out, or matching options")
@@ -221,8 +226,11 @@ def _check_same_config(folder: Path, name: str, cfg: dict, what: str) -> None:
 def _decoding(args: argparse.Namespace) -> dict:
     """Settings every method's rows depend on, source included (a report without `decode_beam` was greedy): the
     model too, so a --reuse of another model's rows, or a rerun into its --out, is refused."""
-    return {"asr": args.asr, "whisper_window": "full" if args.full_window else f"clip+{args.pad_seconds}s",
-            "decode_beam": args.decode_beam}
+    out = {"asr": args.asr, "whisper_window": "full" if args.full_window else f"clip+{args.pad_seconds}s",
+           "decode_beam": args.decode_beam}
+    if args.decode_beam > 1:  # beam rows from before live beams stayed candidates at the limit are refused
+        out["beam_finalize"] = "live beams fill to width"
+    return out
 
 
 def _check_same_decoding(folder: Path, mine: dict, what: str) -> None:
@@ -286,7 +294,8 @@ def main(argv: list[str]) -> int:
     results, configs = {}, {}
     for name in methods:
         method, cfg = make_method(name, args)
-        configs[name] = {**(cfg if isinstance(cfg, dict) else asdict(cfg)), "redecode": not args.no_redecode}
+        configs[name] = {**(cfg if isinstance(cfg, dict) else asdict(cfg)), "redecode": not args.no_redecode,
+                         "revision": METHOD_REVISION.get(name, 1)}
         _check_same_config(out, name, configs[name], "--out")
         if args.reuse and name in EPISODIC:
             _check_same_config(Path(args.reuse), name, configs[name], "--reuse")
