@@ -97,7 +97,7 @@ def cached_rows(out: Path, kind: str) -> dict:
 
 
 def adapt_agreement(out: Path, device: str) -> tuple[int, int, float]:
-    """`speechllm adapt` in-process on `device` and on the CPU, over six 1 s noise clips; returns (hypotheses
+    """`speechllm adapt` in-process on `device` and on the CPU, over eight 1 s noise clips; returns (hypotheses
     identical, compared, the largest gap between their adaptation losses). The CLI's loader is swapped for a
     random tiny.en-shaped Whisper (no weights to carry to the GPU machine); everything after it is the real path."""
     import soundfile as sf
@@ -109,7 +109,7 @@ def adapt_agreement(out: Path, device: str) -> tuple[int, int, float]:
     from speechllm.packs.tiny import StubWhisperTokenizer, tiny_whisper
 
     rows = []
-    for i in range(6):
+    for i in range(8):  # the reset detector (K 6) fits on the 6th
         wav = out / "clips" / f"u{i}.wav"
         wav.parent.mkdir(parents=True, exist_ok=True)
         sf.write(wav, (0.1 * np.random.default_rng(i).standard_normal(16000)).astype(np.float32), 16000)
@@ -125,7 +125,7 @@ def adapt_agreement(out: Path, device: str) -> tuple[int, int, float]:
         for tag, dev in (("device", device), ("cpu", "cpu")):
             cli_main(["adapt", "--asr", "tiny", "--device", dev, "--manifest", str(out / "m.jsonl"),
                       "--out", str(out / tag), "--method", ",".join(methods), "--w-steps", "2", "--fast-steps", "2",
-                      "--K", "2", "--update-freq", "2", "--memory", "2", "--pad-seconds", "0.2"])
+                      "--K", "6", "--update-freq", "2", "--memory", "2", "--pad-seconds", "0.2"])
     finally:
         tta_asr.load_tta_asr = real
     rows_of = {tag: {(m, r["id"]): r for m in methods for r in map(json.loads, (out / tag / f"{m}.jsonl").open())}

@@ -38,6 +38,6 @@ def test_dry_run_adapt_section_runs_the_adapt_cli_twice_and_compares(tmp_path):
     assert gc.main(["--suite", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run", "--sections", "adapt"]) == 0
     assert tta_asr.load_tta_asr is loader  # the swapped-in tiny loader is put back
     (check,) = json.loads((tmp_path / "out/gpu_check.json").read_text())["checks"]
-    assert check["ok"] and check["figure"].startswith("24/24 hypotheses identical") and "within 0.0e+00" in check["figure"]
+    assert check["ok"] and check["figure"].startswith("32/32 hypotheses identical") and "within 0.0e+00" in check["figure"]
     for tag in ("device", "cpu"):  # two separate runs, each with a report
-        assert json.loads((tmp_path / f"out/adapt/{tag}/report.json").read_text())["n_utterances"] == 6
+        assert json.loads((tmp_path / f"out/adapt/{tag}/report.json").read_text())["n_utterances"] == 8

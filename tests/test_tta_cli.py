@@ -48,7 +48,7 @@ def test_adapt_cli_end_to_end_and_resume(tmp_path, capsys):
     man = _manifest(tmp_path)
     out = tmp_path / "run"
     argv = ["adapt", "--asr", str(model), "--manifest", str(man), "--out", str(out), "--steps", "2",
-            "--method", "source,suta,sdpl,continual,dsuta_reset", "--K", "2", "--update-freq", "2", "--memory", "2"]
+            "--method", "source,suta,sdpl,continual,dsuta_reset", "--K", "6", "--update-freq", "2", "--memory", "2"]
     assert main(argv) == 0
     rep = json.loads((out / "report.json").read_text())
     assert set(rep["wer"]) == {"source", "suta", "sdpl", "continual", "dsuta_reset"}
@@ -145,6 +145,8 @@ def test_adapt_cli_rejects_bad_methods_and_limits_before_loading_a_model(tmp_pat
     base = ["--asr", str(tmp_path / "no-such-model"), "--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit, match="unknown 'tent'"):  # not "no-such-model not found": nothing loaded
         main([*base, "--method", "source,tent"])
+    with pytest.raises(SystemExit, match="--K 5: the reset detector"):  # it would never fit, silently
+        main([*base, "--method", "dsuta_reset", "--K", "5"])
     with pytest.raises(SystemExit, match="--limit 0"):
         main([*base, "--method", "source", "--limit", "0"])
     assert not (tmp_path / "o").exists()

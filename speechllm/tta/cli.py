@@ -276,6 +276,9 @@ def main(argv: list[str]) -> int:
     if unknown or not methods:  # before any model loads: a typo must not cost the methods before it
         raise SystemExit(f"--method: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from "
                          f"{', '.join(METHODS)}")
+    if any(m.endswith("_reset") for m in methods) and args.K < 6:  # the window K/2+1..K-1 needs 2 utterances
+        raise SystemExit(f"--K {args.K}: the reset detector fits on utterances K/2+1..K-1 after a reset and needs "
+                         "at least 2 of them; give --K 6 or more")
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit {args.limit}: give a number of rows ≥ 1, or leave it out for all")
     if args.domains:
