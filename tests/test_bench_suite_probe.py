@@ -19,8 +19,9 @@ def test_model_likelihood_reads_the_trained_models_file_not_a_controls(tmp_path)
     mod = load_benchmark("suite_probe")
     task, scores = "GenderClassification_Synth", tmp_path / "eval" / "scores"  # the layout `evaluate` writes
     scores.mkdir(parents=True)
-    for name, acc in (("speechllm_run+shuffled-audio", 0.5), ("speechllm_run", 0.65)):
-        (scores / f"{name}.json").write_text(json.dumps({"tasks": {task: {"scores": {"likelihood_accuracy": acc}}}}))
+    for name, acc in (("speechllm:run+shuffled-audio", 0.5), ("speechllm:run", 0.65)):  # score files name their model
+        (scores / f"{name.replace(':', '_')}.json").write_text(
+            json.dumps({"model": name, "tasks": {task: {"scores": {"likelihood_accuracy": acc}}}}))
     assert mod.model_likelihood(scores, task) == 65.0
     assert mod.model_likelihood(scores, "PitchClassification_Synth") is None
     assert mod.model_likelihood(None, task) is None
