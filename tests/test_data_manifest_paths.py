@@ -31,3 +31,37 @@ def test_streaming_scan_resolves_every_audio_field(tmp_path, monkeypatch):
     monkeypatch.chdir(os.sep)
     val = scan_manifest(d / "m.jsonl").val
     assert val[0]["audio2"] == str((d / "wav/b.wav").resolve())
+
+
+def test_a_repointed_symlink_inside_the_corpus_keeps_the_resume_digest(tmp_path):
+    """The corpus's `wav` is a link to a store; re-pointed to a copy with the same files, the loaded rows
+    and the training-rows digest a resume compares stay the same (the link is not followed), and equal the
+    streamed scan's digest, which reads the paths as written."""
+    import shutil
+
+    from speechllm.data.datamodule import SpeechDataModule
+
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (tmp_path / "store_a").mkdir()
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / "store_a" / name).write_bytes(b"RIFF same")
+    shutil.copytree(tmp_path / "store_a", tmp_path / "store_b")
+    (d / "wav").symlink_to(tmp_path / "store_a")
+    m = d / "m.jsonl"
+    m.write_text("".join(json.dumps({"id": n, "audio": f"wav/{n}.wav", "target": "t", "split": "train"}) + "\n"
+                         for n in ("a", "b")))
+
+    def digest(streaming: bool = False) -> tuple[str, SpeechDataModule]:
+        dm = SpeechDataModule(str(m), batch_size=2, streaming=streaming)
+        dm.setup("fit")
+        return dm.train_digest, dm
+
+    before, dm = digest()
+    assert dm.rows["train"][0]["audio"] == str(d.resolve() / "wav" / "a.wav")  # the corpus's path, not the store's
+    saved = dm.state_dict()
+    (d / "wav").unlink()
+    (d / "wav").symlink_to(tmp_path / "store_b")
+    after, dm = digest()
+    assert after == before == digest(streaming=True)[0]
+    dm.load_state_dict(saved)  # resumes: same rows, same content

@@ -30,11 +30,15 @@ AUDIO_KEYS = ("audio", "audio2", "audio3", "audio4")  # a row's clips, in prompt
 
 
 def resolve_audio_paths(row: dict, base: Path) -> dict:
-    """Every audio field that is a relative path, resolved against `base` (the manifest's folder), in place."""
+    """Every audio field that is a relative path, made absolute against `base` (the manifest's folder), in place.
+    Only the base is resolved: a symlink inside the corpus is kept as written, not followed, so a loaded row
+    (and the digest a resume compares) names the corpus's path, not where a link points today."""
+    root = None
     for key in AUDIO_KEYS:
         a = row.get(key)
         if isinstance(a, str) and a and not Path(a).is_absolute():
-            row[key] = str((base / a).resolve())
+            root = root or Path(base).resolve()
+            row[key] = os.path.normpath(root / a)
     return row
 
 
@@ -61,10 +65,10 @@ class RowsDigest:
     """`rows_digest` one row at a time: a streamed manifest is digested during its one scan."""
 
     def __init__(self, base: str | Path):
-        self._h, self._base = hashlib.sha256(), Path(base).resolve()  # audio paths are resolved: so must the base be
+        self._h, self._base = hashlib.sha256(), Path(base).resolve()  # as load_manifest resolves it
 
     def update(self, row: dict) -> None:
-        """A loaded row (audio paths resolved) or a row as written (relative paths are relative to the base:
+        """A loaded row (audio paths made absolute) or a row as written (relative paths are relative to the base:
         normalised, not resolved, so a streamed scan of millions of rows makes no file-system call per row)."""
         row = {k: v for k, v in row.items() if k not in BOOKKEEPING_FIELDS}
         for key in AUDIO_KEYS:
