@@ -127,11 +127,15 @@ def babble_bed(n_talkers: int = 6, voices: str = "training") -> np.ndarray:
     from data_prep.holdout import is_heldout_sentence, is_heldout_voice
     from data_prep.tts_engines import list_voices, sentence_pool, tts
 
-    talkers = list_voices(["espeak-ng"]) or list_voices()
-    if voices == "training":
-        talkers = [v for v in talkers if not is_heldout_voice(v.id)]
-    if not talkers:
+    installed = list_voices(["espeak-ng"]) or list_voices()
+    if not installed:
         raise MissingToolError("babble noise needs a TTS engine (apt-get install espeak-ng)")
+    talkers = [v for v in installed if voices == "all" or not is_heldout_voice(v.id)]
+    if not talkers:  # a TTS engine is there: saying "install one" would mislead
+        raise MissingToolError(
+            f"babble noise for training needs a voice the evaluation suite does not hold out, and every installed "
+            f"voice is held out ({', '.join(v.id for v in installed)}; data_prep/holdout.py): install another "
+            "voice (apt-get install espeak-ng)")
     sentences = sentence_pool(n_talkers * 8 * (2 if voices == "training" else 1), seed=12345)
     if voices == "training":
         sentences = [s for s in sentences if not is_heldout_sentence(s)]

@@ -105,6 +105,28 @@ def test_add_noise_hits_the_requested_snr():
         augment.add_noise(clean, 10, "traffic", rng)
 
 
+def test_babble_says_whether_no_engine_is_installed_or_every_voice_is_held_out(tmp_path, monkeypatch):
+    from data_prep import tts_engines
+    from speechllm.errors import MissingToolError
+
+    held_out = [Voice("flite", "rms", "male", "US")]
+    installed: list = []
+    monkeypatch.setenv("SPEECHLLM_HOME", str(tmp_path))
+    monkeypatch.setattr(tts_engines, "list_voices", lambda engines=None: installed)
+    monkeypatch.setattr(tts_engines, "tts", lambda s, v: np.ones(800, np.float32))
+    augment.babble_bed.cache_clear()
+    try:
+        with pytest.raises(MissingToolError, match="needs a TTS engine"):
+            augment.babble_bed()
+        installed[:] = held_out
+        with pytest.raises(MissingToolError, match=r"every installed voice is held out \(flite:rms;") as e:
+            augment.babble_bed()
+        assert "needs a TTS engine" not in str(e.value)
+        assert augment.babble_bed(voices="all").shape == (20 * 16000,)  # the benchmark's bed may use it
+    finally:
+        augment.babble_bed.cache_clear()
+
+
 def test_training_babble_never_speaks_held_out_voices_or_sentences(tmp_path, monkeypatch):
     from data_prep import tts_engines
     from data_prep.holdout import is_heldout_sentence, is_heldout_voice
