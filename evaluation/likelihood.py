@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.dynamic_superb.registry import OPTIONS_RE, Task, parse_options
+from evaluation.dynamic_superb.registry import OPTIONS_RE, Task, answer_sentence, parse_options
 from evaluation.dynamic_superb.scoring import label_str
 from speechllm.model.scoring import option_logprobs, score_examples
-from speechllm.prompts.baselines import transcript_prompt
 from speechllm.prompts.chat import render_target
 
 
@@ -32,13 +31,10 @@ def item_options(task: Task, instruction: str) -> list[str]:
 
 
 def options_sentence(instruction: str, options: Sequence[str]) -> str:
-    """The content-free domain premise of a text-only prompt: the instruction's own options sentence."""
+    """The content-free domain premise of a text-only prompt: the instruction's own options sentence, else
+    the task's options worded as the suite words them."""
     m = OPTIONS_RE.search(instruction.strip())
-    if m:
-        return m.group(0).strip()
-    opts = list(options)
-    body = opts[0] if len(opts) == 1 else ", ".join(opts[:-1]) + ", or " + opts[-1]
-    return f"The answer could be {body}."
+    return m.group(0).strip() if m else answer_sentence(list(options))
 
 
 def best(scores: Sequence[float]) -> int:
@@ -93,10 +89,7 @@ class TextBaselineScorer:
         """(prompt with what the audio gave, its calibration context)."""
         if not hasattr(self.p, "asr"):  # text-only baseline
             return it["instruction"], options_sentence(it["instruction"], it["options"])
-        texts = [self.p.asr(a) for a in it["audios"]]
-        attrs = ([self.p.attributes(a, t) for a, t in zip(it["audios"], texts, strict=True)]
-                 if self.p.cascade else None)
-        return transcript_prompt(it["instruction"], texts, attrs), it["instruction"]
+        return self.p.prompt(it), it["instruction"]
 
     def score_options(self, items: list[dict]) -> list[dict]:
         out = []
@@ -127,9 +120,10 @@ class SpeechLLMScorer:
         return self._prior[key]
 
     def score_options(self, items: list[dict]) -> list[dict]:
-        audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None
-                  for it in items]
-        exs = self.model.build_examples(audios, [it["instruction"] for it in items])  # transcribes as generate does
+        from evaluation.predictors import model_audios
+
+        # transcribes as generate does
+        exs = self.model.build_examples(model_audios(items), [it["instruction"] for it in items])
         scores = score_examples(self.model, exs, [it["options"] for it in items])
         out = []
         for it, ex, s in zip(items, exs, scores, strict=True):

@@ -26,6 +26,12 @@ from speechllm.errors import ConfigError
 from speechllm.prompts.baselines import transcript_prompt
 
 
+def model_audios(items: list[dict]) -> list:
+    """Per item, the audio argument of SpeechLLM.generate / build_examples: its one clip, its list of clips, or
+    None (text-only)."""
+    return [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None for it in items]
+
+
 class MajorityPredictor:
     name = "majority"
 
@@ -131,12 +137,15 @@ class TranscriptLLMPredictor:
     def cache_settings(self) -> dict:
         return {"max_new_tokens": self.max_new_tokens, "asr": str(self.asr.name), **llm_settings(self.llm)}
 
+    def prompt(self, it: dict) -> str:
+        """The instruction after each clip's transcript (+ its attributes for the cascade); the likelihood
+        scorer uses it too."""
+        texts = [self.asr(a) for a in it["audios"]]
+        attrs = [self.attributes(a, t) for a, t in zip(it["audios"], texts, strict=True)] if self.cascade else None
+        return transcript_prompt(it["instruction"], texts, attrs)
+
     def predict(self, batch: list[dict]) -> list[dict]:
-        prompts = []
-        for it in batch:
-            texts = [self.asr(a) for a in it["audios"]]
-            attrs = [self.attributes(a, t) for a, t in zip(it["audios"], texts, strict=True)] if self.cascade else None
-            prompts.append(transcript_prompt(it["instruction"], texts, attrs))
+        prompts = [self.prompt(it) for it in batch]
         preds = self.llm.generate(prompts, max_new_tokens=self.max_new_tokens)
         return [{"prediction": p, "prompt": self.llm.render(q)} for p, q in zip(preds, prompts, strict=True)]
 
@@ -168,8 +177,7 @@ class SpeechLLMPredictor:
         return {"max_new_tokens": self.max_new_tokens, **self._settings, **prompt_settings(self.model)}
 
     def predict(self, batch: list[dict]) -> list[dict]:
-        audios = [(it["audios"][0] if len(it["audios"]) == 1 else it["audios"]) if it["audios"] else None
-                  for it in batch]
+        audios = model_audios(batch)
         prompts = [it["instruction"] for it in batch]
         transcripts = None
         cfg = getattr(self.model, "config", None)

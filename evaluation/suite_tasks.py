@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.dynamic_superb.registry import answer_sentence
 from speechllm.data.audio import SAMPLE_RATE
 from speechllm.errors import MissingToolError
 
@@ -51,12 +52,6 @@ class Ctx:
             raise MissingToolError(f"need {k} distinct held-out voices, have {len(self.voices)}")
         idx = self.rng.choice(len(self.voices), size=k, replace=False)
         return [self.voices[int(i)] for i in idx]
-
-
-def answer_sentence(options: list[str]) -> str:
-    """The suite's options sentence: "The answer could be a or b." / "... a, b, or c." """
-    opts = options[0] + " or " + options[1] if len(options) == 2 else ", ".join(options[:-1]) + ", or " + options[-1]
-    return f"The answer could be {opts}."
 
 
 def _ins(ctx: Ctx, phrasings: list[str], options: list[str], prefix: str = "") -> str:

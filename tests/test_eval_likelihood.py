@@ -133,6 +133,26 @@ def test_text_baselines_score_options_and_their_calibration_contexts(tiny_llama)
     assert txt["prior_scores"][0] == pytest.approx(_independent(llm, "The answer could be male or female.", "male"), abs=1e-4)
 
 
+def test_free_form_and_likelihood_paths_share_the_transcript_prompt_and_audio_arguments(tiny_llama):
+    """One helper each: the cascade's prompt (transcripts + attributes of every clip) and the audio argument
+    of the trained model (one clip, a list, or None) are built the same way for answers and for option scores."""
+    from evaluation.likelihood import scorer_for
+    from evaluation.predictors import TranscriptLLMPredictor, model_audios
+    from speechllm.chat_lm import HFGenerator
+
+    a, b = np.zeros(1600, np.float32), np.ones(800, np.float32)
+    assert [x if x is None or isinstance(x, list) else x.shape for x in model_audios(
+        [{"audios": []}, {"audios": [a]}, {"audios": [a, b]}])] == [None, (1600,), [a, b]]
+    llm = HFGenerator("tiny", model=tiny_llama[0], tokenizer=tiny_llama[1])
+    p = TranscriptLLMPredictor(llm, asr=lambda w: f"{len(w)} samples", cascade=True, max_new_tokens=2,
+                               attributes=lambda w, t: f"Duration: {len(w) / 16000:.1f}s")
+    item = {"id": "0", "task": "t", "instruction": "Same? The answer could be yes or no.", "options": ["yes", "no"],
+            "audios": [a, b]}
+    lik = scorer_for(p).score_options([item])[0]
+    assert lik["prompt"] == p.predict([item])[0]["prompt"] == llm.render(p.prompt(item))
+    assert "1600 samples" in lik["prompt"] and "Duration: 0.1s" in lik["prompt"] and "800 samples" in lik["prompt"]
+
+
 def test_desta2_consecutive_rule():
     from evaluation.dynamic_superb.scoring import desta2_consecutive_accuracy, desta2_consecutive_match
 

@@ -111,3 +111,18 @@ def test_judge_prompt_carries_question_truth_response_and_the_verdict_format():
     p = render_judge_prompt(" Is it noisy? ", True, "It sounds clean.")
     assert "Question: Is it noisy?" in p and "Ground truth answer: True" in p
     assert "Model's response: It sounds clean." in p and '"Result: YES"' in p and '"Result: NO"' in p
+
+
+def test_the_text_baselines_options_sentence_is_worded_as_the_suite_words_it():
+    """text-llm's PMI prior for an instruction without an options sentence: the task's options in the suite's
+    wording ("a or b"), not a wording of its own ("a, or b"), and one option is just that option."""
+    from evaluation import suite_tasks
+    from evaluation.likelihood import options_sentence
+
+    for opts, want in ((["male", "female"], "The answer could be male or female."),
+                       (["zero", "five", "ten"], "The answer could be zero, five, or ten."),
+                       (["yes"], "The answer could be yes.")):
+        assert options_sentence("Who is speaking?", opts) == suite_tasks.answer_sentence(opts) == want
+        assert parse_options(want) == opts
+    own = "Is it noisy? The answer could be clean, or noisy."  # an instruction's own sentence is kept as written
+    assert options_sentence(own, ["clean", "noisy"]) == "The answer could be clean, or noisy."

@@ -48,6 +48,14 @@ class Task:
 OPTIONS_RE = re.compile(r"the answer could be (.+?)\s*$", re.IGNORECASE | re.DOTALL)
 
 
+def answer_sentence(options: list[str] | tuple[str, ...]) -> str:
+    """The options sentence parse_options reads (the offline suite's wording): "The answer could be a." /
+    "... a or b." / "... a, b, or c." """
+    opts = list(options)
+    body = (" or ".join(opts) if len(opts) <= 2 else ", ".join(opts[:-1]) + ", or " + opts[-1])
+    return f"The answer could be {body}."
+
+
 def parse_options(instruction: str) -> list[str]:
     """Options listed by "... The answer could be a, b, or c." (Dynamic-SUPERB's phrasing); [] if none."""
     m = OPTIONS_RE.search(instruction.strip())
