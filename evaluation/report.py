@@ -12,10 +12,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from evaluation.report_perception import SCORES, perception, render_perception, render_score_tables
+from evaluation.report_perception import (
+    SCORES,
+    perception,
+    render_perception,
+    render_score_tables,
+    task_interval,
+)
 from speechllm.errors import InputPathError
 from speechllm.io import atomic_write_json, atomic_write_text
-from speechllm.metrics.stats import wilson
 from speechllm.metrics.tables import table_lines
 
 PUBLISHED_ORDER = ("Whisper-LLM", "ImageBind-LLM", "Whisper", "BERT-GSLM", "ASR-ChatGPT")
@@ -156,7 +161,7 @@ def render_markdown(summary: dict[str, Any], title: str = "Dynamic-SUPERB evalua
 
 def render_chart(summary: dict[str, Any], path: str | Path) -> None:
     """Top: acoustic-task macro mean per system and score (95 % bootstrap bars). Below: per task, the
-    likelihood and the official accuracy with 95 % Wilson bars and the chance level."""
+    likelihood and the official accuracy with 95 % Wilson bars (by file where files repeat) and the chance level."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,8 +189,7 @@ def render_chart(summary: dict[str, Any], path: str | Path) -> None:
             ys, lo, hi = [], [], []
             for n in names:
                 h = summary["tasks"][n]["models"].get(m, {}).get("per_example", {}).get(key) or {}
-                p = sum(h.values()) / len(h) if h else np.nan
-                a, b = wilson(sum(h.values()), len(h)) if h else (np.nan, np.nan)
+                p, a, b, _ = task_interval(h) if h else (np.nan, np.nan, np.nan, False)
                 ys.append(100 * p), lo.append(100 * (p - a)), hi.append(100 * (b - p))
             if not np.all(np.isnan(ys)):
                 ax.bar(xt + k * wt - 0.4 + wt / 2, ys, wt, yerr=np.clip(np.nan_to_num([lo, hi]), 0, None), capsize=1, label=m)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from evaluation.controls import SHUFFLED_SUFFIX, UNTRAINED_SUFFIX, is_control
+from evaluation.dynamic_superb.loader import example_file
 from evaluation.stats import GROUPS, task_group
 from speechllm.metrics.stats import bootstrap_macro, wilson
 from speechllm.metrics.tables import table_lines
@@ -34,6 +35,26 @@ def _hits(t: dict, model: str, score: str) -> dict[str, int]:
     return t["models"].get(model, {}).get("per_example", {}).get(score) or {}
 
 
+def _files(ids) -> list[str]:
+    return [example_file(i) for i in ids]
+
+
+def task_interval(hits: dict[str, float]) -> tuple[float, float, float, bool]:
+    """(accuracy, 95 % low, high, by file) of one task's hits: Wilson when every file appears once, else a
+    bootstrap over files, since the rows of one clip are not independent (and Wilson would be too narrow)."""
+    files = _files(hits)
+    if len(set(files)) == len(files):
+        lo, hi = wilson(sum(hits.values()), len(hits))
+        return sum(hits.values()) / len(hits), lo, hi, False
+    return (*bootstrap_macro([list(hits.values())], clusters=[files]), True)
+
+
+def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[list[float], list[str]]:
+    """The differences a − b over the examples both have, and their files."""
+    ids = sorted(set(a) & set(b))
+    return [a[i] - b[i] for i in ids], _files(ids)
+
+
 def _reference(models: list[str], trained: str, suffix: str) -> str | None:
     if suffix.startswith("+"):
         return trained + suffix if trained + suffix in models else None
@@ -52,9 +73,10 @@ def perception(summary: dict[str, Any], n_boot: int = 2000) -> dict[str, Any]:
         for m in models:
             row = {}
             for s in SCORES:
-                vecs = [list(_hits(tasks[n], m, s).values()) for n in names]
-                if names and all(vecs):  # a macro mean over a subset of the group would mislead
-                    row[s] = bootstrap_macro(vecs, n_boot)
+                hits = [_hits(tasks[n], m, s) for n in names]
+                if names and all(hits):  # a macro mean over a subset of the group would mislead
+                    row[s] = bootstrap_macro([list(h.values()) for h in hits], n_boot,
+                                             clusters=[_files(h) for h in hits])
             out["macro"][g][m] = row
         out["delta"][g] = {}
         for m in trained:
@@ -64,12 +86,9 @@ def perception(summary: dict[str, Any], n_boot: int = 2000) -> dict[str, Any]:
                     continue
                 row = {}
                 for s in SCORES:
-                    diffs = []
-                    for n in names:
-                        a, b = _hits(tasks[n], m, s), _hits(tasks[n], ref, s)
-                        diffs.append([a[i] - b[i] for i in sorted(set(a) & set(b))])
-                    if names and all(diffs):
-                        row[s] = bootstrap_macro(diffs, n_boot)
+                    pairs = [_paired(_hits(tasks[n], m, s), _hits(tasks[n], ref, s)) for n in names]
+                    if names and all(d for d, _ in pairs):
+                        row[s] = bootstrap_macro([d for d, _ in pairs], n_boot, clusters=[f for _, f in pairs])
                 out["delta"][g][f"{m} − {label}"] = row
     return out
 
@@ -94,7 +113,8 @@ def render_perception(summary: dict[str, Any], perc: dict[str, Any]) -> list[str
     lines = ["## Perception at a glance", "",
              "Scores (in %): " + "; ".join(f"**{s}** = {h}" for s, h in SCORE_HELP.items()) + ".", "",
              "Macro means over the task group with a 95 % bootstrap interval (examples resampled within each "
-             "task, 2000 resamples). Differences are paired per example (same clips, same instructions).", ""]
+             "task, 2000 resamples; by file where a task lists one file in several rows). Differences are paired "
+             "per example (same clips, same instructions).", ""]
     for g, names in perc["groups"].items():
         if not names:
             continue
@@ -112,13 +132,16 @@ def render_perception(summary: dict[str, Any], perc: dict[str, Any]) -> list[str
     return lines
 
 
+BY_FILE = "†"  # marks an interval resampled by file (see task_interval)
+
+
 def _cell(t: dict, m: str, s: str, n_ref: int) -> str:
     h = _hits(t, m, s)
     if not h:
         return "–"
-    k, n = sum(h.values()), len(h)
-    lo, hi = wilson(k, n)
-    return f"{100 * k / n:.1f} [{100 * lo:.0f}–{100 * hi:.0f}]" + ("" if n == n_ref else f" (n={n})")
+    p, lo, hi, by_file = task_interval(h)
+    return (f"{100 * p:.1f} [{100 * lo:.0f}–{100 * hi:.0f}]{BY_FILE if by_file else ''}"
+            + ("" if len(h) == n_ref else f" (n={len(h)})"))
 
 
 def render_score_tables(summary: dict[str, Any]) -> list[str]:
@@ -145,9 +168,11 @@ def render_score_tables(summary: dict[str, Any]) -> list[str]:
             for m in trained:
                 if m not in shown:
                     continue
-                a, b = _hits(t, m, s), _hits(t, m + SHUFFLED_SUFFIX, s)
-                ids = sorted(set(a) & set(b))
-                cells.append(_ci(bootstrap_macro([[a[i] - b[i] for i in ids]]), True) if ids else "–")
+                d, files = _paired(_hits(t, m, s), _hits(t, m + SHUFFLED_SUFFIX, s))
+                cells.append(_ci(bootstrap_macro([d], clusters=[files]), True) if d else "–")
             rows.append(cells)
         lines += [*table_lines(head, rows), ""]
+        if any(BY_FILE in c for r in rows for c in r):
+            lines += [f"{BY_FILE} the task lists one file in several rows: 95 % bootstrap over its files, not Wilson "
+                      "(as are the Δ and macro intervals of such tasks).", ""]
     return lines

@@ -182,6 +182,41 @@ def test_wilson_and_bootstrap_intervals():
     assert task_group("SpeakerVerification_Synth", True) is None
 
 
+def test_a_task_listing_one_file_in_several_rows_is_resampled_by_file():
+    """4 files, 5 rows each, every row of a file answered alike: 4 independent answers, not 20. Resampled by
+    row the interval is that of 20 coin flips; by file that of 4, whose 2.5 % and 97.5 % points are 0 and 1
+    (all four draws one file alike: 1/16 each). Each file once: the same draw and interval as before."""
+    from evaluation.report_perception import perception, render_score_tables
+    from speechllm.metrics.stats import bootstrap_macro, wilson
+
+    hits = [1] * 10 + [0] * 10
+    files = [f"f{i // 5}.wav" for i in range(20)]
+    task = "GenderClassification_Synth"
+    per = {f"{i:05d}:{f}": h for i, (f, h) in enumerate(zip(files, hits))}
+    shuffled = {i: 1 - h for i, h in per.items()}
+    summary = {"models": ["m", "m+shuffled-audio"], "order": {"m": 0, "m+shuffled-audio": 0},
+               "tasks": {task: {"task": {"random_baseline_pct": 50.0},
+                                "models": {"m": {"per_example": {"likelihood": per}},
+                                           "m+shuffled-audio": {"per_example": {"likelihood": shuffled}}}}}}
+    perc = perception(summary)
+    assert perc["macro"]["acoustic"]["m"]["likelihood"] == (0.5, 0.0, 1.0)
+    assert perc["delta"]["acoustic"]["m − shuffled audio"]["likelihood"] == (0.0, -1.0, 1.0)
+    table = "\n".join(render_score_tables(summary))
+    assert "| 50.0 [0–100]† |" in table and "† the task lists one file" in table  # Wilson would say [30–70]
+
+    _, row_lo, row_hi = bootstrap_macro([hits])
+    assert 0.25 < row_lo < row_hi < 0.75
+    assert bootstrap_macro([hits], clusters=[files]) == (0.5, 0.0, 1.0)
+    once = [f"u{i}.wav" for i in range(20)]
+    assert bootstrap_macro([hits, hits[::2]], clusters=[once, None]) == bootstrap_macro([hits, hits[::2]])
+    unique = {f"{i:05d}:u{i}.wav": h for i, h in enumerate(hits)}
+    summary["tasks"][task]["models"] = {"m": {"per_example": {"likelihood": unique}}}
+    lo, hi = wilson(10, 20)
+    assert f"| 50.0 [{100 * lo:.0f}–{100 * hi:.0f}] |" in "\n".join(render_score_tables(summary))
+    summary["models"] = ["m"]
+    assert perception(summary)["macro"]["acoustic"]["m"]["likelihood"] == bootstrap_macro([hits])
+
+
 def test_likelihood_scores_from_cached_rows_count_open_questions_apart():
     from evaluation.dynamic_superb.registry import Task
     from evaluation.dynamic_superb.runner import NO_OPTIONS, score_task

@@ -99,3 +99,9 @@ def decode_audio(value: Any, where: str = "audio") -> np.ndarray:
 def example_id(index: int, row: dict) -> str:
     """Stable per (dataset revision, row): position plus file name, so duplicates of a file stay distinct."""
     return f"{index:05d}:{row.get('file') or ''}"
+
+
+def example_file(eid: str) -> str:
+    """The file an `example_id` names, else the id itself: the unit a task's rows share when it lists one
+    file in several rows (intervals resample by it)."""
+    return eid.partition(":")[2] or eid

@@ -2,9 +2,10 @@
 
 - Wilson score interval for one accuracy (k hits of n);
 - `paired_resamples`: B resamples of example indices, the same draw for every system (paired);
-- on it: the macro mean over tasks (each task resampled within itself, stratified), the paired
-  difference of two pass rates (retention) and the relative WER reduction of a method vs its source
-  (test-time adaptation; Efron & Tibshirani's percentile interval, Bisani & Ney 2004 for ASR).
+- on it: the macro mean over tasks (each task resampled within itself, stratified; by file where a task
+  lists one file in several rows), the paired difference of two pass rates (retention) and the relative
+  WER reduction of a method vs its source (test-time adaptation; Efron & Tibshirani's percentile interval,
+  Bisani & Ney 2004 for ASR).
 """
 
 from __future__ import annotations
@@ -41,19 +42,38 @@ def paired_resamples(arrays: Sequence[np.ndarray], n_boot: int, rng: np.random.G
     return [getattr(np.asarray(a, dtype=np.float64)[idx], reduce)(1) for a in arrays]
 
 
-def bootstrap_macro(per_task: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0
-                    ) -> tuple[float, float, float]:
+def task_resamples(values: Sequence[float], n_boot: int, rng: np.random.Generator,
+                   clusters: Sequence[str] | None = None) -> np.ndarray:
+    """(n_boot,) resampled means of one task's values. With `clusters` (one key per example, e.g. its audio
+    file) that repeat, whole clusters are drawn and the mean is over the rows drawn: rows of one file are not
+    independent. Keys all distinct (or none): the row bootstrap, draw for draw."""
+    v = np.asarray(values, dtype=np.float64)
+    if clusters is None or len(set(clusters)) == len(v):
+        return paired_resamples([v], n_boot, rng)[0]
+    if len(clusters) != len(v):
+        raise ValueError(f"{len(clusters)} cluster keys for {len(v)} examples")
+    _, inv = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    sums, sizes = paired_resamples([np.bincount(inv, weights=v), np.bincount(inv)], n_boot, rng, reduce="sum")
+    return sums / sizes
+
+
+def bootstrap_macro(per_task: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0,
+                    clusters: Sequence[Sequence[str] | None] | None = None) -> tuple[float, float, float]:
     """(macro mean, 2.5 %, 97.5 %) of the mean over tasks of each task's mean, resampling the examples of
-    every task independently. Values may be hits (0/1) or paired differences (-1/0/1)."""
-    tasks = [np.asarray(v, dtype=np.float64) for v in per_task if len(v)]
+    every task independently. Values may be hits (0/1) or paired differences (-1/0/1). `clusters`: per task,
+    a key per example or None (see task_resamples: a task listing one file in several rows is resampled by file)."""
+    keys = list(clusters) if clusters is not None else [None] * len(per_task)
+    if len(keys) != len(per_task):
+        raise ValueError(f"cluster keys for {len(keys)} tasks, values for {len(per_task)}")
+    tasks = [(np.asarray(v, dtype=np.float64), k) for v, k in zip(per_task, keys) if len(v)]
     if not tasks:
         raise ValueError("no task has examples")
     rng = np.random.default_rng(seed)
     boots = np.zeros(n_boot)
-    for v in tasks:
-        boots += paired_resamples([v], n_boot, rng)[0]
+    for v, k in tasks:
+        boots += task_resamples(v, n_boot, rng, k)
     boots /= len(tasks)
-    mean = float(np.mean([v.mean() for v in tasks]))
+    mean = float(np.mean([v.mean() for v, _ in tasks]))
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return mean, float(lo), float(hi)
 
