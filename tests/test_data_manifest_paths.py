@@ -2,9 +2,13 @@
 
 import json
 import os
+from pathlib import Path
 
-from speechllm.data.manifest import load_manifest
+import pytest
+
+from speechllm.data.manifest import load_manifest, resolve_audio_paths, rows_digest
 from speechllm.data.streaming import scan_manifest
+from speechllm.errors import ConfigError
 
 
 def _write(tmp_path):
@@ -65,3 +69,23 @@ def test_a_repointed_symlink_inside_the_corpus_keeps_the_resume_digest(tmp_path)
     after, dm = digest()
     assert after == before == digest(streaming=True)[0]
     dm.load_state_dict(saved)  # resumes: same rows, same content
+    # a checkpoint written before 2026-12-06 digested the paths resolved through the link: it still resumes
+    legacy = rows_digest([{**r, "audio": str(Path(r["audio"]).resolve())} for r in dm.rows["train"]]
+                         + [dm._weights_row()], d)
+    assert legacy != after
+    dm.load_state_dict({**saved, "train_rows": legacy})
+    with pytest.raises(ConfigError, match="not the ones this run was trained on"):
+        dm.load_state_dict({**saved, "train_rows": "0" * 16})
+
+
+def test_a_relative_path_with_dotdot_is_resolved_through_links(tmp_path):
+    """'..' after a link leads from the link's target: the loaded row names the file the OS opens."""
+    (tmp_path / "store" / "c").mkdir(parents=True)
+    (tmp_path / "store" / "other").mkdir()
+    (tmp_path / "store" / "other" / "x.wav").write_bytes(b"RIFF")
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (d / "clips").symlink_to(tmp_path / "store" / "c")
+    row = resolve_audio_paths({"audio": "clips/../other/x.wav", "audio2": "clips/a.wav"}, d)
+    assert Path(row["audio"]).read_bytes() == b"RIFF"
+    assert row["audio2"] == str(d.resolve() / "clips" / "a.wav")  # no "..": the link is kept

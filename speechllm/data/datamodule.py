@@ -24,6 +24,7 @@ from speechllm.data.manifest import (
     load_manifest,
     manifest_base,
     rows_digest,
+    through_links,
 )
 from speechllm.data.sampler import ShardedEpochSampler, clip_units, unit_length
 from speechllm.errors import ConfigError, ManifestError, OutputStateError
@@ -93,8 +94,10 @@ class SpeechDataModule(L.LightningDataModule):
             check_fields(self.rows["train"], TRAIN_REQUIRED, hp.train_manifest)
             if not self.rows["train"]:
                 raise ManifestError(f"{hp.train_manifest}: no training rows (split 'train' or no split)")
-            self.train_digest = rows_digest(self.rows["train"] + [self._weights_row()],
-                                            manifest_base(self.debug_or(hp.train_manifest)))
+            base, unweighted = manifest_base(self.debug_or(hp.train_manifest)), list(self.rows["train"])
+            self.train_digest = rows_digest(unweighted + [self._weights_row()], base)
+            self._digest_through_links = lambda: rows_digest([*map(through_links, unweighted), self._weights_row()],
+                                                             base)
             if hp.replay_manifest and hp.replay_share > 0 and "replay" not in self.rows:
                 from speechllm.data.replay import load_replay_rows
 
@@ -253,10 +256,15 @@ class SpeechDataModule(L.LightningDataModule):
         return {"stream": ds.state(), "epoch": trainer.current_epoch, "train_rows": self.train_digest,
                 "batches_done": self._batches_done()}
 
+    def _legacy_digest(self, saved: str) -> bool:
+        """A checkpoint from before 2026-12-06 digested audio paths resolved through links inside the corpus."""
+        legacy = getattr(self, "_digest_through_links", None)
+        return legacy is not None and saved == legacy()
+
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("train_rows")  # absent in checkpoints written before the digest
         fitting = self.trainer is None or self.trainer.state.fn == "fit"  # validate/test may use another corpus
-        if fitting and saved and self.train_digest and saved != self.train_digest:
+        if fitting and saved and self.train_digest and saved != self.train_digest and not self._legacy_digest(saved):
             weights, now = state_dict.get("instruction_weights"), self._weights_row()["instruction_weights"]
             if weights is not None and weights != now:  # saved since 2026-12-06
                 raise ConfigError(

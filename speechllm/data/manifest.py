@@ -32,14 +32,22 @@ AUDIO_KEYS = ("audio", "audio2", "audio3", "audio4")  # a row's clips, in prompt
 def resolve_audio_paths(row: dict, base: Path) -> dict:
     """Every audio field that is a relative path, made absolute against `base` (the manifest's folder), in place.
     Only the base is resolved: a symlink inside the corpus is kept as written, not followed, so a loaded row
-    (and the digest a resume compares) names the corpus's path, not where a link points today."""
+    (and the digest a resume compares) names the corpus's path, not where a link points today. A path with
+    ".." is resolved whole: ".." after a link leads from the link's target, which a lexical tidy would miss."""
     root = None
     for key in AUDIO_KEYS:
         a = row.get(key)
         if isinstance(a, str) and a and not Path(a).is_absolute():
             root = root or Path(base).resolve()
-            row[key] = os.path.normpath(root / a)
+            row[key] = str((root / a).resolve() if ".." in Path(a).parts else root / a)
     return row
+
+
+def through_links(row: dict) -> dict:
+    """A loaded row with its audio paths resolved through every link, as `load_manifest` gave them before
+    2026-12-06 (the digest of checkpoints written then)."""
+    return {**row, **{k: str(Path(row[k]).resolve()) for k in AUDIO_KEYS
+                      if isinstance(row.get(k), str) and row[k] and os.path.isabs(row[k])}}
 
 
 def manifest_base(path: str | Path) -> Path:
