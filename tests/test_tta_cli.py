@@ -125,6 +125,14 @@ def test_rows_of_an_older_revision_of_a_method_are_not_joined(tmp_path):
     with pytest.raises(SystemExit, match=r"'sgem' with different settings \(revision\)"):
         _check_same_config(old, "sgem", {"lr": 1e-6, "redecode": True, "revision": METHOD_REVISION["sgem"]}, "--out")
     _check_same_config(old, "ln_topk_eos", {"lr": 1e-6, "redecode": True, "revision": 1}, "--out")  # unchanged
+    sgem = {"lr": 1e-6, "redecode": True, "revision": METHOD_REVISION["sgem"]}
+    other = tmp_path / "other"  # a folder that never ran sgem: nothing to refuse
+    other.mkdir()
+    (other / "report.json").write_text(json.dumps({"configs": {"suta": {"lr": 2e-5}}}))
+    _check_same_config(other, "sgem", sgem, "--out")
+    (other / "sgem.jsonl").write_text("{}\n")  # but sgem rows of a run killed before any record: refused
+    with pytest.raises(SystemExit, match="revision"):
+        _check_same_config(other, "sgem", sgem, "--out")
     args = build_parser().parse_args(["--asr", "a", "--manifest", "m", "--out", "o", "--decode-beam", "5"])
     (old / "decoding.json").write_text(json.dumps({"asr": "a", "whisper_window": "clip+3.0s", "decode_beam": 5}))
     with pytest.raises(SystemExit, match="beam_finalize: None"):
@@ -145,8 +153,8 @@ def test_adapt_cli_rejects_bad_methods_and_limits_before_loading_a_model(tmp_pat
     base = ["--asr", str(tmp_path / "no-such-model"), "--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit, match="unknown 'tent'"):  # not "no-such-model not found": nothing loaded
         main([*base, "--method", "source,tent"])
-    with pytest.raises(SystemExit, match="--K 5: the reset detector"):  # it would never fit, silently
-        main([*base, "--method", "dsuta_reset", "--K", "5"])
+    with pytest.raises(SystemExit, match="--K 4: the reset detector"):  # it would never fit, silently
+        main([*base, "--method", "dsuta_reset", "--K", "4"])
     with pytest.raises(SystemExit, match="--limit 0"):
         main([*base, "--method", "source", "--limit", "0"])
     assert not (tmp_path / "o").exists()

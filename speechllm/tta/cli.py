@@ -210,13 +210,16 @@ def _check_same_config(folder: Path, name: str, cfg: dict, what: str) -> None:
     A setting an older folder did not record is not compared."""
     if name == "source":
         return
+    theirs = None
     if (folder / f"{name}.config.json").exists():
         theirs = json.loads((folder / f"{name}.config.json").read_text())
     elif (folder / "report.json").exists():
         theirs = json.loads((folder / "report.json").read_text()).get("configs", {}).get(name)
-    else:
-        return
-    theirs = {"revision": 1, **(theirs or {})}
+    if theirs is None:  # no record: only rows of the method (a run killed before it wrote one) are of a revision
+        if not (folder / f"{name}.jsonl").exists() or cfg.get("revision", 1) == 1:
+            return
+        theirs = {}
+    theirs = {"revision": 1, **theirs}
     diff = sorted(k for k in set(cfg) & set(theirs) if cfg[k] != theirs[k])
     if diff:
         raise SystemExit(f"{what}: {folder} ran {name!r} with different settings ({', '.join(diff)}); "
@@ -276,9 +279,9 @@ def main(argv: list[str]) -> int:
     if unknown or not methods:  # before any model loads: a typo must not cost the methods before it
         raise SystemExit(f"--method: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from "
                          f"{', '.join(METHODS)}")
-    if any(m.endswith("_reset") for m in methods) and args.K < 6:  # the window K/2+1..K-1 needs 2 utterances
+    if any(m.endswith("_reset") for m in methods) and args.K - args.K // 2 - 1 < 2:  # K/2+1..K-1: 2 or more
         raise SystemExit(f"--K {args.K}: the reset detector fits on utterances K/2+1..K-1 after a reset and needs "
-                         "at least 2 of them; give --K 6 or more")
+                         "at least 2 of them; give --K 5 or more")
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit {args.limit}: give a number of rows ≥ 1, or leave it out for all")
     if args.domains:
