@@ -146,10 +146,12 @@ def test_kill_mid_stream_resumes_to_identical_rows(tmp_path, monkeypatch, object
         assert (a["id"], a["hyp"], a["losses"]) == (b["id"], b["hyp"], b["losses"])
 
 
-def test_seq_em_policy_gradient_takes_the_log_probs_its_samples_were_drawn_from(monkeypatch):
+@pytest.mark.parametrize("limit", [None, 2])
+def test_seq_em_policy_gradient_takes_the_log_probs_its_samples_were_drawn_from(monkeypatch, limit):
     """REINFORCE needs log p(y) of the sampling distribution: greedy's suppressed and begin-suppressed
     tokens masked, at the sampling temperature. Token 7 dominates the raw logits but is suppressed; the
-    oracle is the probability `torch.multinomial` drew each token with."""
+    oracle is the probability `torch.multinomial` drew each token with. A sample cut by the token limit
+    drew no EOT, so none is counted."""
     from speechllm.tta.suta import softmax_entropy
     from speechllm.tta.whisper_em import seq_em_objective
 
@@ -157,7 +159,8 @@ def test_seq_em_policy_gradient_takes_the_log_probs_its_samples_were_drawn_from(
     asr.suppress[7] = True
     asr.begin_suppress = [11, asr.eot]  # as Whisper's own: never an empty sample
 
-    boost = torch.zeros(asr.model.config.vocab_size).index_fill(0, torch.tensor([7, asr.eot]), 11.0)
+    favoured = [7, asr.eot] if limit is None else [7]
+    boost = torch.zeros(asr.model.config.vocab_size).index_fill(0, torch.tensor(favoured), 11.0)
 
     def bias(module, args, kwargs, out):  # token 7 favoured, and samples end early on a drawn EOT
         out.logits = out.logits + boost
@@ -165,6 +168,8 @@ def test_seq_em_policy_gradient_takes_the_log_probs_its_samples_were_drawn_from(
 
     asr.model.register_forward_hook(bias, with_kwargs=True)
     inputs = asr.prepare(signal(1))
+    if limit is not None:
+        inputs["max_tokens"] = torch.tensor(limit)
     inputs["hyp"] = list(HYP)
     draws, rewards = [], []
     real_multinomial, real_greedy, real_forced = torch.multinomial, asr.greedy, asr.forced_scores
@@ -187,7 +192,10 @@ def test_seq_em_policy_gradient_takes_the_log_probs_its_samples_were_drawn_from(
     monkeypatch.setattr(asr, "greedy", greedy)
     monkeypatch.setattr(asr, "forced_scores", forced)
     _, info = seq_em_objective(WhisperEMConfig(n_samples=2, sample_temp=0.7, eos_coef=0.0))(asr, inputs)
-    assert len(draws) == 2 and all(d[-1][0] == asr.eot for d in draws)  # each sample ended on a drawn EOT
+    if limit is None:
+        assert len(draws) == 2 and all(d[-1][0] == asr.eot for d in draws)  # each sample ended on a drawn EOT
+    else:
+        assert len(draws) == 2 and all(len(d) == limit and d[-1][0] != asr.eot for d in draws)
     (r0, r1), (lp0, lp1) = rewards[1:], (sum(lp for _, lp in d) for d in draws)
     want = ((r0 - r1) * lp0 + (r1 - r0) * lp1) / (2 * (len(HYP) + 1))  # leave-one-out baseline
     assert info["pg"] == pytest.approx(want, rel=1e-4)

@@ -210,6 +210,7 @@ class WhisperTTA(TTAModel):
         ids = self.prefix.clone()
         step_in = ids
         out: list[int] = []
+        self.last_stop = "limit"  # how this hypothesis ended: "eot" drawn, a "loop" cut, or the token "limit"
         for i in range(max_tokens or self.max_new_tokens):
             o = self.model(encoder_outputs=(enc_out,), decoder_input_ids=step_in.unsqueeze(0),
                            use_cache=True, **{cache_kwarg(self.model): cache})
@@ -224,11 +225,13 @@ class WhisperTTA(TTAModel):
             else:
                 t = int(logits.argmax())
             if t == self.eot:
+                self.last_stop = "eot"
                 break
             out.append(t)
             cut = looping_tail(out)
             if cut:  # a looping hypothesis: keep one copy and stop, as a human reader would
                 del out[-cut:]
+                self.last_stop = "loop"
                 break
             step_in = torch.tensor([t], device=self.device)
         return out

@@ -151,14 +151,18 @@ def seq_em_objective(cfg: WhisperEMConfig):
             for _ in range(cfg.n_samples):
                 y = asr.greedy(enc, token_limit(inputs), temperature=cfg.sample_temp, generator=g)
                 sy = asr.forced_scores(enc, y)
-                # log-probs of the distribution `y` was drawn from: greedy's masks, at the sampling temp
-                lp = (asr.decoding_logits(sy.logits) / cfg.sample_temp).log_softmax(-1)
-                logps.append(lp.gather(1, sy.labels[:, None]).sum())
+                # log-probs of the distribution `y` was drawn from: greedy's masks, at the sampling temp;
+                # the EOT label only where EOT was drawn (not at a token limit or a loop cut)
+                drawn = len(sy.labels) - (asr.last_stop != "eot")
+                lp = (asr.decoding_logits(sy.logits[:drawn]) / cfg.sample_temp).log_softmax(-1)
+                logps.append(lp.gather(1, sy.labels[:drawn, None]).sum())
                 rewards.append(float(softmax_entropy(sy.logits[:, :V].detach()).sum()))  # H-to-go at t=0
-            r = torch.tensor(rewards, device=s.logits.device)
-            base = (r.sum() - r) / (len(r) - 1)  # leave-one-out baseline
+            # leave-one-out baseline, in float64: float32's r.sum() - r left the advantages of two samples
+            # unequal by ~1e-5, which the large log-probs multiply into a sizeable share of the term
+            r = torch.tensor(rewards, dtype=torch.float64)
+            adv = (r - (r.sum() - r) / (len(r) - 1)).to(s.logits.device, torch.float32)
             n_tok = max(1, len(hyp) + 1)
-            pg = sum((r[i] - base[i]) * logps[i] for i in range(len(r))) / (len(r) * n_tok)
+            pg = sum(adv[i] * logps[i] for i in range(len(r))) / (len(r) * n_tok)
             loss = loss + cfg.pg_coef * pg
             info["pg"] = float(pg.detach())
         return with_eos_guard(loss, s, asr.eot, cfg.eos_coef, info)
