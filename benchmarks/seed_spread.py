@@ -20,19 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.controls import SHUFFLED_SUFFIX
+from evaluation.report import score_files
 from evaluation.stats import grouped_per_example, is_report, is_trained
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import paired_resamples
 from speechllm.metrics.tables import table_lines
-
-
-def scored_models(eval_dir: Path) -> dict[str, tuple[Path, dict]]:
-    """{model name as its score file records it: (the file, its parsed JSON)} of an evaluation folder."""
-    out = {}
-    for f in sorted((eval_dir / "scores").glob("*.json")):
-        data = json.loads(f.read_text())
-        out[data["model"]] = (f, data)  # as the report names it: a file name has ":" replaced
-    return out
 
 
 def _trained(models: dict[str, tuple[Path, dict]], eval_dir: Path) -> str:
@@ -46,13 +38,13 @@ def _trained(models: dict[str, tuple[Path, dict]], eval_dir: Path) -> str:
 
 def trained_score_file(eval_dir: Path) -> Path:
     """The one trained model's score file of an evaluation folder (controls and baselines excluded)."""
-    models = scored_models(eval_dir)
+    models = score_files(eval_dir)
     return models[_trained(models, eval_dir)][0]
 
 
 def _run_files(eval_dir: Path, control: bool) -> tuple[tuple[Path, dict], tuple[Path, dict] | None]:
     """(the trained model's score file and data, its shuffled-audio control's when `control`)."""
-    models = scored_models(eval_dir)
+    models = score_files(eval_dir)
     own = _trained(models, eval_dir)
     if not control:
         return models[own], None

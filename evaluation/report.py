@@ -26,13 +26,17 @@ from speechllm.metrics.tables import table_lines
 PUBLISHED_ORDER = ("Whisper-LLM", "ImageBind-LLM", "Whisper", "BERT-GSLM", "ASR-ChatGPT")
 
 
-def load_scores(out_dir: str | Path, models: list[str] | None = None) -> dict[str, dict]:
-    files = sorted((Path(out_dir) / "scores").glob("*.json"))
-    scores = {}
-    for f in files:
+def score_files(out_dir: str | Path) -> dict[str, tuple[Path, dict]]:
+    """{model, as its score file names it (a file name has ":" replaced): (the file, its parsed JSON)}."""
+    out = {}
+    for f in sorted((Path(out_dir) / "scores").glob("*.json")):
         d = json.loads(f.read_text(encoding="utf-8"))
-        if models is None or d["model"] in models:
-            scores[d["model"]] = d
+        out[d["model"]] = (f, d)
+    return out
+
+
+def load_scores(out_dir: str | Path, models: list[str] | None = None) -> dict[str, dict]:
+    scores = {m: d for m, (_, d) in score_files(out_dir).items() if models is None or m in models}
     if not scores:
         raise InputPathError(f"{out_dir}/scores/: no scored models; run `speechllm evaluate dynamic-superb` first")
     return scores

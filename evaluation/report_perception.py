@@ -145,7 +145,7 @@ def _cell(t: dict, m: str, s: str, n_ref: int) -> str:
 
 
 def render_score_tables(summary: dict[str, Any]) -> list[str]:
-    """One table per score: per task n, chance and each system's accuracy [95 % Wilson]; trained models
+    """One table per score: per task n, chance and each system's accuracy [95 % Wilson; † by file]; trained models
     also get "Δ vs shuffled" (paired, bootstrap 95 %)."""
     models, tasks = summary["models"], summary["tasks"]
     trained = [m for m in models if m + SHUFFLED_SUFFIX in models]

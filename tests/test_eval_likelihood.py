@@ -209,6 +209,8 @@ def test_a_task_listing_one_file_in_several_rows_is_resampled_by_file():
     assert bootstrap_macro([hits], clusters=[files]) == (0.5, 0.0, 1.0)
     once = [f"u{i}.wav" for i in range(20)]
     assert bootstrap_macro([hits, hits[::2]], clusters=[once, None]) == bootstrap_macro([hits, hits[::2]])
+    with pytest.raises(ValueError, match="21 cluster keys for 20"):  # not a silent row bootstrap
+        bootstrap_macro([hits], clusters=[once + ["u0.wav"]])
     unique = {f"{i:05d}:u{i}.wav": h for i, h in enumerate(hits)}
     summary["tasks"][task]["models"] = {"m": {"per_example": {"likelihood": unique}}}
     lo, hi = wilson(10, 20)

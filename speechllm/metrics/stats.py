@@ -48,13 +48,22 @@ def task_resamples(values: Sequence[float], n_boot: int, rng: np.random.Generato
     file) that repeat, whole clusters are drawn and the mean is over the rows drawn: rows of one file are not
     independent. Keys all distinct (or none): the row bootstrap, draw for draw."""
     v = np.asarray(values, dtype=np.float64)
+    if clusters is not None and len(clusters) != len(v):
+        raise ValueError(f"{len(clusters)} cluster keys for {len(v)} examples")
     if clusters is None or len(set(clusters)) == len(v):
         return paired_resamples([v], n_boot, rng)[0]
-    if len(clusters) != len(v):
-        raise ValueError(f"{len(clusters)} cluster keys for {len(v)} examples")
-    _, inv = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
-    sums, sizes = paired_resamples([np.bincount(inv, weights=v), np.bincount(inv)], n_boot, rng, reduce="sum")
+    sums, sizes = paired_resamples(cluster_sums([v, np.ones_like(v)], clusters), n_boot, rng, reduce="sum")
     return sums / sizes
+
+
+def cluster_sums(arrays: Sequence[np.ndarray], clusters: Sequence[str]) -> list[np.ndarray]:
+    """Each array summed per cluster key, clusters in order of first appearance (so one-row clusters are the
+    rows as given, and a bootstrap over them draws exactly what the row bootstrap draws)."""
+    _, first, inv = np.unique(np.asarray(clusters, dtype=str), return_index=True, return_inverse=True)
+    rank = np.empty_like(first)
+    rank[np.argsort(first)] = np.arange(len(first))
+    inv = rank[inv.reshape(-1)]
+    return [np.bincount(inv, weights=np.asarray(a, dtype=np.float64), minlength=len(first)) for a in arrays]
 
 
 def bootstrap_macro(per_task: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0,
@@ -117,11 +126,7 @@ def paired_bootstrap(src_err, m_err, n_words=None, B: int = 2000, seed: int = 0,
     if clusters is not None:
         if len(clusters) != len(src):
             raise ValueError(f"paired_bootstrap: {len(clusters)} cluster keys for {len(src)} utterances")
-        _, first, inv = np.unique(np.asarray(clusters, dtype=str), return_index=True, return_inverse=True)
-        rank = np.empty_like(first)
-        rank[np.argsort(first)] = np.arange(len(first))  # units in order of first appearance: one-row clusters
-        inv = rank[inv.reshape(-1)]                       # give the row bootstrap's draws exactly
-        units_s, units_m = np.bincount(inv, weights=src), np.bincount(inv, weights=m)  # the ratio of sums is unchanged
+        units_s, units_m = cluster_sums([src, m], clusters)  # the ratio of sums is unchanged
     n_units = len(units_s)
     s_sum, m_sum = paired_resamples([units_s, units_m], B, np.random.default_rng(seed), reduce="sum")
     ok = s_sum > 0  # a resample with no source error has no relative reduction: dropped, counted
