@@ -120,7 +120,7 @@ def test_eval_caches_tell_anchored_answers_apart():
 def test_served_prompt_tokens_count_the_labels_and_every_window(seconds):
     """The serving engine's usage.prompt_tokens: the positions the LLM sees, labels and long clips included
     (read from the adapter, they missed the label tokens, and a clip of two windows failed the batch)."""
-    from speechllm.serve.engine import AudioTokenCounter
+    from speechllm.serve.engine import prompt_tokens
 
     model = _model().eval()
     ex = Example(wavs=[_tone(120.0, seconds)], instruction="Describe the voice.")
@@ -128,10 +128,12 @@ def test_served_prompt_tokens_count_the_labels_and_every_window(seconds):
         batch = model.processor([ex])
         audio, alen = model.encode_audio(batch)
         seen = int(model.embed(batch, audio, alen)["attention_mask"].sum())
-        with AudioTokenCounter(model) as counter:
-            model._generate_batch([ex], 1)
+        counts: list[int] = []
+        model._generate_batch([ex], 1, audio_counts=counts)
     labels = sum(len(model.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in LABELS)
     windows = 1 if seconds <= 30 else 2
-    assert counter.counts == [windows * (4 + labels)] == alen.tolist()  # 4 adapter tokens + labels per window
-    assert seen > counter.counts[0]  # the text around them
-    assert "encode_audio" not in vars(model)  # the method is the class's again
+    assert counts == [windows * (4 + labels)] == alen.tolist()  # 4 adapter tokens + labels per window
+    assert seen > counts[0]  # the text around them
+    assert prompt_tokens(counts, [1], [7]) == [7 + counts[0]]
+    with pytest.raises(RuntimeError, match="1 clip lengths for 2 clips"):
+        prompt_tokens(counts, [2], [7])

@@ -316,11 +316,16 @@ class SpeechLLM(nn.Module):
             out.extend(self._generate_batch(exs[s : s + batch_size], max_new_tokens, **gen_kwargs))
         return out
 
-    def _generate_batch(self, exs: list[Example], max_new_tokens: int, **gen_kwargs) -> list[str]:
+    def _generate_batch(self, exs: list[Example], max_new_tokens: int, audio_counts: list[int] | None = None,
+                        **gen_kwargs) -> list[str]:
+        """`audio_counts`, if given, is extended with the LLM positions each clip became (example-major), after
+        the anchors' labels and a long clip's joined windows: what a server bills as prompt tokens."""
         batch = self.processor(exs)
         dev = self.llm.get_input_embeddings().weight.device
         batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch.items()}
         audio, alen = self.encode_audio(batch) if "input_features" in batch else (None, None)
+        if audio_counts is not None and alen is not None:
+            audio_counts.extend(int(n) for n in alen.reshape(-1).tolist())
         inp = self.embed(batch, audio, alen, padding_side="left")
         inp.pop("labels")
         from speechllm.chat_lm import generate_batch, stop_ids

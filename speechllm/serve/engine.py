@@ -121,38 +121,16 @@ class RowStop(StoppingCriteria):
         return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
 
-class AudioTokenCounter:
-    """How many LLM positions each clip became, read from `model.encode_audio` during one generate call:
-    after the audio anchors' label tokens are added and a long clip's 30-s windows are joined (the
-    adapter's own counts are per window and without the labels). Wraps the method on the instance for
-    the duration of the `with` block (the engine generates one batch at a time)."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.counts = model, []
-
-    def __enter__(self) -> AudioTokenCounter:
-        encode = self.model.encode_audio
-
-        def counted(*args, **kwargs):
-            embeds, counts = encode(*args, **kwargs)
-            self.counts.extend(int(n) for n in counts.reshape(-1).tolist())
-            return embeds, counts
-
-        self.model.encode_audio = counted
-        return self
-
-    def __exit__(self, *exc) -> None:
-        del self.model.encode_audio  # the class's method again
-
-    def per_example(self, clips_per_example: list[int], text_tokens: list[int]) -> list[int]:
-        """Prompt tokens per example = its text tokens + its clips' audio positions (clips are example-major)."""
-        if len(self.counts) != sum(clips_per_example):
-            raise RuntimeError(f"adapter produced {len(self.counts)} clip lengths for {sum(clips_per_example)} clips")
-        out, a = [], 0
-        for k, n_text in zip(clips_per_example, text_tokens):
-            out.append(n_text + sum(self.counts[a:a + k]))
-            a += k
-        return out
+def prompt_tokens(audio_counts: list[int], clips_per_example: list[int], text_tokens: list[int]) -> list[int]:
+    """Prompt tokens per example = its text tokens + its clips' LLM positions (`audio_counts`, example-major, as
+    `SpeechLLM._generate_batch` reports them: after the anchors' labels and a long clip's joined windows)."""
+    if len(audio_counts) != sum(clips_per_example):
+        raise RuntimeError(f"the model reported {len(audio_counts)} clip lengths for {sum(clips_per_example)} clips")
+    out, a = [], 0
+    for k, n_text in zip(clips_per_example, text_tokens):
+        out.append(n_text + sum(audio_counts[a:a + k]))
+        a += k
+    return out
 
 
 class BatchingEngine:
@@ -233,18 +211,18 @@ class BatchingEngine:
             sampling = jobs[0].req.sampling
             if sampling.do_sample and sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            with AudioTokenCounter(m) as audio_counts:
-                texts = m._generate_batch(exs, max(j.req.max_tokens for j in jobs), streamer=tracker,
-                                          stopping_criteria=StoppingCriteriaList([RowStop(tracker)]),
-                                          **sampling.generate_kwargs())
-            prompt_tokens = audio_counts.per_example([len(ex.wavs) for ex in exs], text_tokens)
+            audio_counts: list[int] = []
+            texts = m._generate_batch(exs, max(j.req.max_tokens for j in jobs), audio_counts=audio_counts,
+                                      streamer=tracker, stopping_criteria=StoppingCriteriaList([RowStop(tracker)]),
+                                      **sampling.generate_kwargs())
+            n_prompt = prompt_tokens(audio_counts, [len(ex.wavs) for ex in exs], text_tokens)
         except Exception as e:  # noqa: BLE001 - reported to each client as JSON, traceback to the log only
             log.exception("generation failed for a batch of %d", len(jobs))
             err = ApiError(500, f"generation failed ({type(e).__name__}); see the server log", code="generation_failed")
             for j in jobs:
                 j.emit("error", err)
             return
-        for j, row, ex, text, prompt, n_prompt in zip(jobs, tracker.rows, exs, texts, prompts, prompt_tokens):
+        for j, row, ex, text, prompt, n in zip(jobs, tracker.rows, exs, texts, prompts, n_prompt):
             j.emit("final", Result(text=text, finish_reason=row.finish if row.finish != "cancelled" else "stop",
-                                   prompt_tokens=n_prompt, completion_tokens=len(row.tokens),
+                                   prompt_tokens=n, completion_tokens=len(row.tokens),
                                    transcripts=list(ex.transcripts or []), prompt=prompt, batch_size=len(jobs)))
