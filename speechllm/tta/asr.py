@@ -215,10 +215,7 @@ class WhisperTTA(TTAModel):
             o = self.model(encoder_outputs=(enc_out,), decoder_input_ids=step_in.unsqueeze(0),
                            use_cache=True, **{cache_kwarg(self.model): cache})
             cache = returned_cache(o)
-            logits = o.logits[0, -1].clone()
-            logits[self.suppress] = -math.inf
-            if i == 0 and self.begin_suppress:
-                logits[self.begin_suppress] = -math.inf
+            logits = self.mask_step(o.logits[0, -1], first=i == 0)
             if temperature > 0:
                 # drawn on the CPU with the CPU generator: the same samples whatever the model's device
                 t = int(torch.multinomial((logits / temperature).softmax(-1).cpu(), 1, generator=generator))
@@ -236,14 +233,18 @@ class WhisperTTA(TTAModel):
             step_in = torch.tensor([t], device=self.device)
         return out
 
-    def decoding_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N, V) logits along a hypothesis (row i decides token i), masked as `greedy` masks them before it
-        picks or samples: suppressed tokens everywhere, `begin_suppress` at row 0. Out of place, with grad."""
+    def mask_step(self, logits: torch.Tensor, first: bool) -> torch.Tensor:
+        """(..., V) next-token logits masked as Whisper's no-timestamp decode masks a step: suppressed tokens,
+        and `begin_suppress` at the first step. Out of place (keeps grad); greedy, beam and `seq_em` share it."""
         x = logits.masked_fill(self.suppress, -math.inf)
-        if self.begin_suppress and len(x):
-            first = torch.tensor(self.begin_suppress, device=x.device)
-            x = torch.cat([x[:1].index_fill(1, first, -math.inf), x[1:]])
+        if first and self.begin_suppress:
+            x[..., self.begin_suppress] = -math.inf
         return x
+
+    def decoding_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, V) logits along a hypothesis (row i decides token i), masked as `greedy` masked each step before
+        it picked or sampled the token."""
+        return torch.cat([self.mask_step(logits[:1], first=True), self.mask_step(logits[1:], first=False)])
 
     def decode_text(self, tokens: list[int]) -> str:
         # clean-up off: ignored for Whisper's BPE anyway (same text), without transformers' warning

@@ -6,8 +6,6 @@ scored as Whisper's beam search scores (summed log-probability / length); width 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from speechllm.model.shared_prefix import cache_kwarg, returned_cache
@@ -31,11 +29,7 @@ def beam_search(asr: WhisperTTA, enc_out: torch.Tensor, max_tokens: int | None, 
         out = asr.model(encoder_outputs=(enc_out.expand(len(alive), -1, -1),), decoder_input_ids=step_in,
                         use_cache=True, **{cache_kwarg(asr.model): cache})
         cache = returned_cache(out)
-        logits = out.logits[:, -1].clone()
-        logits[:, asr.suppress] = -math.inf
-        if i == 0 and asr.begin_suppress:
-            logits[:, asr.begin_suppress] = -math.inf
-        logp = logits.log_softmax(-1)
+        logp = asr.mask_step(out.logits[:, -1], first=i == 0).log_softmax(-1)
         cands = []
         for b, ((s, score), lp) in enumerate(zip(alive, logp, strict=True)):
             top = lp.topk(width + 1)
