@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from speechllm.errors import ConfigError
 from speechllm.model.prosody import N_PROSODY
+from speechllm.model.verbalizer import mix_words
 
 
 def _padding_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
@@ -146,25 +148,52 @@ class ClipStatsAdapter(nn.Module):
     question itself; here the adapter can say only what was asked, instead of every attribute at once
     (docs/hearing.md: a "low" volume made the LLM answer "low" to pitch questions). It needs one
     question per clip: no `data.pack_clip_rows`. Every clip of a multi-clip row gets the row's whole
-    question (which clip it names is not told apart)."""
+    question (which clip it names is not told apart).
+
+    `words=[" male", " low", ...]`: each output token is a softmax mixture of the frozen LLM's embeddings
+    of these one-token words (`speechllm.model.verbalizer`), not a free vector; no output norm (the
+    mixture is at the embeddings' scale already). With `model.audio_anchors` one label a token, the prompt
+    reads like a caption."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
-                 stats_warmup: int = 0, prosody: bool = False, instruction_aware: bool = False):
+                 stats_warmup: int = 0, prosody: bool = False, instruction_aware: bool = False,
+                 words: list[str] | None = None):
         super().__init__()
         self.wants_clip_features = prosody
         self.wants_instruction = instruction_aware
         self.fixed_tokens = tokens  # every clip's prompt length (model.audio_anchors needs one)
-        self.stats = ClipStatsTokens(enc_dim, n_layers, llm_dim, tokens, hidden, dropout, zero_init, stats_warmup,
+        if isinstance(words, str):  # list("abc") would be three one-letter words
+            raise ConfigError(f"ClipStatsAdapter words must be a list of distinct words, got {words!r}")
+        self.words = list(words) if words is not None else None
+        out_dim = len(self.words) if self.words is not None else llm_dim  # word logits or free vectors
+        self.stats = ClipStatsTokens(enc_dim, n_layers, out_dim, tokens, hidden, dropout, zero_init, stats_warmup,
                                      n_extra=N_PROSODY if prosody else 0,
                                      instruction_dim=llm_dim if instruction_aware else 0)
-        self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms)
+        self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if self.words is None else None
+        if self.words is not None:  # filled from the LLM by speechllm.model.verbalizer.bind_words
+            self.register_buffer("word_embeddings", torch.zeros(len(self.words), llm_dim), persistent=False)
+            self.words_bound = False
+
+    def word_distribution(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
+                          clip_features: torch.Tensor | None = None,
+                          instruction: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, tokens, V): each token's weights over `words` (only for a word adapter)."""
+        pad = _padding_mask(lengths, hidden_states[0].shape[1])
+        return torch.softmax(self.stats(hidden_states, pad, clip_features, instruction).float(), dim=-1)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
                 clip_features: torch.Tensor | None = None,
                 instruction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pad = _padding_mask(lengths, hidden_states[0].shape[1])
-        out = self.out_norm(self.stats(hidden_states, pad, clip_features, instruction))
+        out = self.stats(hidden_states, pad, clip_features, instruction)
+        if self.words is None:
+            out = self.out_norm(out)
+        else:
+            if not self.words_bound:
+                raise RuntimeError("a word adapter needs the LLM's word embeddings first "
+                                   "(speechllm.model.verbalizer.bind_words; SpeechLLM does it when it builds the adapter)")
+            out = mix_words(out, self.word_embeddings).to(out.dtype)
         return out, torch.full((len(out),), out.shape[1], device=out.device, dtype=torch.long)
 
 

@@ -23,6 +23,7 @@ from speechllm.model.encoder import WhisperEncoder
 from speechllm.model.processor import AUDIO_SLOT, IGNORE_INDEX, Example, SpeechLLMProcessor
 from speechllm.model.prosody import prosody_batch
 from speechllm.model.shared_prefix import shared_prefix_length, split_shared_prefix
+from speechllm.model.verbalizer import bind_words
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -108,6 +109,8 @@ class SpeechLLM(nn.Module):
         # seed another adapter (benchmarks/results/gpu_check.md: the GPU run ended 129 % away from the CPU's).
         with torch.device("cpu"):
             self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), emb.shape[1], embed_rms)
+        if getattr(self.adapter, "words", None) is not None:
+            bind_words(self.adapter, tokenizer, llm.get_input_embeddings())
         clip_fn = prosody_batch if getattr(self.adapter, "wants_clip_features", False) else None
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript, clip_feature_fn=clip_fn,
