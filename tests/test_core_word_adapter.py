@@ -80,3 +80,37 @@ def test_words_the_tokenizer_splits_or_repeats_are_refused():
         _model(words=["a", "a"])
     with pytest.raises(ConfigError, match="distinct words"):
         _model(words="abc")
+
+
+def test_learned_codes_start_as_the_words_train_and_round_trip(tmp_path):
+    from speechllm.model.speech_llm import SpeechLLM
+
+    assert "adapter.word_embeddings" not in _model(tokens=2).trainable_state_dict()  # frozen words: not trained
+    adapter = {"class_path": "speechllm.model.adapters.ClipStatsAdapter",
+               "init_args": {"tokens": 2, "hidden": 16, "words": WORDS, "learn_words": True}}
+    m = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                        adapter=adapter, interleave_transcript=False)
+    m.configure_model()
+    model = m.model
+    table = model.llm.get_input_embeddings().weight.detach()
+    ids = [model.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
+    codes = model.adapter.word_embeddings
+    assert codes.shape == (2, 3, table.shape[1]) and torch.equal(codes[1], table[ids].float())
+    batch = model.processor([Example(wavs=[_tone(150.0)], instruction="How high?", target="low")])
+    model.train()
+    model(batch)["loss"].backward()
+    assert codes.grad is not None and codes.grad.abs().sum() > 0
+    with torch.no_grad():
+        codes.add_(torch.randn_like(codes))  # trained codes are the checkpoint's, not the LLM's
+    model.eval()
+    with torch.no_grad():
+        before, _ = model.encode_audio(batch)
+    model.save_pretrained(tmp_path / "ckpt")
+    rebuilt = SpeechLLM.from_pretrained(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        after, _ = rebuilt.encode_audio(batch)
+    assert torch.allclose(before, after, atol=1e-6)
+    with pytest.raises(ConfigError, match="learn_words needs words"):
+        SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1],
+                        adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
+                                 "init_args": {"tokens": 2, "learn_words": True}}).configure_model()

@@ -153,12 +153,13 @@ class ClipStatsAdapter(nn.Module):
     `words=[" male", " low", ...]`: each output token is a softmax mixture of the frozen LLM's embeddings
     of these one-token words (`speechllm.model.verbalizer`), not a free vector; no output norm (the
     mixture is at the embeddings' scale already). With `model.audio_anchors` one label a token, the prompt
-    reads like a caption."""
+    reads like a caption. `learn_words=True`: each token mixes its own trainable codes, which start as
+    the words' embeddings (a soft codebook: the prompt stays inside the hull of vectors trained to be read)."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
                  stats_warmup: int = 0, prosody: bool = False, instruction_aware: bool = False,
-                 words: list[str] | None = None):
+                 words: list[str] | None = None, learn_words: bool = False):
         super().__init__()
         self.wants_clip_features = prosody
         self.wants_instruction = instruction_aware
@@ -172,8 +173,13 @@ class ClipStatsAdapter(nn.Module):
                                      instruction_dim=llm_dim if instruction_aware else 0)
         self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if self.words is None else None
         if self.words is not None:  # filled from the LLM by speechllm.model.verbalizer.bind_words
-            self.register_buffer("word_embeddings", torch.zeros(len(self.words), llm_dim), persistent=False)
+            if learn_words:  # each token's own codebook, trained from the words' embeddings (saved with the adapter)
+                self.word_embeddings = nn.Parameter(torch.zeros(tokens, len(self.words), llm_dim))
+            else:  # the LLM's own, frozen: rebuilt at every load, never saved
+                self.register_buffer("word_embeddings", torch.zeros(len(self.words), llm_dim), persistent=False)
             self.words_bound = False
+        elif learn_words:
+            raise ConfigError("ClipStatsAdapter learn_words needs words (the embeddings its codes start from)")
 
     def word_distribution(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
                           clip_features: torch.Tensor | None = None,

@@ -32,15 +32,18 @@ def word_token_ids(tokenizer, words: list[str]) -> list[int]:
 
 
 def bind_words(adapter: nn.Module, tokenizer, emb_layer: nn.Module) -> None:
-    """Give a word adapter the frozen LLM's embeddings of its words (a buffer rebuilt at every load, so a
-    checkpoint holds only the adapter's own weights)."""
+    """Give a word adapter the frozen LLM's embeddings of its words: the buffer rebuilt at every load (a
+    checkpoint holds only the adapter's own weights), or the start of each token's trainable codes
+    (`learn_words`; a checkpoint's trained codes then replace them when it loads)."""
     ids = word_token_ids(tokenizer, adapter.words)
     with torch.no_grad():
         table = emb_layer.weight[torch.tensor(ids, device=emb_layer.weight.device)].detach().float().cpu()
-    adapter.word_embeddings.copy_(table)
+        adapter.word_embeddings.copy_(table.expand_as(adapter.word_embeddings))  # (V, D) or per token (N, V, D)
     adapter.words_bound = True
 
 
 def mix_words(logits: torch.Tensor, table: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """(B, N, V) logits, (V, D) embeddings -> (B, N, D): each token a convex mixture of the word embeddings."""
-    return torch.softmax(logits.float() / temperature, dim=-1) @ table.float()
+    """(B, N, V) logits, (V, D) embeddings or (N, V, D) per-token codes -> (B, N, D): each token a convex
+    mixture of its table's rows."""
+    w = torch.softmax(logits.float() / temperature, dim=-1)
+    return w @ table.float() if table.dim() == 2 else torch.einsum("bnv,nvd->bnd", w, table.float())
