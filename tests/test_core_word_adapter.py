@@ -105,6 +105,8 @@ def test_learned_codes_start_as_the_words_train_and_round_trip(tmp_path):
     model.eval()
     with torch.no_grad():
         before, _ = model.encode_audio(batch)
+    rms = float(table.pow(2).mean().sqrt())  # trained codes are not held at the words' scale: the output norm is
+    assert torch.allclose(before.std(-1, unbiased=False), torch.full(before.shape[:2], rms), rtol=1e-3)
     model.save_pretrained(tmp_path / "ckpt")
     rebuilt = SpeechLLM.from_pretrained(tmp_path / "ckpt").eval()
     with torch.no_grad():

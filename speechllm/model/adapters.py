@@ -154,7 +154,8 @@ class ClipStatsAdapter(nn.Module):
     of these one-token words (`speechllm.model.verbalizer`), not a free vector; no output norm (the
     mixture is at the embeddings' scale already). With `model.audio_anchors` one label a token, the prompt
     reads like a caption. `learn_words=True`: each token mixes its own trainable codes, which start as
-    the words' embeddings (a soft codebook: the prompt stays inside the hull of vectors trained to be read)."""
+    the words' embeddings (a soft codebook: the prompt stays inside the hull of vectors trained to be
+    read), then the output norm as for free vectors."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
@@ -171,7 +172,9 @@ class ClipStatsAdapter(nn.Module):
         self.stats = ClipStatsTokens(enc_dim, n_layers, out_dim, tokens, hidden, dropout, zero_init, stats_warmup,
                                      n_extra=N_PROSODY if prosody else 0,
                                      instruction_dim=llm_dim if instruction_aware else 0)
-        self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if self.words is None else None
+        # fixed words are at the embeddings' scale already; free vectors and trained codes are not held there
+        # (Adam moves a code's elements by ~lr a step, the words' own are ~0.1), so they are normalised
+        self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if self.words is None or learn_words else None
         if self.words is not None:  # filled from the LLM by speechllm.model.verbalizer.bind_words
             if learn_words:  # each token's own codebook, trained from the words' embeddings (saved with the adapter)
                 self.word_embeddings = nn.Parameter(torch.zeros(tokens, len(self.words), llm_dim))
@@ -193,13 +196,13 @@ class ClipStatsAdapter(nn.Module):
                 instruction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pad = _padding_mask(lengths, hidden_states[0].shape[1])
         out = self.stats(hidden_states, pad, clip_features, instruction)
-        if self.words is None:
-            out = self.out_norm(out)
-        else:
+        if self.words is not None:
             if not self.words_bound:
                 raise RuntimeError("a word adapter needs the LLM's word embeddings first "
                                    "(speechllm.model.verbalizer.bind_words; SpeechLLM does it when it builds the adapter)")
             out = mix_words(out, self.word_embeddings).to(out.dtype)
+        if self.out_norm is not None:
+            out = self.out_norm(out)
         return out, torch.full((len(out),), out.shape[1], device=out.device, dtype=torch.long)
 
 
