@@ -5,8 +5,9 @@ Why: on cpu_long a linear probe reads speaking rate at 90-100 and pitch at 60-80
 on the suite's clips, and the frozen 135M LLM answers them at 60-90 and 40-60: what is lost is the LLM's
 read-out of vectors it never saw in pre-training (docs/hearing.md). A mixture of its own word embeddings,
 headed by text labels (`model.audio_anchors`, "pitch:" then one slot), reads like a caption ("pitch: high"),
-which even a small LLM can copy into its answer. The mixture weights, not the words, are learned, so the
-prompt can be printed as the words each slot leans to (`word_distribution`).
+and the mixture weights can be printed as the words each slot leans to (`word_distribution`). Measured
+(docs/hearing.md, 2026-12-07): smollm2-135m does not copy such words from text (a cascade naming the right
+value answers at chance), and `learn_words` codes on cpu_long collapsed to one prompt for every clip.
 """
 
 from __future__ import annotations
