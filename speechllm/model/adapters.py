@@ -188,14 +188,16 @@ class ClipStatsAdapter(nn.Module):
                           clip_features: torch.Tensor | None = None,
                           instruction: torch.Tensor | None = None) -> torch.Tensor:
         """(B, tokens, V): each token's weights over `words` (only for a word adapter)."""
-        pad = _padding_mask(lengths, hidden_states[0].shape[1])
-        return torch.softmax(self.stats(hidden_states, pad, clip_features, instruction).float(), dim=-1)
+        return torch.softmax(self._stats(hidden_states, lengths, clip_features, instruction).float(), dim=-1)
+
+    def _stats(self, hidden_states, lengths, clip_features, instruction) -> torch.Tensor:
+        """The MLP's (B, tokens, D or V) output: free vectors, or word logits."""
+        return self.stats(hidden_states, _padding_mask(lengths, hidden_states[0].shape[1]), clip_features, instruction)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
                 clip_features: torch.Tensor | None = None,
                 instruction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        pad = _padding_mask(lengths, hidden_states[0].shape[1])
-        out = self.stats(hidden_states, pad, clip_features, instruction)
+        out = self._stats(hidden_states, lengths, clip_features, instruction)
         if self.words is not None:
             if not self.words_bound:
                 raise RuntimeError("a word adapter needs the LLM's word embeddings first "
