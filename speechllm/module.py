@@ -95,6 +95,7 @@ class SpeechLLMModule(L.LightningModule):
         lr_scale: dict[str, float] | None = None,
         loss_reduction: str = "token",
         audio_anchors: list[str] | None = None,
+        instruction_first: bool = False,
     ):
         """Args mirror `SpeechLLMConfig` (model) plus the optimiser: AdamW(lr, betas, weight_decay) on the
         trainable parameters only, linear warm-up for `warmup_steps` then cosine decay to
@@ -110,6 +111,8 @@ class SpeechLLMModule(L.LightningModule):
         `audio_anchors`: labels such as `["pitch:", "volume:", "speed:", "noise:"]` (quoted: YAML reads a bare
         `pitch:` as a mapping) heading equal groups of a fixed-size soft prompt, in the frozen LLM's own token
         embeddings (`speechllm.model.anchors`).
+        `instruction_first`: the user turn gives the question, then the audio (and its transcript), instead of
+        the audio first: a causal LLM then reads the soft prompt knowing what was asked.
         `adapter`: class_path + init_args of a `speechllm.model.adapters` class (or any nn.Module taking
         `(enc_dim, n_layers, llm_dim, ...)`); Python callers may pass that spec as a dict."""
         super().__init__()
@@ -123,7 +126,8 @@ class SpeechLLMModule(L.LightningModule):
         self.model_config = SpeechLLMConfig(
             encoder=encoder, llm=llm, encoder_layers=list(encoder_layers), real_length=real_length, adapter=adapter,
             lora=lora, interleave_transcript=interleave_transcript, system_prompt=system_prompt, dtype=dtype,
-            audio_anchors=list(audio_anchors) if isinstance(audio_anchors, (list, tuple)) else audio_anchors)
+            audio_anchors=list(audio_anchors) if isinstance(audio_anchors, (list, tuple)) else audio_anchors,
+            instruction_first=instruction_first)
         self.model: SpeechLLM | None = None
         # (encoder settings key, clip id) -> tapped states on the clip's real frames, encoder frame count
         self._encoder_cache: dict[tuple[str, str], tuple[list[torch.Tensor], torch.Tensor]] = {}

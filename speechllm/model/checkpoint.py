@@ -71,10 +71,15 @@ def trained_weights_digest(model) -> str:
 
 
 def prompt_settings(model) -> dict:
-    """What shapes the model's audio prompt besides its weights: anchor labels add none, so the weights' digest
-    alone would reuse answers given with other labels (empty when unset, so older caches keep their keys)."""
-    anchors = getattr(getattr(model, "config", None), "audio_anchors", None)
-    return {"audio_anchors": list(anchors)} if anchors else {}
+    """What shapes the model's prompt besides its weights: anchor labels and the question-first layout add
+    none, so the weights' digest alone would reuse answers given another prompt (empty when unset, so older
+    caches keep their keys)."""
+    cfg = getattr(model, "config", None)
+    anchors = getattr(cfg, "audio_anchors", None)
+    out = {"audio_anchors": list(anchors)} if anchors else {}
+    if getattr(cfg, "instruction_first", False):
+        out["instruction_first"] = True
+    return out
 
 
 def read_config(ckpt_dir: str | Path) -> dict:

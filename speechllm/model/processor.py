@@ -50,24 +50,31 @@ def right_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
 
 class SpeechLLMProcessor:
     def __init__(self, tokenizer, feature_fn, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-                 interleave_transcript: bool = True, clip_feature_fn=None, instruction_ids: bool = False):
+                 interleave_transcript: bool = True, clip_feature_fn=None, instruction_ids: bool = False,
+                 instruction_first: bool = False):
         self.tokenizer = tokenizer
         self.feature_fn = feature_fn  # list[np.ndarray] -> (features (A, n_mels, T), lengths (A,))
         self.clip_feature_fn = clip_feature_fn  # list[np.ndarray] -> (A, P), for adapters that want them
         self.system_prompt = system_prompt
         self.interleave_transcript = interleave_transcript
         self.instruction_ids = instruction_ids  # per-clip question ids, for adapters that want them
+        self.instruction_first = instruction_first  # the question before the audio (SpeechLLMConfig)
 
     def check_packable(self) -> None:
         """Packed rows (`data.pack_clip_rows`) share one clip's prompt: refused when the adapter reads each row's question."""
         if self.instruction_ids:
             raise ConfigError("data.pack_clip_rows packs a clip's rows behind one prompt, and this adapter reads "
                               "each row's question (instruction_aware): turn one of them off")
+        if self.instruction_first:
+            raise ConfigError("data.pack_clip_rows packs a clip's rows behind one prompt opening, and "
+                              "model.instruction_first puts each row's question before the audio: turn one of them off")
+
+    def user_text(self, ex: Example) -> str:
+        transcripts = ex.transcripts if self.interleave_transcript else None
+        return user_content(ex.instruction, len(ex.wavs), transcripts, self.instruction_first)
 
     def prompt_text(self, ex: Example) -> str:
-        transcripts = ex.transcripts if self.interleave_transcript else None
-        content = user_content(ex.instruction, len(ex.wavs), transcripts)
-        return render_prompt(self.tokenizer, content, self.system_prompt)
+        return render_prompt(self.tokenizer, self.user_text(ex), self.system_prompt)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -86,8 +93,7 @@ class SpeechLLMProcessor:
             ids.extend(self._ids(chunk))
         target_ids: list[int] = []
         if ex.target is not None:
-            content = user_content(ex.instruction, len(ex.wavs), ex.transcripts if self.interleave_transcript else None)
-            target_ids = self._ids(render_target(self.tokenizer, content, ex.target, self.system_prompt, text))
+            target_ids = self._ids(render_target(self.tokenizer, self.user_text(ex), ex.target, self.system_prompt, text))
         return ids, target_ids, text
 
     def __call__(self, examples: Sequence[Example], groups: Sequence[Sequence[int]] | None = None) -> dict:

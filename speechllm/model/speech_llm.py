@@ -67,6 +67,7 @@ class SpeechLLMConfig:
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     dtype: str = "float32"  # of the frozen encoder and LLM
     audio_anchors: list[str] | None = None  # labels heading equal groups of the soft prompt (model/anchors.py); None: off
+    instruction_first: bool = False  # the question before the audio, so the LLM reads the soft prompt knowing it
 
 
 def join_windows(embeds: torch.Tensor, counts: torch.Tensor, windows_per_audio: torch.Tensor
@@ -114,7 +115,8 @@ class SpeechLLM(nn.Module):
         clip_fn = prosody_batch if getattr(self.adapter, "wants_clip_features", False) else None
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript, clip_feature_fn=clip_fn,
-                                            instruction_ids=getattr(self.adapter, "wants_instruction", False))
+                                            instruction_ids=getattr(self.adapter, "wants_instruction", False),
+                                            instruction_first=config.instruction_first)
         self.anchor_ids = (anchor_ids(tokenizer, config.audio_anchors, self.adapter)
                            if config.audio_anchors is not None else None)
         self.encoder.requires_grad_(False)

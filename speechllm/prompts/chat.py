@@ -18,9 +18,11 @@ DEFAULT_SYSTEM_PROMPT = "Focus on the audio clips and instructions."
 TRANSCRIPT_TEMPLATE = ' Transcript: "{transcript}"'
 
 
-def user_content(instruction: str, n_audio: int = 1, transcripts: Sequence[str | None] | None = None) -> str:
+def user_content(instruction: str, n_audio: int = 1, transcripts: Sequence[str | None] | None = None,
+                 instruction_first: bool = False) -> str:
     """The user turn: one placeholder per audio (each optionally followed by its transcript), then the
-    instruction. If the instruction already contains placeholders it is used as is."""
+    instruction; `instruction_first`: the instruction, then the audio. If the instruction already contains
+    placeholders it is used as is."""
     if AUDIO_PLACEHOLDER in instruction or n_audio == 0:
         return instruction
     parts = []
@@ -28,7 +30,8 @@ def user_content(instruction: str, n_audio: int = 1, transcripts: Sequence[str |
         label = f"Audio {i + 1}: " if n_audio > 1 else ""
         t = transcripts[i] if transcripts is not None and i < len(transcripts) else None
         parts.append(label + AUDIO_PLACEHOLDER + (TRANSCRIPT_TEMPLATE.format(transcript=t) if t else ""))
-    return "\n".join(parts) + "\n" + instruction
+    audio = "\n".join(parts)
+    return f"{instruction}\n{audio}" if instruction_first else f"{audio}\n{instruction}"
 
 
 def render_prompt(tokenizer, content: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
