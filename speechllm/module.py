@@ -360,13 +360,16 @@ class SpeechLLMModule(L.LightningModule):
         this model does not have) would otherwise leave that weight at its random init, silently.
         The frozen Whisper/LLM weights are never in the checkpoint and load from their packs."""
         self.configure_model()
-        # Labels add no weights, so the key check below cannot see them. (LightningCLI's --ckpt_path builds the
-        # model from the checkpoint's own hyper-parameters, so this guards Python callers of Trainer.fit.)
-        saved = checkpoint.get("hyper_parameters", {}).get("audio_anchors")
-        saved = list(saved) if isinstance(saved, (list, tuple)) else saved  # save_hyperparameters keeps a tuple
-        if saved != self.model_config.audio_anchors:
-            raise CheckpointError(f"the checkpoint was trained with model.audio_anchors {saved!r}, this model has "
-                                  f"{self.model_config.audio_anchors!r}: resume with the run's own config.yaml")
+        # Labels and the prompt layout add no weights, so the key check below cannot see them. (LightningCLI's
+        # --ckpt_path builds the model from the checkpoint's own hyper-parameters, so this guards Python callers
+        # of Trainer.fit.)
+        hparams = checkpoint.get("hyper_parameters", {})
+        for name, default in (("audio_anchors", None), ("instruction_first", False)):
+            saved = hparams.get(name, default)
+            saved = list(saved) if isinstance(saved, (list, tuple)) else saved  # save_hyperparameters keeps a tuple
+            if saved != getattr(self.model_config, name):
+                raise CheckpointError(f"the checkpoint was trained with model.{name} {saved!r}, this model has "
+                                      f"{getattr(self.model_config, name)!r}: resume with the run's own config.yaml")
         if "state_dict" not in checkpoint:  # FSDP's strategy has loaded (and removed) the weights itself
             self._restore_state(checkpoint)
             return

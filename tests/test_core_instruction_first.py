@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechllm.errors import ConfigError
+from speechllm.errors import CheckpointError, ConfigError
 from speechllm.model.checkpoint import prompt_settings
 from speechllm.model.processor import AUDIO_SLOT, Example
 from speechllm.module import SpeechLLMModule
@@ -92,3 +92,13 @@ def _rebuild(cfg):
                         interleave_transcript=cfg.interleave_transcript, instruction_first=cfg.instruction_first)
     m.configure_model()
     return m.model
+
+
+def test_a_run_resumes_with_its_own_layout_and_no_other():
+    adapter = {"class_path": "speechllm.model.adapters.ClipStatsAdapter", "init_args": {"tokens": 2, "hidden": 16}}
+    module = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                             adapter=adapter, instruction_first=True)
+    module.on_load_checkpoint({"hyper_parameters": {"instruction_first": True}})
+    for other in ({"instruction_first": False}, {}):  # a checkpoint from before the option was audio-first
+        with pytest.raises(CheckpointError, match="instruction_first"):
+            module.on_load_checkpoint({"hyper_parameters": other, "state_dict": {}})
