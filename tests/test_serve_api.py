@@ -64,8 +64,9 @@ def ask(client, parts, **kw):
 
 
 def test_models_and_health_describe_the_served_checkpoint(server, client):
-    ids = [m.id for m in client.models.list().data]
-    assert ids == ["tiny"]
+    models = client.models.list().data
+    assert [m.id for m in models] == ["tiny"]
+    assert models[0].model_extra["speechllm"]["instruction_first"] is False  # the prompt layout it was trained with
     health = httpx.get(server + "/health").json()
     assert health["status"] == "ok" and health["model"] == "tiny"
 

@@ -155,7 +155,8 @@ def create_app(model, settings: ServeSettings | None = None, mounts: Sequence[Mo
         check_key(request)
         cfg = model.config
         info = {"encoder": cfg.encoder, "llm": cfg.llm, "system_prompt": cfg.system_prompt,
-                "interleave_transcript": cfg.interleave_transcript, "max_audio_seconds": s.max_audio_seconds,
+                "interleave_transcript": cfg.interleave_transcript, "instruction_first": cfg.instruction_first,
+                "max_audio_seconds": s.max_audio_seconds,
                 "max_clips": s.max_clips}
         return {"object": "list", "data": [{"id": s.model_name, "object": "model", "created": started,
                                             "owned_by": "speechllm", "speechllm": info}]}
