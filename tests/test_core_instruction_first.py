@@ -41,9 +41,10 @@ def test_the_user_turn_puts_the_instruction_before_every_clip():
 
 def test_the_question_precedes_the_audio_slot_and_the_target_is_unchanged():
     ex = Example(wavs=[_wav()], instruction=PITCH, transcripts=["hello there"], target="high")
-    ids, tgt, text = _model(True).processor.encode_text(ex)
+    first = _model(True)
+    ids, tgt, text = first.processor.encode_text(ex)
     assert text.index(PITCH) < text.index(AUDIO_PLACEHOLDER) < text.index("hello there")
-    q = _model(True).processor._ids(PITCH)
+    q = first.processor._ids(PITCH)
     slot = ids.index(AUDIO_SLOT)
     assert any(ids[i:i + len(q)] == q for i in range(slot))  # the question's tokens sit before the slot
     ids0, tgt0, text0 = _model(False).processor.encode_text(ex)

@@ -81,7 +81,8 @@ class SpeechLLMProcessor:
 
     def encode_text(self, ex: Example) -> tuple[list[int], list[int], str]:
         """-> (prompt ids with AUDIO_SLOTs, target ids, prompt text)."""
-        text = self.prompt_text(ex)
+        content = self.user_text(ex)
+        text = render_prompt(self.tokenizer, content, self.system_prompt)
         chunks = split_at_placeholders(text)
         if len(chunks) - 1 != len(ex.wavs):
             raise ManifestError(f"example {ex.id!r}: {len(chunks) - 1} {'<|audio|>'} placeholders for {len(ex.wavs)} audio clips; "
@@ -93,7 +94,7 @@ class SpeechLLMProcessor:
             ids.extend(self._ids(chunk))
         target_ids: list[int] = []
         if ex.target is not None:
-            target_ids = self._ids(render_target(self.tokenizer, self.user_text(ex), ex.target, self.system_prompt, text))
+            target_ids = self._ids(render_target(self.tokenizer, content, ex.target, self.system_prompt, text))
         return ids, target_ids, text
 
     def __call__(self, examples: Sequence[Example], groups: Sequence[Sequence[int]] | None = None) -> dict:
