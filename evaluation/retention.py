@@ -153,7 +153,7 @@ def evaluate_model(model, out_dir: str | Path, *, tag: str, base=None, n_topics:
     if audio is not None:
         clip = hashlib.sha1(np.asarray(audio, np.float32).tobytes()).hexdigest()[:8]
         prompt = prompt_settings(model)
-        if prompt:  # anchor labels shape the audio prompt without any weight (unset: old keys)
+        if prompt:  # prompt settings off their defaults (unset: old keys)
             clip += "_" + hashlib.sha1(repr(prompt).encode()).hexdigest()[:8]
         results.append(run_condition(f"trained-audio:{tag}", lambda b: gen(b, audio),
                                      build_prompts(n_topics, audio=True, kinds=kinds), out_dir, batch_size,

@@ -23,7 +23,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from speechllm.data.encoder_cache import batch_clip_ids, one_clip_per_row
 from speechllm.errors import CheckpointError, ConfigError, SpeechLLMError
 from speechllm.model.anchors import adapter_positions
-from speechllm.model.speech_llm import SpeechLLM, SpeechLLMConfig
+from speechllm.model.speech_llm import PROMPT_SETTINGS, SpeechLLM, SpeechLLMConfig
 from speechllm.prompts.chat import DEFAULT_SYSTEM_PROMPT
 
 
@@ -360,11 +360,11 @@ class SpeechLLMModule(L.LightningModule):
         this model does not have) would otherwise leave that weight at its random init, silently.
         The frozen Whisper/LLM weights are never in the checkpoint and load from their packs."""
         self.configure_model()
-        # Labels and the prompt layout add no weights, so the key check below cannot see them. (LightningCLI's
+        # The prompt's settings add no weights, so the key check below cannot see them. (LightningCLI's
         # --ckpt_path builds the model from the checkpoint's own hyper-parameters, so this guards Python callers
         # of Trainer.fit.)
         hparams = checkpoint.get("hyper_parameters", {})
-        for name, default in (("audio_anchors", None), ("instruction_first", False)):
+        for name, default in PROMPT_SETTINGS.items():
             saved = hparams.get(name, default)
             saved = list(saved) if isinstance(saved, (list, tuple)) else saved  # save_hyperparameters keeps a tuple
             if saved != getattr(self.model_config, name):

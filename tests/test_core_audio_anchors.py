@@ -102,10 +102,10 @@ def test_the_logged_adapter_health_does_not_see_the_labels():
 def test_a_run_resumes_with_its_own_anchors_and_no_other():
     module = _module()
     for same in (LABELS, tuple(LABELS)):  # save_hyperparameters keeps a tuple as given
-        module.on_load_checkpoint({"hyper_parameters": {"audio_anchors": same}})
+        module.on_load_checkpoint({"hyper_parameters": {**module.hparams, "audio_anchors": same}})
     for other in (None, ["speed:", "noise:"]):
         with pytest.raises(CheckpointError, match="audio_anchors"):
-            module.on_load_checkpoint({"hyper_parameters": {"audio_anchors": other}, "state_dict": {}})
+            module.on_load_checkpoint({"hyper_parameters": {**module.hparams, "audio_anchors": other}, "state_dict": {}})
 
 
 def test_eval_caches_tell_anchored_answers_apart():

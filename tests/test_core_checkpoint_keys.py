@@ -18,7 +18,7 @@ def _module() -> SpeechLLMModule:
 
 
 def _saved(m: SpeechLLMModule) -> dict:
-    ckpt = {"state_dict": m.state_dict()}
+    ckpt = {"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}  # as Lightning saves it
     m.on_save_checkpoint(ckpt)
     return ckpt
 

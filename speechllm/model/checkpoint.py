@@ -71,14 +71,17 @@ def trained_weights_digest(model) -> str:
 
 
 def prompt_settings(model) -> dict:
-    """What shapes the model's prompt besides its weights: anchor labels and the question-first layout add
-    none, so the weights' digest alone would reuse answers given another prompt (empty when unset, so older
-    caches keep their keys)."""
+    """What shapes the model's prompt besides its weights (`PROMPT_SETTINGS`), where it differs from the default:
+    the weights' digest alone would reuse answers given another prompt."""
+    from speechllm.model.speech_llm import PROMPT_SETTINGS
+
     cfg = getattr(model, "config", None)
-    anchors = getattr(cfg, "audio_anchors", None)
-    out = {"audio_anchors": list(anchors)} if anchors else {}
-    if getattr(cfg, "instruction_first", False):
-        out["instruction_first"] = True
+    out = {}
+    for name, default in PROMPT_SETTINGS.items():
+        value = getattr(cfg, name, default)
+        value = list(value) if isinstance(value, tuple) else value
+        if value != default:
+            out[name] = value
     return out
 
 

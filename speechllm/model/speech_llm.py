@@ -70,6 +70,13 @@ class SpeechLLMConfig:
     instruction_first: bool = False  # the question before the audio, so the LLM reads the soft prompt knowing it
 
 
+# Config fields that shape the prompt and add no weight, with their defaults: a resume must keep them, and the
+# evaluation caches' keys carry them (the trained weights' digest cannot see them). A field at its default stays
+# out of the key, so caches written before a field existed keep their keys.
+PROMPT_SETTINGS: dict[str, Any] = {"interleave_transcript": True, "system_prompt": DEFAULT_SYSTEM_PROMPT,
+                                   "audio_anchors": None, "instruction_first": False}
+
+
 def join_windows(embeds: torch.Tensor, counts: torch.Tensor, windows_per_audio: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Adapter outputs of 30-s windows (W, N, D) + valid counts (W,) -> one sequence per clip
