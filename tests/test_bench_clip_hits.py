@@ -1,0 +1,48 @@
+"""benchmarks/clip_hits.py: each suite clip with how many runs answered it right, beside the suite's record of it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.clip_hits import main
+
+
+def _report(path, hits, task="T"):
+    per = {"likelihood": {f"{i:05d}:c{i}.wav": h for i, h in enumerate(hits)}}
+    tasks = {task: {"task": {}, "models": {"speechllm:run": {"per_example": per},
+                                           "speechllm:run+shuffled-audio": {"per_example": per}}}}
+    path.write_text(json.dumps({"tasks": tasks}))
+    return str(path)
+
+
+def _suite(tmp_path, labels, wps):
+    (tmp_path / "suite" / "meta").mkdir(parents=True)
+    rows = [{"index": i, "file": f"c{i}.wav", "label": lab, "voice": "v", "wps": w}
+            for i, (lab, w) in enumerate(zip(labels, wps, strict=True))]
+    (tmp_path / "suite" / "meta" / "T.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(tmp_path / "suite")
+
+
+def test_counts_each_clip_over_the_runs_and_sorts_by_label_then_value(tmp_path):
+    suite = _suite(tmp_path, ["normal", "fast", "normal"], [2.9, 3.8, 2.5])
+    a, b = _report(tmp_path / "a.json", [1, 1, 0]), _report(tmp_path / "b.json", [0, 1, 0])
+    other = _report(tmp_path / "o.json", [1, 1], task="U")  # another task only: left out, not counted
+    out = str(tmp_path / "hits")
+    assert main(["--suite", suite, "--task", "T", "--sort", "wps", "--report", a, "--report", b,
+                 "--report", other, "--out", out]) == 0
+    res = json.loads((tmp_path / "hits.json").read_text())
+    assert list(res["clips"]) == ["1", "2", "0"]  # fast, then normal by wps (2.5 before 2.9)
+    assert [res["clips"][k]["hits"] for k in ("0", "1", "2")] == [[1, 0], [1, 1], [0, 0]]
+    assert len(res["reports"]) == 2
+    assert "| 0 | normal | v | 2.9 | 1 / 2 |" in (tmp_path / "hits.md").read_text()
+
+
+def test_refuses_runs_of_other_clips_and_a_suite_without_records(tmp_path):
+    suite = _suite(tmp_path, ["a", "b"], [1.0, 2.0])
+    three = _report(tmp_path / "a.json", [1, 1, 0])
+    with pytest.raises(SystemExit, match="not .*T.jsonl"):
+        main(["--suite", suite, "--task", "T", "--report", three, "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no record"):
+        main(["--suite", str(tmp_path), "--task", "T", "--report", three, "--out", str(tmp_path / "x")])
