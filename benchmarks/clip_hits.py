@@ -8,7 +8,8 @@ and then by the measured value named with `--sort`. Pass only runs scored on one
 does not record which build it scored (clips keep their names when the suite is rebuilt), so this cannot check it.
 
     python benchmarks/clip_hits.py --suite data/suite --task SpeakingRateClassification_Synth --sort wps \
-        --report 'benchmarks/results/cpu_long_{fix,bb,pros,pv}*_report.json' --out benchmarks/results/cpu_long_rate_clip_hits
+        --report 'benchmarks/results/cpu_long_pros_s*_report.json' --report 'benchmarks/results/cpu_long_pv_s*_report.json' \
+        --out benchmarks/results/cpu_long_rate_clip_hits
 """
 
 from __future__ import annotations
@@ -23,20 +24,26 @@ from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
 
 
-def clip_hits(reports: list[Path], task: str, score: str = "likelihood") -> tuple[dict[int, list[int]], list[str]]:
-    """{clip index: [hit per run]} over the reports that scored every clip of `task`, and those reports.
-    A report without the task, or with another clip count than the first one read, is left out (named by
-    the caller), so each clip's count is over the same runs."""
+def clip_hits(reports: list[Path], task: str, score: str = "likelihood"
+              ) -> tuple[dict[int, list[int]], list[str], dict[str, str]]:
+    """({clip index: [hit per run]}, the reports counted, {report left out: why}). A report without the task,
+    or with another clip count than the first one counted, is left out, so each clip's count is over the
+    same runs."""
     hits: dict[int, list[int]] = {}
     used: list[str] = []
+    skipped: dict[str, str] = {}
     for r in reports:
         per = per_example_scores(r, score).get(task)
-        if not per or (hits and len(per[1]) != len(hits)):
+        if not per:
+            skipped[str(r)] = f"no per-clip {score} scores of {task}"
+            continue
+        if hits and len(per[1]) != len(hits):
+            skipped[str(r)] = f"{len(per[1])} clips, not {len(hits)}"
             continue
         used.append(str(r))
         for ex, h in per[1].items():
             hits.setdefault(int(ex.split(":", 1)[0]), []).append(int(h))
-    return hits, used
+    return hits, used, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sort", default=None, help="a measured field of the suite's record to sort by within a label")
     ap.add_argument("--out", required=True, help="output stem: writes STEM.md and STEM.json")
     args = ap.parse_args(argv)
-    reports = sorted({Path(p) for pat in args.report for p in (glob.glob(pat) or [pat])})
+    reports = sorted({Path(p) for pat in args.report for p in glob.glob(pat)})
+    if missing := [pat for pat in args.report if not glob.glob(pat)]:
+        raise SystemExit(f"no report matches {', '.join(missing)}")
     meta_path = Path(args.suite) / "meta" / f"{args.task}.jsonl"
     if not meta_path.is_file():
         raise SystemExit(f"{meta_path}: no record of the task's clips; rebuild the suite with this version")
     meta = {m["index"]: m for m in map(json.loads, meta_path.read_text().splitlines())}
-    hits, used = clip_hits(reports, args.task)
+    hits, used, skipped = clip_hits(reports, args.task)
     if not used:
         raise SystemExit(f"none of the {len(reports)} reports scored {args.task} clip by clip")
     if set(hits) != set(meta):
@@ -64,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             for i in order]
     md = "\n".join([f"# {args.task}: clips answered right, of {len(used)} runs (likelihood)", "",
                     "Runs: " + ", ".join(f"`{Path(u).name}`" for u in used) + ".", "",
+                    *([("Left out: " + "; ".join(f"`{Path(k).name}` ({v})" for k, v in skipped.items()) + "."), ""]
+                      if skipped else []),
                     *table_lines(["clip", "label", *fields, "runs right"], rows)]) + "\n"
-    atomic_write_json(Path(args.out + ".json"), {"task": args.task, "reports": used,
+    atomic_write_json(Path(args.out + ".json"), {"task": args.task, "reports": used, "skipped": skipped,
                                                   "clips": {str(i): {**meta[i], "hits": hits[i]} for i in order}})
     atomic_write_text(Path(args.out + ".md"), md)
     print(md)

@@ -35,7 +35,7 @@ def test_counts_each_clip_over_the_runs_and_sorts_by_label_then_value(tmp_path):
     res = json.loads((tmp_path / "hits.json").read_text())
     assert list(res["clips"]) == ["1", "2", "0"]  # fast, then normal by wps (2.5 before 2.9)
     assert [res["clips"][k]["hits"] for k in ("0", "1", "2")] == [[1, 0], [1, 1], [0, 0]]
-    assert len(res["reports"]) == 2
+    assert len(res["reports"]) == 2 and list(res["skipped"]) == [other]  # left out, and said so
     assert "| 0 | normal | v | 2.9 | 1 / 2 |" in (tmp_path / "hits.md").read_text()
 
 
@@ -44,5 +44,7 @@ def test_refuses_runs_of_other_clips_and_a_suite_without_records(tmp_path):
     three = _report(tmp_path / "a.json", [1, 1, 0])
     with pytest.raises(SystemExit, match="not .*T.jsonl"):
         main(["--suite", suite, "--task", "T", "--report", three, "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no report matches"):
+        main(["--suite", suite, "--task", "T", "--report", str(tmp_path / "none*.json"), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="no record"):
         main(["--suite", str(tmp_path), "--task", "T", "--report", three, "--out", str(tmp_path / "x")])
