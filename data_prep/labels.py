@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechllm.data.audio import SAMPLE_RATE
+from speechllm.model.prosody import GENDER_CENTRE_HZ, GENDER_SPLIT_HZ  # noqa: F401 (data_prep uses labels.*)
 
-GENDER_CENTRE_HZ = {"male": 115.0, "female": 205.0}
-GENDER_SPLIT_HZ = 154.0
 PITCH_EDGE_ST = 2.0
 SPEED_EDGES = (2.2, 3.2)  # words per voiced second
 VOLUME_EDGES = (-33.0, -23.0)  # dBFS of active speech

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from speechllm.model.processor import Example
-from speechllm.model.prosody import N_PROSODY, NAMES, prosody_batch, prosody_stats
+from speechllm.model.prosody import (
+    N_PROSODY,
+    N_PROSODY_RELATIVE,
+    NAMES,
+    RELATIVE_NAMES,
+    prosody_batch,
+    prosody_stats,
+)
 from speechllm.module import SpeechLLMModule
 
 SR = 16000
@@ -53,7 +60,27 @@ def test_a_clip_shorter_than_one_frame_gives_finite_statistics():
     assert np.isfinite(prosody_batch([harmonic(200.0, seconds=0.01)]).numpy()).all()
 
 
-def _module(prosody: bool) -> SpeechLLMModule:
+@pytest.mark.parametrize("f0, rel", [(115.0, 0.0), (205.0, 0.0), (115.0 * 2 ** (3 / 12), 3.0),
+                                     (205.0 * 2 ** (-3 / 12), -3.0)])
+def test_relative_f0_is_semitones_from_the_centre_of_the_gender_f0_implies(f0, rel):
+    # a man's high voice (137 Hz) and a woman's low one (172 Hz) are 4 semitones apart on one F0 scale,
+    # 6 semitones apart (+3 against -3) on the scale pitch labels use
+    s = prosody_stats(harmonic(f0), relative=True)
+    assert s.shape == (N_PROSODY_RELATIVE,)
+    assert s[RELATIVE_NAMES.index("f0_rel_gender_st")] == pytest.approx(rel, abs=0.35)
+    assert np.array_equal(s[:N_PROSODY], prosody_stats(harmonic(f0)))  # the first eight are the plain set
+
+
+def test_voiced_span_runs_from_the_first_to_the_last_voiced_frame():
+    gap = np.zeros(SR // 2, np.float32)
+    clip = np.concatenate([gap, harmonic(150.0, 0.5), gap, harmonic(150.0, 0.5), gap])  # voiced 0.5-2.0 s
+    s = prosody_stats(clip, relative=True)
+    assert 2 ** float(s[RELATIVE_NAMES.index("log2_voiced_span_s")]) == pytest.approx(1.5, abs=0.05)
+    silent = prosody_stats(np.zeros(SR, np.float32), relative=True)
+    assert np.all(silent[N_PROSODY:] == 0.0) and prosody_batch([], relative=True).shape == (0, N_PROSODY_RELATIVE)
+
+
+def _module(prosody: bool | str) -> SpeechLLMModule:
     adapter = {"class_path": "speechllm.model.adapters.ClipStatsAdapter",
                "init_args": {"tokens": 2, "hidden": 16, "prosody": prosody}}
     m = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
@@ -85,6 +112,15 @@ def test_the_prosody_adapter_reads_the_waveform_statistics_the_processor_adds():
     assert torch.isfinite(out["loss"]) and first.grad[:, -N_PROSODY:].abs().sum() > 0
     with pytest.raises(ValueError, match="clip_features"):
         model.encode_audio({k: v for k, v in batch.items() if k != "clip_features"})
+
+
+def test_the_relative_prosody_adapter_gets_the_longer_feature_set():
+    model = _module(prosody="relative").model
+    batch = model.processor([Example(wavs=[harmonic(150.0)], instruction="?", target="x")])
+    assert batch["clip_features"].shape == (1, N_PROSODY_RELATIVE)
+    assert model.adapter.stats.global_norm.num_features == 2 * 2 * model.encoder.dim + N_PROSODY_RELATIVE
+    with pytest.raises(Exception, match="prosody"):
+        _module(prosody="absolute")
 
 
 def test_without_prosody_the_batch_has_no_clip_features():

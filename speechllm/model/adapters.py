@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from speechllm.errors import ConfigError
-from speechllm.model.prosody import N_PROSODY
+from speechllm.model.prosody import N_PROSODY, N_PROSODY_RELATIVE
 from speechllm.model.verbalizer import mix_words
 
 
@@ -139,7 +139,9 @@ class ClipStatsAdapter(nn.Module):
 
     `prosody=True`: the waveform's F0 and level statistics (`speechllm.model.prosody`) join the Whisper
     statistics: F0, which Whisper's mel bands blur, and the level, measured directly. The
-    processor then computes them for every clip (`clip_features` in the batch).
+    processor then computes them for every clip (`clip_features` in the batch). `prosody="relative"`:
+    two more, the median F0 in semitones from its gender's centre and the voiced span's length, which
+    the gender-relative pitch labels and the per-second speaking rate are defined by.
 
     `instruction_aware=True`: the prompt also depends on the question (InstructBLIP's idea, at the
     size of this adapter): the mean of the LLM's input embeddings over the instruction shifts the MLP's
@@ -159,10 +161,13 @@ class ClipStatsAdapter(nn.Module):
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
-                 stats_warmup: int = 0, prosody: bool = False, instruction_aware: bool = False,
+                 stats_warmup: int = 0, prosody: bool | str = False, instruction_aware: bool = False,
                  words: list[str] | None = None, learn_words: bool = False):
         super().__init__()
-        self.wants_clip_features = prosody
+        if prosody not in (False, True, "relative"):
+            raise ConfigError(f"ClipStatsAdapter prosody must be false, true or \"relative\", got {prosody!r}")
+        self.wants_clip_features = bool(prosody)
+        self.relative_prosody = prosody == "relative"  # the processor computes the longer feature set
         self.wants_instruction = instruction_aware
         self.fixed_tokens = tokens  # every clip's prompt length (model.audio_anchors needs one)
         if isinstance(words, str):  # list("abc") would be three one-letter words
@@ -170,7 +175,8 @@ class ClipStatsAdapter(nn.Module):
         self.words = list(words) if words is not None else None
         out_dim = len(self.words) if self.words is not None else llm_dim  # word logits or free vectors
         self.stats = ClipStatsTokens(enc_dim, n_layers, out_dim, tokens, hidden, dropout, zero_init, stats_warmup,
-                                     n_extra=N_PROSODY if prosody else 0,
+                                     n_extra=N_PROSODY_RELATIVE if self.relative_prosody
+                                     else N_PROSODY if prosody else 0,
                                      instruction_dim=llm_dim if instruction_aware else 0)
         # fixed words are at the embeddings' scale already; free vectors and trained codes are not held there
         # (Adam moves a code's elements by ~lr a step, the words' own are ~0.1), so they are normalised

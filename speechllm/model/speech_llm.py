@@ -10,6 +10,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,9 @@ class SpeechLLM(nn.Module):
             self.adapter = build_adapter(config.adapter, encoder.dim, len(encoder.layers), emb.shape[1], embed_rms)
         if getattr(self.adapter, "words", None) is not None:
             bind_words(self.adapter, tokenizer, llm.get_input_embeddings())
-        clip_fn = prosody_batch if getattr(self.adapter, "wants_clip_features", False) else None
+        clip_fn = None
+        if getattr(self.adapter, "wants_clip_features", False):
+            clip_fn = partial(prosody_batch, relative=getattr(self.adapter, "relative_prosody", False))
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript, clip_feature_fn=clip_fn,
                                             instruction_ids=getattr(self.adapter, "wants_instruction", False),
