@@ -19,16 +19,17 @@ import glob
 import json
 from pathlib import Path
 
+from evaluation.dynamic_superb.registry import task_build
 from evaluation.stats import per_example_scores
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
 
 
-def clip_hits(reports: list[Path], task: str, score: str = "likelihood"
+def clip_hits(reports: list[Path], task: str, score: str = "likelihood", build: str | None = None
               ) -> tuple[dict[int, list[int]], list[str], dict[str, str]]:
     """({clip index: [hit per run]}, the reports counted, {report left out: why}). A report without the task,
-    or with another clip count than the first one counted, is left out, so each clip's count is over the
-    same runs."""
+    with another clip count than the first one counted, or scored on another suite build than `build`, is left
+    out, so each clip's count is over the same runs and the same audio."""
     hits: dict[int, list[int]] = {}
     used: list[str] = []
     skipped: dict[str, str] = {}
@@ -36,6 +37,9 @@ def clip_hits(reports: list[Path], task: str, score: str = "likelihood"
         per = per_example_scores(r, score).get(task)
         if not per:
             skipped[str(r)] = f"no per-clip {score} scores of {task}"
+            continue
+        if build and per[0].get("build") not in (None, build):
+            skipped[str(r)] = f"scored on suite build {per[0]['build']}, not this suite's {build}"
             continue
         if hits and len(per[1]) != len(hits):
             skipped[str(r)] = f"{len(per[1])} clips, not {len(hits)}"
@@ -62,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if not meta_path.is_file():
         raise SystemExit(f"{meta_path}: no record of the task's clips; rebuild the suite with this version")
     meta = {m["index"]: m for m in map(json.loads, meta_path.read_text().splitlines())}
-    hits, used, skipped = clip_hits(reports, args.task)
+    build = task_build(Path(args.suite) / args.task)
+    hits, used, skipped = clip_hits(reports, args.task, build=build)
+    unrecorded = [u for u in used if not per_example_scores(u, "likelihood")[args.task][0].get("build")]
     if not used:
         raise SystemExit(f"none of the {len(reports)} reports scored {args.task} clip by clip")
     if set(hits) != set(meta):
@@ -73,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             for i in order]
     md = "\n".join([f"# {args.task}: clips answered right, of {len(used)} runs (likelihood)", "",
                     "Runs: " + ", ".join(f"`{Path(u).name}`" for u in used) + ".", "",
+                    *([f"Suite build not recorded (scored before builds were), counted: "
+                       f"{', '.join(f'`{Path(u).name}`' for u in unrecorded)}.", ""] if unrecorded else []),
                     *([("Left out: " + "; ".join(f"`{Path(k).name}` ({v})" for k, v in skipped.items()) + "."), ""]
                       if skipped else []),
                     *table_lines(["clip", "label", *fields, "runs right"], rows)]) + "\n"
-    atomic_write_json(Path(args.out + ".json"), {"task": args.task, "reports": used, "skipped": skipped,
+    atomic_write_json(Path(args.out + ".json"), {"task": args.task, "build": build, "reports": used, "skipped": skipped,
+                                                  "build_unrecorded": unrecorded,
                                                   "clips": {str(i): {**meta[i], "hits": hits[i]} for i in order}})
     atomic_write_text(Path(args.out + ".md"), md)
     print(md)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evaluation.stats import grouped_per_example
+from evaluation.stats import grouped_per_example, unrecorded_suite_builds
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import bootstrap_macro
 from speechllm.metrics.tables import table_lines
@@ -61,7 +61,7 @@ def compare(a: Path | list[Path], b: Path | list[Path], score: str = "likelihood
     return out
 
 
-def markdown(res: dict, names: tuple[str, str], score: str) -> str:
+def markdown(res: dict, names: tuple[str, str], score: str, unrecorded: list[str] = ()) -> str:
     a, b = names
     f = lambda d: f"{d['mean']} [{d['ci'][0]}, {d['ci'][1]}]"  # noqa: E731
     g = lambda d: f"**{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]**"  # noqa: E731
@@ -69,6 +69,8 @@ def markdown(res: dict, names: tuple[str, str], score: str) -> str:
              *table_lines(["group", a, b, f"{a} − {b} (95 % bootstrap)"],
                           [[group, f(r["a"]), f(r["b"]), g(r["a_minus_b"])] for group, r in res.items()]),
              "", *table_lines(["task", a, b], [[n, x, y] for r in res.values() for n, (x, y) in r["tasks"].items()])]
+    if unrecorded:
+        lines += ["", f"Suite build not recorded (scored before builds were): {', '.join(unrecorded)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -81,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score", default="likelihood")
     ap.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")
     args = ap.parse_args(argv)
+    unrecorded = unrecorded_suite_builds([*args.a, *args.b])  # refuses runs of different suite builds
     res = compare(args.a, args.b, args.score)
-    md = markdown(res, tuple(args.names), args.score)
+    md = markdown(res, tuple(args.names), args.score, unrecorded)
     if args.out:
         atomic_write_json(args.out.with_suffix(".json"), {"a": [str(p) for p in args.a], "b": [str(p) for p in args.b],
-                                                          "names": args.names,
+                                                          "names": args.names, "build_unrecorded": unrecorded,
                                                           "score": args.score, "groups": res})
         atomic_write_text(args.out.with_suffix(".md"), md)
     print(md)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.stats import per_example_scores
+from evaluation.stats import per_example_scores, unrecorded_suite_builds
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
 
@@ -49,14 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output stem: writes STEM.md and STEM.json")
     args = ap.parse_args(argv)
     reports = [Path(r) for r in args.report]
+    unrecorded = unrecorded_suite_builds(reports)  # refuses reports of different suite builds
     res = seed_means(reports)
     rows = [[t, " / ".join(f"{x:.0f}" for x in r["per_seed"]), f"{r['mean']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]",
              str(r["clips"])] for t, r in res.items()]
     md = "\n".join([f"# Per task over {len(reports)} seeds (likelihood accuracy, %)", "",
                     "Each clip's hits averaged over the seeds, then a 95 % bootstrap over the clips (the unit the "
                     "seeds share): " + ", ".join(f"`{r}`" for r in args.report) + ".", "",
+                    *([f"Suite build not recorded (scored before builds were): {', '.join(unrecorded)}.", ""]
+                      if unrecorded else []),
                     *table_lines(["task", "per seed", "mean [95 % over clips]", "clips"], rows)]) + "\n"
-    atomic_write_json(Path(args.out + ".json"), {"reports": args.report, "tasks": res})
+    atomic_write_json(Path(args.out + ".json"), {"reports": args.report, "build_unrecorded": unrecorded, "tasks": res})
     atomic_write_text(Path(args.out + ".md"), md)
     print(md)
     return 0

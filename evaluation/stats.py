@@ -57,6 +57,27 @@ def per_example_scores(path: str | Path, score: str, data: dict | None = None
     return {n: (t.get("task", {}), per[n][score]) for n, t in tasks.items() if score in per[n]}
 
 
+def unrecorded_suite_builds(paths: list[str | Path]) -> list[str]:
+    """Refuses score files or reports scored on different builds of a suite (a task whose recorded `build`
+    differs between two of them: SystemExit naming both); returns the paths that record no build (scored
+    before builds were recorded), which the caller names in its output, since for them nobody can tell."""
+    seen: dict[str, tuple[str, str]] = {}
+    unrecorded = []
+    for p in paths:
+        tasks = json.loads(Path(p).read_text())["tasks"]
+        builds = {n: t.get("task", {}).get("build") for n, t in tasks.items()}
+        if not any(builds.values()):
+            unrecorded.append(str(p))
+        for name, b in builds.items():
+            if b is None:
+                continue
+            first = seen.setdefault(name, (b, str(p)))
+            if first[0] != b:
+                raise SystemExit(f"{name}: {p} was scored on suite build {b}, {first[1]} on build {first[0]}: "
+                                 f"the same clip names hold other audio; score both runs on one build of the suite")
+    return unrecorded
+
+
 def grouped_per_example(path: str | Path, score: str, data: dict | None = None
                         ) -> dict[str, tuple[str | None, dict[str, float]]]:
     """A score file or report (see per_example_scores) -> {task: (its group, {example id: score})}."""

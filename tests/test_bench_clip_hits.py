@@ -9,9 +9,9 @@ import pytest
 from benchmarks.clip_hits import main
 
 
-def _report(path, hits, task="T"):
+def _report(path, hits, task="T", build=None):
     per = {"likelihood": {f"{i:05d}:c{i}.wav": h for i, h in enumerate(hits)}}
-    tasks = {task: {"task": {}, "models": {"speechllm:run": {"per_example": per},
+    tasks = {task: {"task": {"build": build} if build else {}, "models": {"speechllm:run": {"per_example": per},
                                            "speechllm:run+shuffled-audio": {"per_example": per}}}}
     path.write_text(json.dumps({"tasks": tasks}))
     return str(path)
@@ -48,3 +48,20 @@ def test_refuses_runs_of_other_clips_and_a_suite_without_records(tmp_path):
         main(["--suite", suite, "--task", "T", "--report", str(tmp_path / "none*.json"), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="no record"):
         main(["--suite", str(tmp_path), "--task", "T", "--report", three, "--out", str(tmp_path / "x")])
+
+
+def test_a_run_scored_on_another_build_of_the_suite_is_left_out(tmp_path):
+    from evaluation.dynamic_superb.registry import task_build
+
+    suite = _suite(tmp_path, ["a", "b"], [1.0, 2.0])
+    (tmp_path / "suite" / "T").mkdir()
+    (tmp_path / "suite" / "T" / "data-00000-of-00001.arrow").write_bytes(b"this build's audio")
+    here = task_build(tmp_path / "suite" / "T")
+    same, old = _report(tmp_path / "s.json", [1, 0], build=here), _report(tmp_path / "o.json", [0, 0], build="0" * 16)
+    unknown = _report(tmp_path / "u.json", [1, 1])  # scored before builds were recorded: counted, and named
+    assert main(["--suite", suite, "--task", "T", "--report", same, "--report", old, "--report", unknown,
+                 "--out", str(tmp_path / "hits")]) == 0
+    res = json.loads((tmp_path / "hits.json").read_text())
+    assert res["build"] == here and sorted(res["reports"]) == sorted([same, unknown])
+    assert "build" in res["skipped"][old] and res["build_unrecorded"] == [unknown]
+    assert "u.json" in (tmp_path / "hits.md").read_text().split("not recorded")[1]

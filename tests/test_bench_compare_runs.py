@@ -92,3 +92,13 @@ def test_a_run_evaluated_under_its_own_name_is_the_reports_trained_model(tmp_pat
     hits = {"GenderClassification_Synth": [1, 1, 0, 1]}
     r = _report(tmp_path / "r.json", hits, "mymodel")
     assert cmp.compare(r, _scores(tmp_path / "a.json", hits))["acoustic"]["a_minus_b"]["mean"] == 0.0
+
+
+def test_runs_scored_on_different_builds_of_the_suite_are_refused(tmp_path):
+    a, b = _report(tmp_path / "a.json", {"T": [1, 0]}), _report(tmp_path / "b.json", {"T": [0, 0]})
+    for p, build in ((a, "aaaa"), (b, "bbbb")):
+        d = json.loads(p.read_text())
+        d["tasks"]["T"]["task"]["build"] = build
+        p.write_text(json.dumps(d))
+    with pytest.raises(SystemExit, match="suite build"):
+        _module().main(["--a", str(a), "--b", str(b)])

@@ -147,3 +147,15 @@ def test_heldout_rule_is_a_pure_function_of_ids():
     pool = sentence_pool(2000, seed=0)
     frac = sum(map(is_heldout_sentence, pool)) / len(pool)
     assert 0.05 < frac < 0.15
+
+
+def test_suite_tasks_carry_a_build_that_changes_with_their_audio(tmp_path):
+    from evaluation.dynamic_superb.registry import task_build
+
+    d = tmp_path / "T"
+    d.mkdir()
+    assert task_build(d) is None  # no data files: nothing to name
+    (d / "data-00000-of-00001.arrow").write_bytes(b"clips")
+    first = task_build(d)
+    (d / "data-00000-of-00001.arrow").write_bytes(b"clips, rebuilt")
+    assert len(first) == 16 and task_build(d) != first

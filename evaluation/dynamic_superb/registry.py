@@ -8,6 +8,7 @@ carries no metric). Offline-suite tasks register themselves from the suite's `su
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field, fields
@@ -38,6 +39,7 @@ class Task:
     example_instructions: tuple[str, ...] = ()
     published: dict[str, float] = field(default_factory=dict)
     mirrors: str | None = None  # offline tasks: the phase-1 task family they imitate
+    build: str | None = None  # offline tasks: hash of the task's data files, so scores say which build they came from
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -120,8 +122,20 @@ def _builtin() -> dict[str, Task]:
     return tasks
 
 
+def task_build(task_dir: Path) -> str | None:
+    """16 hex digits of SHA-256 over a task folder's data files (None if it has none). A rebuilt suite keeps
+    its clip names, so only its bytes tell two builds apart (the British voices fixed: same names, new audio)."""
+    files = sorted(task_dir.glob("*.arrow"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def load_suite_tasks(suite_dir: str | Path) -> dict[str, Task]:
-    """Tasks of an offline suite folder (its `suite.json`, written by `build-suite`)."""
+    """Tasks of an offline suite folder (its `suite.json`, written by `build-suite`), each with its `build`."""
     meta_path = Path(suite_dir) / "suite.json"
     if not meta_path.exists():
         raise InputPathError(f"{meta_path}: not an offline suite folder; build one with "
@@ -133,6 +147,7 @@ def load_suite_tasks(suite_dir: str | Path) -> dict[str, Task]:
         t = {k: v for k, v in t.items() if k in known}
         t["options"], t["example_instructions"] = tuple(t.get("options", ())), tuple(t.get("example_instructions", ()))
         t["published"] = dict(t.get("published") or {})
+        t["build"] = task_build(Path(suite_dir) / t["name"])
         out[t["name"]] = Task(**t)
     return out
 
