@@ -16,7 +16,8 @@ relative to the speaker's gender, so on one F0 scale a woman's low voice sits wh
 does: on the cpu_long corpus's 710 speech clips a logistic regression (5-fold) reads the pitch label
 at 35 % from the median log F0 and 97 % from the relative F0. Speaking rate is words per voiced
 second: the LLM reads the words in the interleaved transcript, but nothing in time-pooled Whisper
-statistics says how long the speech lasted (the voiced span alone reads the rate label at 88 %).
+statistics says how long the speech lasted (the voiced span alone reads the rate label at 88 %;
+`benchmarks/prosody_label_probe.py`).
 
 F0 is the lag of the normalised cross-correlation peak (as RAPT and Kaldi's pitch tracker compute it,
 without their smoothing), 60-400 Hz, 25-ms windows every 10 ms; a frame is voiced when its peak
