@@ -26,13 +26,14 @@ from speechllm.metrics.tables import table_lines
 
 
 def clip_hits(reports: list[Path], task: str, score: str = "likelihood", build: str | None = None
-              ) -> tuple[dict[int, list[int]], list[str], dict[str, str]]:
-    """({clip index: [hit per run]}, the reports counted, {report left out: why}). A report without the task,
-    with another clip count than the first one counted, or scored on another suite build than `build`, is left
-    out, so each clip's count is over the same runs and the same audio."""
+              ) -> tuple[dict[int, list[int]], list[str], dict[str, str], list[str]]:
+    """({clip index: [hit per run]}, the reports counted, {report left out: why}, the counted reports that record
+    no suite build). A report without the task, with another clip count than the first one counted, or scored on
+    another suite build than `build`, is left out, so each clip's count is over the same runs and the same audio."""
     hits: dict[int, list[int]] = {}
     used: list[str] = []
     skipped: dict[str, str] = {}
+    unrecorded: list[str] = []
     for r in reports:
         per = per_example_scores(r, score).get(task)
         if not per:
@@ -45,9 +46,11 @@ def clip_hits(reports: list[Path], task: str, score: str = "likelihood", build: 
             skipped[str(r)] = f"{len(per[1])} clips, not {len(hits)}"
             continue
         used.append(str(r))
+        if not per[0].get("build"):
+            unrecorded.append(str(r))
         for ex, h in per[1].items():
             hits.setdefault(int(ex.split(":", 1)[0]), []).append(int(h))
-    return hits, used, skipped
+    return hits, used, skipped, unrecorded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{meta_path}: no record of the task's clips; rebuild the suite with this version")
     meta = {m["index"]: m for m in map(json.loads, meta_path.read_text().splitlines())}
     build = task_build(Path(args.suite) / args.task)
-    hits, used, skipped = clip_hits(reports, args.task, build=build)
-    unrecorded = [u for u in used if not per_example_scores(u, "likelihood")[args.task][0].get("build")]
+    hits, used, skipped, unrecorded = clip_hits(reports, args.task, build=build)
     if not used:
         raise SystemExit(f"none of the {len(reports)} reports scored {args.task} clip by clip")
     if set(hits) != set(meta):
