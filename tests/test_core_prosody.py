@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from speechllm.errors import ConfigError
+from speechllm.model.adapters import ClipStatsTokens
 from speechllm.model.processor import Example
 from speechllm.model.prosody import (
     N_PROSODY,
@@ -128,3 +130,27 @@ def test_without_prosody_the_batch_has_no_clip_features():
     batch = model.processor([Example(wavs=[harmonic(150.0)], instruction="?", target="x")])
     assert "clip_features" not in batch
     assert model.adapter.stats.global_norm.num_features == 2 * 2 * model.encoder.dim
+
+
+def test_encoder_stats_dropout_hides_the_whisper_statistics_of_a_share_of_training_clips():
+    torch.manual_seed(0)
+    tok = ClipStatsTokens(enc_dim=4, n_layers=1, llm_dim=3, tokens=1, hidden=8, stats_warmup=1, n_extra=2,
+                          encoder_stats_dropout=0.5)
+    states, pad = torch.randn(200, 5, 4), torch.zeros(200, 5, dtype=torch.bool)
+    extra = torch.tensor([[0.3, -1.0]]).expand(200, 2)  # every clip the same waveform features
+    tok.train()
+    tok([torch.randn(200, 5, 4)], pad, torch.randn(200, 2))  # the warm-up batch sets the statistics
+    out = tok([states], pad, extra).reshape(200, -1)
+    # a hidden clip is told apart by nothing but its extra features, which all clips share here: the hidden
+    # clips are the largest group of equal outputs
+    hidden = (out[:, None] - out[None]).abs().amax(-1).lt(1e-6).sum(1).max().item()
+    assert 70 <= hidden <= 130
+    tok.eval()
+    evaluated = tok([states], pad, extra).reshape(200, -1)
+    assert (evaluated[:, None] - evaluated[None]).abs().amax(-1).lt(1e-6).sum(1).max().item() == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"encoder_stats_dropout": 0.3}, {"encoder_stats_dropout": 1.0, "n_extra": 2}])
+def test_encoder_stats_dropout_needs_features_beside_the_statistics_and_a_probability_below_one(kwargs):
+    with pytest.raises(ConfigError, match="encoder_stats_dropout"):
+        ClipStatsTokens(enc_dim=4, n_layers=1, llm_dim=3, tokens=1, **kwargs)

@@ -59,13 +59,24 @@ class ClipStatsTokens(nn.Module):
     clips without speech: length-grouped batches put those clips together and their batches dragged
     the running statistics (acoustic gain over shuffled audio +5.6 points, against +9.4 with a 20-batch
     warm-up; docs/hearing.md). Under DDP each rank averages its own warm-up batches, as BatchNorm without
-    SyncBatchNorm always did; rank 0's statistics are saved."""
+    SyncBatchNorm always did; rank 0's statistics are saved.
+
+    `encoder_stats_dropout=p` (needs `n_extra` features): in training, each clip's standardised encoder
+    statistics are zeroed (their mean) with probability p, so on those clips the MLP must answer from the
+    extra features alone. Without it the MLP fits pitch through the thousands of encoder statistics, which
+    separate the training voices but not new ones, and leaves the one feature that reads the label
+    (docs/hearing.md: the relative F0). Modality dropout, at the level of whole feature groups."""
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
                  dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0, n_extra: int = 0,
-                 instruction_dim: int = 0):
+                 instruction_dim: int = 0, encoder_stats_dropout: float = 0.0):
         super().__init__()
         self.tokens, self.dropout, self.stats_warmup, self.n_extra = tokens, dropout, stats_warmup, n_extra
+        if not 0.0 <= encoder_stats_dropout < 1.0 or (encoder_stats_dropout and not n_extra):
+            raise ConfigError(f"encoder_stats_dropout must be in [0, 1) and needs per-clip features beside the "
+                              f"encoder statistics (ClipStatsAdapter prosody: true or relative); got "
+                              f"{encoder_stats_dropout} with {n_extra} features")
+        self.encoder_stats_dropout = encoder_stats_dropout
         n_in = 2 * n_layers * enc_dim + n_extra  # + per-clip features standardised alike (prosody)
         self.global_norm = nn.BatchNorm1d(n_in, affine=False)
         self.global_mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(),
@@ -109,6 +120,10 @@ class ClipStatsTokens(nn.Module):
                     momentum = 1.0 / float(bn.num_batches_tracked)
             x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=batch_stats,
                                          momentum=momentum, eps=bn.eps)
+            if self.training and self.encoder_stats_dropout:  # after the standardisation: zero is the mean
+                n_enc = x.shape[1] - self.n_extra
+                drop = torch.rand(len(x), 1, device=x.device) < self.encoder_stats_dropout
+                x = torch.cat([x[:, :n_enc].masked_fill(drop, 0.0), x[:, n_enc:]], -1)
             x = nn.functional.dropout(x, self.dropout, self.training)
             x = x.to(self.global_mlp[0].weight.dtype)
         if not self.instruction_dim:
@@ -142,6 +157,8 @@ class ClipStatsAdapter(nn.Module):
     processor then computes them for every clip (`clip_features` in the batch). `prosody="relative"`:
     two more, the median F0 in semitones from its gender's centre and the voiced span's length, which
     the gender-relative pitch labels and the per-second speaking rate are defined by.
+    `encoder_stats_dropout=p`: in training, a clip's Whisper statistics are hidden with probability p, so
+    the MLP learns to read the waveform features too (`ClipStatsTokens`).
 
     `instruction_aware=True`: the prompt also depends on the question (InstructBLIP's idea, at the
     size of this adapter): the mean of the LLM's input embeddings over the instruction shifts the MLP's
@@ -162,7 +179,7 @@ class ClipStatsAdapter(nn.Module):
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
                  stats_warmup: int = 0, prosody: bool | str = False, instruction_aware: bool = False,
-                 words: list[str] | None = None, learn_words: bool = False):
+                 words: list[str] | None = None, learn_words: bool = False, encoder_stats_dropout: float = 0.0):
         super().__init__()
         if prosody not in (False, True, "relative"):
             raise ConfigError(f"ClipStatsAdapter prosody must be false, true or \"relative\", got {prosody!r}")
@@ -177,7 +194,8 @@ class ClipStatsAdapter(nn.Module):
         self.stats = ClipStatsTokens(enc_dim, n_layers, out_dim, tokens, hidden, dropout, zero_init, stats_warmup,
                                      n_extra=N_PROSODY_RELATIVE if self.relative_prosody
                                      else N_PROSODY if prosody else 0,
-                                     instruction_dim=llm_dim if instruction_aware else 0)
+                                     instruction_dim=llm_dim if instruction_aware else 0,
+                                     encoder_stats_dropout=encoder_stats_dropout)
         # fixed words are at the embeddings' scale already; free vectors and trained codes are not held there
         # (Adam moves a code's elements by ~lr a step, the words' own are ~0.1), so they are normalised
         self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if self.words is None or learn_words else None
