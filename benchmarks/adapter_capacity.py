@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
 from adapter_info_probe import stages  # noqa: E402
-from suite_probe import TASKS, probe, speech_clips, suite_clips  # noqa: E402
+from linear_probe import probe  # noqa: E402
+from suite_probe import TASKS, speech_clips, suite_clips  # noqa: E402
 
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.stats import wilson

@@ -15,10 +15,14 @@ carries its label's attribute better than the others would show that the labels 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
+from linear_probe import cv_accuracy  # noqa: E402
 
 from speechllm.data.audio import load_audio
 from speechllm.data.manifest import load_manifest
@@ -67,13 +71,6 @@ def group_features(model, output: np.ndarray) -> dict[str, np.ndarray]:
             for j, label in enumerate(model.config.audio_anchors)}
 
 
-def probe(x: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-
-    return float(cross_val_score(LogisticRegression(C=0.1, max_iter=3000), x, y, cv=5).mean())
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True)
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         labels = np.array([str(v) for v in vals])[keep]
         if len(set(labels)) < 2 or min(np.unique(labels, return_counts=True)[1]) < 5:
             continue
-        res["probe"][attr] = {s: round(100 * probe(feats[s][keep], labels), 1)
+        res["probe"][attr] = {s: round(100 * cv_accuracy(feats[s][keep], labels, scale=False), 1)
                               for s in ("input", "hidden", "output", *groups)}
     atomic_write_json(a.out.with_suffix(".json"), res)
     md = "\n".join([f"# What a trained ClipStatsAdapter carries: `{a.ckpt}` ({len(rows)} training clips)", "",

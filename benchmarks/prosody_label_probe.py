@@ -13,9 +13,13 @@ on one absolute scale, so the median log F0 cannot separate pitch levels and the
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
+from linear_probe import cv_accuracy  # noqa: E402
 
 from speechllm.data.audio import load_audio
 from speechllm.data.manifest import load_manifest
@@ -47,16 +51,6 @@ def clip_features(manifest: Path) -> tuple[np.ndarray, dict[str, list[str]], int
     return np.array(feats), labels, skipped
 
 
-def probe(x: np.ndarray, y: list[str], folds: int = 5) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(cross_val_score(model, x, np.array(y), cv=folds).mean())
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", type=Path, required=True, help="a corpus manifest with pitch and speed attributes")
@@ -66,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     x, labels, skipped = clip_features(args.manifest)
     if len(x) < 2 * args.folds:
         raise SystemExit(f"{args.manifest}: {len(x)} speech clips with pitch and speed labels; need {2 * args.folds}")
-    rows = [{"attribute": a, "features": list(f), "accuracy": round(100 * probe(
-        x[:, [RELATIVE_NAMES.index(n) for n in f]], labels[a], args.folds), 1)} for a, f in PROBES]
+    rows = [{"attribute": a, "features": list(f), "accuracy": round(100 * cv_accuracy(
+        x[:, [RELATIVE_NAMES.index(n) for n in f]], labels[a], args.folds, c=1.0), 1)} for a, f in PROBES]
     md = "\n".join([f"# Corpus labels read from the adapter's prosody features: `{args.manifest}`", "",
                     f"{len(x)} speech clips ({skipped} left out: no speech or a label missing); logistic regression "
                     f"on the standardised features, {args.folds}-fold accuracy (%).", "",

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
 from adapter_info_probe import stages  # noqa: E402
+from linear_probe import cv_accuracy, probe  # noqa: E402
 from seed_spread import trained_score_file  # noqa: E402
 
 from speechllm.data.manifest import load_manifest
@@ -57,21 +58,6 @@ def suite_clips(suite: Path, task: str) -> tuple[list[np.ndarray], list[str]]:
     ds = datasets.load_from_disk(str(suite / task))
     return ([decode_audio(r["audio"], f"{task}[{i}]") for i, r in enumerate(ds)],
             [str(r["label"]).lower() for r in ds])
-
-
-def probe():
-    """The probe of adapter_info_probe.py, with its own scaler (unfitted)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
-
-
-def cv_accuracy(x: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.model_selection import cross_val_score
-
-    return float(cross_val_score(probe(), x, y, cv=5).mean())
 
 
 def model_likelihood(scores_dir: Path | None, task: str) -> float | None:
