@@ -34,7 +34,7 @@ ATTRS = ("gender", "speed", "pitch", "volume", "noise", "speech")
 
 def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
     """(clips, features) per stage: standardised statistics, first-layer pre-activations, hidden layer
-    (after GELU), output tokens."""
+    (after GELU), output tokens (flattened); and "output_tokens", the same outputs as (clips, tokens, D)."""
     from speechllm.model.processor import Example
 
     if getattr(model.adapter, "wants_instruction", False):
@@ -57,7 +57,10 @@ def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
     finally:
         for h in hooks:
             h.remove()
-    return {k: np.array(v) for k, v in out.items() if v}
+    res = {k: np.array(v) for k, v in out.items() if v}
+    if "output" in res:  # every probe reads the output flat; a view, not a copy
+        res["output_tokens"], res["output"] = res["output"], res["output"].reshape(len(res["output"]), -1)
+    return res
 
 
 def group_features(model, output: np.ndarray) -> dict[str, np.ndarray]:
@@ -90,9 +93,8 @@ def main(argv: list[str] | None = None) -> None:
                  "hidden_preactivation_std_median": float(np.median(feats["pre"].std(0))),
                  "probe": {}}
     if model.anchor_ids:
-        feats.update(group_features(model, feats["output"]))
+        feats.update(group_features(model, feats["output_tokens"]))
     groups = [k for k in feats if k.startswith("group ")]
-    feats["output"] = feats["output"].reshape(len(rows), -1)
     speech = np.array([(r.get("attributes") or {}).get("speech", "yes") == "yes" for r in rows])
     for attr in ATTRS:
         vals = [(r.get("attributes") or {}).get(attr) for r in rows]

@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     if not hasattr(model.adapter, "stats"):
         raise SystemExit(f"{a.ckpt}: not a ClipStatsAdapter checkpoint")
     clips = speech_clips(a.manifest, "train")
-    flat = lambda d: {k: v.reshape(len(v), -1) for k, v in d.items()}  # noqa: E731  (output: clips x tokens x D)
-    train = flat(stages(model, clips))
+    train = stages(model, clips)
     res: dict = {"ckpt": a.ckpt, "train_clips": len(clips), "tasks": {}}
     rows, cv_of = [], {}  # the two noise tasks share their corpus labels: one 5-fold CV per (attribute, stage)
     for task, (attr, to_label) in TASKS.items():
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         keep = [i for i, r in enumerate(clips) if (r.get("attributes") or {}).get(attr) is not None]
         y = np.array([to_label(str(clips[i]["attributes"][attr])) for i in keep])
         wavs, labels = suite_clips(a.suite, task)
-        suite = flat(stages(model, [{"wav": w} for w in wavs]))
+        suite = stages(model, [{"wav": w} for w in wavs])
         own = model_likelihood(a.scores, task)
         res["tasks"][task] = {"attribute": attr, "n": len(labels), "model_likelihood": own}
         cells = [task]

@@ -18,3 +18,22 @@ def test_groups_are_cut_from_the_adapters_tokens_without_their_labels():
     assert list(groups) == ["group 'pitch:'", "group 'noise:'"]
     assert groups["group 'pitch:'"].tolist() == [[1, 1, 2, 2]] * 3
     assert groups["group 'noise:'"].tolist() == [[5, 5, 6, 6]] * 3
+
+
+def test_stages_give_every_probe_flat_output_and_the_groups_its_tokens():
+    # a 3-D output reached sklearn in adapter_capacity's output probe once stages() kept the tokens apart
+    from speechllm.module import SpeechLLMModule
+
+    bench = load_benchmark("adapter_info_probe")
+    m = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
+                        adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
+                                 "init_args": {"tokens": 2, "hidden": 16}}, interleave_transcript=False)
+    m.configure_model()
+    model = m.model.eval()
+    rng = np.random.default_rng(0)
+    feats = bench.stages(model, [{"wav": rng.normal(0, 0.1, 16000).astype(np.float32)} for _ in range(3)])
+    tokens = feats["output_tokens"]
+    assert tokens.ndim == 3 and tokens.shape[:2] == (3, 2)
+    assert feats["output"].shape == (3, 2 * tokens.shape[2])
+    assert np.array_equal(feats["output"], tokens.reshape(3, -1))
+    assert all(feats[k].ndim == 2 for k in ("input", "pre", "hidden"))
