@@ -150,6 +150,23 @@ def test_encoder_stats_dropout_hides_the_whisper_statistics_of_a_share_of_traini
     assert (evaluated[:, None] - evaluated[None]).abs().amax(-1).lt(1e-6).sum(1).max().item() == 1
 
 
+def test_hide_encoder_stats_leaves_every_clip_only_its_extra_features(monkeypatch):
+    torch.manual_seed(0)
+    tok = ClipStatsTokens(enc_dim=4, n_layers=1, llm_dim=3, tokens=1, hidden=8, stats_warmup=1, n_extra=2)
+    pad = torch.zeros(50, 5, dtype=torch.bool)
+    tok.train()
+    tok([torch.randn(50, 5, 4)], pad, torch.randn(50, 2))
+    tok.eval()
+    extra = torch.tensor([[0.3, -1.0]]).expand(50, 2).clone()
+    extra[25:] = torch.tensor([1.5, 0.2])  # two waveform groups, every clip's encoder states its own
+    states = [torch.randn(50, 5, 4)]
+    assert tok(states, pad, extra).reshape(50, -1).unique(dim=0).shape[0] == 50
+    monkeypatch.setattr(ClipStatsTokens, "hide_encoder_stats", True)
+    hidden = tok(states, pad, extra).reshape(50, -1)
+    assert hidden.unique(dim=0).shape[0] == 2  # only the extra features tell clips apart
+    assert not torch.equal(hidden[0], hidden[25])
+
+
 @pytest.mark.parametrize("kwargs", [{"encoder_stats_dropout": 0.3}, {"encoder_stats_dropout": 1.0, "n_extra": 2}])
 def test_encoder_stats_dropout_needs_features_beside_the_statistics_and_a_probability_below_one(kwargs):
     with pytest.raises(ConfigError, match="encoder_stats_dropout"):

@@ -65,7 +65,13 @@ class ClipStatsTokens(nn.Module):
     statistics are zeroed (their mean) with probability p, so on those clips the MLP must answer from the
     extra features alone. Without it the MLP fits pitch through the thousands of encoder statistics, which
     separate the training voices but not new ones, and leaves the one feature that reads the label
-    (docs/hearing.md: the relative F0). Modality dropout, at the level of whole feature groups."""
+    (docs/hearing.md: the relative F0). Modality dropout, at the level of whole feature groups.
+
+    `hide_encoder_stats` (class-wide, off): a diagnostic switch that hides the encoder statistics from every
+    clip, in training and inference, so a benchmark can ask what the extra features alone carry
+    (`benchmarks/feature_route.py`)."""
+
+    hide_encoder_stats = False
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
                  dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0, n_extra: int = 0,
@@ -120,9 +126,10 @@ class ClipStatsTokens(nn.Module):
                     momentum = 1.0 / float(bn.num_batches_tracked)
             x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=batch_stats,
                                          momentum=momentum, eps=bn.eps)
-            if self.training and self.encoder_stats_dropout:  # after the standardisation: zero is the mean
-                n_enc = x.shape[1] - self.n_extra
-                drop = torch.rand(len(x), 1, device=x.device) < self.encoder_stats_dropout
+            if self.n_extra and (self.hide_encoder_stats or self.training and self.encoder_stats_dropout):
+                n_enc = x.shape[1] - self.n_extra  # after the standardisation: zero is the mean
+                drop = (torch.ones(len(x), 1, dtype=torch.bool, device=x.device) if self.hide_encoder_stats
+                        else torch.rand(len(x), 1, device=x.device) < self.encoder_stats_dropout)
                 x = torch.cat([x[:, :n_enc].masked_fill(drop, 0.0), x[:, n_enc:]], -1)
             x = nn.functional.dropout(x, self.dropout, self.training)
             x = x.to(self.global_mlp[0].weight.dtype)
