@@ -25,7 +25,7 @@ from option_shift import model_rows  # noqa: E402
 from evaluation.likelihood import best
 from speechllm.io import atomic_write_json, atomic_write_text
 from speechllm.metrics.tables import table_lines
-from speechllm.model.adapters import ClipStatsTokens
+from speechllm.model.clip_stats import ClipStatsTokens
 
 
 def evaluate_hidden(run: Path, suite: Path, tasks: list[str], out: Path, threads: int) -> None:

@@ -213,6 +213,8 @@ class SpeechLLMModule(L.LightningModule):
         bs = len(batch["ids"])
         self.log("train/loss", shown, prog_bar=True, batch_size=bs)
         self.log("train/target_tokens", n_tok, reduce_fx="sum", batch_size=bs)
+        if "attribute_loss" in out:
+            self.log("train/attribute_loss", out["attribute_loss"], batch_size=bs)
         if self.skipped:
             self.log("train/skipped", float(sum(self.skipped.values())), batch_size=bs)
         if out.get("audio_embeds") is not None and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:

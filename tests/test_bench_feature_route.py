@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from benchmark_module import load_benchmark
 
-from speechllm.model.adapters import ClipStatsTokens
+from speechllm.model.clip_stats import ClipStatsTokens
 
 
 def _row(label, scores):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from speechllm.errors import ConfigError
-from speechllm.model.adapters import ClipStatsTokens
+from speechllm.model.clip_stats import ClipStatsTokens
 from speechllm.model.processor import Example
 from speechllm.model.prosody import (
     N_PROSODY,

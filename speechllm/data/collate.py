@@ -50,7 +50,8 @@ class SpeechCollator:
         wavs = [load_audio(p, self.policy) for p in paths]
         return Example(wavs=wavs, instruction=row.get("instruction") or DEFAULT_INSTRUCTION,
                        transcripts=row_transcripts(row, len(wavs), self.transcript_field),
-                       target=row.get("target") if self.require_target else None, id=str(row["id"]))
+                       target=row.get("target") if self.require_target else None, id=str(row["id"]),
+                       attributes=row.get("attributes"))
 
     def __call__(self, rows: list[dict] | list[list[dict]]) -> dict[str, Any]:
         """Rows -> a batch; a list of row lists (`data.pack_clip_rows`: each the rows of one clip) -> one

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from speechllm.errors import ConfigError
+from speechllm.model.attribute_heads import AttributeHeads, check_heads
+from speechllm.model.clip_stats import ClipStatsTokens
 from speechllm.model.prosody import N_PROSODY, N_PROSODY_RELATIVE
 from speechllm.model.verbalizer import mix_words
 
@@ -42,108 +44,6 @@ class EmbeddingScaleNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
-
-
-class ClipStatsTokens(nn.Module):
-    """`tokens` LLM-width vectors from each tapped layer's time mean and std over the real frames.
-
-    The statistics are standardised across clips (BatchNorm's running estimates, no affine), as a
-    linear probe's scaler does: clips differ by a few percent of these statistics' size, which a
-    per-clip LayerNorm cannot bring out. A batch of one cannot give batch statistics: it uses the
-    running ones.
-
-    `stats_warmup=N`: the first N training batches set the statistics (their plain average), which are
-    then frozen, so training and inference standardise a clip the same way whatever its batch-mates.
-    With 0 (the earlier behaviour) every training batch uses its own statistics and the running ones
-    are an exponential average of the last batches. That broke down on the demo corpus once it held
-    clips without speech: length-grouped batches put those clips together and their batches dragged
-    the running statistics (acoustic gain over shuffled audio +5.6 points, against +9.4 with a 20-batch
-    warm-up; docs/hearing.md). Under DDP each rank averages its own warm-up batches, as BatchNorm without
-    SyncBatchNorm always did; rank 0's statistics are saved.
-
-    `encoder_stats_dropout=p` (needs `n_extra` features): in training, each clip's standardised encoder
-    statistics are zeroed (their mean) with probability p, so on those clips the MLP must answer from the
-    extra features alone. Without it the MLP fits pitch through the thousands of encoder statistics, which
-    separate the training voices but not new ones, and leaves the one feature that reads the label
-    (docs/hearing.md: the relative F0). Modality dropout, at the level of whole feature groups.
-
-    `hide_encoder_stats` (class-wide, off): a diagnostic switch that hides the encoder statistics from every
-    clip, in training and inference, so a benchmark can ask what the extra features alone carry
-    (`benchmarks/feature_route.py`)."""
-
-    hide_encoder_stats = False
-
-    def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
-                 dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0, n_extra: int = 0,
-                 instruction_dim: int = 0, encoder_stats_dropout: float = 0.0):
-        super().__init__()
-        self.tokens, self.dropout, self.stats_warmup, self.n_extra = tokens, dropout, stats_warmup, n_extra
-        if not 0.0 <= encoder_stats_dropout < 1.0 or (encoder_stats_dropout and not n_extra):
-            raise ConfigError(f"encoder_stats_dropout must be in [0, 1) and needs per-clip features beside the "
-                              f"encoder statistics (ClipStatsAdapter prosody: true or relative); got "
-                              f"{encoder_stats_dropout} with {n_extra} features")
-        self.encoder_stats_dropout = encoder_stats_dropout
-        n_in = 2 * n_layers * enc_dim + n_extra  # + per-clip features standardised alike (prosody)
-        self.global_norm = nn.BatchNorm1d(n_in, affine=False)
-        self.global_mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(),
-                                        nn.Linear(hidden, tokens * llm_dim))
-        if zero_init:  # start as one constant prompt: clip-dependence grows only where the loss asks for it
-            nn.init.zeros_(self.global_mlp[2].weight)
-        self.instruction_dim = instruction_dim
-        if instruction_dim:  # built after the MLP, so a seed gives the MLP the same start with or without it
-            self.instruction_norm = nn.LayerNorm(instruction_dim, elementwise_affine=False)
-            self.instruction_proj = nn.Linear(instruction_dim, hidden, bias=False)
-            nn.init.zeros_(self.instruction_proj.weight)  # starts as the question-blind adapter
-
-    def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor,
-                extra: torch.Tensor | None = None, instruction: torch.Tensor | None = None) -> torch.Tensor:
-        # In float32 whatever the run's precision: clips differ by a few percent of these statistics,
-        # about what bfloat16's 8-bit mantissa resolves, so a bf16 mean/std/standardisation would
-        # round away much of what tells one voice from another.
-        with torch.autocast(pad.device.type, enabled=False):
-            keep = (~pad).unsqueeze(-1).float()  # (B, T, 1)
-            n = keep.sum(1).clamp(min=1)
-            stats = []
-            for h in hidden_states:
-                h = h.float()
-                mean = (h * keep).sum(1) / n
-                stats += [mean, (((h - mean[:, None]) ** 2 * keep).sum(1) / n).sqrt()]
-            if self.n_extra:
-                if extra is None or extra.shape != (len(pad), self.n_extra):
-                    got = None if extra is None else tuple(extra.shape)
-                    raise ValueError(f"this adapter takes {self.n_extra} per-clip features (`clip_features`) beside "
-                                     f"the encoder states; got {got} for {len(pad)} clips: build batches with "
-                                     f"model.processor, which adds them")
-                stats.append(extra.to(pad.device).float())
-            x = torch.cat(stats, -1)
-            bn = self.global_norm
-            batch_stats = self.training and len(x) > 1
-            momentum = bn.momentum
-            if self.stats_warmup:  # plain average over the warm-up batches, then frozen
-                batch_stats = batch_stats and int(bn.num_batches_tracked) < self.stats_warmup
-                if batch_stats:
-                    bn.num_batches_tracked += 1
-                    momentum = 1.0 / float(bn.num_batches_tracked)
-            x = nn.functional.batch_norm(x, bn.running_mean, bn.running_var, training=batch_stats,
-                                         momentum=momentum, eps=bn.eps)
-            if self.n_extra and (self.hide_encoder_stats or self.training and self.encoder_stats_dropout):
-                n_enc = x.shape[1] - self.n_extra  # after the standardisation: zero is the mean
-                drop = (torch.ones(len(x), 1, dtype=torch.bool, device=x.device) if self.hide_encoder_stats
-                        else torch.rand(len(x), 1, device=x.device) < self.encoder_stats_dropout)
-                x = torch.cat([x[:, :n_enc].masked_fill(drop, 0.0), x[:, n_enc:]], -1)
-            x = nn.functional.dropout(x, self.dropout, self.training)
-            x = x.to(self.global_mlp[0].weight.dtype)
-        if not self.instruction_dim:
-            return self.global_mlp(x).reshape(len(pad), self.tokens, -1)  # (B, tokens, D_llm)
-        if instruction is None or instruction.shape != (len(pad), self.instruction_dim):
-            got = None if instruction is None else tuple(instruction.shape)
-            raise ValueError(f"this adapter takes each clip's question (`instruction`, {self.instruction_dim} wide) "
-                             f"beside the encoder states; got {got} for {len(pad)} clips: build batches with "
-                             f"model.processor and call SpeechLLM.encode_audio, which add it")
-        q = self.instruction_proj(self.instruction_norm(instruction.to(device=x.device, dtype=x.dtype)))
-        # the question shifts the hidden pre-activations: GELU can then switch units on or off per question
-        h = self.global_mlp[1](self.global_mlp[0](x) + q)
-        return self.global_mlp[2](h).reshape(len(pad), self.tokens, -1)
 
 
 def _rename_pre_clip_stats_keys(state_dict, prefix, *_):
@@ -176,6 +76,10 @@ class ClipStatsAdapter(nn.Module):
     question per clip: no `data.pack_clip_rows`. Every clip of a multi-clip row gets the row's whole
     question (which clip it names is not told apart).
 
+    `attribute_heads={"pitch": ["low", "normal", "high"], ...}`: in training, a linear head per attribute on
+    the MLP's hidden layer learns each clip's caption label (`speechllm.model.attribute_heads`), weighted by
+    `attribute_loss_weight` beside the LLM's loss; dropped at inference.
+
     `words=[" male", " low", ...]`: each output token is a softmax mixture of the frozen LLM's embeddings
     of these one-token words (`speechllm.model.verbalizer`), not a free vector; no output norm (the
     mixture is at the embeddings' scale already). With `model.audio_anchors` one label a token, the prompt
@@ -186,7 +90,8 @@ class ClipStatsAdapter(nn.Module):
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int = 4, hidden: int = 512,
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
                  stats_warmup: int = 0, prosody: bool | str = False, instruction_aware: bool = False,
-                 words: list[str] | None = None, learn_words: bool = False, encoder_stats_dropout: float = 0.0):
+                 words: list[str] | None = None, learn_words: bool = False, encoder_stats_dropout: float = 0.0,
+                 attribute_heads: dict[str, list[str]] | None = None, attribute_loss_weight: float = 0.5):
         super().__init__()
         if prosody not in (False, True, "relative"):
             raise ConfigError(f"ClipStatsAdapter prosody must be false, true or \"relative\", got {prosody!r}")
@@ -214,6 +119,20 @@ class ClipStatsAdapter(nn.Module):
             self.words_bound = False
         elif learn_words:
             raise ConfigError("ClipStatsAdapter learn_words needs words (the embeddings its codes start from)")
+        # built last, so a seed gives every other weight the same start with or without them
+        self.attribute_heads = check_heads(attribute_heads)
+        self.wants_attribute_labels = self.attribute_heads is not None
+        if self.attribute_heads is not None:
+            if not attribute_loss_weight > 0:
+                raise ConfigError(f"ClipStatsAdapter attribute_loss_weight must be > 0, got {attribute_loss_weight}")
+            self.attribute_loss_weight = float(attribute_loss_weight)
+            self.attribute_head = AttributeHeads(hidden, self.attribute_heads)
+        self._attribute_loss: torch.Tensor | None = None
+
+    def pop_attribute_loss(self) -> torch.Tensor | None:
+        """The heads' loss of the last training forward (unweighted), once; None without heads or labels."""
+        loss, self._attribute_loss = self._attribute_loss, None
+        return loss
 
     def word_distribution(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
                           clip_features: torch.Tensor | None = None,
@@ -226,9 +145,14 @@ class ClipStatsAdapter(nn.Module):
         return self.stats(hidden_states, _padding_mask(lengths, hidden_states[0].shape[1]), clip_features, instruction)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
-                clip_features: torch.Tensor | None = None,
-                instruction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self._stats(hidden_states, lengths, clip_features, instruction)
+                clip_features: torch.Tensor | None = None, instruction: torch.Tensor | None = None,
+                attribute_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.wants_attribute_labels and self.training and attribute_labels is not None:
+            out, h = self.stats(hidden_states, _padding_mask(lengths, hidden_states[0].shape[1]), clip_features,
+                                instruction, return_hidden=True)
+            self._attribute_loss = self.attribute_head.loss(h, attribute_labels)
+        else:
+            out = self._stats(hidden_states, lengths, clip_features, instruction)
         if self.words is not None:
             if not self.words_bound:
                 raise RuntimeError("a word adapter needs the LLM's word embeddings first "

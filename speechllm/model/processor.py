@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from speechllm.errors import ConfigError, ManifestError
+from speechllm.model.attribute_heads import label_ids
 from speechllm.model.encoder import split_windows
 from speechllm.prompts.chat import (
     AUDIO_PLACEHOLDER,
@@ -38,6 +39,7 @@ class Example:
     transcripts: list[str | None] | None = None
     target: str | None = None
     id: str = ""
+    attributes: dict | None = None  # the manifest row's caption labels (adapters with attribute heads train on them)
 
 
 def right_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
@@ -51,13 +53,14 @@ def right_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
 class SpeechLLMProcessor:
     def __init__(self, tokenizer, feature_fn, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
                  interleave_transcript: bool = True, clip_feature_fn=None, instruction_ids: bool = False,
-                 instruction_first: bool = False):
+                 instruction_first: bool = False, attribute_heads: dict[str, list[str]] | None = None):
         self.tokenizer = tokenizer
         self.feature_fn = feature_fn  # list[np.ndarray] -> (features (A, n_mels, T), lengths (A,))
         self.clip_feature_fn = clip_feature_fn  # list[np.ndarray] -> (A, P), for adapters that want them
         self.system_prompt = system_prompt
         self.interleave_transcript = interleave_transcript
         self.instruction_ids = instruction_ids  # per-clip question ids, for adapters that want them
+        self.attribute_heads = attribute_heads  # per-clip label ids, for adapters with attribute heads
         self.instruction_first = instruction_first  # the question before the audio (SpeechLLMConfig)
 
     def check_packable(self) -> None:
@@ -145,6 +148,11 @@ class SpeechLLMProcessor:
             if self.instruction_ids:
                 per_wav = [self._ids(ex.instruction.replace(AUDIO_PLACEHOLDER, " ")) for ex in examples for _ in ex.wavs]
                 batch["instruction_ids"] = right_pad([q for q, k in zip(per_wav, per_clip) for _ in range(k)], -1)
+            if self.attribute_heads:  # a row of several clips has one set of attributes: no label for either
+                per_wav = [label_ids(self.attribute_heads, ex.attributes if len(ex.wavs) == 1 else None)
+                           for ex in examples for _ in ex.wavs]
+                batch["attribute_labels"] = torch.tensor([y for y, k in zip(per_wav, per_clip) for _ in range(k)],
+                                                         dtype=torch.long)
             if len(windows) > len(wavs):  # a clip > 30 s: features are per window (SpeechLLM.encode_audio joins them)
                 batch["windows_per_audio"] = torch.tensor(per_clip)
         return batch

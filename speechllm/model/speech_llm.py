@@ -126,7 +126,8 @@ class SpeechLLM(nn.Module):
         self.processor = SpeechLLMProcessor(tokenizer, encoder.featurize, config.system_prompt,
                                             config.interleave_transcript, clip_feature_fn=clip_fn,
                                             instruction_ids=getattr(self.adapter, "wants_instruction", False),
-                                            instruction_first=config.instruction_first)
+                                            instruction_first=config.instruction_first,
+                                            attribute_heads=getattr(self.adapter, "attribute_heads", None))
         self.anchor_ids = (anchor_ids(tokenizer, config.audio_anchors, self.adapter)
                            if config.audio_anchors is not None else None)
         self.encoder.requires_grad_(False)
@@ -179,6 +180,8 @@ class SpeechLLM(nn.Module):
         extra = {"clip_features": batch.get("clip_features")} if getattr(self.adapter, "wants_clip_features", False) else {}
         if getattr(self.adapter, "wants_instruction", False):
             extra["instruction"] = self.instruction_embedding(batch)
+        if getattr(self.adapter, "wants_attribute_labels", False) and self.training:
+            extra["attribute_labels"] = batch.get("attribute_labels")
         embeds, counts = self.adapter([h.to(ad_dtype) for h in hidden], lengths.to(hidden[0].device), **extra)
         if self.anchor_ids:  # per 30-s window, before a long clip's windows are joined
             embeds, counts = interleave_anchors(embeds, counts, self.anchor_ids, self.llm.get_input_embeddings())
@@ -289,8 +292,11 @@ class SpeechLLM(nn.Module):
             loss, n_units = per_answer.sum() / max(n, 1), n_tok.new_tensor(n)
         else:
             raise ValueError(f"loss_reduction must be 'token' or 'answer', got {loss_reduction!r}")
-        return {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "n_loss_units": n_units,
-                "audio_embeds": audio}
+        res = {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "n_loss_units": n_units, "audio_embeds": audio}
+        aux = self.adapter.pop_attribute_loss() if hasattr(self.adapter, "pop_attribute_loss") else None
+        if aux is not None:  # the adapter's attribute heads (training only): beside the LLM's loss, not in it
+            res["loss"], res["attribute_loss"] = loss + self.adapter.attribute_loss_weight * aux, aux.detach()
+        return res
 
     # ------------------------------------------------------------------ generation
     def build_examples(self, audios: Sequence, prompts: Sequence[str], transcripts=None) -> list[Example]:
