@@ -160,11 +160,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=None, help="score the first N questions only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True, type=Path, help="writes OUT.json and OUT.md")
+    p.add_argument("--hide-encoder-stats", action="store_true",
+                   help="hide the adapter's Whisper statistics from every clip (ClipStatsTokens.hide_encoder_stats): "
+                        "what its waveform features alone carry (benchmarks/feature_route.py does the same on the suite)")
     p.add_argument("--from-json", type=Path, default=None,
                    help="an earlier OUT.json of the same manifest and split: rebuild its tables without scoring")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    from speechllm.model.clip_stats import ClipStatsTokens
     from speechllm.model.speech_llm import SpeechLLM
+
+    ClipStatsTokens.hide_encoder_stats = a.hide_encoder_stats
 
     rows = choice_rows(a.manifest, a.split, a.limit, a.attributes)
     if not rows:
@@ -195,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_json(a.out.with_suffix(".json"), {"ckpt": str(a.ckpt), "manifest": str(a.manifest),
                                                   "split": a.split, "attributes": res, "shared_word_leak": leak,
                                                   "answers": answers})
-    md = markdown(res, str(a.ckpt), a.split) + "\n".join(leak_lines(leak)) + "\n"
+    title = str(a.ckpt) + (" (Whisper statistics hidden)" if a.hide_encoder_stats else "")
+    md = markdown(res, title, a.split) + "\n".join(leak_lines(leak)) + "\n"
     atomic_write_text(a.out.with_suffix(".md"), md)
     print(md)
 
