@@ -9,7 +9,9 @@ each label directly. The LLM's targets do not change (self-output); the heads ar
 
 `ClipStatsAdapter(attribute_heads={"pitch": ["low", "normal", "high"], ...}, attribute_loss_weight=w)`:
 the processor adds `attribute_labels` (clips, heads) to training batches (-100 where a clip has no such
-label, or a row has several clips) and `SpeechLLM.forward` adds w x the heads' mean cross-entropy.
+label, or a row has several clips) and `SpeechLLM.forward` adds w x the heads' mean cross-entropy in training
+(`train/loss` is that sum; `val/loss` stays the LLM's). Under DDP the sum is reweighted per rank like the LLM's
+loss (by each rank's share of target tokens), so the heads' term is a token-weighted mean across ranks.
 """
 
 from __future__ import annotations
