@@ -152,6 +152,7 @@ class ClipStatsAdapter(nn.Module):
                                 instruction, return_hidden=True)
             self._attribute_loss = self.attribute_head.loss(h, attribute_labels)
         else:
+            self._attribute_loss = None  # never a stale loss from an earlier batch
             out = self._stats(hidden_states, lengths, clip_features, instruction)
         if self.words is not None:
             if not self.words_bound:

@@ -294,7 +294,7 @@ class SpeechLLM(nn.Module):
             raise ValueError(f"loss_reduction must be 'token' or 'answer', got {loss_reduction!r}")
         res = {"loss": loss, "logits": logits, "n_target_tokens": n_tok, "n_loss_units": n_units, "audio_embeds": audio}
         aux = self.adapter.pop_attribute_loss() if hasattr(self.adapter, "pop_attribute_loss") else None
-        if aux is not None:  # the adapter's attribute heads (training only): beside the LLM's loss, not in it
+        if aux is not None:  # the adapter's attribute heads (training only): added to the loss optimised
             res["loss"], res["attribute_loss"] = loss + self.adapter.attribute_loss_weight * aux, aux.detach()
         return res
 
