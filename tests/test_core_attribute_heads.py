@@ -90,3 +90,13 @@ def test_training_adds_the_weighted_head_loss_and_inference_leaves_it_out():
 def test_a_non_positive_weight_is_refused():
     with pytest.raises(ConfigError, match="attribute_loss_weight"):
         _module(attribute_heads=HEADS, attribute_loss_weight=0.0)
+
+
+def test_a_forward_without_labels_leaves_no_pending_loss():
+    model = _module(attribute_heads=HEADS).model
+    batch = model.processor([Example(wavs=[_wav(110.0)], instruction="?", target="x",
+                                     attributes={"pitch": "low", "gender": "male"})])
+    model.train()
+    model.encode_audio(batch)  # labels in the batch: a pending loss
+    model.encode_audio({k: v for k, v in batch.items() if k != "attribute_labels"})
+    assert model.adapter.pop_attribute_loss() is None
