@@ -13,7 +13,6 @@ output layer or the LLM's read-out), not before it. Beside it, the model's own l
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when a test loads this file
+from adapter_info_probe import stages  # noqa: E402
 from option_shift import model_rows  # noqa: E402
+from suite_probe import suite_clips  # noqa: E402
 
 from evaluation.likelihood import best
 from speechllm.io import atomic_write_json, atomic_write_text
@@ -34,42 +35,13 @@ TASK_HEADS = {"PitchClassification_Synth": "pitch", "SpeakingRateClassification_
 
 
 def head_predictions(model, wavs: list[np.ndarray], head: str) -> list[str]:
-    """The adapter's own `head` prediction for each clip (eval mode, one clip at a time)."""
-    from speechllm.model.adapters import _padding_mask
-    from speechllm.model.processor import Example
-
-    adapter = model.adapter
-    names = list(adapter.attribute_heads)
-    start = sum(len(adapter.attribute_heads[n]) for n in names[: names.index(head)])
-    labels = adapter.attribute_heads[head]
-    out = []
+    """The adapter's own `head` prediction for each clip, from its hidden layer as `stages` reads it."""
     model.eval()
+    hidden = torch.from_numpy(stages(model, [{"wav": w} for w in wavs])["hidden"])
+    heads = model.adapter.attribute_head
     with torch.no_grad():
-        for w in wavs:
-            batch = model.processor([Example(wavs=[w], instruction="?")])
-            hidden, lengths = model.encoder(batch["input_features"], batch["feature_lengths"])
-            _, h = adapter.stats(hidden, _padding_mask(lengths, hidden[0].shape[1]), batch.get("clip_features"),
-                                 None, return_hidden=True)
-            logits = adapter.attribute_head.proj(h)[0, start:start + len(labels)]
-            out.append(labels[int(logits.argmax())])
-    return out
-
-
-def suite_clips(suite: Path, task: str) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """(files, 16-kHz waveforms, labels) of one suite task, in the dataset's order."""
-    import datasets
-    import soundfile as sf
-
-    ds = datasets.load_from_disk(str(suite / task)).cast_column("audio", datasets.Audio(decode=False))
-    files, wavs, labels = [], [], []
-    for ex in ds:
-        wav, sr = sf.read(io.BytesIO(ex["audio"]["bytes"]), dtype="float32")
-        if sr != 16000:
-            raise SystemExit(f"{suite / task}: {ex['file']} is {sr} Hz; the suite is built at 16 kHz")
-        files.append(ex["file"])
-        wavs.append(wav)
-        labels.append(ex["label"])
-    return files, wavs, labels
+        logits = heads.proj(hidden)[:, heads.slices[head]]
+    return [heads.heads[head][i] for i in logits.argmax(-1).tolist()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    import datasets
+
     from speechllm.model.speech_llm import SpeechLLM
 
     model = SpeechLLM.from_pretrained(a.ckpt)
@@ -89,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for task, head in TASK_HEADS.items():
         if head not in model.adapter.attribute_heads:
             continue
-        files, wavs, labels = suite_clips(a.suite, task)
+        wavs, labels = suite_clips(a.suite, task)
+        files = list(datasets.load_from_disk(str(a.suite / task))["file"])
         pred = head_predictions(model, wavs, head)
         hits = sum(p == y for p, y in zip(pred, labels))
         rows = {r["file"]: r for r in model_rows(a.ckpt / "eval", task)}

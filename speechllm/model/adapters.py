@@ -140,19 +140,19 @@ class ClipStatsAdapter(nn.Module):
         """(B, tokens, V): each token's weights over `words` (only for a word adapter)."""
         return torch.softmax(self._stats(hidden_states, lengths, clip_features, instruction).float(), dim=-1)
 
-    def _stats(self, hidden_states, lengths, clip_features, instruction) -> torch.Tensor:
-        """The MLP's (B, tokens, D or V) output: free vectors, or word logits."""
-        return self.stats(hidden_states, _padding_mask(lengths, hidden_states[0].shape[1]), clip_features, instruction)
+    def _stats(self, hidden_states, lengths, clip_features, instruction, return_hidden: bool = False):
+        """The MLP's (B, tokens, D or V) output: free vectors, or word logits (and its hidden layer on request)."""
+        return self.stats(hidden_states, _padding_mask(lengths, hidden_states[0].shape[1]), clip_features, instruction,
+                          return_hidden=return_hidden)
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor,
                 clip_features: torch.Tensor | None = None, instruction: torch.Tensor | None = None,
                 attribute_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._attribute_loss = None  # never a stale loss from an earlier batch
         if self.wants_attribute_labels and self.training and attribute_labels is not None:
-            out, h = self.stats(hidden_states, _padding_mask(lengths, hidden_states[0].shape[1]), clip_features,
-                                instruction, return_hidden=True)
+            out, h = self._stats(hidden_states, lengths, clip_features, instruction, return_hidden=True)
             self._attribute_loss = self.attribute_head.loss(h, attribute_labels)
         else:
-            self._attribute_loss = None  # never a stale loss from an earlier batch
             out = self._stats(hidden_states, lengths, clip_features, instruction)
         if self.words is not None:
             if not self.words_bound:

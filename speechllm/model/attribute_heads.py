@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,6 +56,8 @@ class AttributeHeads(nn.Module):
         super().__init__()
         self.heads = heads
         self.proj = nn.Linear(hidden, sum(len(v) for v in heads.values()))
+        bounds = np.cumsum([0] + [len(v) for v in heads.values()])
+        self.slices = {name: slice(int(a), int(b)) for name, a, b in zip(heads, bounds[:-1], bounds[1:])}
 
     def loss(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean over heads with a labelled clip of each head's cross-entropy; (A, hidden), (A, heads) -> ()."""
@@ -63,12 +66,10 @@ class AttributeHeads(nn.Module):
                              f"{len(self.heads)} heads: build batches with model.processor, which adds them")
         logits = self.proj(h).float()
         labels = labels.to(h.device)
-        losses, start = [], 0
-        for j, names in enumerate(self.heads.values()):
+        losses = []
+        for j, cols in enumerate(self.slices.values()):
             y = labels[:, j]
             if (y != NO_LABEL).any():
-                losses.append(nn.functional.cross_entropy(logits[:, start:start + len(names)], y,
-                                                          ignore_index=NO_LABEL))
-            start += len(names)
+                losses.append(nn.functional.cross_entropy(logits[:, cols], y, ignore_index=NO_LABEL))
         # no labelled clip: a zero that still reaches every head weight (DDP expects each one in the graph)
         return torch.stack(losses).mean() if losses else logits.sum() * 0.0

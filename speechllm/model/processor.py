@@ -50,6 +50,11 @@ def right_pad(rows: list[list[int]], fill: int) -> torch.Tensor:
     return out
 
 
+def per_window(per_clip_values: list, windows_per_clip: list[int]) -> list:
+    """Each clip's value once per 30-s window of it (a clip > 30 s is encoded as several windows)."""
+    return [v for v, k in zip(per_clip_values, windows_per_clip) for _ in range(k)]
+
+
 class SpeechLLMProcessor:
     def __init__(self, tokenizer, feature_fn, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
                  interleave_transcript: bool = True, clip_feature_fn=None, instruction_ids: bool = False,
@@ -147,12 +152,11 @@ class SpeechLLMProcessor:
                 batch["clip_features"] = self.clip_feature_fn(windows)
             if self.instruction_ids:
                 per_wav = [self._ids(ex.instruction.replace(AUDIO_PLACEHOLDER, " ")) for ex in examples for _ in ex.wavs]
-                batch["instruction_ids"] = right_pad([q for q, k in zip(per_wav, per_clip) for _ in range(k)], -1)
+                batch["instruction_ids"] = right_pad(per_window(per_wav, per_clip), -1)
             if self.attribute_heads:  # a row of several clips has one set of attributes: no label for either
                 per_wav = [label_ids(self.attribute_heads, ex.attributes if len(ex.wavs) == 1 else None)
                            for ex in examples for _ in ex.wavs]
-                batch["attribute_labels"] = torch.tensor([y for y, k in zip(per_wav, per_clip) for _ in range(k)],
-                                                         dtype=torch.long)
+                batch["attribute_labels"] = torch.tensor(per_window(per_wav, per_clip), dtype=torch.long)
             if len(windows) > len(wavs):  # a clip > 30 s: features are per window (SpeechLLM.encode_audio joins them)
                 batch["windows_per_audio"] = torch.tensor(per_clip)
         return batch
