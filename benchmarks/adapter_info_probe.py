@@ -34,7 +34,8 @@ ATTRS = ("gender", "speed", "pitch", "volume", "noise", "speech")
 
 def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
     """(clips, features) per stage: standardised statistics, first-layer pre-activations, hidden layer
-    (after GELU), output tokens (flattened); and "output_tokens", the same outputs as (clips, tokens, D)."""
+    (after GELU), the feature path's hidden layer where there is one ("feature_hidden"), output tokens
+    (flattened); and "output_tokens", the same outputs as (clips, tokens, D)."""
     from speechllm.model.processor import Example
 
     if getattr(model.adapter, "wants_instruction", False):
@@ -44,14 +45,19 @@ def stages(model, rows: list[dict]) -> dict[str, np.ndarray]:
     seen: dict[str, torch.Tensor] = {}
     hooks = [mlp[0].register_forward_hook(lambda m, i, o: seen.update(input=i[0], pre=o)),
              mlp[1].register_forward_hook(lambda m, i, o: seen.update(hidden=o))]
-    out: dict[str, list] = {"input": [], "pre": [], "hidden": [], "output": []}
+    keys = ["input", "pre", "hidden"]
+    feature_mlp = getattr(model.adapter.stats, "feature_mlp", None)
+    if feature_mlp is not None:  # ClipStatsAdapter(feature_tokens=k): the waveform features' own path
+        hooks.append(feature_mlp[1].register_forward_hook(lambda m, i, o: seen.update(feature_hidden=o)))
+        keys.append("feature_hidden")
+    out: dict[str, list] = {k: [] for k in keys + ["output"]}
     try:
         for r in rows:
             wav = r["wav"] if "wav" in r else load_audio(r["audio"])  # a waveform given, or a manifest row
             batch = model.processor([Example(wavs=[wav], instruction="", transcripts=[""], id="0")])
             with torch.no_grad():
                 emb, _ = model.encode_audio(batch)
-            for k in ("input", "pre", "hidden"):
+            for k in keys:
                 out[k].append(seen[k][0].numpy())
             out["output"].append(emb[0].numpy())  # (tokens, D): labelled groups are split from it
     finally:

@@ -35,9 +35,11 @@ TASK_HEADS = {"PitchClassification_Synth": "pitch", "SpeakingRateClassification_
 
 
 def head_predictions(model, wavs: list[np.ndarray], head: str) -> list[str]:
-    """The adapter's own `head` prediction for each clip, from its hidden layer as `stages` reads it."""
+    """The adapter's own `head` prediction for each clip, from the layer its heads read (the MLP's hidden
+    layer or the feature path's) as `stages` reads it."""
     model.eval()
-    hidden = torch.from_numpy(stages(model, [{"wav": w} for w in wavs])["hidden"])
+    layer = "feature_hidden" if getattr(model.adapter, "attribute_heads_on", "hidden") == "features" else "hidden"
+    hidden = torch.from_numpy(stages(model, [{"wav": w} for w in wavs])[layer])
     heads = model.adapter.attribute_head
     with torch.no_grad():
         logits = heads.proj(hidden)[:, heads.slices[head]]

@@ -1,6 +1,7 @@
 """benchmarks/head_readout.py: an adapter's own attribute head scored on clips."""
 
 import numpy as np
+import pytest
 import torch
 from benchmark_module import load_benchmark
 
@@ -9,11 +10,14 @@ from speechllm.module import SpeechLLMModule
 HEADS = {"gender": ["male", "female"], "pitch": ["low", "normal", "high"]}
 
 
-def test_head_predictions_take_the_named_heads_slice_of_the_logits():
+# heads on the feature path read a 5-wide layer: taking the main 16-wide one would not fit their weights
+@pytest.mark.parametrize("extra", [{}, {"prosody": "relative", "feature_tokens": 2, "feature_hidden": 5,
+                                        "attribute_heads_on": "features"}])
+def test_head_predictions_take_the_named_heads_slice_of_the_logits(extra):
     mod = load_benchmark("head_readout")
     m = SpeechLLMModule(encoder="tiny-random-whisper", llm="tiny-random-llama", encoder_layers=[1, 2],
                         adapter={"class_path": "speechllm.model.adapters.ClipStatsAdapter",
-                                 "init_args": {"tokens": 2, "hidden": 16, "attribute_heads": HEADS}},
+                                 "init_args": {"tokens": 2, "hidden": 16, "attribute_heads": HEADS, **extra}},
                         interleave_transcript=False)
     m.configure_model()
     model = m.model

@@ -100,3 +100,27 @@ def test_a_forward_without_labels_leaves_no_pending_loss():
     model.encode_audio(batch)  # labels in the batch: a pending loss
     model.encode_audio({k: v for k, v in batch.items() if k != "attribute_labels"})
     assert model.adapter.pop_attribute_loss() is None
+
+
+def test_heads_on_the_feature_path_train_that_path_and_not_the_main_hidden_layer():
+    module = _module(attribute_heads=HEADS, prosody="relative", feature_tokens=2, attribute_heads_on="features")
+    model = module.model
+    assert model.adapter.fixed_tokens == 4
+    batch = model.processor([Example(wavs=[_wav(110.0)], instruction="?", target="a man",
+                                     attributes={"pitch": "low", "gender": "male"}),
+                             Example(wavs=[_wav(220.0)], instruction="?", target="a woman",
+                                     attributes={"pitch": "high", "gender": "female"})])
+    model.train()
+    emb, lengths = model.encode_audio(batch)
+    assert emb.shape[1] == 4 and lengths.tolist() == [4, 4]
+    model.adapter.pop_attribute_loss().backward()
+    stats = model.adapter.stats
+    assert stats.feature_mlp[0].weight.grad.abs().sum() > 0
+    assert stats.global_mlp[0].weight.grad is None  # the heads read the feature path only
+
+
+@pytest.mark.parametrize("kwargs", [{"attribute_heads_on": "features"}, {"attribute_heads_on": "output"},
+                                    {"attribute_heads_on": "features", "feature_tokens": 0, "prosody": True}])
+def test_heads_on_the_feature_path_need_one(kwargs):
+    with pytest.raises(ConfigError, match="attribute_heads_on"):
+        _module(attribute_heads=HEADS, **kwargs)

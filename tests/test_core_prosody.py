@@ -171,3 +171,32 @@ def test_hide_encoder_stats_leaves_every_clip_only_its_extra_features(monkeypatc
 def test_encoder_stats_dropout_needs_features_beside_the_statistics_and_a_probability_below_one(kwargs):
     with pytest.raises(ConfigError, match="encoder_stats_dropout"):
         ClipStatsTokens(enc_dim=4, n_layers=1, llm_dim=3, tokens=1, **kwargs)
+
+
+def test_feature_tokens_follow_the_extra_features_alone_whatever_the_encoder_states():
+    torch.manual_seed(0)
+    tok = ClipStatsTokens(enc_dim=4, n_layers=1, llm_dim=3, tokens=2, hidden=8, stats_warmup=1, n_extra=2,
+                          feature_tokens=3, feature_hidden=5)
+    for p in tok.feature_mlp.parameters():  # zero_init is off, but make the path's output plainly non-zero
+        torch.nn.init.normal_(p)
+    pad = torch.zeros(40, 5, dtype=torch.bool)
+    tok.train()
+    tok([torch.randn(40, 5, 4)], pad, torch.randn(40, 2))
+    tok.eval()
+    extra = torch.tensor([[0.3, -1.0]]).expand(40, 2).clone()
+    extra[20:] = torch.tensor([1.5, 0.2])
+    out, h, h_feat = tok([torch.randn(40, 5, 4)], pad, extra, return_hidden=True)
+    assert out.shape == (40, 5, 3) and h.shape == (40, 8) and h_feat.shape == (40, 5)
+    def groups(x):  # how many clips each clip matches within float tolerance, the most of any clip
+        x = x.reshape(40, -1)
+        return (x[:, None] - x[None]).abs().amax(-1).lt(1e-5).sum(1).max().item()
+
+    assert groups(out[:, :2]) == 1  # the main tokens see each clip's states
+    assert groups(out[:, 2:]) == 20 and groups(h_feat) == 20  # the feature path only the two groups
+    assert (out[0, 2:] - out[20, 2:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kwargs", [{"feature_tokens": 2}, {"feature_tokens": -1, "n_extra": 2}])
+def test_feature_tokens_need_extra_features(kwargs):
+    with pytest.raises(ConfigError, match="feature_tokens"):
+        ClipStatsTokens(enc_dim=4, n_layers=1, llm_dim=3, tokens=1, **kwargs)

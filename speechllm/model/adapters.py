@@ -79,6 +79,9 @@ class ClipStatsAdapter(nn.Module):
     `attribute_heads={"pitch": ["low", "normal", "high"], ...}`: in training, a linear head per attribute on
     the MLP's hidden layer learns each clip's caption label (`speechllm.model.attribute_heads`), weighted by
     `attribute_loss_weight` beside the LLM's loss; dropped at inference.
+    `feature_tokens=k` (needs prosody): k more tokens from the waveform features alone, through a small MLP
+    of their own (`feature_hidden` wide; `ClipStatsTokens`); `attribute_heads_on="features"` puts the heads
+    on that MLP's hidden layer instead of the main one.
 
     `words=[" male", " low", ...]`: each output token is a softmax mixture of the frozen LLM's embeddings
     of these one-token words (`speechllm.model.verbalizer`), not a free vector; no output norm (the
@@ -91,14 +94,15 @@ class ClipStatsAdapter(nn.Module):
                  dropout: float = 0.0, embed_rms: float | None = None, zero_init: bool = False,
                  stats_warmup: int = 0, prosody: bool | str = False, instruction_aware: bool = False,
                  words: list[str] | None = None, learn_words: bool = False, encoder_stats_dropout: float = 0.0,
-                 attribute_heads: dict[str, list[str]] | None = None, attribute_loss_weight: float = 0.5):
+                 attribute_heads: dict[str, list[str]] | None = None, attribute_loss_weight: float = 0.5,
+                 feature_tokens: int = 0, feature_hidden: int = 64, attribute_heads_on: str = "hidden"):
         super().__init__()
         if prosody not in (False, True, "relative"):
             raise ConfigError(f"ClipStatsAdapter prosody must be false, true or \"relative\", got {prosody!r}")
         self.wants_clip_features = bool(prosody)
         self.relative_prosody = prosody == "relative"  # the processor computes the longer feature set
         self.wants_instruction = instruction_aware
-        self.fixed_tokens = tokens  # every clip's prompt length (model.audio_anchors needs one)
+        self.fixed_tokens = tokens + feature_tokens  # every clip's prompt length (model.audio_anchors needs one)
         if isinstance(words, str):  # list("abc") would be three one-letter words
             raise ConfigError(f"ClipStatsAdapter words must be a list of distinct words, got {words!r}")
         self.words = list(words) if words is not None else None
@@ -107,7 +111,8 @@ class ClipStatsAdapter(nn.Module):
                                      n_extra=N_PROSODY_RELATIVE if self.relative_prosody
                                      else N_PROSODY if prosody else 0,
                                      instruction_dim=llm_dim if instruction_aware else 0,
-                                     encoder_stats_dropout=encoder_stats_dropout)
+                                     encoder_stats_dropout=encoder_stats_dropout, feature_tokens=feature_tokens,
+                                     feature_hidden=feature_hidden)
         # fixed words are at the embeddings' scale already; free vectors and trained codes are not held there
         # (Adam moves a code's elements by ~lr a step, the words' own are ~0.1), so they are normalised
         self.out_norm = EmbeddingScaleNorm(llm_dim, embed_rms) if self.words is None or learn_words else None
@@ -117,16 +122,23 @@ class ClipStatsAdapter(nn.Module):
             else:  # the LLM's own, frozen: rebuilt at every load, never saved
                 self.register_buffer("word_embeddings", torch.zeros(len(self.words), llm_dim), persistent=False)
             self.words_bound = False
+            if feature_tokens:  # word logits would need a width per path; nothing asks for it yet
+                raise ConfigError("ClipStatsAdapter feature_tokens works with free vectors only, not with words")
         elif learn_words:
             raise ConfigError("ClipStatsAdapter learn_words needs words (the embeddings its codes start from)")
         # built last, so a seed gives every other weight the same start with or without them
         self.attribute_heads = check_heads(attribute_heads)
         self.wants_attribute_labels = self.attribute_heads is not None
+        if attribute_heads_on not in ("hidden", "features") or (attribute_heads_on == "features" and not feature_tokens):
+            raise ConfigError(f"ClipStatsAdapter attribute_heads_on must be \"hidden\" or \"features\" (the latter "
+                              f"with feature_tokens > 0); got {attribute_heads_on!r} with {feature_tokens} feature tokens")
+        self.attribute_heads_on = attribute_heads_on
         if self.attribute_heads is not None:
             if not attribute_loss_weight > 0:
                 raise ConfigError(f"ClipStatsAdapter attribute_loss_weight must be > 0, got {attribute_loss_weight}")
             self.attribute_loss_weight = float(attribute_loss_weight)
-            self.attribute_head = AttributeHeads(hidden, self.attribute_heads)
+            self.attribute_head = AttributeHeads(feature_hidden if attribute_heads_on == "features" else hidden,
+                                                 self.attribute_heads)
         self._attribute_loss: torch.Tensor | None = None
 
     def pop_attribute_loss(self) -> torch.Tensor | None:
@@ -150,8 +162,9 @@ class ClipStatsAdapter(nn.Module):
                 attribute_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         self._attribute_loss = None  # never a stale loss from an earlier batch
         if self.wants_attribute_labels and self.training and attribute_labels is not None:
-            out, h = self._stats(hidden_states, lengths, clip_features, instruction, return_hidden=True)
-            self._attribute_loss = self.attribute_head.loss(h, attribute_labels)
+            out, h, h_feat = self._stats(hidden_states, lengths, clip_features, instruction, return_hidden=True)
+            self._attribute_loss = self.attribute_head.loss(h_feat if self.attribute_heads_on == "features" else h,
+                                                            attribute_labels)
         else:
             out = self._stats(hidden_states, lengths, clip_features, instruction)
         if self.words is not None:

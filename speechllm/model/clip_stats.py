@@ -32,6 +32,12 @@ class ClipStatsTokens(nn.Module):
     separate the training voices but not new ones, and leaves the one feature that reads the label
     (docs/hearing.md: the relative F0). Modality dropout, at the level of whole feature groups.
 
+    `feature_tokens=k` (needs `n_extra` features): k more tokens from a small MLP of their own over the
+    standardised extra features alone, appended after the `tokens` ones. The Whisper statistics cannot steer
+    them, so what the waveform features say (the relative F0 reads the pitch label by itself) reaches the LLM
+    on unseen voices as it does on the corpus's (docs/hearing.md: the Whisper statistics steer the shared
+    hidden layer on new voices). `encoder_stats_dropout` leaves this path's input untouched.
+
     `hide_encoder_stats` (class-wide, off): a diagnostic switch that hides the encoder statistics from every
     clip, in training and inference, so a benchmark can ask what the extra features alone carry
     (`benchmarks/feature_route.py`)."""
@@ -40,7 +46,8 @@ class ClipStatsTokens(nn.Module):
 
     def __init__(self, enc_dim: int, n_layers: int, llm_dim: int, tokens: int, hidden: int = 512,
                  dropout: float = 0.0, zero_init: bool = False, stats_warmup: int = 0, n_extra: int = 0,
-                 instruction_dim: int = 0, encoder_stats_dropout: float = 0.0):
+                 instruction_dim: int = 0, encoder_stats_dropout: float = 0.0, feature_tokens: int = 0,
+                 feature_hidden: int = 64):
         super().__init__()
         self.tokens, self.dropout, self.stats_warmup, self.n_extra = tokens, dropout, stats_warmup, n_extra
         if not 0.0 <= encoder_stats_dropout < 1.0 or (encoder_stats_dropout and not n_extra):
@@ -59,10 +66,20 @@ class ClipStatsTokens(nn.Module):
             self.instruction_norm = nn.LayerNorm(instruction_dim, elementwise_affine=False)
             self.instruction_proj = nn.Linear(instruction_dim, hidden, bias=False)
             nn.init.zeros_(self.instruction_proj.weight)  # starts as the question-blind adapter
+        if feature_tokens < 0 or (feature_tokens and not n_extra):
+            raise ConfigError(f"feature_tokens must be >= 0 and needs per-clip features beside the encoder statistics "
+                              f"(ClipStatsAdapter prosody: true or relative); got {feature_tokens} with {n_extra} features")
+        self.feature_tokens = feature_tokens
+        if feature_tokens:  # built last, so a seed gives every other weight the same start with or without it
+            self.feature_mlp = nn.Sequential(nn.Linear(n_extra, feature_hidden), nn.GELU(),
+                                             nn.Linear(feature_hidden, feature_tokens * llm_dim))
+            if zero_init:
+                nn.init.zeros_(self.feature_mlp[2].weight)
 
     def forward(self, hidden_states: list[torch.Tensor], pad: torch.Tensor, extra: torch.Tensor | None = None,
                 instruction: torch.Tensor | None = None, return_hidden: bool = False):
-        """(B, tokens, D_llm); with `return_hidden`, also the MLP's hidden layer (B, hidden)."""
+        """(B, tokens + feature_tokens, D_llm); with `return_hidden`, also the MLP's hidden layer (B, hidden)
+        and the feature path's (B, feature_hidden), None without one."""
         # In float32 whatever the run's precision: clips differ by a few percent of these statistics,
         # about what bfloat16's 8-bit mantissa resolves, so a bf16 mean/std/standardisation would
         # round away much of what tells one voice from another.
@@ -104,7 +121,11 @@ class ClipStatsTokens(nn.Module):
             pre = pre + self._question(instruction, x, len(pad))
         h = self.global_mlp[1](pre)
         out = self.global_mlp[2](h).reshape(len(pad), self.tokens, -1)  # (B, tokens, D_llm)
-        return (out, h) if return_hidden else out
+        h_feat = None
+        if self.feature_tokens:  # the extra features as standardised, never hidden by the encoder dropout
+            h_feat = self.feature_mlp[1](self.feature_mlp[0](x[:, x.shape[1] - self.n_extra:]))
+            out = torch.cat([out, self.feature_mlp[2](h_feat).reshape(len(pad), self.feature_tokens, -1)], 1)
+        return (out, h, h_feat) if return_hidden else out
 
     def _question(self, instruction: torch.Tensor | None, x: torch.Tensor, n: int) -> torch.Tensor:
         """The question's shift of the hidden pre-activations: GELU can then switch units on or off per question."""
