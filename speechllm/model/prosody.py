@@ -95,17 +95,17 @@ def prosody_stats(wav: np.ndarray, relative: bool = False) -> np.ndarray:
     f0, voiced, loud, db = frame_f0(wav)
     out = np.zeros(N_PROSODY_RELATIVE if relative else N_PROSODY, dtype=np.float32)
     out[0] = voiced.sum() / max(1, loud.sum())
+    out[4:7] = np.percentile(db, [10, 50, 95])
     if voiced.any():
         pct = np.percentile(f0[voiced], [10, 50, 90])
         out[1:4] = np.log2(pct / 100.0)
         out[7] = 1.0
-    out[4:7] = np.percentile(db, [10, 50, 95])
-    if relative and voiced.any():
-        median = float(pct[1])
-        centre = GENDER_CENTRE_HZ["male" if median < GENDER_SPLIT_HZ else "female"]
-        out[8] = 12 * np.log2(median / centre)
-        first, last = np.flatnonzero(voiced)[[0, -1]]
-        out[9] = np.log2((last - first + 1) * HOP / SAMPLE_RATE)
+        if relative:
+            median = float(pct[1])
+            centre = GENDER_CENTRE_HZ["male" if median < GENDER_SPLIT_HZ else "female"]
+            out[8] = 12 * np.log2(median / centre)
+            first, last = np.flatnonzero(voiced)[[0, -1]]
+            out[9] = np.log2((last - first + 1) * HOP / SAMPLE_RATE)
     return out
 
 
