@@ -1,6 +1,7 @@
 """Does the adapter's hidden layer carry an attribute on the suite's voices? Its own attribute head says. (issue 9)
 
-A `ClipStatsAdapter(attribute_heads=...)` run trains a linear head per attribute on the MLP's hidden layer. Scored
+A `ClipStatsAdapter(attribute_heads=...)` run trains a linear head per attribute on the MLP's hidden layer (or, with
+`attribute_heads_on: features`, on the waveform features' own path). Scored
 on the suite's clips of the matching task, that head is a read-out of the hidden layer trained on the corpus's
 labels: if it reads a task well where the model answers poorly, what is lost lies after the hidden layer (the
 output layer or the LLM's read-out), not before it. Beside it, the model's own likelihood accuracy on that task
@@ -79,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         cells.append([task, head, len(files), f"{100 * hits / len(files):.0f} [{100 * lo:.0f}, {100 * hi:.0f}]",
                       f"{100 * model_hits / len(files):.0f} [{100 * mlo:.0f}, {100 * mhi:.0f}]"])
     atomic_write_json(a.out.with_suffix(".json"), {"ckpt": str(a.ckpt), "suite": str(a.suite), "tasks": res})
+    where = "the feature path's" if getattr(model.adapter, "attribute_heads_on", "hidden") == "features" else "the MLP's"
     text = "\n".join([f"# The adapter's attribute heads on the suite: `{a.ckpt}`", "",
-                      "Accuracy (%) with 95 % Wilson intervals: the head's prediction from the MLP's hidden layer, "
-                      "and the model's likelihood answer to the suite's question.", "",
+                      f"Accuracy (%) with 95 % Wilson intervals: the head's prediction from {where} hidden layer (the "
+                      "layer it was trained on), and the model's likelihood answer to the suite's question.", "",
                       *table_lines(["task", "head", "n", "attribute head", "model (likelihood)"], cells)]) + "\n"
     atomic_write_text(a.out.with_suffix(".md"), text)
     print(text)
