@@ -33,13 +33,15 @@ from speechllm.metrics.tables import table_lines
 
 TASK_HEADS = {"PitchClassification_Synth": "pitch", "SpeakingRateClassification_Synth": "speed",
               "GenderClassification_Synth": "gender"}
+# ClipStatsAdapter.attribute_heads_on -> the `stages` key of the layer the heads read, and its name in the report
+HEAD_LAYER = {"hidden": ("hidden", "the MLP's"), "features": ("feature_hidden", "the feature path's")}
 
 
 def head_predictions(model, wavs: list[np.ndarray], head: str) -> list[str]:
     """The adapter's own `head` prediction for each clip, from the layer its heads read (the MLP's hidden
     layer or the feature path's) as `stages` reads it."""
     model.eval()
-    layer = "feature_hidden" if getattr(model.adapter, "attribute_heads_on", "hidden") == "features" else "hidden"
+    layer, _ = HEAD_LAYER[model.adapter.attribute_heads_on]
     hidden = torch.from_numpy(stages(model, [{"wav": w} for w in wavs])[layer])
     heads = model.adapter.attribute_head
     with torch.no_grad():
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         cells.append([task, head, len(files), f"{100 * hits / len(files):.0f} [{100 * lo:.0f}, {100 * hi:.0f}]",
                       f"{100 * model_hits / len(files):.0f} [{100 * mlo:.0f}, {100 * mhi:.0f}]"])
     atomic_write_json(a.out.with_suffix(".json"), {"ckpt": str(a.ckpt), "suite": str(a.suite), "tasks": res})
-    where = "the feature path's" if getattr(model.adapter, "attribute_heads_on", "hidden") == "features" else "the MLP's"
+    _, where = HEAD_LAYER[model.adapter.attribute_heads_on]
     text = "\n".join([f"# The adapter's attribute heads on the suite: `{a.ckpt}`", "",
                       f"Accuracy (%) with 95 % Wilson intervals: the head's prediction from {where} hidden layer (the "
                       "layer it was trained on), and the model's likelihood answer to the suite's question.", "",
